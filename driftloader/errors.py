@@ -1,0 +1,41 @@
+"""Exceptions. Each subclasses our base and the builtin a caller would naturally catch."""
+
+from __future__ import annotations
+
+
+class DriftloaderError(Exception):
+    """Base class of every error driftloader raises on purpose."""
+
+
+class ShardReadError(DriftloaderError, OSError):
+    """A shard could not be read: missing, unreachable, corrupt or truncated."""
+
+    def __init__(self, url: str, message: str, offset: int | None = None) -> None:
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{url}{where}: {message}")
+        self.url = url
+        self.offset = offset
+
+
+class NoShardsError(DriftloaderError, ValueError):
+    """A URL pattern, glob or manifest expanded to no shard at all."""
+
+
+class IncompatibleSketchError(DriftloaderError, ValueError):
+    """Two sketches of different kinds or parameters cannot be merged."""
+
+
+class ProfileFormatError(DriftloaderError, ValueError):
+    """A stored profile or sketch is not valid JSON of a known format."""
+
+
+class FingerprintMismatch(DriftloaderError, ValueError):
+    """Profiles were featurized differently and cannot be merged or compared."""
+
+
+class ReferenceNotFound(DriftloaderError, LookupError):
+    """The named reference profile does not exist in the store."""
+
+
+class VersionMismatch(DriftloaderError, ValueError):
+    """A pinned shard version no longer matches what storage holds."""

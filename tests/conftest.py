@@ -1,0 +1,105 @@
+"""Shared fixtures: a real S3 endpoint (moto's server mode) reached through s3fs, and shard writers."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """Start moto's ThreadedMotoServer on 127.0.0.1 at a free port; yield its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The standard AWS environment variables pointing at the moto endpoint, as users set them."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
+    """A fresh versioned bucket on the moto server; yields its name."""
+    import boto3
+
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=s3_env)
+    client.create_bucket(Bucket=name)
+    client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture
+def s3fs_fresh(s3_env: str):
+    """An s3fs filesystem on the moto endpoint, with no cached listings."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_env})
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def make_sample(index: int, rng: np.random.Generator, shift: float = 0.0) -> dict:
+    """One webdataset sample: a 64-float .npy, a class, a small JSON, a text and a blob."""
+    x = (rng.standard_normal(64) + shift).astype(np.float32)
+    buf = io.BytesIO()
+    np.save(buf, x)
+    words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps"], size=8))
+    return {
+        "__key__": f"sample{index:06d}",
+        "x.npy": buf.getvalue(),
+        "cls": str(int(rng.integers(0, 10))).encode(),
+        "json": json.dumps({"size": float(rng.random()), "src": "cam"}).encode(),
+        "txt": words.encode(),
+        "bin": rng.bytes(256),
+    }
+
+
+def write_shard(path: Path | str, n: int, seed: int = 0, start: int = 0, shift: float = 0.0) -> list[dict]:
+    """Write a tar shard with n samples using webdataset's TarWriter; return the samples."""
+    rng = np.random.default_rng(seed)
+    samples = [make_sample(start + i, rng, shift) for i in range(n)]
+    with wds.TarWriter(str(path)) as sink:
+        for sample in samples:
+            sink.write(sample)
+    return samples
+
+
+@pytest.fixture
+def local_shards(tmp_path: Path) -> list[str]:
+    """Four local shards of 25 samples each with distinct keys."""
+    paths = []
+    for s in range(4):
+        path = tmp_path / f"shard-{s:06d}.tar"
+        write_shard(path, 25, seed=s, start=s * 1000)
+        paths.append(str(path))
+    return paths
