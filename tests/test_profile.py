@@ -1,0 +1,249 @@
+"""Profile: update, back-fill of late features, merge laws, JSON round trip, corrupt input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from driftloader.errors import FingerprintMismatch, IncompatibleSketchError, ProfileFormatError
+from driftloader.features import Column
+from driftloader.profile import Profile, ProfileConfig
+
+CONFIG = ProfileConfig(quantile_k=64, categorical_cap=8, token_buckets=32, reservoir_k=16)
+
+
+def make_batch(n: int, seed: int = 0, extra: bool = False) -> dict[str, Column]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    x[rng.random(n) < 0.05] = np.nan
+    batch = {
+        "x": Column("numeric", np.ma.masked_array(x, mask=rng.random(n) < 0.1)),
+        "cls": Column("categorical", np.array(rng.choice(["a", "b", "c", None], n), dtype=object)),
+        "txt": Column(
+            "tokens", np.array(rng.choice(["the cat", "a dog ran", None], n), dtype=object)
+        ),
+    }
+    if extra:
+        batch["y"] = Column("numeric", np.ma.asarray(rng.random(n) + 5))
+    return batch
+
+
+def sliced(batch: dict[str, Column], lo: int, hi: int) -> dict[str, Column]:
+    return {k: Column(c.kind, c.values[lo:hi]) for k, c in batch.items()}
+
+
+def profile(*batches: dict[str, Column], fp: str = "fp", **kw) -> Profile:
+    p = Profile(fp, config=CONFIG, **kw)
+    for b in batches:
+        p.update(b)
+    return p
+
+
+def assert_equivalent(a: Profile, b: Profile) -> None:
+    assert (a.n, a.errors, a.kinds) == (b.n, b.errors, b.kinds)
+    for name, kind in a.kinds.items():
+        if kind == "numeric":
+            (ma, qa), (mb, qb) = a.numeric(name), b.numeric(name)
+            assert (ma.n, ma.count, ma.missing, ma.nan, ma.min, ma.max) == (
+                mb.n, mb.count, mb.missing, mb.nan, mb.min, mb.max,
+            )  # fmt: skip
+            assert ma.mean == pytest.approx(mb.mean, rel=1e-9, nan_ok=True)
+            assert ma.var == pytest.approx(mb.var, rel=1e-9, nan_ok=True)
+            assert (qa.n, qa.count) == (qb.n, qb.count)
+            if qa.count:
+                grid = np.linspace(qa.min, qa.max, 20)
+                assert np.all(np.abs(qa.cdf(grid) - qb.cdf(grid)) <= qa.rank_error + qb.rank_error)
+        elif kind == "categorical":
+            ca, cb = a.categorical(name), b.categorical(name)
+            assert (ca.counts(), ca.missing, ca.n) == (cb.counts(), cb.missing, cb.n)
+        else:
+            ta, tb = a.tokens(name), b.tokens(name)
+            assert np.array_equal(ta.counts, tb.counts) and (ta.docs, ta.missing) == (
+                tb.docs,
+                tb.missing,
+            )
+    assert (a.reservoir is None) == (b.reservoir is None)
+    if a.reservoir is not None:
+        assert a.reservoir.seen == b.reservoir.seen == a.n
+        assert a.reservoir.rows.shape == b.reservoir.rows.shape
+
+
+def test_halves_merge_to_whole() -> None:
+    batch = make_batch(400, extra=True)
+    whole = profile(batch)
+    halves = profile(sliced(batch, 0, 150)).merge(profile(sliced(batch, 150, 400)))
+    assert_equivalent(halves, whole)
+    m, _ = whole.numeric("x")
+    x = batch["x"].values
+    assert m.missing == int(x.mask.sum()) and m.count == int(np.isfinite(x.compressed()).sum())
+
+
+def test_merge_is_commutative_and_associative() -> None:
+    a, b, c = (
+        profile(make_batch(50, 1)),
+        profile(make_batch(70, 2, True)),
+        profile(make_batch(30, 3)),
+    )
+    c.count_errors(2)
+    left = Profile.merged([a, b]).merge(c)
+    right = Profile.merged([a, Profile.merged([b, c])])
+    swapped = Profile.merged([c, b, a])
+    assert_equivalent(left, right)
+    assert_equivalent(left, swapped)
+    assert left.n == 150 and left.errors == 2
+    np.testing.assert_array_equal(left.reservoir.rows, swapped.reservoir.rows)
+
+
+def test_merged_leaves_inputs_untouched() -> None:
+    a, b = profile(make_batch(20, 1)), profile(make_batch(20, 2, True))
+    before = (a.to_dict(), b.to_dict())
+    out = Profile.merged([a, b])
+    assert (a.to_dict(), b.to_dict()) == before and out.n == 40
+    with pytest.raises(ValueError):
+        Profile.merged([])
+
+
+def test_merge_refuses_other_fingerprint_and_config() -> None:
+    a = profile(make_batch(10))
+    with pytest.raises(FingerprintMismatch, match="other"):
+        a.merge(profile(make_batch(10), fp="other"))
+    with pytest.raises(IncompatibleSketchError):
+        a.merge(Profile("fp").update(make_batch(10)))
+    clash = profile({"x": Column("categorical", np.array(["q"], dtype=object))})
+    with pytest.raises(IncompatibleSketchError, match="'x'"):
+        a.merge(clash)
+    assert a.n == 10
+
+
+def test_late_feature_is_backfilled_as_missing() -> None:
+    p = profile(make_batch(30, 1), make_batch(20, 2, extra=True), make_batch(10, 3))
+    m, q = p.numeric("y")
+    assert (p.n, m.n, q.n, m.missing, m.count) == (60, 60, 60, 40, 20)
+    assert p.numeric("x")[0].n == 60
+    assert p.reservoir.seen == 60 and p.reservoir.rows.shape == (16, 2)
+    late = profile({"c": Column("categorical", np.array([None, "z"], dtype=object))})
+    late.update({"t": Column("tokens", np.array(["hi"], dtype=object))})
+    assert late.categorical("c").missing == 2 and late.tokens("t").missing == 2
+    assert late.reservoir is None
+
+
+def test_reservoir_marks_missing_columns_nan() -> None:
+    p = profile({"a": Column("numeric", np.ma.asarray(np.ones(40)))})
+    p.update({"b": Column("numeric", np.ma.asarray(np.full(40, 2.0)))})
+    rows = p.reservoir.rows
+    assert np.all(np.isnan(rows[:, 0]) == (rows[:, 1] == 2.0))
+    assert np.all(np.isnan(rows[:, 1]) == (rows[:, 0] == 1.0))
+
+
+def test_merge_carries_one_sided_features() -> None:
+    a = profile({"a": Column("numeric", np.ma.asarray(np.ones(5)))})
+    b = profile({"c": Column("categorical", np.array(["k"] * 3, dtype=object))})
+    m = Profile.merged([a, b])
+    assert m.numeric("a")[0].missing == 3 and m.categorical("c").missing == 5
+    assert m.reservoir.seen == 8 and m.n == 8
+
+
+def test_json_round_trip() -> None:
+    p = profile(
+        make_batch(200, extra=True), url="s3://b/shard-0.tar", version="v1", meta={"k": [1]}
+    )
+    p.count_errors(3)
+    text = p.to_json()
+    back = Profile.from_json(text)
+    assert back.to_dict() == json.loads(text)
+    assert_equivalent(back, p)
+    assert back.summary() == p.summary() == {
+        "url": "s3://b/shard-0.tar", "version": "v1", "source": None, "created": p.created,
+        "n": 200, "errors": 3, "fingerprint": "fp", "n_features": 4,
+    }  # fmt: skip
+    assert back.config == CONFIG and back.meta == {"k": [1]}
+
+
+def test_metadata_on_merge() -> None:
+    a = profile(make_batch(5), url="u1", version="v", created=10.0, meta={"run": 1, "x": 2})
+    b = profile(make_batch(5), url="u2", version="v", created=20.0, meta={"run": 1, "x": 3})
+    m = Profile.merged([a, b])
+    assert (m.url, m.version, m.created, m.meta) == (None, "v", 20.0, {"run": 1})
+
+
+def _corruptions() -> list:
+    def feature_n(d: dict) -> dict:
+        d["features"]["x"]["sketches"]["moments"]["n"] += 1
+        return d
+
+    def bad_blob(d: dict) -> dict:
+        d["features"]["x"]["sketches"]["quantiles"]["sketch"] = "!!"
+        return d
+
+    def drop_reservoir(d: dict) -> dict:
+        d["reservoir"] = None
+        return d
+
+    def wrong_params(d: dict) -> dict:
+        d["features"]["cls"]["sketches"]["categorical"]["params"]["cap"] = 3
+        return d
+
+    def missing_sketch(d: dict) -> dict:
+        del d["features"]["x"]["sketches"]["quantiles"]
+        return d
+
+    return [
+        lambda d: "not a dict",
+        lambda d: {**d, "format": 2},
+        lambda d: {k: v for k, v in d.items() if k != "n"},
+        lambda d: {**d, "n": -5},
+        lambda d: {**d, "features": []},
+        lambda d: {**d, "config": {"quantile_k": 0}},
+        lambda d: {**d, "fingerprint": 3},
+        lambda d: {**d, "created": "yesterday"},
+        feature_n,
+        bad_blob,
+        drop_reservoir,
+        wrong_params,
+        missing_sketch,
+    ]
+
+
+@pytest.mark.parametrize("corrupt", _corruptions())
+def test_corrupt_dict_raises_format_error(corrupt) -> None:
+    d = json.loads(profile(make_batch(30)).to_json())
+    with pytest.raises(ProfileFormatError):
+        Profile.from_dict(corrupt(d))
+
+
+def test_from_json_garbage() -> None:
+    for text in ("", "{", "[1, 2]", "null"):
+        with pytest.raises(ProfileFormatError):
+            Profile.from_json(text)
+
+
+def test_accessors_and_validation() -> None:
+    p = profile(make_batch(5))
+    with pytest.raises(KeyError, match="nope"):
+        p.numeric("nope")
+    with pytest.raises(KeyError, match="categorical"):
+        p.numeric("cls")
+    with pytest.raises(ValueError, match="disagree"):
+        p.update(
+            {
+                "a": Column("numeric", np.ma.asarray(np.ones(3))),
+                "b": Column("numeric", np.ma.asarray(np.ones(4))),
+            }
+        )
+    with pytest.raises(ValueError, match="-1"):
+        p.count_errors(-1)
+    with pytest.raises(ValueError, match="quantile_k"):
+        ProfileConfig(quantile_k=0)
+    with pytest.raises(ValueError, match="fingerprint"):
+        Profile("")
+
+
+def test_absent_feature_and_explicit_n_samples() -> None:
+    p = profile(make_batch(10))
+    p.update({}, n_samples=4)
+    p.update({"cls": Column("categorical", np.array(["a"] * 6, dtype=object))})
+    assert p.n == 20
+    assert p.numeric("x")[0].n == 20 and p.tokens("txt").missing >= 10
+    assert p.categorical("cls").counts()["a"] >= 6 and p.reservoir.seen == 20
