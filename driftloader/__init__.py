@@ -3,3 +3,35 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .dataset import DriftDataset
+from .errors import (
+    DriftloaderError,
+    FingerprintMismatch,
+    IncompatibleSketchError,
+    NoShardsError,
+    ProfileFormatError,
+    ReferenceNotFound,
+    ShardReadError,
+    VersionMismatch,
+)
+from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
+from .reader import read_shard
+from .sources import Shard
+
+__all__ = [
+    "DriftDataset",
+    "DriftloaderError",
+    "FingerprintMismatch",
+    "IncompatibleSketchError",
+    "NoShardsError",
+    "ProfileFormatError",
+    "ReferenceNotFound",
+    "Shard",
+    "ShardReadError",
+    "VersionMismatch",
+    "ignore_and_continue",
+    "read_shard",
+    "reraise_exception",
+    "warn_and_continue",
+]

@@ -84,7 +84,9 @@ def make_sample(index: int, rng: np.random.Generator, shift: float = 0.0) -> dic
     }
 
 
-def write_shard(path: Path | str, n: int, seed: int = 0, start: int = 0, shift: float = 0.0) -> list[dict]:
+def write_shard(
+    path: Path | str, n: int, seed: int = 0, start: int = 0, shift: float = 0.0
+) -> list[dict]:
     """Write a tar shard with n samples using webdataset's TarWriter; return the samples."""
     rng = np.random.default_rng(seed)
     samples = [make_sample(start + i, rng, shift) for i in range(n)]

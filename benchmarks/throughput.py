@@ -1,0 +1,178 @@
+"""Read throughput: webdataset vs DriftDataset on the same shards, alternating, in one run.
+
+    python benchmarks/throughput.py [--shards 8] [--samples 1000] [--rounds 3] [--no-s3]
+
+Shards of 1,000 samples (a 64-float .npy, a class, a 4 KiB blob), read locally and from a moto
+S3 server on 127.0.0.1, with ``.decode().to_tuple("x.npy", "cls")``. Prints samples/s, MB/s and
+the ratio to webdataset measured in the same run (best of the rounds for each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+import driftloader as dl
+
+
+def make_shards(folder: Path, shards: int, samples: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    urls = []
+    for s in range(shards):
+        path = folder / f"shard-{s:06d}.tar"
+        with wds.TarWriter(str(path)) as sink:
+            for i in range(samples):
+                buf = io.BytesIO()
+                np.save(buf, rng.standard_normal(64).astype(np.float32))
+                sink.write(
+                    {
+                        "__key__": f"s{s}_{i:06d}",
+                        "x.npy": buf.getvalue(),
+                        "cls": str(int(rng.integers(10))).encode(),
+                        "bin": rng.bytes(4096),
+                    }
+                )
+        urls.append(str(path))
+    return urls
+
+
+def start_moto() -> tuple[object, str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    return server, endpoint
+
+
+def upload(urls: list[str], endpoint: str) -> list[str]:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+    fs.mkdir("bench")
+    for url in urls:
+        fs.put(url, f"bench/{Path(url).name}")
+    return [f"s3://bench/{Path(url).name}" for url in urls]
+
+
+def register_webdataset_s3(endpoint: str) -> None:
+    """webdataset over s3fs, as its users wire it: an fsspec opener for the s3 scheme."""
+    import fsspec
+
+    def gopen_s3(url, mode="rb", bufsize=8192, **kw):
+        return fsspec.open(url, mode, client_kwargs={"endpoint_url": endpoint}).open()
+
+    import importlib
+
+    gopen_module = importlib.import_module("webdataset.gopen")
+
+    gopen_module.gopen_schemes["s3"] = gopen_s3
+
+
+def time_pipeline(make) -> float:
+    start = time.perf_counter()
+    count = sum(1 for _ in make())
+    return count / (time.perf_counter() - start)
+
+
+def readers(urls: list[str]) -> dict:
+    return {
+        "webdataset": lambda: (
+            wds.WebDataset(urls, shardshuffle=False).decode().to_tuple("x.npy", "cls")
+        ),
+        "driftloader": lambda: (
+            dl.DriftDataset(urls, shuffle=False).decode().to_tuple("x.npy", "cls")
+        ),
+    }
+
+
+def loader_rate(urls: list[str], workers: int) -> float:
+    from torch.utils.data import DataLoader
+
+    ds = dl.DriftDataset(urls, shuffle=False).decode().to_tuple("x.npy", "cls").batched(256)
+    loader = DataLoader(ds, batch_size=None, num_workers=workers)
+    start = time.perf_counter()
+    count = sum(len(cls) for _, cls in loader)
+    return count / (time.perf_counter() - start)
+
+
+def measure(label: str, urls: list[str], rounds: int, bytes_per_sample: float) -> list[str]:
+    rates: dict[str, list[float]] = {name: [] for name in readers(urls)}
+    for _ in range(rounds):
+        for name, make in readers(urls).items():
+            rates[name].append(time_pipeline(make))
+    best = {name: max(values) for name, values in rates.items()}
+    rows = []
+    for name, rate in best.items():
+        spread = statistics.pstdev(rates[name]) / statistics.mean(rates[name])
+        ratio = rate / best["webdataset"]
+        rows.append(
+            f"| {label} | {name} | {rate:,.0f} | {rate * bytes_per_sample / 1e6:,.1f} | "
+            f"{ratio:.2f}x | {spread:.0%} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("-o", "--output", default="benchmarks/results/throughput.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = make_shards(Path(tmp), args.shards, args.samples)
+        per_sample = sum(os.path.getsize(u) for u in urls) / (args.shards * args.samples)
+        rows = measure("local", urls, args.rounds, per_sample)
+        single = max(loader_rate(urls, 0) for _ in range(2))
+        double = max(loader_rate(urls, 2) for _ in range(2))
+        rows.append(
+            f"| local | driftloader `.batched(256)`, 0 workers | {single:,.0f} | | 1.00x | |"
+        )
+        rows.append(
+            f"| local | driftloader `.batched(256)`, 2 workers | {double:,.0f} | | {double / single:.2f}x vs 0 workers | |"
+        )
+        if not args.no_s3:
+            server, endpoint = start_moto()
+            try:
+                register_webdataset_s3(endpoint)
+                rows += measure("moto S3", upload(urls, endpoint), args.rounds, per_sample)
+            finally:
+                server.stop()
+    table = [
+        f'{args.shards} shards x {args.samples} samples, `.decode().to_tuple("x.npy", "cls")`, '
+        f"best of {args.rounds} alternating rounds, {os.cpu_count()} cores",
+        "",
+        "| storage | reader | samples/s | MB/s | ratio | run-to-run spread |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *rows,
+    ]
+    text = "\n".join(table)
+    print(text)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(text + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

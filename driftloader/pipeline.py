@@ -1,0 +1,329 @@
+"""Per-sample stages with webdataset's semantics: decode, shuffle, map, select, to_tuple, batched.
+
+Each stage is a small generator ``_stage(data, ctx, ...)``; ``ctx`` carries the iteration's
+seed, epoch, rank and worker so that shuffling is reproducible (and resumable).
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import io
+import json
+import pickle
+import random
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import DriftloaderError
+
+Handler = Callable[[Exception], bool]
+
+
+def reraise_exception(exn: Exception) -> bool:
+    """Error handler: stop by raising (the default)."""
+    raise exn
+
+
+def warn_and_continue(exn: Exception) -> bool:
+    """Error handler: warn and go on with the next item."""
+    warnings.warn(repr(exn), stacklevel=2)
+    return True
+
+
+def ignore_and_continue(exn: Exception) -> bool:
+    """Error handler: go on silently (the caller still counts what was skipped)."""
+    return True
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where an iteration runs: seeds every random choice of its stages."""
+
+    seed: int = 0
+    epoch: int = 0
+    rank: int = 0
+    worker: int = 0
+
+    def rng(self, salt: int) -> random.Random:
+        return random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{self.worker}/{salt}")
+
+
+# ------------------------------------------------------------------------------- decoding
+
+
+class DecodeError(DriftloaderError, ValueError):
+    """A field could not be decoded; names the sample and the field."""
+
+
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}
+
+
+def npy_loads(data: bytes) -> np.ndarray:
+    """Decode ``.npy`` bytes like ``np.load`` without pickle, caching parsed headers."""
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not an .npy file (bad magic)")
+    width = 2 if data[6] == 1 else 4
+    length = int.from_bytes(data[8 : 8 + width], "little")
+    start = 8 + width + length
+    header = data[8 + width : start]
+    meta = _NPY_HEADERS.get(header)
+    if meta is None:
+        meta = _parse_npy_header(header)
+        if len(_NPY_HEADERS) < 1024:
+            _NPY_HEADERS[header] = meta
+    dtype, shape, fortran = meta
+    count = int(np.prod(shape)) if shape else 1
+    array = np.frombuffer(data, dtype, count=count, offset=start)
+    return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _parse_npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    fields = ast.literal_eval(header.decode("latin1"))
+    dtype = np.dtype(np.lib.format.descr_to_dtype(fields["descr"]))
+    if dtype.hasobject:
+        raise ValueError("object arrays need pickle; refused (decode with allow_pickle=True)")
+    return dtype, tuple(fields["shape"]), bool(fields["fortran_order"])
+
+
+def _unpickle(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def _torch_loads(data: bytes, weights_only: bool = True) -> Any:
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=weights_only, map_location="cpu")
+
+
+def _tenbin(data: bytes) -> Any:
+    from webdataset import tenbin
+
+    return tenbin.decode_buffer(data)
+
+
+def _msgpack(data: bytes) -> Any:
+    import msgpack
+
+    return msgpack.unpackb(data)
+
+
+def _npz(data: bytes) -> Any:
+    return dict(np.load(io.BytesIO(data), allow_pickle=False))
+
+
+def _cbor(data: bytes) -> Any:
+    import cbor
+
+    return cbor.loads(data)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8")
+
+
+BASIC_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    **dict.fromkeys(["txt", "text", "transcript"], _text),
+    **dict.fromkeys(["cls", "cls2", "class", "count", "index", "inx", "id"], int),
+    **dict.fromkeys(["json", "jsn"], json.loads),
+    "pth": _torch_loads,
+    "ten": _tenbin,
+    "tb": _tenbin,
+    "mp": _msgpack,
+    "msg": _msgpack,
+    "npy": npy_loads,
+    "npz": _npz,
+    "cbor": _cbor,
+}
+PICKLE_EXTENSIONS = ("pkl", "pickle", "pyd")
+
+
+def _handler_for(spec: Any) -> Callable[[str, bytes], Any]:
+    if callable(spec):
+        return spec
+    if isinstance(spec, str):
+        from webdataset import autodecode
+
+        if spec in autodecode.imagespecs:
+            return autodecode.ImageHandler(spec)
+        if spec in ("torchaudio", "torchvideo"):
+            return getattr(autodecode, spec)
+    raise ValueError(f"unknown decoder spec {spec!r}; use an image spec like 'pil' or a handler")
+
+
+class Decoder:
+    """Decode sample fields by extension, like ``webdataset.autodecode.Decoder`` but faster.
+
+    User handlers (image specs like ``"pil"``, ``"rgb8"``, ``"torch"``, or callables
+    ``handler(key, data) -> value | None``) are tried first; basic types (txt, cls, json, npy,
+    ...) use a direct table. Pickled fields stay bytes unless ``allow_pickle=True``.
+    """
+
+    def __init__(
+        self,
+        *specs: Any,
+        only: Iterable[str] | None = None,
+        partial: bool = False,
+        allow_pickle: bool = False,
+    ) -> None:
+        self.handlers = [_handler_for(spec) for spec in specs]
+        self.only = set(only.split()) if isinstance(only, str) else (set(only) if only else None)
+        self.partial = partial
+        self.basic = dict(BASIC_DECODERS)
+        if allow_pickle:
+            self.basic.update(dict.fromkeys(PICKLE_EXTENSIONS, _unpickle))
+            self.basic["pth"] = partial_torch_loads_unsafe
+        self._warned: set[str] = set()
+
+    def decode1(self, key: str, data: bytes) -> Any:
+        if key.endswith(".gz"):
+            return self.decode1(key[:-3], gzip.decompress(data))
+        dotted = "." + key
+        for handler in self.handlers:
+            result = handler(dotted, data)
+            if result is not None:
+                return result
+        ext = key.rsplit(".", 1)[-1]
+        decoder = self.basic.get(ext)
+        if decoder is not None:
+            return decoder(data)
+        if ext in PICKLE_EXTENSIONS and ext not in self._warned:
+            self._warned.add(ext)
+            warnings.warn(f"field {key!r} left as bytes: pickle decoding is off", stacklevel=3)
+        return data
+
+    def __call__(self, sample: dict) -> dict:
+        result = {}
+        for key, value in sample.items():
+            if key[:2] == "__" or (self.only is not None and key not in self.only):
+                result[key] = value
+            elif isinstance(value, bytes):
+                try:
+                    result[key] = self.decode1(key, value)
+                except Exception as e:
+                    raise DecodeError(
+                        f"cannot decode field {key!r} of sample {sample.get('__key__')!r} "
+                        f"in {sample.get('__url__')}: {e}"
+                    ) from e
+            else:
+                result[key] = value
+        return result
+
+
+def partial_torch_loads_unsafe(data: bytes) -> Any:
+    return _torch_loads(data, weights_only=False)
+
+
+# --------------------------------------------------------------------------------- stages
+
+
+def _apply(data: Iterable, fn: Callable, handler: Handler) -> Iterator:
+    for item in data:
+        try:
+            result = fn(item)
+        except Exception as exn:
+            if handler(exn):
+                continue
+            break
+        if result is not None:
+            yield result
+
+
+def _decode(data: Iterable, ctx: Context, decoder: Decoder, handler: Handler) -> Iterator:
+    return _apply(data, decoder, handler)
+
+
+def _map(data: Iterable, ctx: Context, fn: Callable, handler: Handler) -> Iterator:
+    return _apply(data, fn, handler)
+
+
+def _map_dict(data: Iterable, ctx: Context, fns: dict, handler: Handler) -> Iterator:
+    def apply(sample: dict) -> dict:
+        sample = dict(sample)
+        for key, fn in fns.items():
+            sample[key] = fn(sample[key])
+        return sample
+
+    return _apply(data, apply, handler)
+
+
+def _select(data: Iterable, ctx: Context, predicate: Callable[[Any], bool]) -> Iterator:
+    for item in data:
+        if predicate(item):
+            yield item
+
+
+def _to_tuple(
+    data: Iterable, ctx: Context, keys: tuple[str, ...], missing_is_error: bool, handler: Handler
+) -> Iterator:
+    choices = [key.split(";") for key in keys]
+
+    def pick(sample: dict) -> tuple:
+        out = []
+        for options in choices:
+            for option in options:
+                if option in sample:
+                    out.append(sample[option])
+                    break
+            else:
+                if missing_is_error:
+                    raise ValueError(
+                        f"sample {sample.get('__key__')!r} in {sample.get('__url__')} has no field "
+                        f"{';'.join(options)!r} (fields: {sorted(sample)})"
+                    )
+                out.append(None)
+        return tuple(out)
+
+    return _apply(data, pick, handler)
+
+
+def _shuffle(data: Iterable, ctx: Context, bufsize: int, initial: int, salt: int) -> Iterator:
+    """Buffer shuffle seeded by (seed, epoch, rank, worker): the same order on every rerun."""
+    rng = ctx.rng(salt)
+    buf: list = []
+    start = min(initial, bufsize)
+    for item in data:
+        buf.append(item)
+        if len(buf) < bufsize and len(buf) < start:
+            continue
+        if len(buf) >= start:
+            start = bufsize
+            index = rng.randrange(len(buf))
+            buf[index], buf[-1] = buf[-1], buf[index]
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
+
+
+def _batched(
+    data: Iterable, ctx: Context, size: int, collation_fn: Callable | None, partial_: bool
+) -> Iterator:
+    batch: list = []
+    for item in data:
+        batch.append(item)
+        if len(batch) == size:
+            yield collation_fn(batch) if collation_fn is not None else batch
+            batch = []
+    if batch and partial_:
+        yield collation_fn(batch) if collation_fn is not None else batch
+
+
+def default_collation_fn(samples: list) -> Any:
+    """Webdataset's collation: tensors stacked, numbers into arrays, others into lists."""
+    from webdataset.filters import default_collation_fn as collate
+
+    return collate(samples)
+
+
+class Stage:
+    """A picklable stage ``(data, ctx) -> iterator``: a generator function and its arguments."""
+
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self, data: Iterable, ctx: Context) -> Iterator:
+        return self.fn(data, ctx, *self.args, **self.kwargs)

@@ -1,0 +1,263 @@
+"""Shard sources: URL expansion, fsspec resolution per process, and shard versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from .errors import NoShardsError, ShardReadError
+
+MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
+_BRACE_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard: its URL, a version string that changes when its bytes change, and its size.
+
+    ``pinned`` is True when the version comes from a snapshot manifest: reads must then return
+    exactly those bytes or fail.
+    """
+
+    url: str
+    version: str | None = None
+    size: int | None = None
+    pinned: bool = False
+
+
+# ---------------------------------------------------------------------------------- braces
+
+
+def braceexpand(pattern: str) -> list[str]:
+    """Expand shell-style braces: ``a-{000..002}.tar``, ``{x,y}/s.tar``; nested braces too."""
+    start = _first_top_level_brace(pattern)
+    if start is None:
+        return [pattern]
+    end = _matching_brace(pattern, start)
+    head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
+    return [head + alt + rest for alt in _brace_alternatives(body) for rest in braceexpand(tail)]
+
+
+def _first_top_level_brace(pattern: str) -> int | None:
+    index = pattern.find("{")
+    return None if index < 0 else index
+
+
+def _matching_brace(pattern: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(pattern)):
+        depth += {"{": 1, "}": -1}.get(pattern[i], 0)
+        if depth == 0:
+            return i
+    raise ValueError(f"unbalanced brace in URL pattern {pattern!r}")
+
+
+def _brace_alternatives(body: str) -> list[str]:
+    match = _BRACE_RANGE.match(body)
+    if match:
+        lo, hi = match.groups()
+        width = len(lo) if lo.lstrip("-").startswith("0") else 0
+        step = 1 if int(hi) >= int(lo) else -1
+        return [str(i).zfill(width) for i in range(int(lo), int(hi) + step, step)]
+    parts, depth, current = [], 0, ""
+    for char in body:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [expanded for part in parts for expanded in braceexpand(part)]
+
+
+# ---------------------------------------------------------------------------- filesystems
+
+_FS_CACHE: dict[tuple, Any] = {}
+
+
+def protocol_of(url: str) -> str:
+    """The fsspec protocol of a URL; plain paths are ``file``."""
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", url)
+    return match.group(1).lower() if match else "file"
+
+
+def _s3_options(storage_options: dict | None) -> dict:
+    """s3fs options, taking the endpoint from ``AWS_ENDPOINT_URL`` when the caller gave none."""
+    options = dict(storage_options or {})
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    client_kwargs = dict(options.get("client_kwargs") or {})
+    if endpoint and "endpoint_url" not in options and "endpoint_url" not in client_kwargs:
+        client_kwargs["endpoint_url"] = endpoint
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    options.setdefault("version_aware", True)
+    return options
+
+
+def filesystem(url: str, storage_options: dict | None = None):
+    """The fsspec filesystem for ``url``, cached per process (never shared across a fork)."""
+    protocol = protocol_of(url)
+    options = (
+        _s3_options(storage_options) if protocol in ("s3", "s3a") else dict(storage_options or {})
+    )
+    key = (os.getpid(), protocol, json.dumps(options, sort_keys=True, default=repr))
+    fs = _FS_CACHE.get(key)
+    if fs is None:
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
+        _FS_CACHE[key] = fs
+    return fs
+
+
+def strip_protocol(url: str, storage_options: dict | None = None) -> str:
+    """The path of ``url`` inside its filesystem."""
+    return filesystem(url, storage_options)._strip_protocol(url)
+
+
+def redact(url: str) -> str:
+    """A URL without credentials (``scheme://user:secret@host`` -> ``scheme://***@host``)."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]+@", r"\1***@", url)
+
+
+# ------------------------------------------------------------------------------ expansion
+
+
+def expand_urls(urls: str | Sequence[str], storage_options: dict | None = None) -> list[Shard]:
+    """Expand brace patterns, globs, lists and manifest files into shards, in the given order.
+
+    Raises ``NoShardsError`` naming the pattern when something expands to nothing.
+    """
+    items = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
+    if not items:
+        raise NoShardsError("no shard URLs given")
+    shards: list[Shard] = []
+    for item in items:
+        shards.extend(_expand_one(os.fspath(item), storage_options))
+    return shards
+
+
+def _expand_one(pattern: str, storage_options: dict | None) -> list[Shard]:
+    found: list[Shard] = []
+    for url in braceexpand(pattern):
+        if url.lower().endswith(MANIFEST_SUFFIXES):
+            found.extend(read_manifest(url, storage_options))
+        elif any(ch in url for ch in "*?["):
+            found.extend(Shard(u) for u in _glob(url, storage_options))
+        else:
+            found.append(Shard(url))
+    if not found:
+        raise NoShardsError(f"{redact(pattern)} matches no shard; check the pattern and the store")
+    return found
+
+
+def _glob(url: str, storage_options: dict | None) -> list[str]:
+    fs = filesystem(url, storage_options)
+    protocol = protocol_of(url)
+    matches = sorted(fs.glob(fs._strip_protocol(url)))
+    if protocol == "file" and "://" not in url:
+        return matches
+    return [fs.unstrip_protocol(m) for m in matches]
+
+
+def read_manifest(url: str, storage_options: dict | None = None) -> list[Shard]:
+    """Read a manifest: one URL a line, a JSON list of URLs, or a snapshot JSON with versions.
+
+    Relative URLs are resolved against the manifest's folder.
+    """
+    fs = filesystem(url, storage_options)
+    try:
+        text = fs.cat_file(fs._strip_protocol(url)).decode("utf-8")
+    except FileNotFoundError as e:
+        raise NoShardsError(f"manifest {redact(url)} does not exist") from e
+    base = url.rsplit("/", 1)[0] if "/" in url else "."
+    if url.lower().endswith(".json"):
+        return [_resolve_shard(s, base) for s in _manifest_entries(url, text)]
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        _resolve_shard(Shard(line), base) for line in lines if line and not line.startswith("#")
+    ]
+
+
+def _manifest_entries(url: str, text: str) -> list[Shard]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NoShardsError(f"manifest {redact(url)} is not valid JSON: {e}") from e
+    entries = data.get("shards") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise NoShardsError(f"manifest {redact(url)} has no list of shards")
+    return [_manifest_entry(url, entry) for entry in entries]
+
+
+def _manifest_entry(url: str, entry: Any) -> Shard:
+    if isinstance(entry, str):
+        return Shard(entry)
+    if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+        version = entry.get("version")
+        return Shard(entry["url"], version, entry.get("size"), pinned=version is not None)
+    raise NoShardsError(
+        f"manifest {redact(url)}: entry {entry!r} is neither a URL nor {{'url': ...}}"
+    )
+
+
+def _resolve_shard(shard: Shard, base: str) -> Shard:
+    url = shard.url
+    if "://" in url or os.path.isabs(url):
+        return shard
+    return Shard(f"{base}/{url}", shard.version, shard.size, shard.pinned)
+
+
+# ------------------------------------------------------------------------------- versions
+
+
+def shard_version(info: dict) -> str | None:
+    """A version string from an fsspec ``info()`` dict: VersionId, else ETag, else size+mtime."""
+    version_id = info.get("VersionId") or info.get("version_id")
+    if version_id and version_id != "null":
+        return f"v:{version_id}"
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"e:{str(etag).strip(chr(34))}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    size = info.get("size")
+    if size is None and mtime is None:
+        return None
+    return f"s:{size}-{mtime if mtime is None else repr(float(mtime))}"
+
+
+def stat_shard(shard: Shard, storage_options: dict | None = None) -> Shard:
+    """Fill in the shard's current version and size from storage.
+
+    A pinned shard keeps its version; a missing shard raises ``ShardReadError``.
+    """
+    fs = filesystem(shard.url, storage_options)
+    path = fs._strip_protocol(shard.url)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError as e:
+        raise ShardReadError(redact(shard.url), "shard does not exist") from e
+    except OSError as e:
+        raise ShardReadError(redact(shard.url), f"cannot stat shard: {e}") from e
+    if shard.pinned:
+        return Shard(shard.url, shard.version, shard.size or info.get("size"), True)
+    return Shard(shard.url, shard_version(info), info.get("size"), False)
+
+
+def stat_shards(
+    shards: Iterable[Shard], storage_options: dict | None = None, threads: int = 16
+) -> list[Shard]:
+    """Stat many shards concurrently (object stores answer HEADs in parallel)."""
+    shards = list(shards)
+    if len(shards) <= 1:
+        return [stat_shard(s, storage_options) for s in shards]
+    with ThreadPoolExecutor(max_workers=min(threads, len(shards))) as pool:
+        return list(pool.map(lambda s: stat_shard(s, storage_options), shards))

@@ -1,0 +1,187 @@
+"""The tar reader: equality with webdataset, corruption, truncation, retries, limits."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+import webdataset as wds
+
+from driftloader.errors import ShardReadError
+from driftloader.reader import ReadStats, is_transient, read_shard
+from driftloader.sources import Shard
+
+from .conftest import write_shard
+
+
+def _public(sample: dict) -> dict:
+    return {k: v for k, v in sample.items() if k != "__local_path__"}
+
+
+def test_samples_equal_webdataset(local_shards):
+    ours = [s for url in local_shards for s in read_shard(url)]
+    theirs = [_public(s) for s in wds.WebDataset(local_shards, shardshuffle=False)]
+    assert ours == theirs and len(ours) == 100
+
+
+def test_small_blocks_and_members_larger_than_a_block(tmp_path):
+    path = tmp_path / "big.tar"
+    samples = [
+        {"__key__": f"k{i}", "bin": bytes([i]) * (10_000 + i), "cls": b"1"} for i in range(5)
+    ]
+    with wds.TarWriter(str(path)) as sink:
+        for sample in samples:
+            sink.write(sample)
+    ours = list(read_shard(str(path), block_size=4096))
+    assert [s["bin"] for s in ours] == [s["bin"] for s in samples]
+
+
+def test_long_names_and_directories(tmp_path):
+    path = tmp_path / "long.tar"
+    key = "d/" + "x" * 150
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for ext, data in (("txt", b"hello"), ("cls", b"3")):
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (sample,) = read_shard(str(path))
+    assert sample["__key__"] == key and sample["txt"] == b"hello" and sample["cls"] == b"3"
+
+
+def test_truncated_shard_names_url_and_offset(tmp_path):
+    path = tmp_path / "t.tar"
+    write_shard(path, 10)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardReadError, match=r"t\.tar at byte \d+: truncated"):
+        list(read_shard(str(path)))
+
+
+def test_corrupt_header_is_detected(tmp_path):
+    path = tmp_path / "c.tar"
+    write_shard(path, 4)
+    data = bytearray(path.read_bytes())
+    header = data.find(b"sample000001.")
+    assert header > 0 and header % 512 == 0
+    data[header + 3] ^= 0x01  # one bit of a member name: only the checksum can tell
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShardReadError, match="checksum|corrupt"):
+        list(read_shard(str(path)))
+
+
+def test_empty_file_and_empty_archive(tmp_path):
+    empty = tmp_path / "empty.tar"
+    empty.write_bytes(b"")
+    with pytest.raises(ShardReadError, match="empty file"):
+        list(read_shard(str(empty)))
+    archive = tmp_path / "none.tar"
+    with wds.TarWriter(str(archive)):
+        pass
+    assert list(read_shard(str(archive))) == []
+
+
+def test_missing_shard(tmp_path):
+    with pytest.raises(ShardReadError, match="does not exist"):
+        list(read_shard(str(tmp_path / "nope.tar")))
+
+
+def test_member_over_limit_is_refused_before_allocation(tmp_path):
+    path = tmp_path / "m.tar"
+    write_shard(path, 2)
+    with pytest.raises(ShardReadError, match="over max_member_size=100"):
+        list(read_shard(str(path), max_member_size=100))
+
+
+def test_duplicate_member_in_sample(tmp_path):
+    path = tmp_path / "dup.tar"
+    with tarfile.open(path, "w") as tar:
+        for _ in range(2):
+            info = tarfile.TarInfo("k.txt")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"a"))
+    with pytest.raises(ShardReadError, match="duplicate"):
+        list(read_shard(str(path)))
+
+
+class FlakyFile:
+    """Wraps a real file object and resets the connection once after ``fail_at`` bytes."""
+
+    failures_left = 1
+
+    def __init__(self, inner, fail_at: int):
+        self.inner, self.fail_at = inner, fail_at
+
+    def read(self, n: int) -> bytes:
+        pos = self.inner.tell()
+        if FlakyFile.failures_left and pos + n > self.fail_at:
+            if pos < self.fail_at:
+                return self.inner.read(self.fail_at - pos)
+            FlakyFile.failures_left -= 1
+            raise ConnectionResetError("connection reset by peer (injected)")
+        return self.inner.read(n)
+
+    def seek(self, offset: int) -> None:
+        self.inner.seek(offset)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _flaky_opener(fs, fail_at: int, opened: list):
+    def opener(path, mode="rb", **kwargs):
+        opened.append(kwargs)
+        return FlakyFile(fs.open(path, mode, **kwargs), fail_at)
+
+    return opener
+
+
+def test_transient_failure_on_s3_resumes_at_the_byte(s3_bucket, s3fs_fresh, tmp_path):
+    local = tmp_path / "s.tar"
+    expected = write_shard(local, 60, seed=3)
+    s3fs_fresh.put(str(local), f"{s3_bucket}/s.tar")
+    FlakyFile.failures_left = 1
+    opened: list = []
+    stats = ReadStats()
+    from driftloader.sources import filesystem
+
+    fs = filesystem(f"s3://{s3_bucket}/s.tar")
+    samples = list(
+        read_shard(
+            Shard(f"s3://{s3_bucket}/s.tar"),
+            block_size=8192,
+            backoff=0.01,
+            stats=stats,
+            opener=_flaky_opener(fs, 20_000, opened),
+        )
+    )
+    assert [s["__key__"] for s in samples] == [s["__key__"] for s in expected]
+    assert [s["bin"] for s in samples] == [s["bin"] for s in expected]
+    assert stats.retries == 1 and len(opened) == 2
+    assert stats.bytes <= local.stat().st_size  # resumed at the byte: nothing read twice
+
+
+def test_retries_are_bounded(tmp_path):
+    path = tmp_path / "r.tar"
+    write_shard(path, 5)
+
+    def always_failing(p, mode="rb", **kwargs):
+        raise TimeoutError("timed out (injected)")
+
+    with pytest.raises(ShardReadError, match="read failed"):
+        list(read_shard(str(path), retries=2, backoff=0.001, opener=always_failing))
+
+
+def test_transient_classification():
+    assert is_transient(ConnectionResetError())
+    assert is_transient(TimeoutError())
+    assert not is_transient(FileNotFoundError())
+    slow = Exception()
+    slow.response = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+    assert is_transient(slow)
+    denied = Exception()
+    denied.response = {
+        "Error": {"Code": "AccessDenied"},
+        "ResponseMetadata": {"HTTPStatusCode": 403},
+    }
+    assert not is_transient(denied)

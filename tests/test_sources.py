@@ -1,0 +1,101 @@
+"""URL expansion, manifests and shard versions, locally and on the moto S3 server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from driftloader.errors import NoShardsError, ShardReadError
+from driftloader.sources import (
+    Shard,
+    braceexpand,
+    expand_urls,
+    redact,
+    shard_version,
+    stat_shard,
+    stat_shards,
+)
+
+from .conftest import write_shard
+
+
+def test_braceexpand_ranges_keep_zero_padding():
+    assert braceexpand("s-{000008..000011}.tar") == [f"s-{i:06d}.tar" for i in range(8, 12)]
+
+
+def test_braceexpand_alternatives_and_nesting():
+    assert braceexpand("{a,b{1..2}}/x.tar") == ["a/x.tar", "b1/x.tar", "b2/x.tar"]
+    assert braceexpand("plain.tar") == ["plain.tar"]
+
+
+def test_braceexpand_unbalanced_raises():
+    with pytest.raises(ValueError, match="unbalanced"):
+        braceexpand("s-{1..2.tar")
+
+
+def test_glob_and_braces_on_local_files(local_shards, tmp_path):
+    globbed = [s.url for s in expand_urls(str(tmp_path / "shard-*.tar"))]
+    braced = [s.url for s in expand_urls(str(tmp_path / "shard-{000000..000003}.tar"))]
+    assert globbed == braced == local_shards
+
+
+def test_empty_glob_names_the_pattern(tmp_path):
+    with pytest.raises(NoShardsError, match="nothing-"):
+        expand_urls(str(tmp_path / "nothing-*.tar"))
+
+
+def test_text_and_json_manifests_resolve_relative_urls(local_shards, tmp_path):
+    (tmp_path / "list.txt").write_text("# shards\nshard-000000.tar\n\nshard-000001.tar\n")
+    (tmp_path / "list.json").write_text(
+        json.dumps({"shards": [{"url": "shard-000002.tar", "version": "e:abc", "size": 1}]})
+    )
+    txt = expand_urls(str(tmp_path / "list.txt"))
+    assert [s.url for s in txt] == local_shards[:2]
+    (pinned,) = expand_urls(str(tmp_path / "list.json"))
+    assert pinned == Shard(local_shards[2], "e:abc", 1, pinned=True)
+
+
+def test_local_version_changes_when_file_changes(tmp_path):
+    path = tmp_path / "a.tar"
+    write_shard(path, 3, seed=1)
+    before = stat_shard(Shard(str(path)))
+    write_shard(path, 5, seed=2)
+    after = stat_shard(Shard(str(path)))
+    assert before.version != after.version and after.size == path.stat().st_size
+
+
+def test_missing_local_shard_names_url(tmp_path):
+    with pytest.raises(ShardReadError, match="missing.tar"):
+        stat_shard(Shard(str(tmp_path / "missing.tar")))
+
+
+def test_version_precedence():
+    assert shard_version({"VersionId": "abc", "ETag": '"e"'}) == "v:abc"
+    assert shard_version({"VersionId": "null", "ETag": '"e"'}) == "e:e"
+    assert shard_version({"size": 3, "mtime": 1.5}) == "s:3-1.5"
+
+
+def test_redact_strips_credentials():
+    assert redact("https://user:secret@host/x.tar") == "https://***@host/x.tar"
+
+
+def test_s3_brace_glob_and_versions(s3_bucket, s3fs_fresh, tmp_path):
+    for i in range(3):
+        write_shard(tmp_path / f"s{i}.tar", 4, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"s{i}.tar"), f"{s3_bucket}/data/shard-{i:06d}.tar")
+    braced = expand_urls(f"s3://{s3_bucket}/data/shard-{{000000..000002}}.tar")
+    globbed = expand_urls(f"s3://{s3_bucket}/data/shard-*.tar")
+    assert [s.url for s in braced] == [s.url for s in globbed]
+    first = stat_shards(braced)
+    assert all(s.version and s.version.startswith("v:") for s in first)
+    write_shard(tmp_path / "new.tar", 6, seed=9)
+    s3fs_fresh.put(str(tmp_path / "new.tar"), f"{s3_bucket}/data/shard-000001.tar")
+    second = stat_shards(braced)
+    assert first[0].version == second[0].version
+    assert first[1].version != second[1].version
+
+
+def test_s3_missing_bucket_is_clear(s3_env):
+    with pytest.raises(ShardReadError, match="no-such-bucket"):
+        stat_shard(Shard("s3://no-such-bucket-xyz/a.tar"))
