@@ -16,8 +16,10 @@ from .errors import (
     VersionMismatch,
 )
 from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
+from .profiling import profile_shards
 from .reader import read_shard
 from .sources import Shard
+from .store import ProfileStore
 
 __all__ = [
     "DriftDataset",
@@ -26,11 +28,13 @@ __all__ = [
     "IncompatibleSketchError",
     "NoShardsError",
     "ProfileFormatError",
+    "ProfileStore",
     "ReferenceNotFound",
     "Shard",
     "ShardReadError",
     "VersionMismatch",
     "ignore_and_continue",
+    "profile_shards",
     "read_shard",
     "reraise_exception",
     "warn_and_continue",

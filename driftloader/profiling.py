@@ -1,0 +1,378 @@
+"""Profiling shards: stream samples -> featurize in batches -> one ``Profile`` per shard version.
+
+``ShardProfiler`` is the incremental builder (the loader's gate feeds it as samples stream by);
+``profile_shard`` reads one whole shard; ``profile_shards`` profiles many in worker processes,
+skipping shards already stored at their current version (so an interrupted run resumes).
+
+Worker processes are started with ``spawn`` (never ``fork``: fsspec clients do not survive it)
+and receive only picklable arguments: the shard, the store's URL and options, the featurizer.
+A shard that fails mid-read is never stored: a half profile must never look complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import pickle
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .errors import ShardReadError
+from .features import FeatureBatch, featurizer_from
+from .profile import Profile, ProfileConfig
+from .reader import read_shard
+from .sources import Shard, expand_urls, protocol_of, redact, stat_shard, stat_shards
+from .store import ProfileStore, unique_shards
+
+ON_ERROR = ("raise", "skip")
+PROGRESS_INTERVAL = 0.5
+
+
+def source_label(url: str) -> str:
+    """Where a shard comes from: ``s3://bucket/train`` for ``s3://bucket/train/shard-000.tar``
+    (scheme, bucket and first folder); the parent folder for local paths."""
+    url = redact(url)
+    if protocol_of(url) == "file" and not url.startswith("file://"):
+        parent = url.replace("\\", "/").rsplit("/", 1)[0] if "/" in url else "."
+        return parent or "/"
+    scheme, _, rest = url.partition("://")
+    if scheme == "file":
+        return f"file://{rest.rsplit('/', 1)[0]}" if "/" in rest else url
+    parts = rest.split("/")
+    return f"{scheme}://" + "/".join(parts[:2] if len(parts) > 2 else parts[:1])
+
+
+class ShardProfiler:
+    """Builds one shard's profile incrementally as samples stream by (used by the loader's gate too).
+
+    Samples are buffered and featurized ``batch_size`` at a time; ``profile`` is up to date
+    after ``flush()``. ``add_batch`` featurizes a list at once and returns its features. Values the featurizer could not parse count as ``profile.errors``.
+
+    Example::
+
+        profiler = ShardProfiler(shard)
+        for sample in read_shard(shard):
+            profiler.add(sample)
+        profile = profiler.finish()
+    """
+
+    def __init__(
+        self,
+        shard: Shard,
+        featurizer: Any = None,
+        config: ProfileConfig | None = None,
+        batch_size: int = 256,
+        source: str | None = None,
+    ) -> None:
+        if isinstance(shard, str):
+            shard = Shard(shard)
+        if not isinstance(shard, Shard):
+            raise ValueError(f"shard must be a Shard or URL, got {shard!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.shard = shard
+        self.featurizer = featurizer_from(featurizer)
+        self.batch_size = batch_size
+        self.profile = Profile(
+            self.featurizer.fingerprint,
+            url=shard.url,
+            version=shard.version,
+            source=source if source is not None else source_label(shard.url),
+            config=config,
+        )
+        self._buffer: list[dict] = []
+
+    def add(self, sample: dict) -> None:
+        """Buffer one sample; featurize and sketch when a batch is full."""
+        self._buffer.append(sample)
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+
+    def add_many(self, samples: Sequence[dict]) -> None:
+        """Buffer many samples (featurized in batches of ``batch_size``)."""
+        for sample in samples:
+            self.add(sample)
+
+    def add_batch(self, samples: Sequence[dict]) -> FeatureBatch:
+        """Featurize and sketch ``samples`` now (after anything buffered); returns their features.
+
+        For callers that need the feature columns too (the gate's probe and reweighting).
+        """
+        self.flush()
+        return self._consume(list(samples))
+
+    def flush(self) -> None:
+        """Featurize and sketch whatever is buffered."""
+        if self._buffer:
+            samples, self._buffer = self._buffer, []
+            self._consume(samples)
+
+    def _consume(self, samples: list[dict]) -> FeatureBatch:
+        before = int(getattr(self.featurizer, "errors", 0) or 0)
+        batch = self.featurizer(samples)
+        self.profile.update(batch, n_samples=len(samples))
+        after = int(getattr(self.featurizer, "errors", 0) or 0)
+        if after > before:
+            self.profile.count_errors(after - before)
+        return batch
+
+    def finish(self) -> Profile:
+        """Flush and return the profile."""
+        self.flush()
+        return self.profile
+
+
+def _check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    return on_error
+
+
+def _read_target(shard: Shard) -> Shard:
+    """The shard to read: pinned to its S3 VersionId so the bytes match the version we key by."""
+    if shard.version and shard.version.startswith("v:") and not shard.pinned:
+        return dataclasses.replace(shard, pinned=True)
+    return shard
+
+
+def profile_shard(
+    shard: Shard | str,
+    store: ProfileStore | None = None,
+    *,
+    featurizer: Any = None,
+    config: ProfileConfig | None = None,
+    storage_options: dict | None = None,
+    on_error: str = "raise",
+) -> Profile:
+    """Read the whole shard, build its profile and put it in ``store`` if given.
+
+    ``on_error="skip"``: a ``ShardReadError`` mid-shard gives the partial profile with
+    ``errors += 1`` and ``meta["read_error"]``; it is returned but never stored.
+    """
+    _check_on_error(on_error)
+    shard = Shard(shard) if isinstance(shard, str) else shard
+    if shard.version is None:
+        shard = stat_shard(shard, storage_options)
+    profiler = ShardProfiler(shard, featurizer, config)
+    try:
+        for sample in read_shard(_read_target(shard), storage_options):
+            profiler.add(sample)
+    except ShardReadError as e:
+        if on_error == "raise":
+            raise
+        profile = profiler.finish()
+        profile.count_errors(1)
+        profile.meta["read_error"] = str(e)
+        return profile
+    profile = profiler.finish()
+    if store is not None:
+        store.put_profile(profile)
+    return profile
+
+
+# -- many shards ----------------------------------------------------------------------------
+
+
+@dataclass
+class ProfilingSummary:
+    """What ``profile_shards`` did."""
+
+    profiled: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    samples: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """One human line: ``profiled N shards (M samples) in T s; K skipped ...; E failed``."""
+        return (
+            f"profiled {self.profiled} shards ({self.samples:,} samples) in {self.seconds:.1f} s; "
+            f"{self.skipped} skipped as already profiled; {len(self.failed)} failed"
+        )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A worker's answer: picklable, small (never the profile itself)."""
+
+    url: str
+    samples: int = 0
+    error: str | None = None
+    message: str | None = None
+    offset: int | None = None
+
+
+def _profile_task(
+    shard: Shard,
+    store_url: str,
+    store_options: dict,
+    featurizer: Any,
+    config: ProfileConfig | None,
+    storage_options: dict | None,
+) -> _Outcome:
+    """Profile one shard into the store; runs in a worker process (or inline)."""
+    store = ProfileStore(store_url, store_options)
+    try:
+        profile = profile_shard(
+            shard,
+            store,
+            featurizer=featurizer,
+            config=config,
+            storage_options=storage_options,
+        )
+    except ShardReadError as e:  # sent back as data: ShardReadError does not survive pickling
+        return _Outcome(e.url, 0, str(e), _bare_message(e), e.offset)
+    return _Outcome(redact(shard.url), profile.n)
+
+
+def _bare_message(e: ShardReadError) -> str:
+    """The message of ``e`` without its ``"<url> at byte N: "`` prefix."""
+    where = f" at byte {e.offset}" if e.offset is not None else ""
+    text = str(e)
+    prefix = f"{e.url}{where}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+class _Progress:
+    """A \\r-updated progress line on a stream, at most every ``PROGRESS_INTERVAL`` seconds."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None) -> None:
+        self.total, self.enabled = total, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.width = 0
+
+    def update(self, done: int, samples: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.last < PROGRESS_INTERVAL):
+            return
+        self.last = now
+        rate = samples / max(now - self.start, 1e-9)
+        self._write(
+            f"profiled {done}/{self.total} shards, {samples:,} samples, {rate:,.0f} samples/s"
+        )
+
+    def _write(self, text: str, end: str = "") -> None:
+        pad = " " * max(0, self.width - len(text))
+        self.stream.write(f"\r{text}{pad}{end}")
+        self.stream.flush()
+        self.width = 0 if end else len(text)
+
+    def finish(self, summary: ProfilingSummary) -> None:
+        if self.enabled:
+            self._write(summary.line(), end="\n")
+
+
+def profile_shards(
+    urls: str | Sequence[str],
+    store: ProfileStore,
+    *,
+    workers: int = 1,
+    featurizer: Any = None,
+    config: ProfileConfig | None = None,
+    storage_options: dict | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+    force: bool = False,
+) -> ProfilingSummary:
+    """Profile every shard of ``urls`` into ``store``: one profile per (shard, version).
+
+    Shards already stored at their current version are skipped unless ``force`` (so a rerun
+    resumes). ``workers > 1`` profiles shards in that many spawned processes. ``on_error``:
+    ``"raise"`` raises ``ShardReadError`` naming the first failed shard (the rest are
+    cancelled); ``"skip"`` lists failures in the summary and stores nothing for them.
+    With ``progress`` a progress line goes to stderr, ending with the summary line.
+
+    Example::
+
+        store = ProfileStore("s3://bucket/drift")
+        profile_shards("s3://bucket/train/shard-{000000..000127}.tar", store, workers=8)
+    """
+    if not isinstance(store, ProfileStore):
+        raise ValueError(f"store must be a ProfileStore, got {store!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    _check_on_error(on_error)
+    featurizer = featurizer_from(featurizer)
+    started = time.monotonic()
+    shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
+    todo = shards if force else _unprofiled(store, shards)
+    summary = ProfilingSummary(skipped=len(shards) - len(todo))
+    bar = _Progress(len(todo), progress)
+    args = (store.url, store.storage_options, featurizer, config, storage_options)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for shard in todo:
+                outcome = _guarded(lambda s=shard: _profile_task(s, *args), shard, on_error)
+                _account(summary, outcome, on_error, bar)
+        else:
+            _check_picklable(featurizer)
+            _run_pool(todo, args, min(workers, len(todo)), summary, on_error, bar)
+    finally:
+        summary.seconds = time.monotonic() - started
+    bar.finish(summary)
+    return summary
+
+
+def _unprofiled(store: ProfileStore, shards: list[Shard]) -> list[Shard]:
+    have = store._map(lambda s: store.has_profile(s.url, s.version), shards)
+    return [s for s, h in zip(shards, have) if not h]
+
+
+def _check_picklable(featurizer: Any) -> None:
+    try:
+        pickle.dumps(featurizer)
+    except Exception as e:
+        raise ValueError(
+            f"featurizer {featurizer!r} cannot be sent to worker processes ({e}); "
+            "use a module-level function or a FeatureSpec, or workers=1"
+        ) from e
+
+
+def _account(summary: ProfilingSummary, outcome: _Outcome, on_error: str, bar: _Progress) -> None:
+    """Add one shard's outcome to the summary; raise on failure under ``on_error="raise"``."""
+    if outcome.error is not None:
+        if on_error == "raise":
+            raise ShardReadError(outcome.url, outcome.message or outcome.error, outcome.offset)
+        summary.failed.append((outcome.url, outcome.error))
+    else:
+        summary.profiled += 1
+        summary.samples += outcome.samples
+    bar.update(summary.profiled + len(summary.failed), summary.samples)
+
+
+def _run_pool(
+    todo: list[Shard],
+    args: tuple,
+    workers: int,
+    summary: ProfilingSummary,
+    on_error: str,
+    bar: _Progress,
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        pending: dict[Future, Shard] = {pool.submit(_profile_task, s, *args): s for s in todo}
+        while pending:
+            done, _ = wait(pending, timeout=PROGRESS_INTERVAL, return_when=FIRST_COMPLETED)
+            for future in done:
+                shard = pending.pop(future)
+                _account(summary, _guarded(future.result, shard, on_error), on_error, bar)
+            bar.update(summary.profiled + len(summary.failed), summary.samples)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _guarded(get: Callable[[], _Outcome], shard: Shard, on_error: str) -> _Outcome:
+    """``get()``; an unexpected error (not a read error) re-raises, or under "skip" is a failure."""
+    try:
+        return get()
+    except Exception as e:
+        if on_error == "raise":
+            raise
+        return _Outcome(redact(shard.url), 0, f"{type(e).__name__}: {e}")
