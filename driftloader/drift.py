@@ -734,6 +734,11 @@ def importance_weights(
             log_w += _numeric_log_ratio(column.values, f.name, shard, reference, bins)
         elif f.kind == "categorical" and column.kind == "categorical":
             log_w += _categorical_log_ratio(column.values, f.name, shard, reference)
+    if n:
+        # The ratio is known only up to a constant (weights are normalised below): centre it first
+        # so that clipping bounds the spread of the weights, not their common level. Otherwise
+        # a shard drifted in many features saturates every weight at one bound and looks unweighted.
+        log_w -= np.median(log_w)
     w = np.clip(np.exp(log_w), lo, hi)
     return w / w.mean() if n else w
 

@@ -1,0 +1,167 @@
+"""The ``driftloader`` command. It only parses arguments and calls the library.
+
+Exit status: 0 on success (for ``check``: no shard drifted), 1 when ``check`` found drift,
+2 on usage or data errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import DriftloaderError
+
+EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
+
+def _storage_options(pairs: Sequence[str]) -> dict:
+    options: dict = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option wants key=value, got {pair!r}")
+        options[key] = _parse_value(value)
+    return options
+
+
+def _parse_value(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _store(args: argparse.Namespace):
+    from .store import ProfileStore
+
+    return ProfileStore(args.store, _storage_options(args.storage_option))
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profiling import profile_shards
+
+    summary = profile_shards(
+        args.urls,
+        _store(args),
+        workers=args.workers,
+        storage_options=_storage_options(args.storage_option) or None,
+        on_error=args.on_error,
+        progress=not args.quiet,
+        force=args.force,
+    )
+    for url, error in summary.failed:
+        print(f"failed: {url}: {error}", file=sys.stderr)
+    return EXIT_ERROR if summary.failed else EXIT_OK
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    store = _store(args)
+    reference = store.build_reference(
+        args.name, args.urls, _storage_options(args.storage_option) or None
+    )
+    print(
+        f"reference {args.name!r}: {reference.meta.get('count')} shards, {reference.n:,} samples, "
+        f"{len(reference.kinds)} features -> {store!r}"
+    )
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_shards
+
+    results = check_shards(
+        args.urls,
+        _store(args),
+        args.reference,
+        storage_options=_storage_options(args.storage_option) or None,
+        workers=args.workers,
+    )
+    if args.json:
+        shards = [r.to_dict() for r in results]
+        print(json.dumps({"reference": args.reference, "shards": shards}, allow_nan=False))
+    else:
+        for r in results:
+            top = ", ".join(f"{f.name} ({f.metric} {f.effect:.3g})" for f in r.top(3) if f.drifted)
+            flag = "DRIFT" if r.drifted else "ok   "
+            print(f"{flag} score {r.score:8.2f}  n {r.n:>7}  {r.url}  {top}")
+        drifted = sum(r.drifted for r in results)
+        print(f"{drifted} of {len(results)} shards drifted from reference {args.reference!r}")
+    return EXIT_DRIFT if any(r.drifted for r in results) else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.folder, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftloader",
+        description="Profile WebDataset shards, build references, and check shards for drift.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_store(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--store", required=True, help="profile store: a folder or s3://bucket/prefix"
+        )
+        p.add_argument(
+            "--storage-option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="fsspec storage option (repeatable); values are parsed as JSON when they can be",
+        )
+
+    p = sub.add_parser("profile", help="profile shards into the store (resumable)")
+    p.add_argument(
+        "urls", nargs="+", metavar="URL", help="shards: brace patterns, globs, manifests"
+    )
+    with_store(p)
+    p.add_argument("--workers", type=int, default=1, help="processes profiling in parallel")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="skip")
+    p.add_argument("--force", action="store_true", help="re-profile shards already stored")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("reference", help="merge stored shard profiles into a named reference")
+    p.add_argument("name")
+    p.add_argument("urls", nargs="+", metavar="URL")
+    with_store(p)
+    p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("check", help="compare shards with a reference (exit 1 on drift)")
+    p.add_argument("urls", nargs="+", metavar="URL")
+    with_store(p)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="generate data with drift, train three ways, show the value")
+    p.add_argument(
+        "--folder", default=None, help="where to write the demo data (default: a temp dir)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (DriftloaderError, ValueError, OSError) as e:
+        print(f"driftloader {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"driftloader {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The shard gate: profile shards as they stream, compare them with a reference, act on drift.
+
+Policies:
+
+* ``"monitor"``: pass every sample, record every shard's drift.
+* ``"skip"``: a shard whose stored profile (at its current version) is drifted is skipped before
+  any byte of it is read; a shard with no stored profile is read through a probe window
+  (``probe`` samples, buffered, not yet yielded) and dropped as soon as the probe shows drift;
+  otherwise it is passed on, re-checked at its end, and its profile stored, so that the next
+  epoch (any rank, any run) decides before reading.
+* ``"reweight"``: every sample carries ``"__weight__"``, an estimate of p_ref(x) / p_shard(x)
+  from the sketches of the drifted features, clipped, mean 1 per batch; undrifted shards get 1.0.
+
+Decisions made from stored profiles depend only on (profile, reference, config), so every
+worker and rank takes the same ones. Every decision goes to ``report()`` and the store's catalog.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .drift import DriftConfig, ShardDrift, compare, effective_sample_size, importance_weights
+from .errors import FingerprintMismatch
+from .features import featurizer_from
+from .profile import Profile
+from .profiling import ShardProfiler
+from .sources import Shard, redact
+from .store import ProfileStore
+
+POLICIES = ("monitor", "skip", "reweight")
+BATCH = 256
+
+
+def _as_store(store: Any, storage_options: dict | None) -> ProfileStore | None:
+    if store is None or isinstance(store, ProfileStore):
+        return store
+    return ProfileStore(store, storage_options)
+
+
+class ShardGate:
+    """Decides per shard (before and while reading) and records the decisions.
+
+    Example::
+
+        gate = ShardGate(store="s3://bucket/drift", reference="v1", policy="skip")
+        if gate.before(shard):
+            samples = gate.observe(shard, read_shard(shard))
+    """
+
+    def __init__(
+        self,
+        store: Any = None,
+        reference: str | None = None,
+        policy: str = "monitor",
+        featurizer: Any = None,
+        config: DriftConfig | None = None,
+        probe: int = 256,
+        storage_options: dict | None = None,
+        clip: tuple[float, float] = (0.1, 10.0),
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy={policy!r}; use one of {', '.join(POLICIES)}")
+        if reference is not None and store is None:
+            raise ValueError(f"reference={reference!r} needs a store= to load it from")
+        if policy != "monitor" and reference is None:
+            raise ValueError(f"policy={policy!r} needs reference= (the profile to compare with)")
+        if probe < 1:
+            raise ValueError(f"probe must be >= 1 samples, got {probe}")
+        self.store = _as_store(store, storage_options)
+        self.reference_name = reference
+        self.policy = policy
+        self.featurizer = featurizer_from(featurizer)
+        self.config = config or DriftConfig()
+        self.probe = probe
+        self.clip = clip
+        self._reference: Profile | None = None
+        self.results: list[dict] = []
+        self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
+        if reference is not None:
+            self._check_fingerprint(self.reference)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_reference"] = None  # each worker loads it from the store again
+        state["_stored"] = {}
+        return state
+
+    @property
+    def reference(self) -> Profile | None:
+        if self._reference is None and self.reference_name is not None:
+            self._reference = self.store.get_reference(self.reference_name)
+        return self._reference
+
+    def _check_fingerprint(self, reference: Profile) -> None:
+        if reference.fingerprint != self.featurizer.fingerprint:
+            raise FingerprintMismatch(
+                f"reference {self.reference_name!r} in {self.store!r} was featurized with "
+                f"{reference.fingerprint[:12]}..., this dataset's featurizer is "
+                f"{self.featurizer.fingerprint[:12]}...: pass the featurizer the reference was "
+                "built with (featurizer=...), or rebuild the reference"
+            )
+
+    # -------------------------------------------------------------------------------- before
+
+    def before(self, shard: Shard) -> bool:
+        """True to read the shard; False to skip it without reading a byte."""
+        if self.store is None:
+            return True
+        stored = self.store.get_profile(shard.url, shard.version)
+        if stored is None:
+            return True
+        drift = compare(stored, self.reference, self.config) if self.reference is not None else None
+        self._stored[(shard.url, shard.version)] = (stored, drift)
+        if self.policy == "skip" and drift is not None and drift.drifted:
+            self._decide(shard, drift, "skipped", stored.n)
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------- observe
+
+    def observe(self, shard: Shard, samples: Iterator[dict]) -> Iterator[dict]:
+        """Pass samples on, profiling, probing, dropping or weighting them per the policy."""
+        stored, drift = self._stored.pop((shard.url, shard.version), (None, None))
+        if stored is not None:
+            return self._from_stored(shard, samples, stored, drift)
+        return self._profiled(shard, samples)
+
+    def _from_stored(
+        self, shard: Shard, samples: Iterator[dict], stored: Profile, drift: ShardDrift | None
+    ) -> Iterator[dict]:
+        """The shard was profiled before at this version: no need to sketch it again."""
+        if self.policy != "reweight" or drift is None or not drift.drifted:
+            count = 0
+            for sample in samples:
+                if self.policy == "reweight":
+                    sample["__weight__"] = 1.0
+                count += 1
+                yield sample
+            if drift is not None:
+                self._decide(shard, drift, "passed", count)
+            return
+        weights = _WeightTally()
+        for chunk in _chunks(samples, BATCH):
+            batch = self.featurizer(chunk)
+            yield from weights.attach(
+                chunk, importance_weights(batch, stored, self.reference, drift, self.clip)
+            )
+        self._decide(shard, drift, "reweighted", weights.n, ess=weights.ess)
+
+    def _profiled(self, shard: Shard, samples: Iterator[dict]) -> Iterator[dict]:
+        """Sketch the shard as it streams; probe first under skip; store its profile at the end."""
+        profiler = ShardProfiler(shard, self.featurizer)
+        reference = self.reference
+        weights = _WeightTally()
+        probed = self.policy == "monitor" or reference is None
+        for chunk in _chunks(samples, BATCH if probed else self.probe):
+            batch = profiler.add_batch(chunk)
+            if not probed:
+                probed = True
+                drift = compare(profiler.profile, reference, self.config)
+                if self.policy == "skip" and drift.drifted:
+                    close = getattr(samples, "close", None)
+                    if close is not None:
+                        close()
+                    self._decide(shard, drift, "dropped after probe", profiler.profile.n)
+                    return
+            if self.policy == "reweight":
+                drift = compare(profiler.profile, reference, self.config)
+                w = importance_weights(batch, profiler.profile, reference, drift, self.clip)
+                yield from weights.attach(chunk, w)
+            else:
+                yield from chunk
+        profile = profiler.finish()
+        if self.store is not None:
+            self.store.put_profile(profile)
+        if reference is not None:
+            drift = compare(profile, reference, self.config)
+            action = {"skip": "passed", "reweight": "reweighted", "monitor": "passed"}[self.policy]
+            self._decide(shard, drift, action, profile.n, ess=weights.ess if weights.n else None)
+
+    # ------------------------------------------------------------------------------- records
+
+    def _decide(
+        self, shard: Shard, drift: ShardDrift, action: str, n: int, ess: float | None = None
+    ) -> None:
+        row = {
+            "url": redact(shard.url),
+            "version": shard.version,
+            "reference": self.reference_name,
+            "policy": self.policy,
+            "action": action,
+            "n": int(n),
+            "drifted": bool(drift.drifted),
+            "score": float(drift.score),
+            "top": [f.to_dict() for f in drift.top(5)],
+            "schema": drift.schema,
+            "decided": time.time(),
+        }
+        if ess is not None:
+            row["ess"] = float(ess)
+        self.results.append(row)
+        if self.store is not None:
+            self.store.record(shard.url, shard.version, row)
+
+    def report(self) -> list[dict]:
+        """Decisions this process took, in order."""
+        return list(self.results)
+
+
+class _WeightTally:
+    """Attaches weights to samples and keeps what the effective sample size needs."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sum = 0.0
+        self.sum_sq = 0.0
+
+    def attach(self, chunk: list[dict], weights: np.ndarray) -> Iterator[dict]:
+        self.n += len(chunk)
+        self.sum += float(weights.sum())
+        self.sum_sq += float(np.square(weights).sum())
+        for sample, weight in zip(chunk, weights.tolist()):
+            sample["__weight__"] = weight
+            yield sample
+
+    @property
+    def ess(self) -> float:
+        return self.sum**2 / self.sum_sq if self.sum_sq > 0 else 0.0
+
+
+def _chunks(samples: Iterator[dict], first: int) -> Iterator[list[dict]]:
+    """Lists of samples: the first of ``first`` (the probe), then of ``BATCH``."""
+    size, chunk = first, []
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) >= size:
+            yield chunk
+            chunk, size = [], BATCH
+    if chunk:
+        yield chunk
+
+
+__all__ = ["POLICIES", "ShardGate", "effective_sample_size"]

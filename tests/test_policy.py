@@ -1,0 +1,186 @@
+"""Policies in DriftDataset: monitor, skip (before reading and after a probe), reweight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import driftloader as dl
+from driftloader.errors import FingerprintMismatch, ReferenceNotFound
+from driftloader.features import CallableFeaturizer
+from driftloader.profiling import profile_shards
+from driftloader.store import ProfileStore
+
+from .conftest import write_shard
+
+N = 400
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> dict:
+    """Reference shards, clean training shards and one shard with x shifted by 1 sigma."""
+
+    def shard(name: str, seed: int, shift: float = 0.0) -> str:
+        path = tmp_path / "data" / f"{name}.tar"
+        path.parent.mkdir(exist_ok=True)
+        write_shard(path, N, seed=seed, start=seed * 10_000, shift=shift)
+        return str(path)
+
+    reference = [shard(f"ref-{i}", i) for i in range(4)]
+    clean = [shard(f"clean-{i}", 10 + i) for i in range(2)]
+    drifted = shard("drifted", 20, shift=1.0)
+    covariate = str(tmp_path / "data" / "covariate.tar")
+    write_covariate_shard(covariate, seed=30)
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(reference, store, progress=False)
+    store.build_reference("ref", reference)
+    return {"store": store, "clean": clean, "drifted": drifted, "covariate": covariate}
+
+
+def write_covariate_shard(path: str, seed: int) -> None:
+    """Like the clean shards, but x.npy[0] shifted by 0.5 sigma: a covariate shift to reweight."""
+    import io
+
+    import webdataset as wds
+
+    from .conftest import make_sample
+
+    rng = np.random.default_rng(seed)
+    with wds.TarWriter(path) as sink:
+        for i in range(N):
+            sample = make_sample(seed * 10_000 + i, rng)
+            x = np.load(io.BytesIO(sample["x.npy"]))
+            x[0] += 0.5
+            buf = io.BytesIO()
+            np.save(buf, x)
+            sample["x.npy"] = buf.getvalue()
+            sink.write(sample)
+
+
+def _keys_by_shard(samples) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[Path(s["__url__"]).name] = counts.get(Path(s["__url__"]).name, 0) + 1
+    return counts
+
+
+def test_monitor_passes_everything_records_and_fills_the_store(corpus):
+    urls = [*corpus["clean"], corpus["drifted"]]
+    ds = dl.DriftDataset(urls, store=corpus["store"], reference="ref", policy="monitor")
+    assert _keys_by_shard(ds) == {"clean-0.tar": N, "clean-1.tar": N, "drifted.tar": N}
+    report = {Path(r["url"]).name: r for r in ds.drift_report()}
+    assert report["drifted.tar"]["drifted"] and not report["clean-0.tar"]["drifted"]
+    assert report["drifted.tar"]["top"][0]["name"].startswith("x.npy[")
+    for url in urls:  # training filled the store at the shards' current versions
+        version = dl.Shard(url) and ds.shards[urls.index(url)].version
+        assert corpus["store"].get_profile(url, version).n == N
+
+
+def test_skip_with_stored_profiles_reads_no_byte_of_drifted_shards(corpus):
+    urls = [*corpus["clean"], corpus["drifted"]]
+    profile_shards(urls, corpus["store"], progress=False)
+    ds = dl.DriftDataset(urls, store=corpus["store"], reference="ref", policy="skip")
+    assert _keys_by_shard(ds) == {"clean-0.tar": N, "clean-1.tar": N}
+    clean_bytes = sum(Path(u).stat().st_size for u in corpus["clean"])
+    assert ds.stats.bytes <= clean_bytes  # nothing of the drifted shard was read
+    (row,) = [r for r in ds.drift_report() if r["action"] == "skipped"]
+    assert row["url"].endswith("drifted.tar") and row["drifted"]
+    catalog = {Path(r["url"]).name: r for r in corpus["store"].catalog()}
+    assert catalog["drifted.tar"]["action"] == "skipped"
+
+
+def test_skip_without_profile_drops_after_the_probe_and_stops_reading(corpus):
+    ds = dl.DriftDataset(
+        [corpus["drifted"], corpus["clean"][0]],
+        shuffle=False,
+        store=corpus["store"],
+        reference="ref",
+        policy="skip",
+        probe=64,
+        block_size=4096,
+    )
+    assert _keys_by_shard(ds) == {"clean-0.tar": N}
+    drifted_size = Path(corpus["drifted"]).stat().st_size
+    clean_size = Path(corpus["clean"][0]).stat().st_size
+    assert ds.stats.bytes < drifted_size / 2 + clean_size  # the stream was closed early
+    actions = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
+    assert actions == {"drifted.tar": "dropped after probe", "clean-0.tar": "passed"}
+
+
+def test_reweight_attaches_weights_that_flow_through_to_tuple_and_batched(corpus):
+    urls = [corpus["clean"][0], corpus["covariate"]]
+    ds = dl.DriftDataset(
+        urls, shuffle=False, store=corpus["store"], reference="ref", policy="reweight"
+    )
+    batches = list(ds.decode().to_tuple("x.npy", "__weight__", "__url__").batched(N))
+    assert len(batches) == 2
+    (x_clean, w_clean, _), (x_drift, w_drift, url) = batches
+    assert url[0].endswith("covariate.tar")
+    assert np.allclose(w_clean, 1.0)
+    assert abs(w_drift.mean() - 1.0) < 0.05 and w_drift.std() > 0.1
+    ref_mean = float(np.stack(x_clean)[:, 0].mean())
+    raw = float(np.stack(x_drift)[:, 0].mean())
+    weighted = float(np.average(np.stack(x_drift)[:, 0], weights=w_drift))
+    assert abs(raw - ref_mean) > 0.3  # the shift is there ...
+    assert abs(weighted - ref_mean) < 0.15  # ... and the weights take most of it out
+    row = [r for r in ds.drift_report() if r["url"].endswith("covariate.tar")][0]
+    assert row["action"] == "reweighted" and 0 < row["ess"] < N
+
+
+def test_reweight_saturation_shows_in_the_effective_sample_size(corpus):
+    ds = dl.DriftDataset(
+        [corpus["drifted"]], store=corpus["store"], reference="ref", policy="reweight"
+    )
+    weights = np.array([s["__weight__"] for s in ds])
+    (row,) = ds.drift_report()
+    assert weights.std() > 0.1 and row["ess"] < N / 2  # 64 shifted features: little to save
+
+
+def test_reweight_from_stored_profiles(corpus):
+    profile_shards([corpus["covariate"]], corpus["store"], progress=False)
+    ds = dl.DriftDataset(
+        [corpus["covariate"]], store=corpus["store"], reference="ref", policy="reweight"
+    )
+    weights = np.array([s["__weight__"] for s in ds])
+    assert len(weights) == N and weights.std() > 0.1
+
+
+def test_missing_reference_and_bad_policy(corpus):
+    with pytest.raises(ReferenceNotFound, match="nope"):
+        dl.DriftDataset(corpus["clean"], store=corpus["store"], reference="nope", policy="skip")
+    with pytest.raises(ValueError, match="policy='drop'"):
+        dl.DriftDataset(corpus["clean"], store=corpus["store"], reference="ref", policy="drop")
+    with pytest.raises(ValueError, match="needs reference"):
+        dl.DriftDataset(corpus["clean"], store=corpus["store"], policy="skip")
+
+
+def test_featurizer_must_match_the_reference(corpus):
+    other = CallableFeaturizer(lambda s: {"size": len(s.get("bin", b""))})
+    with pytest.raises(FingerprintMismatch, match="featurizer"):
+        dl.DriftDataset(corpus["clean"], store=corpus["store"], reference="ref", featurizer=other)
+
+
+def test_skip_on_s3_with_store_on_s3(s3_bucket, s3fs_fresh, tmp_path):
+    urls = {}
+    for name, seed, shift in [
+        ("ref-0", 0, 0.0),
+        ("ref-1", 1, 0.0),
+        ("ref-2", 2, 0.0),
+        ("clean", 3, 0.0),
+        ("bad", 4, 1.0),
+    ]:
+        write_shard(tmp_path / f"{name}.tar", N, seed=seed, start=seed * 10_000, shift=shift)
+        s3fs_fresh.put(str(tmp_path / f"{name}.tar"), f"{s3_bucket}/d/{name}.tar")
+        urls[name] = f"s3://{s3_bucket}/d/{name}.tar"
+    store = ProfileStore(f"s3://{s3_bucket}/drift")
+    refs = [urls["ref-0"], urls["ref-1"], urls["ref-2"]]
+    profile_shards(refs, store, progress=False)
+    store.build_reference("v1", refs)
+    ds = dl.DriftDataset(
+        [urls["clean"], urls["bad"]], store=store, reference="v1", policy="skip", probe=64
+    )
+    assert _keys_by_shard(ds) == {"clean.tar": N}
+    actions = {Path(r["url"]).name: r["action"] for r in store.catalog() if "action" in r}
+    assert actions == {"clean.tar": "passed", "bad.tar": "dropped after probe"}
