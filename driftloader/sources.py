@@ -242,6 +242,7 @@ def stat_shard(shard: Shard, storage_options: dict | None = None) -> Shard:
     fs = filesystem(shard.url, storage_options)
     path = fs._strip_protocol(shard.url)
     try:
+        fs.invalidate_cache(path)  # a listing cached by an earlier glob may predate an overwrite
         info = fs.info(path)
     except FileNotFoundError as e:
         raise ShardReadError(redact(shard.url), "shard does not exist") from e
