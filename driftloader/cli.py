@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_store(p: argparse.ArgumentParser) -> None:
+    def with_store(p: argparse.ArgumentParser, required: bool = True) -> None:
         p.add_argument(
-            "--store", required=True, help="profile store: a folder or s3://bucket/prefix"
+            "--store", required=required, help="profile store: a folder or s3://bucket/prefix"
         )
         p.add_argument(
             "--storage-option",
@@ -147,7 +147,165 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+    _add_version_commands(sub, with_store)
     return parser
+
+
+# -- data versions, validation, quarantine ---------------------------------------------------
+
+
+def _tags(pairs: Sequence[str]) -> dict[str, str] | None:
+    tags = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--tag wants key=value, got {pair!r}")
+        tags[key] = value
+    return tags or None
+
+
+def _optional_store(args: argparse.Namespace):
+    return _store(args) if args.store else None
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from .versions import snapshot, write_manifest
+
+    options = _storage_options(args.storage_option) or None
+    manifest = snapshot(args.urls, _optional_store(args), options)
+    write_manifest(manifest, args.output, options)
+    print(f"snapshot of {len(manifest['shards'])} shards -> {args.output}")
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .versions import diff
+
+    result = diff(args.a, args.b, _store(args), _storage_options(args.storage_option) or None)
+    if args.json:
+        print(json.dumps(result.to_dict(), allow_nan=False))
+    else:
+        print("\n".join(result.lines()))
+    return EXIT_OK
+
+
+def _print_validation(r) -> None:
+    print(f"{'ok  ' if r.passed else 'FAIL'} n {r.n:>7}  {r.to_dict()['url']}", flush=True)
+    for failure in r.failures:
+        print(f"       {failure}", flush=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_shards
+
+    results = validate_shards(
+        args.urls,
+        _store(args),
+        args.reference,
+        storage_options=_storage_options(args.storage_option) or None,
+        workers=args.workers,
+    )
+    if args.json:
+        shards = [r.to_dict() for r in results]
+        print(json.dumps({"reference": args.reference, "shards": shards}, allow_nan=False))
+    else:
+        for r in results:
+            _print_validation(r)
+        failed = sum(not r.passed for r in results)
+        print(f"{failed} of {len(results)} shards failed validation against {args.reference!r}")
+    return EXIT_DRIFT if any(not r.passed for r in results) else EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .validate import watch
+
+    summary = watch(
+        args.prefix,
+        _store(args),
+        args.reference,
+        interval=args.interval,
+        once=args.once,
+        storage_options=_storage_options(args.storage_option) or None,
+        on_result=_print_validation,
+        on_error=lambda e: print(f"driftloader watch: pass failed: {e}", file=sys.stderr),
+    )
+    print(summary.line())
+    if summary.errors:
+        return EXIT_ERROR
+    return EXIT_DRIFT if summary.failed else EXIT_OK
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from .versions import quarantine
+
+    result = quarantine(
+        _store(args),
+        args.reference,
+        _tags(args.tag),
+        _storage_options(args.storage_option) or None,
+    )
+    for url, reason in result.untagged:
+        print(f"not tagged: {url}: {reason}", file=sys.stderr)
+    print(
+        f"quarantined {len(result.shards)} shards ({len(result.tagged)} tagged) "
+        f"under {args.reference!r}; exclusion list written"
+    )
+    return EXIT_OK
+
+
+def cmd_clean_manifest(args: argparse.Namespace) -> int:
+    from .versions import clean_manifest, write_manifest
+
+    options = _storage_options(args.storage_option) or None
+    manifest = clean_manifest(args.urls, _store(args), args.reference, options)
+    write_manifest(manifest, args.output, options)
+    print(f"{len(manifest['shards'])} shards passed -> {args.output}")
+    return EXIT_OK
+
+
+def _add_version_commands(sub, with_store) -> None:
+    """Subcommands: snapshot, diff, validate, watch, quarantine, clean-manifest."""
+    p = sub.add_parser("snapshot", help="write a manifest pinning each shard's current version")
+    p.add_argument("urls", nargs="+", metavar="URL")
+    p.add_argument("-o", "--output", required=True, help="manifest path or URL (.json)")
+    with_store(p, required=False)
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("diff", help="shards added/removed/changed and drift between two versions")
+    p.add_argument("a", metavar="A", help="manifest path or reference name")
+    p.add_argument("b", metavar="B", help="manifest path or reference name")
+    with_store(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("validate", help="check shards against the reference's rules (exit 1)")
+    p.add_argument("urls", nargs="+", metavar="URL")
+    with_store(p)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("watch", help="poll PREFIX/*.tar, validate new shards and new versions")
+    p.add_argument("prefix", metavar="PREFIX")
+    with_store(p)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between passes")
+    p.add_argument("--once", action="store_true", help="stop after one pass")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("quarantine", help="tag drifted shards on S3 and write an exclusion list")
+    with_store(p)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("clean-manifest", help="write a manifest of only the shards that passed")
+    p.add_argument("urls", nargs="+", metavar="URL")
+    with_store(p)
+    p.add_argument("--reference", required=True)
+    p.add_argument("-o", "--output", required=True, help="manifest path or URL (.json)")
+    p.set_defaults(func=cmd_clean_manifest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

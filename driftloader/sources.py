@@ -12,7 +12,7 @@ from typing import Any
 
 import fsspec
 
-from .errors import NoShardsError, ShardReadError
+from .errors import NoShardsError, ShardReadError, VersionMismatch
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
 _BRACE_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
@@ -241,16 +241,50 @@ def stat_shard(shard: Shard, storage_options: dict | None = None) -> Shard:
     """
     fs = filesystem(shard.url, storage_options)
     path = fs._strip_protocol(shard.url)
+    if shard.pinned:
+        return _stat_pinned(fs, path, shard)
+    info = _info(fs, path, shard.url)
+    return Shard(shard.url, shard_version(info), info.get("size"), False)
+
+
+def _info(fs: Any, path: str, url: str, **kwargs: Any) -> dict:
     try:
         fs.invalidate_cache(path)  # a listing cached by an earlier glob may predate an overwrite
-        info = fs.info(path)
+        return fs.info(path, **kwargs)
     except FileNotFoundError as e:
-        raise ShardReadError(redact(shard.url), "shard does not exist") from e
+        raise ShardReadError(redact(url), "shard does not exist") from e
     except OSError as e:
-        raise ShardReadError(redact(shard.url), f"cannot stat shard: {e}") from e
-    if shard.pinned:
-        return Shard(shard.url, shard.version, shard.size or info.get("size"), True)
-    return Shard(shard.url, shard_version(info), info.get("size"), False)
+        raise ShardReadError(redact(url), f"cannot stat shard: {e}") from e
+
+
+def _version_aware(fs: Any) -> bool:
+    return bool(getattr(fs, "version_aware", False))
+
+
+def _stat_pinned(fs: Any, path: str, shard: Shard) -> Shard:
+    """Check that storage still holds the pinned version; ``VersionMismatch`` naming it if not.
+
+    ``v:`` versions are looked up by VersionId (a deleted version fails); ``e:`` versions are
+    compared with the current ETag (an overwritten shard fails instead of reading new bytes).
+    """
+    version = shard.version or ""
+    if version.startswith("v:") and _version_aware(fs):
+        try:
+            info = _info(fs, path, shard.url, version_id=version[2:])
+        except ShardReadError as e:
+            raise VersionMismatch(
+                f"{redact(shard.url)}: pinned version {version} no longer exists ({e}); "
+                "the snapshot cannot be reproduced, take a new snapshot"
+            ) from e
+    else:
+        info = _info(fs, path, shard.url)
+        current = shard_version({"ETag": info.get("ETag") or info.get("etag")})
+        if version.startswith("e:") and current and current != version:
+            raise VersionMismatch(
+                f"{redact(shard.url)}: pinned version {version} but storage now holds {current}; "
+                "the shard was overwritten since the snapshot; take a new snapshot"
+            )
+    return Shard(shard.url, shard.version, shard.size or info.get("size"), True)
 
 
 def stat_shards(
