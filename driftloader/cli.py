@@ -91,6 +91,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if any(r.drifted for r in results) else EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(
+        args.output,
+        _store(args),
+        args.reference,
+        args.urls or None,
+        storage_options=_storage_options(args.storage_option) or None,
+        top_features=args.top_features,
+        compare_stored=not args.recorded_only,
+    )
+    print(f"report on reference {args.reference!r} -> {path}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -140,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("report", help="write an HTML drift report with plots")
+    p.add_argument("urls", nargs="*", metavar="URL", help="only these shards (default: all)")
+    with_store(p)
+    p.add_argument("--reference", required=True)
+    p.add_argument("-o", "--output", required=True, help="HTML file to write")
+    p.add_argument("--top-features", type=int, default=6, help="features to plot")
+    p.add_argument(
+        "--recorded-only",
+        action="store_true",
+        help="use only results recorded in the catalog (do not compare other stored profiles)",
+    )
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="generate data with drift, train three ways, show the value")
     p.add_argument(

@@ -1,0 +1,572 @@
+"""An HTML drift report: one self-contained file (inline CSS, plots as base64 PNG, no script).
+
+What it shows, for one reference:
+
+* a summary: the reference (samples, shards, created) and how many shards drifted;
+* the drift score of every shard over time (decision time, else profile creation) and by source;
+* a table of shards sorted by score: decision, top features, version, validation;
+* for the most drifted features, the reference's distribution against the most drifted shards'
+  (density and CDF from the quantile sketches; category shares for categorical features);
+* validation failures recorded in the catalog.
+
+Shard results come from the catalog when it holds one for this reference; other stored profiles
+are compared with ``drift.compare``. Only the few profiles plotted are loaded, so a report over
+thousands of shards with recorded results stays fast. Everything taken from data (URLs, feature
+names, sources, categories) is HTML-escaped, and URLs are shown without credentials.
+
+Example::
+
+    from driftloader.report import write_report
+    write_report("report.html", ProfileStore("s3://bucket/drift"), "v1")
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .drift import DriftConfig, compare
+from .errors import FingerprintMismatch
+from .profile import Profile
+from .sources import expand_urls, protocol_of, redact, stat_shards
+from .store import ProfileStore, unique_shards, url_hash
+
+_SHARDS_PER_FEATURE = 3  # shards overlaid on the reference in each feature plot
+_CATEGORIES = 10  # categories shown per categorical feature
+_SOURCES = 10  # sources with their own colour; the rest are "other"
+_BINS = 30
+_TOP_IN_TABLE = 3
+
+
+@dataclass
+class ShardRow:
+    """One shard-version in the report: its result against the reference and its metadata."""
+
+    url: str
+    version: str | None
+    source: str | None = None
+    n: int | None = None
+    time: float | None = None
+    score: float | None = None
+    drifted: bool | None = None
+    action: str = ""
+    top: list[dict] = field(default_factory=list)
+    validation: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------- collecting
+
+
+def _e(value: Any) -> str:
+    """``value`` as escaped HTML text."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _row_from_catalog(row: dict, reference: str) -> ShardRow:
+    """A ShardRow with the catalog's recorded result (if it is for ``reference``)."""
+    mine = row.get("reference") == reference
+    validation = (
+        row.get("validation") if row.get("validation_reference", reference) == reference else None
+    )
+    return ShardRow(
+        url=redact(str(row.get("url"))),
+        version=row.get("version"),
+        source=row.get("source"),
+        n=row.get("n"),
+        time=_float(row.get("decided") if mine else None) or _float(row.get("created")),
+        score=_float(row.get("score")) if mine else None,
+        drifted=bool(row.get("drifted")) if mine and "drifted" in row else None,
+        action=str(row.get("action") or "") if mine else "",
+        top=[t for t in row.get("top") or [] if isinstance(t, dict)] if mine else [],
+        validation=[str(v) for v in validation] if isinstance(validation, list) else [],
+    )
+
+
+def _compare_stored(
+    out: ShardRow, store: ProfileStore, ref: Profile, config: DriftConfig | None
+) -> None:
+    """Fill ``out`` by comparing the stored profile with the reference (no result recorded)."""
+    profile = store.get_profile(out.url, out.version)
+    if profile is None:
+        out.error = "no stored profile at this version"
+        return
+    try:
+        result = compare(profile, ref, config)
+    except FingerprintMismatch:
+        out.error = "featurized differently from the reference"
+        return
+    out.score, out.drifted, out.n = float(result.score), result.drifted, profile.n
+    out.source = out.source or profile.source
+    out.time = out.time or profile.created
+    out.action = out.action or "compared"
+    out.top = [f.to_dict() for f in result.top(5)]
+
+
+def _selected_rows(
+    catalog: list[dict], shards: list | None, reference: str
+) -> list[tuple[str, str | None, dict]]:
+    """(url, version, catalog row) of the shards to report on."""
+    if shards is None:
+        keep = [
+            r
+            for r in catalog
+            if r.get("reference") == reference
+            or r.get("validation_reference") == reference
+            or "fingerprint" in r
+        ]
+        return [(str(r.get("url")), r.get("version"), r) for r in keep]
+    index = {(url_hash(str(r.get("url"))), r.get("version")): r for r in catalog}
+    return [(s.url, s.version, index.get((url_hash(s.url), s.version), {})) for s in shards]
+
+
+def shard_rows(
+    store: ProfileStore,
+    reference: str,
+    urls: str | Sequence[str] | None = None,
+    storage_options: dict | None = None,
+    config: DriftConfig | None = None,
+    compare_stored: bool = True,
+) -> list[ShardRow]:
+    """The report's rows, sorted by score (highest first; shards without a result last).
+
+    ``urls`` restricts the report to those shards at their current versions; otherwise every
+    catalog row with a result for ``reference`` and every stored shard profile is included.
+    Shards without a recorded result for ``reference`` are compared from their stored profiles
+    (~30 ms each) when ``compare_stored``, else listed without a score.
+    """
+    ref = store.get_reference(reference)
+    return _rows(store, ref, reference, urls, storage_options, config, compare_stored)
+
+
+def _rows(
+    store: ProfileStore,
+    ref: Profile,
+    reference: str,
+    urls: str | Sequence[str] | None,
+    storage_options: dict | None,
+    config: DriftConfig | None,
+    compare_stored: bool = True,
+) -> list[ShardRow]:
+    shards = None
+    if urls is not None:
+        if storage_options is None and protocol_of(_first(urls)) == protocol_of(store.url):
+            storage_options = store.storage_options
+        shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
+    rows = []
+    for url, version, row in _selected_rows(store.catalog(), shards, reference):
+        out = _row_from_catalog({**row, "url": url, "version": version}, reference)
+        if out.score is None:
+            if row.get("fingerprint") not in (None, ref.fingerprint):
+                out.error = "featurized differently from the reference"
+            elif not compare_stored:
+                out.error = f"no result recorded for {reference}"
+            else:
+                _compare_stored(out, store, ref, config)
+        rows.append(out)
+    return sorted(rows, key=lambda r: (r.score is None, -(r.score or 0.0), r.url))
+
+
+def _first(urls: str | Sequence[str]) -> str:
+    items = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
+    return os.fspath(items[0]) if items else ""
+
+
+# ---------------------------------------------------------------------------------- top features
+
+
+def top_features(rows: list[ShardRow], k: int) -> list[str]:
+    """The ``k`` features drifted in most shards (ties: highest score), from the rows' top lists."""
+    drifted: dict[str, int] = {}
+    best: dict[str, float] = {}
+    for row in rows:
+        for t in row.top:
+            name = str(t.get("name"))
+            drifted[name] = drifted.get(name, 0) + bool(t.get("drifted"))
+            best[name] = max(best.get(name, 0.0), _float(t.get("score")) or 0.0)
+    ranked = sorted(best, key=lambda n: (-drifted[n], -best[n], n))
+    return [n for n in ranked if drifted[n] or best[n] > 0][:k]
+
+
+def _shards_for(feature: str, rows: list[ShardRow], k: int) -> list[ShardRow]:
+    """The ``k`` shards where ``feature`` scored highest (only those where it drifted, if any)."""
+    scored = []
+    for row in rows:
+        for t in row.top:
+            if t.get("name") == feature:
+                score = _float(t.get("score")) or 0.0
+                scored.append((not t.get("drifted"), -score, row.url, row))
+    scored.sort(key=lambda s: s[:3])
+    if scored and not scored[0][0]:
+        scored = [s for s in scored if not s[0]]
+    return [s[-1] for s in scored[:k]]
+
+
+# ---------------------------------------------------------------------------------- plotting
+
+
+def _matplotlib():
+    """(Figure, FigureCanvasAgg); no pyplot, so no global backend state."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "the HTML report needs matplotlib: pip install 'driftloader[report]'"
+        ) from e
+    return Figure, FigureCanvasAgg
+
+
+def _png(fig) -> str:
+    """The figure as a base64 PNG."""
+    _, canvas_cls = _matplotlib()
+    canvas_cls(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _label(url: str, width: int = 40) -> str:
+    """A short plot label for a name or URL: the last path segment, truncated, '$' as text."""
+    name = url.rstrip("/").rsplit("/", 1)[-1] or url
+    name = name if len(name) <= width else name[: width - 1] + "\u2026"
+    return name.replace("$", r"\$")  # a '$' pair would otherwise start matplotlib mathtext
+
+
+def _source_groups(rows: list[ShardRow]) -> dict[str, list[ShardRow]]:
+    """Rows by source; the largest ``_SOURCES`` sources each on their own, the rest "other"."""
+    groups: dict[str, list[ShardRow]] = {}
+    for row in rows:
+        groups.setdefault(row.source or "(no source)", []).append(row)
+    ordered = sorted(groups, key=lambda s: (-len(groups[s]), s))
+    out = {s: groups[s] for s in ordered[:_SOURCES]}
+    rest = [r for s in ordered[_SOURCES:] for r in groups[s]]
+    if rest:
+        out["(other sources)"] = rest
+    return out
+
+
+def overview_plot(rows: list[ShardRow]) -> str | None:
+    """Base64 PNG: score over time coloured by source, and score by source."""
+    scored = [r for r in rows if r.score is not None]
+    if not scored:
+        return None
+    figure_cls, _ = _matplotlib()
+    fig = figure_cls(figsize=(11, 3.8), layout="constrained")
+    ax_t, ax_s = fig.subplots(1, 2, width_ratios=[2, 1])
+    groups = _source_groups(scored)
+    for i, (source, members) in enumerate(groups.items()):
+        times = [_dt.datetime.fromtimestamp(r.time or 0, _dt.timezone.utc) for r in members]
+        scores = [r.score for r in members]
+        ax_t.scatter(times, scores, s=12, alpha=0.7, color=f"C{i % 10}", label=_label(source, 30))
+        ax_s.scatter(
+            np.full(len(scores), i) + _jitter(len(scores)),
+            scores,
+            s=8,
+            alpha=0.6,
+            color=f"C{i % 10}",
+        )
+    for ax in (ax_t, ax_s):
+        ax.axhline(1.0, color="crimson", lw=1, ls="--")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylabel("drift score (>= 1: drifted)")
+    ax_t.set_xlabel("decision time (else profile created), UTC")
+    ax_t.set_title("drift score per shard over time")
+    fig.autofmt_xdate()
+    ax_s.set_xticks(range(len(groups)), [_label(s, 18) for s in groups], rotation=30, ha="right")
+    ax_s.set_title("by source")
+    if len(groups) > 1:
+        ax_t.legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
+def _jitter(n: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-0.25, 0.25, n)
+
+
+def _numeric_range(sketches: list) -> tuple[float, float] | None:
+    """A plotting range covering 0.5%-99.5% of every sketch."""
+    ends = np.array([q.quantile([0.005, 0.995]) for q in sketches if q.count])
+    if not ends.size or not np.isfinite(ends).all():
+        return None
+    lo, hi = float(ends[:, 0].min()), float(ends[:, 1].max())
+    return (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
+
+
+def numeric_plot(feature: str, ref: Profile, shards: list[Profile]) -> str | None:
+    """Base64 PNG: density (from CDF differences) and CDF of the reference and the shards."""
+    sketches = [p.numeric(feature)[1] for p in [ref, *shards]]
+    span = _numeric_range(sketches)
+    if span is None:
+        return None
+    edges = np.linspace(*span, _BINS + 1)
+    grid = np.linspace(*span, 200)
+    figure_cls, _ = _matplotlib()
+    fig = figure_cls(figsize=(10, 3), layout="constrained")
+    ax_d, ax_c = fig.subplots(1, 2)
+    for i, (profile, q) in enumerate(zip([ref, *shards], sketches)):
+        if not q.count:
+            continue
+        label = "reference" if i == 0 else _label(profile.url or "?")
+        style = {"color": "black", "lw": 2} if i == 0 else {"color": f"C{i - 1}", "lw": 1.2}
+        density = np.diff(q.cdf(edges)) / np.diff(edges)
+        ax_d.stairs(density, edges, label=label, **style)
+        ax_c.plot(grid, q.cdf(grid), label=label, **style)
+    ax_d.set_title(f"{_label(feature, 60)}: density")
+    ax_c.set_title("CDF")
+    ax_c.legend(fontsize=7)
+    return _png(fig)
+
+
+def categorical_plot(feature: str, ref: Profile, shards: list[Profile]) -> str | None:
+    """Base64 PNG: shares of the most frequent categories, reference vs shards."""
+    counts = [p.categorical(feature) for p in [ref, *shards]]
+    shares = [{k: v / max(c.present, 1) for k, v in c.counts().items()} for c in counts]
+    total: dict[str, float] = {}
+    for s in shares:
+        for k, v in s.items():
+            total[k] = total.get(k, 0.0) + v
+    cats = sorted(total, key=lambda k: (-total[k], k))[:_CATEGORIES]
+    if not cats:
+        return None
+    figure_cls, _ = _matplotlib()
+    fig = figure_cls(figsize=(10, 3), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(shares)
+    for i, (profile, s) in enumerate(zip([ref, *shards], shares)):
+        label = "reference" if i == 0 else _label(profile.url or "?")
+        color = "black" if i == 0 else f"C{i - 1}"
+        x = np.arange(len(cats)) + i * width
+        ax.bar(x, [s.get(c, 0.0) for c in cats], width, label=label, color=color, alpha=0.8)
+    ax.set_xticks(
+        np.arange(len(cats)) + 0.4 - width / 2, [_label(c, 16) for c in cats], rotation=30
+    )
+    ax.set_ylabel("share of present values")
+    ax.set_title(f"{_label(feature, 60)}: top categories")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+tr.drifted td{background:#fde8e8}
+td.url{font-family:monospace;word-break:break-all;max-width:420px}
+.summary td{border:none;padding:2px 12px 2px 0}
+img{max-width:100%}
+.note{color:#666;font-size:13px}
+"""
+
+
+def _img(data: str | None, alt: str) -> str:
+    if data is None:
+        return f'<p class="note">no plot for {_e(alt)} (no data to draw)</p>'
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _when(ts: float | None) -> str:
+    if ts is None or not math.isfinite(ts):
+        return ""
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _summary(reference: str, ref: Profile, rows: list[ShardRow]) -> str:
+    drifted = sum(bool(r.drifted) for r in rows)
+    items = [
+        ("reference", reference),
+        ("reference samples", f"{ref.n:,}"),
+        ("reference shards", ref.meta.get("count", "")),
+        ("reference created", _when(ref.created)),
+        ("features", len(ref.kinds)),
+        ("shards in report", len(rows)),
+        ("drifted shards", drifted),
+        ("shards without a result", sum(r.score is None for r in rows)),
+        ("shards failing validation", sum(bool(r.validation) for r in rows)),
+    ]
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
+    return f'<table class="summary" id="summary">{body}</table>'
+
+
+def _top_cell(row: ShardRow) -> str:
+    parts = []
+    for t in row.top[:_TOP_IN_TABLE]:
+        effect = _float(t.get("effect"))
+        text = (
+            f"{t.get('name')} ({t.get('metric')} {effect:.3g})"
+            if effect is not None
+            else str(t.get("name"))
+        )
+        parts.append(f"<b>{_e(text)}</b>" if t.get("drifted") else _e(text))
+    return "<br>".join(parts)
+
+
+def _table_row(i: int, row: ShardRow) -> str:
+    score = "" if row.score is None else f"{row.score:.3g}"
+    drifted = "" if row.drifted is None else ("yes" if row.drifted else "no")
+    action = row.action or (row.error or "")
+    cells = [
+        _e(i),
+        f'<td class="url">{_e(row.url)}</td>',
+        _e(row.version),
+        _e(row.source),
+        _e("" if row.n is None else row.n),
+        _e(score),
+        _e(drifted),
+        _e(action),
+        _top_cell(row),
+        _e(_when(row.time)),
+        _e(len(row.validation) if row.validation else ""),
+    ]
+    body = "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells)
+    cls = ' class="drifted"' if row.drifted else ""
+    return f"<tr{cls}>{body}</tr>"
+
+
+def _table(rows: list[ShardRow]) -> str:
+    heads = ["#", "shard", "version", "source", "n", "score", "drifted", "action", "top features"]
+    heads += ["time (UTC)", "validation failures"]
+    head = "".join(f"<th>{_e(h)}</th>" for h in heads)
+    body = "".join(_table_row(i + 1, r) for i, r in enumerate(rows))
+    return f'<table id="shards"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _validation(rows: list[ShardRow]) -> str:
+    failing = [r for r in rows if r.validation]
+    if not failing:
+        return '<p class="note">no validation failures recorded.</p>'
+    items = "".join(
+        f'<li><span class="url">{_e(r.url)}</span> ({_e(r.version)})<ul>'
+        + "".join(f"<li>{_e(v)}</li>" for v in r.validation)
+        + "</ul></li>"
+        for r in failing
+    )
+    return f'<ul id="validation">{items}</ul>'
+
+
+def _feature_section(
+    feature: str, store: ProfileStore, ref: Profile, rows: list[ShardRow], cache: dict
+) -> str:
+    """One feature: which shards, and the reference-vs-shard plot."""
+    kind = ref.kinds.get(feature)
+    title = f"<h3>{_e(feature)} <small>({_e(kind or 'not in reference')})</small></h3>"
+    if kind not in ("numeric", "categorical"):
+        return title + '<p class="note">no distribution plot for this kind of feature.</p>'
+    profiles = []
+    for row in _shards_for(feature, rows, _SHARDS_PER_FEATURE):
+        key = (row.url, row.version)
+        if key not in cache:
+            cache[key] = store.get_profile(row.url, row.version)
+        p = cache[key]
+        if p is not None and p.kinds.get(feature) == kind:
+            profiles.append(p)
+    plot = numeric_plot if kind == "numeric" else categorical_plot
+    names = ", ".join(_e(redact(p.url or "?")) for p in profiles) or "none loaded"
+    return (
+        title + f'<p class="note">shards: {names}</p>' + _img(plot(feature, ref, profiles), feature)
+    )
+
+
+def render_report(
+    store: ProfileStore,
+    reference: str,
+    urls: str | Sequence[str] | None = None,
+    storage_options: dict | None = None,
+    top_features: int = 6,
+    config: DriftConfig | None = None,
+    compare_stored: bool = True,
+) -> str:
+    """One self-contained HTML document on the shards' drift from reference ``reference``.
+
+    ``urls`` restricts it to those shards (brace patterns, globs, manifests) at their current
+    versions; by default every shard in the store's catalog is included. ``top_features``
+    features get reference-vs-shard plots. Results recorded in the catalog for ``reference``
+    are used as they are; other stored profiles are compared when ``compare_stored``.
+    """
+    if isinstance(top_features, bool) or not isinstance(top_features, int) or top_features < 0:
+        raise ValueError(f"top_features must be an int >= 0, got {top_features!r}")
+    ref = store.get_reference(reference)
+    rows = _rows(store, ref, reference, urls, storage_options, config, compare_stored)
+    overview = _img(overview_plot(rows), "drift score over time and by source")
+    cache: dict = {}
+    features = [
+        _feature_section(f, store, ref, rows, cache) for f in _top_names(rows, top_features)
+    ]
+    return _document(reference, ref, rows, overview, features)
+
+
+def _top_names(rows: list[ShardRow], k: int) -> list[str]:
+    return top_features(rows, k) if k else []
+
+
+def _document(
+    reference: str, ref: Profile, rows: list[ShardRow], overview: str, features: list[str]
+) -> str:
+    title = f"driftloader report: reference {_e(reference)}"
+    feature_html = "".join(features) or '<p class="note">no feature moved.</p>'
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_CSS}</style></head><body>"
+        f"<h1>{title}</h1>"
+        f'<p class="note">generated {_e(_when(_now()))}</p>'
+        f"<h2>Summary</h2>{_summary(reference, ref, rows)}"
+        f"<h2>Drift score over time and by source</h2>{overview}"
+        f"<h2>Shards by score</h2>{_table(rows)}"
+        f"<h2>Most drifted features</h2>{feature_html}"
+        f"<h2>Validation failures</h2>{_validation(rows)}"
+        "</body></html>\n"
+    )
+
+
+def _now() -> float:
+    return _dt.datetime.now(_dt.timezone.utc).timestamp()
+
+
+def write_report(
+    path: str | os.PathLike,
+    store: ProfileStore,
+    reference: str,
+    urls: str | Sequence[str] | None = None,
+    storage_options: dict | None = None,
+    top_features: int = 6,
+    config: DriftConfig | None = None,
+    compare_stored: bool = True,
+) -> str:
+    """Render the report and write it to ``path`` (a local path or fsspec URL); returns the path."""
+    document = render_report(
+        store, reference, urls, storage_options, top_features, config, compare_stored
+    )
+    target = os.fspath(path)
+    if protocol_of(target) == "file":
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(document)
+    else:
+        import fsspec
+
+        with fsspec.open(target, "w", encoding="utf-8", **(storage_options or {})) as f:
+            f.write(document)
+    return target
+
+
+__all__ = ["ShardRow", "render_report", "shard_rows", "top_features", "write_report"]
