@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import random
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch.utils.data import IterableDataset
 
 from . import pipeline as P
-from .distributed import Placement, placement
-from .errors import ShardReadError
+from .distributed import Placement, _initialised, placement, rank_and_world
+from .errors import ShardReadError, VersionMismatch
 from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadStats, read_shard
 from .sources import Shard, expand_urls, redact, stat_shards
 
@@ -30,6 +33,38 @@ def _error_handler(on_error: str | Callable[[Exception], bool]) -> Callable[[Exc
     return ON_ERROR[on_error]
 
 
+STATE_VERSION = 1
+_ONE_TO_ONE = (P._decode, P._map, P._map_dict, P._to_tuple)
+
+
+class _Skipped:
+    """Stands in for a sample that a resumed iterator already yielded: never decoded."""
+
+    __slots__ = ()
+
+
+SKIPPED = _Skipped()
+_END = object()
+
+
+@dataclass
+class _Progress:
+    """Where one iterator is: enough to rebuild its stream exactly (see ``state_dict``)."""
+
+    epoch: int
+    iterations: int
+    where: tuple[int, int, int, int]
+    sub: int = 0  # with_epoch: which repetition of the shard list
+    yielded: int = 0  # items yielded in this repetition
+    produced: int = 0  # items yielded in this iteration
+    counts: list[int] = field(default_factory=list)  # samples passed on per shard started
+    source_done: bool = False
+    complete: bool = False
+
+    def next_sub(self) -> None:
+        self.sub, self.yielded, self.counts, self.source_done = self.sub + 1, 0, [], False
+
+
 class DriftDataset(IterableDataset):
     """Stream webdataset shards from any fsspec URL; optionally profile and gate them.
 
@@ -44,6 +79,11 @@ class DriftDataset(IterableDataset):
     (counted in ``stats``), ``"warn"``, or a webdataset-style ``handler(exn) -> bool``.
     With ``store=`` each shard's profile is written to the store as it is read; with
     ``reference=`` and ``policy=`` drifted shards are monitored, skipped or reweighted.
+
+    ``equalize=True`` gives every rank and worker the same number of samples per epoch (the
+    smallest slice's), from the stored profiles' counts and skip decisions, so DDP ranks stay in
+    lockstep; every shard must be profiled. ``state_dict()`` / ``load_state_dict()`` resume an
+    epoch exactly where it stopped (see docs/distributed.md).
     """
 
     def __init__(
@@ -66,8 +106,14 @@ class DriftDataset(IterableDataset):
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         retries: int = 5,
         opener: Callable[..., object] | None = None,
+        equalize: bool = False,
     ) -> None:
         super().__init__()
+        if equalize and store is None:
+            raise ValueError(
+                "equalize=True needs store= with the shards' profiles (their sample counts); "
+                "without a store use .with_epoch(n) to give every rank n items"
+            )
         if block_size < 4096:
             raise ValueError(f"block_size={block_size} is too small; use at least 4096 bytes")
         self.storage_options = storage_options
@@ -86,6 +132,11 @@ class DriftDataset(IterableDataset):
         self._iterations = 0
         self._nsamples: int | None = None
         self._length: int | None = None
+        self.equalize = equalize
+        self._rank_world: tuple[int, int] | None = None
+        self._plan: list[dict] | None = None
+        self._progress: _Progress | None = None
+        self._resume: _Progress | None = None
         self.gate = None
         if store is not None or reference is not None or policy != "monitor":
             self._setup_gate(store, reference, policy, featurizer, drift_config, probe)
@@ -194,53 +245,317 @@ class DriftDataset(IterableDataset):
             random.Random(f"{self.seed}/shards/{epoch}").shuffle(shards)
         return shards[where.index :: where.total]
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if _initialised():  # spawned DataLoader workers do not inherit the process group
+            state["_rank_world"] = rank_and_world()
+        return state
+
     def __iter__(self) -> Iterator:
-        where = placement(self.split_by_node, self.split_by_worker)
+        where = placement(self.split_by_node, self.split_by_worker, self._rank_world)
         epoch = self.epoch if self.epoch is not None else self._iterations
-        self._iterations += 1
-        if self._nsamples is None:
-            yield from self._epoch_stream(where, epoch)
-            return
-        produced, extra = 0, 0
-        while produced < self._nsamples:
-            count_before = produced
-            for item in self._epoch_stream(where, epoch + extra):
+        progress = self._take_resume(epoch, where)
+        resumed = progress is not None
+        if progress is None:
+            progress = _Progress(epoch, self._iterations, _where_tuple(where))
+        self._progress = progress
+        self._iterations = progress.iterations + 1
+        limit = self._nsamples
+        while not progress.complete:
+            stream = self._epoch_stream(where, epoch + progress.sub, progress, resumed)
+            resumed = False
+            while limit is None or progress.produced < limit:
+                item = next(stream, _END)
+                if item is _END:
+                    break
+                progress.yielded += 1
+                progress.produced += 1
                 yield item
-                produced += 1
-                if produced >= self._nsamples:
-                    return
-            if produced == count_before:
+            if limit is None or progress.produced >= limit:
+                progress.complete = True
+            elif progress.yielded == 0:
                 warnings.warn(
                     f"rank {where.rank} worker {where.worker}: no samples to repeat", stacklevel=2
                 )
-                return
-            extra += 1
+                progress.complete = True
+            else:
+                progress.next_sub()
 
-    def _epoch_stream(self, where: Placement, epoch: int) -> Iterator:
+    def _epoch_stream(
+        self, where: Placement, epoch: int, progress: _Progress, resumed: bool = False
+    ) -> Iterator:
         ctx = P.Context(self.seed, epoch, where.rank, where.worker)
-        stream: Iterator = self._samples(self.shards_for(where, epoch))
-        for stage in self.stages:
-            stream = stage(stream, ctx)
-        return stream
+        shards = self.shards_for(where, epoch)
+        limit = self._limit(where, epoch) if self.equalize else None
+        if not resumed or progress.yielded == 0 and not progress.counts:
+            progress.counts, progress.source_done = [], False
+            stream: Iterator = self._samples(shards, progress, limit)
+            for stage in self.stages:
+                stream = stage(stream, ctx)
+            return stream
+        return self._resumed_stream(shards, ctx, progress, limit)
 
-    def _samples(self, shards: Iterable[Shard]) -> Iterator[dict]:
-        for shard in shards:
+    def _resumed_stream(
+        self, shards: list[Shard], ctx: P.Context, progress: _Progress, limit: int | None
+    ) -> Iterator:
+        """Rebuild the stream and drop what was yielded; samples that only fed those items
+        are placeholders, never read or decoded (whole shards of them are not even opened)."""
+        consumed = sum(progress.counts)
+        stages: list[Callable] = list(self.stages)
+        if all(st.fn in (*_ONE_TO_ONE, P._shuffle, P._batched) for st in stages):
+            needed: Container[int] = _still_due(
+                stages, ctx, consumed, progress.source_done, progress.yielded
+            )
+            stages = [_replaying(st) for st in stages]
+        else:  # a select or custom stage: replay everything through the real stages
+            needed = range(consumed)
+        stream: Iterator = self._samples(shards, progress, limit, needed)
+        for stage in stages:
+            stream = stage(stream, ctx)
+        return itertools.islice(stream, progress.yielded, None)
+
+    def _samples(
+        self,
+        shards: Iterable[Shard],
+        progress: _Progress,
+        limit: int | None = None,
+        needed: Container[int] | None = None,
+    ) -> Iterator[dict | _Skipped]:
+        counts, pos = progress.counts, 0
+        known = len(counts) if progress.source_done else len(counts) - 1
+        for j, shard in enumerate(shards):
+            if limit is not None and pos >= limit:
+                break
+            if needed is not None and j < known:  # finished before the state was saved
+                yield from self._replay_shard(shard, pos, counts[j], needed)
+                pos += counts[j]
+                continue
+            if j >= len(counts):
+                counts.append(0)
+            seen = counts[j]
             try:
-                yield from self._shard_samples(shard)
+                for i, sample in enumerate(self._shard_samples(shard)):
+                    if i < seen:  # resuming inside this shard
+                        yield sample if needed is not None and pos + i in needed else SKIPPED
+                        continue
+                    if limit is not None and pos + i >= limit:
+                        break
+                    counts[j] += 1
+                    yield sample
             except ShardReadError as exn:
                 self.stats.errors += 1
                 self.stats.skipped_shards.append(redact(shard.url))
                 if not self.handler(exn):
-                    return
+                    break
+            pos += counts[j]
+        progress.source_done = True
 
-    def _shard_samples(self, shard: Shard) -> Iterator[dict]:
-        if self.gate is not None and not self.gate.before(shard):
+    def _replay_shard(self, shard: Shard, pos: int, count: int, needed: Container[int]) -> Iterator:
+        """A shard finished before the state was saved: re-read it only if a sample of it is
+        still due (in a shuffle buffer), through a copy of the gate that keeps no decisions."""
+        if count == 0 or not any(i in needed for i in range(pos, pos + count)):
+            yield from itertools.repeat(SKIPPED, count)
+            return
+        gate = None
+        if self.gate is not None:
+            gate = copy.copy(self.gate)
+            gate.results, gate._stored = [], {}
+        samples = itertools.islice(self._shard_samples(shard, gate), count)
+        for i, sample in enumerate(samples):
+            yield sample if pos + i in needed else SKIPPED
+
+    def _shard_samples(self, shard: Shard, gate: Any = _END) -> Iterator[dict]:
+        gate = self.gate if gate is _END else gate
+        if gate is not None and not gate.before(shard):
             return
         samples = read_shard(shard, self.storage_options, stats=self.stats, **self.read_options)
-        if self.gate is not None:
-            samples = self.gate.observe(shard, samples)
+        if gate is not None:
+            samples = gate.observe(shard, samples)
         yield from samples
+
+    # -------------------------------------------------------------------------- equalizing
+
+    def plan(self) -> list[dict]:
+        """Per shard, from stored profiles only: ``{"url", "version", "n", "action"}``.
+
+        ``n`` is the stored sample count (``None`` when the shard has no stored profile at its
+        current version); ``action`` is ``"skip"`` when the skip policy drops the shard before
+        reading it, else ``"read"``. It depends only on the store, so every rank agrees.
+        """
+        plan = self._plan or [self._shard_plan(shard) for shard in self.shards]
+        if all(row["n"] is not None for row in plan):  # complete: the store will not change it
+            self._plan = plan
+        return [dict(row) for row in plan]
+
+    def _shard_plan(self, shard: Shard) -> dict:
+        from .drift import compare
+
+        gate = self.gate
+        stored = gate.store.get_profile(shard.url, shard.version) if gate and gate.store else None
+        row = {"url": redact(shard.url), "version": shard.version, "n": None, "action": "read"}
+        if stored is None:
+            return row
+        row["n"] = int(stored.n)
+        skip = gate.policy == "skip" and gate.reference is not None
+        if skip and compare(stored, gate.reference, gate.config).drifted:
+            row["action"] = "skip"
+        return row
+
+    def _limit(self, where: Placement, epoch: int) -> int:
+        """Samples per iterator under ``equalize``: the smallest rank x worker slice's count."""
+        plan = {(s.url, s.version): row for s, row in zip(self.shards, self.plan())}
+        missing = [row["url"] for row in plan.values() if row["n"] is None]
+        if missing:
+            raise ValueError(
+                f"equalize=True needs a stored profile of every shard; {len(missing)} have none "
+                f"(first: {missing[0]}): run `driftloader profile` on them, or use .with_epoch(n)"
+            )
+        totals = []
+        for index in range(where.total):
+            slot = Placement(
+                index // where.num_workers,
+                where.world_size,
+                index % where.num_workers,
+                where.num_workers,
+            )
+            rows = [plan[(s.url, s.version)] for s in self.shards_for(slot, epoch)]
+            totals.append(sum(row["n"] for row in rows if row["action"] == "read"))
+        return min(totals)
+
+    # ------------------------------------------------------------------------- resumption
+
+    def state_dict(self) -> dict:
+        """This iterator's position, JSON-safe: epoch, shard order inputs, per-shard counts,
+        items yielded, data versions and drift decisions so far (``load_state_dict`` resumes)."""
+        progress = self._progress
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "shards": [[s.url, s.version] for s in self.shards],
+            "set_epoch": self.epoch,
+            "iterations": self._iterations if progress is None else progress.iterations,
+            "epoch": None if progress is None else progress.epoch,
+            "yielded": 0 if progress is None else progress.produced,
+            "progress": None if progress is None else asdict(progress),
+            "decisions": [] if self.gate is None else copy.deepcopy(self.gate.results),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()``: the next iteration of the saved epoch yields exactly the
+        items not yet yielded, in the same order. Refuses other shards, versions or seeds."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a DriftDataset state of version {STATE_VERSION}: {state!r:.200}")
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed DriftDataset state ({e!r}): {state!r:.200}") from e
+
+    def _load_state(self, state: dict) -> None:
+        self._check_shards(state["shards"])
+        if state["seed"] != self.seed:
+            raise ValueError(
+                f"state was saved with seed={state['seed']}, this dataset has {self.seed}"
+            )
+        self.epoch = state["set_epoch"]
+        self._iterations = state["iterations"]
+        raw = state["progress"]
+        self._resume = None
+        if raw is not None:
+            self._resume = _Progress(
+                **{**raw, "where": tuple(raw["where"]), "counts": list(raw["counts"])}
+            )
+            if self._resume.complete:
+                self._iterations += 1
+        self._progress = None
+        if self.gate is not None:
+            self.gate.results = copy.deepcopy(list(state["decisions"]))
+
+    def _check_shards(self, saved: list) -> None:
+        mine = [[s.url, s.version] for s in self.shards]
+        if [list(x) for x in saved] == mine:
+            return
+        changed = [s for s, m in zip(saved, mine) if list(s) != m]
+        detail = (
+            f"{redact(changed[0][0])} was at version {changed[0][1]!r}"
+            if changed
+            else f"{len(saved)} shards then, {len(mine)} now"
+        )
+        raise VersionMismatch(
+            f"cannot resume: the data changed since the state was saved ({detail}); "
+            "resume against the same shards (pin them with a snapshot manifest) or start afresh"
+        )
+
+    def _take_resume(self, epoch: int, where: Placement) -> _Progress | None:
+        resume, self._resume = self._resume, None
+        if resume is None or resume.epoch != epoch:
+            return None
+        if tuple(resume.where) != _where_tuple(where):
+            r, w, k, n = resume.where
+            raise ValueError(
+                f"state was saved by rank {r} of {w}, worker {k} of {n}; this iterator is rank "
+                f"{where.rank} of {where.world_size}, worker {where.worker} of {where.num_workers}: "
+                "resume with the same world size and workers (with DataLoader workers use "
+                "torchdata's StatefulDataLoader, which saves one state per worker)"
+            )
+        return resume
 
     def drift_report(self) -> list[dict]:
         """Per-shard drift results seen so far by this process (and stored in the catalog)."""
         return [] if self.gate is None else self.gate.report()
+
+
+def _where_tuple(where: Placement) -> tuple[int, int, int, int]:
+    return (where.rank, where.world_size, where.worker, where.num_workers)
+
+
+def _still_due(
+    stages: list[P.Stage], ctx: P.Context, consumed: int, source_done: bool, k: int
+) -> set[int]:
+    """Source positions below ``consumed`` that are not in the first ``k`` items (they sit in a
+    shuffle buffer or a partial batch), found by running the shuffle and batch stages on
+    positions: their choices depend only on counts, never on contents."""
+    stream: Iterator = iter(range(consumed)) if source_done else itertools.count()
+    for st in stages:
+        if st.fn is P._shuffle:
+            stream = st(stream, ctx)
+        elif st.fn is P._batched:
+            size, _, partial = st.args
+            stream = P._batched(stream, ctx, size, None, partial)
+    done = bytearray(consumed)
+    for item in itertools.islice(stream, k):
+        for i in _flatten(item):
+            if i < consumed:
+                done[i] = 1
+    return {i for i in range(consumed) if not done[i]}
+
+
+def _flatten(item: Any) -> Iterator[int]:
+    if isinstance(item, list):
+        for x in item:
+            yield from _flatten(x)
+    else:
+        yield item
+
+
+def _replaying(stage: P.Stage) -> Callable[[Iterator, P.Context], Iterator]:
+    """The stage, letting placeholders of already-yielded samples through untouched."""
+    if stage.fn is P._shuffle:
+        return stage
+    if stage.fn is P._batched:
+        size, collate, partial = stage.args
+
+        def collate_or_skip(batch: list) -> Any:
+            if any(x is SKIPPED for x in batch):
+                return SKIPPED
+            return collate(batch) if collate is not None else batch
+
+        return lambda data, ctx: P._batched(data, ctx, size, collate_or_skip, partial)
+
+    def one_by_one(data: Iterator, ctx: P.Context) -> Iterator:
+        for item in data:
+            if item is SKIPPED:
+                yield item
+            else:
+                yield from stage(iter([item]), ctx)
+
+    return one_by_one

@@ -1,9 +1,13 @@
-"""Rank and world discovery for torch.distributed runs, and DataLoader worker info."""
+"""Rank and world discovery, DataLoader worker info, and merging profiles and reports across ranks."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .profile import Profile
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,67 @@ def rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def placement(split_by_node: bool = True, split_by_worker: bool = True) -> Placement:
-    """Where the current iterator runs (rank and DataLoader worker)."""
+def placement(
+    split_by_node: bool = True,
+    split_by_worker: bool = True,
+    rank_world: tuple[int, int] | None = None,
+) -> Placement:
+    """Where the current iterator runs (rank and DataLoader worker).
+
+    ``rank_world`` is used when this process has no initialised process group: a DataLoader
+    worker started by spawn (the default under ``mp.spawn``) does not inherit the group, so
+    the dataset carries the rank it was pickled on.
+    """
     from torch.utils.data import get_worker_info
 
-    rank, world = rank_and_world() if split_by_node else (0, 1)
+    rank, world = (0, 1)
+    if split_by_node:
+        rank, world = rank_world if rank_world and not _initialised() else rank_and_world()
     info = get_worker_info() if split_by_worker else None
     worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
     return Placement(rank, world, worker, workers)
+
+
+def _initialised() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def merge_profiles(profile: Profile | None, group: Any = None) -> Profile:
+    """Merge every rank's profile into one, on every rank (a collective: all ranks call it).
+
+    Profiles travel as their JSON-safe ``to_dict()`` through ``all_gather_object``, so this
+    works with gloo and nccl alike (with nccl, set the CUDA device first). A rank with nothing
+    to contribute passes ``None``. Without an initialised process group, returns a copy.
+    """
+    from .profile import Profile
+
+    if not _initialised():
+        if profile is None:
+            raise ValueError("merge_profiles got profile=None and there are no other ranks")
+        return profile.copy()
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, None if profile is None else profile.to_dict(), group=group)
+    profiles = [Profile.from_dict(d) for d in gathered if d is not None]
+    if not profiles:
+        raise ValueError("merge_profiles: every rank passed profile=None")
+    return Profile.merged(profiles)
+
+
+def gather_reports(rows: list[dict], group: Any = None) -> list[dict]:
+    """Gather each rank's drift report rows (JSON-safe dicts) to rank 0 of ``group``.
+
+    A collective: every rank calls it. Rank 0 gets all rows, ordered by rank; others get ``[]``.
+    """
+    if not _initialised():
+        return list(rows)
+    import torch.distributed as dist
+
+    dst = 0 if group is None else dist.get_global_rank(group, 0)
+    mine = dist.get_rank() == dst
+    gathered: list[Any] | None = [None] * dist.get_world_size(group) if mine else None
+    dist.gather_object(list(rows), gathered, dst=dst, group=group)
+    return [row for part in gathered for row in part] if mine else []
