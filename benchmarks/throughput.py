@@ -108,7 +108,8 @@ def readers(urls: list[str]) -> dict:
 def loader_rate(urls: list[str], workers: int) -> float:
     from torch.utils.data import DataLoader
 
-    ds = dl.DriftDataset(urls, shuffle=False).decode().to_tuple("x.npy", "cls").batched(256)
+    # Four passes over the shards: worker start-up must not be most of what is timed.
+    ds = dl.DriftDataset(urls * 4, shuffle=False).decode().to_tuple("x.npy", "cls").batched(256)
     loader = DataLoader(ds, batch_size=None, num_workers=workers)
     start = time.perf_counter()
     count = sum(len(cls) for _, cls in loader)
