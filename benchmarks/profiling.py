@@ -38,13 +38,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         urls = make_shards(Path(tmp), args.shards, args.samples)
         runs = {
-            "webdataset `.decode()` (read only)": lambda: sum(1 for _ in wds.WebDataset(urls, shardshuffle=False).decode()),
-            "DriftDataset `.decode()` (read only)": lambda: sum(1 for _ in dl.DriftDataset(urls, shuffle=False).decode()),
-            "DriftDataset(store=...) `.decode()` (reads + profiles + stores)": lambda: sum(
-                1 for _ in dl.DriftDataset(urls, shuffle=False, store=f"{tmp}/s-{time.monotonic_ns()}").decode()
+            "webdataset `.decode()` (read only)": lambda: sum(
+                1 for _ in wds.WebDataset(urls, shardshuffle=False).decode()
             ),
-            "`driftloader profile`, 1 worker": lambda: dl.profile_shards(urls, dl.ProfileStore(f"{tmp}/p-{time.monotonic_ns()}"), progress=False),
-            "`driftloader profile`, 2 workers": lambda: dl.profile_shards(urls, dl.ProfileStore(f"{tmp}/q-{time.monotonic_ns()}"), workers=2, progress=False),
+            "DriftDataset `.decode()` (read only)": lambda: sum(
+                1 for _ in dl.DriftDataset(urls, shuffle=False).decode()
+            ),
+            "DriftDataset(store=...) `.decode()` (reads + profiles + stores)": lambda: sum(
+                1
+                for _ in dl.DriftDataset(
+                    urls, shuffle=False, store=f"{tmp}/s-{time.monotonic_ns()}"
+                ).decode()
+            ),
+            "`driftloader profile`, 1 worker": lambda: dl.profile_shards(
+                urls, dl.ProfileStore(f"{tmp}/p-{time.monotonic_ns()}"), progress=False
+            ),
+            "`driftloader profile`, 2 workers": lambda: dl.profile_shards(
+                urls, dl.ProfileStore(f"{tmp}/q-{time.monotonic_ns()}"), workers=2, progress=False
+            ),
         }
         best: dict[str, float] = {}
         for _ in range(args.rounds):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import random
+import time
 import warnings
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -138,13 +139,18 @@ class DriftDataset(IterableDataset):
         self._progress: _Progress | None = None
         self._resume: _Progress | None = None
         self.gate = None
-        if store is not None or reference is not None or policy != "monitor":
+        self._created = time.time()
+        gated = store is not None or reference is not None or policy != "monitor"
+        if gated or any(s.pinned for s in self.shards):
+            # Versions key profiles and decisions; pinned shards are checked against storage
+            # here, so a changed ETag or a deleted VersionId fails now, naming the shard.
+            self.shards = stat_shards(self.shards, self.storage_options)
+        if gated:
             self._setup_gate(store, reference, policy, featurizer, drift_config, probe)
 
     def _setup_gate(self, store, reference, policy, featurizer, drift_config, probe) -> None:
         from .policy import ShardGate
 
-        self.shards = stat_shards(self.shards, self.storage_options)
         self.gate = ShardGate(
             store=store,
             reference=reference,
@@ -499,9 +505,29 @@ class DriftDataset(IterableDataset):
             )
         return resume
 
-    def drift_report(self) -> list[dict]:
-        """Per-shard drift results seen so far by this process (and stored in the catalog)."""
-        return [] if self.gate is None else self.gate.report()
+    def drift_report(self, include_store: bool = True) -> list[dict]:
+        """Per-shard decisions taken since this dataset was made: by this process and, with
+        ``include_store``, by DataLoader workers and other ranks (read back from the catalog)."""
+        if self.gate is None:
+            return []
+        rows = self.gate.report()
+        store, name = self.gate.store, self.gate.reference_name
+        if not include_store or store is None or name is None:
+            return rows
+        seen = {(r["url"], r["version"]) for r in rows}
+        mine = {(redact(s.url), s.version) for s in self.shards}
+        for row in store.catalog():
+            key = (row.get("url"), row.get("version"))
+            if (
+                key in mine
+                and key not in seen
+                and row.get("reference") == name
+                and row.get("policy") is not None
+                and float(row.get("decided") or 0) >= self._created
+            ):
+                rows.append(row)
+                seen.add(key)
+        return rows
 
 
 def _where_tuple(where: Placement) -> tuple[int, int, int, int]:

@@ -91,6 +91,7 @@ def gather_reports(rows: list[dict], group: Any = None) -> list[dict]:
     """Gather each rank's drift report rows (JSON-safe dicts) to rank 0 of ``group``.
 
     A collective: every rank calls it. Rank 0 gets all rows, ordered by rank; others get ``[]``.
+    A decision that several ranks report (read back from the shared catalog) is kept once.
     """
     if not _initialised():
         return list(rows)
@@ -100,4 +101,10 @@ def gather_reports(rows: list[dict], group: Any = None) -> list[dict]:
     mine = dist.get_rank() == dst
     gathered: list[Any] | None = [None] * dist.get_world_size(group) if mine else None
     dist.gather_object(list(rows), gathered, dst=dst, group=group)
-    return [row for part in gathered for row in part] if mine else []
+    if not mine:
+        return []
+    unique: dict[tuple, dict] = {}
+    for part in gathered:
+        for row in part:
+            unique.setdefault((row.get("url"), row.get("version"), row.get("decided")), row)
+    return list(unique.values())

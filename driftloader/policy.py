@@ -29,7 +29,7 @@ from .features import featurizer_from
 from .profile import Profile
 from .profiling import ShardProfiler
 from .sources import Shard, redact
-from .store import ProfileStore
+from .store import ProfileStore, shard_key
 
 POLICIES = ("monitor", "skip", "reweight")
 BATCH = 256
@@ -80,6 +80,7 @@ class ShardGate:
         self._reference: Profile | None = None
         self.results: list[dict] = []
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
+        self._exclusions: set[tuple[str, str | None]] | None = None
         if reference is not None:
             self._check_fingerprint(self.reference)
 
@@ -110,6 +111,9 @@ class ShardGate:
         """True to read the shard; False to skip it without reading a byte."""
         if self.store is None:
             return True
+        if self.reference_name is not None and self._is_excluded(shard):
+            self._record(shard, {"action": "excluded", "drifted": True, "n": 0})
+            return False
         stored = self.store.get_profile(shard.url, shard.version)
         if stored is None:
             return True
@@ -119,6 +123,14 @@ class ShardGate:
             self._decide(shard, drift, "skipped", stored.n)
             return False
         return True
+
+    def _is_excluded(self, shard: Shard) -> bool:
+        """True when ``driftloader quarantine`` put this shard version on the exclusion list."""
+        if self._exclusions is None:
+            from .versions import load_exclusions
+
+            self._exclusions = load_exclusions(self.store, self.reference_name)
+        return (shard_key(shard.url), shard.version) in self._exclusions
 
     # ------------------------------------------------------------------------------- observe
 
@@ -187,24 +199,32 @@ class ShardGate:
     def _decide(
         self, shard: Shard, drift: ShardDrift, action: str, n: int, ess: float | None = None
     ) -> None:
-        row = {
-            "url": redact(shard.url),
-            "version": shard.version,
-            "reference": self.reference_name,
-            "policy": self.policy,
+        decision = {
             "action": action,
             "n": int(n),
             "drifted": bool(drift.drifted),
             "score": float(drift.score),
             "top": [f.to_dict() for f in drift.top(5)],
             "schema": drift.schema,
-            "decided": time.time(),
         }
         if ess is not None:
-            row["ess"] = float(ess)
+            decision["ess"] = float(ess)
+        self._record(shard, decision)
+
+    def _record(self, shard: Shard, decision: dict) -> None:
+        row = {
+            "url": redact(shard.url),
+            "version": shard.version,
+            "reference": self.reference_name,
+            "policy": self.policy,
+            "decided": time.time(),
+            **decision,
+        }
         self.results.append(row)
         if self.store is not None:
-            self.store.record(shard.url, shard.version, row)
+            # The catalog's "n" is the profile's sample count; a decision may have seen fewer.
+            stored = {k: v for k, v in row.items() if k != "n"}
+            self.store.record(shard.url, shard.version, {**stored, "decided_n": row["n"]})
 
     def report(self) -> list[dict]:
         """Decisions this process took, in order."""

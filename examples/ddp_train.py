@@ -70,7 +70,7 @@ def main() -> None:
     batches = 0
     for epoch in range(EPOCHS):
         ds.set_epoch(epoch)
-        first_row = len(ds.drift_report())  # this epoch's decisions start here
+        first_row = len(ds.drift_report(include_store=False))  # this epoch's decisions start here
         for x, y in loader:
             x = torch.nan_to_num(torch.as_tensor(np.asarray(x)))
             loss = torch.nn.functional.cross_entropy(model(x), torch.as_tensor(y).long())
@@ -81,7 +81,7 @@ def main() -> None:
     counts: list = [None] * world
     dist.all_gather_object(counts, batches)
 
-    last_epoch = ds.drift_report()[first_row:]
+    last_epoch = ds.drift_report(include_store=False)[first_row:]
     read = {(r["url"], r["version"]) for r in last_epoch if r["action"] == "passed"}
     local = [store.get_profile(url, version) for url, version in sorted(read)]
     merged = merge_profiles(Profile.merged(local) if local else None)  # collective

@@ -32,7 +32,9 @@ def main(urls: list[str], store_url: str) -> None:
         loss.backward()
         opt.step()
     profiled = sum(1 for row in dl.ProfileStore(store_url).catalog() if "n" in row)
-    print(f"trained one epoch; last loss {loss.item():.3f}; {profiled} shard profiles in {store_url}")
+    print(
+        f"trained one epoch; last loss {loss.item():.3f}; {profiled} shard profiles in {store_url}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,14 +35,18 @@ def main(folder: Path) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for x, y, w in ds:
         x = torch.nan_to_num(torch.as_tensor(np.asarray(x)))
-        loss = weighted_cross_entropy(model(x), torch.as_tensor(y), torch.as_tensor(w, dtype=torch.float32))
+        loss = weighted_cross_entropy(
+            model(x), torch.as_tensor(y), torch.as_tensor(w, dtype=torch.float32)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
     for row in ds.drift_report():
         if row["drifted"]:
-            print(f"{Path(row['url']).name:<24} {row['action']:<11} score {row['score']:6.1f} "
-                  f"effective samples {row.get('ess', row['n']):,.0f} of {row['n']}")
+            print(
+                f"{Path(row['url']).name:<24} {row['action']:<11} score {row['score']:6.1f} "
+                f"effective samples {row.get('ess', row['n']):,.0f} of {row['n']}"
+            )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def test_profile_reference_check(shards, tmp_path, capsys):
     assert "4 shards, 1,200 samples" in capsys.readouterr().out
     assert main(["check", *shards["clean"], "--store", store, "--reference", "v1"]) == 0
     assert "0 of 1 shards drifted" in capsys.readouterr().out
-    code = main(["check", *shards["clean"], *shards["bad"], "--store", store, "--reference", "v1", "--json"])
+    code = main(
+        ["check", *shards["clean"], *shards["bad"], "--store", store, "--reference", "v1", "--json"]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["reference"] == "v1"
     by_name = {Path(s["url"]).name: s for s in report["shards"]}
@@ -66,7 +68,17 @@ def test_check_on_s3_with_storage_from_environment(s3_bucket, s3fs_fresh, shards
     store = f"s3://{s3_bucket}/drift"
     assert main(["profile", f"s3://{s3_bucket}/data/ref-*.tar", "--store", store, "--quiet"]) == 0
     assert main(["reference", "v1", f"s3://{s3_bucket}/data/ref-*.tar", "--store", store]) == 0
-    code = main(["check", f"s3://{s3_bucket}/data/bad-0.tar", "--store", store, "--reference", "v1", "--json"])
+    code = main(
+        [
+            "check",
+            f"s3://{s3_bucket}/data/bad-0.tar",
+            "--store",
+            store,
+            "--reference",
+            "v1",
+            "--json",
+        ]
+    )
     assert code == 1
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["shards"][0]["drifted"]
 
@@ -81,4 +93,6 @@ def test_python_dash_m_and_demo_run(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.count("DRIFT") >= 6 and "plain webdataset" in out and 'policy="skip"' in out
-    assert "accuracy" in out and (tmp_path / "demo" / "store" / "references" / "clean.json").exists()
+    assert (
+        "accuracy" in out and (tmp_path / "demo" / "store" / "references" / "clean.json").exists()
+    )

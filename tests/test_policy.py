@@ -184,3 +184,33 @@ def test_skip_on_s3_with_store_on_s3(s3_bucket, s3fs_fresh, tmp_path):
     assert _keys_by_shard(ds) == {"clean.tar": N}
     actions = {Path(r["url"]).name: r["action"] for r in store.catalog() if "action" in r}
     assert actions == {"clean.tar": "passed", "bad.tar": "dropped after probe"}
+
+
+def test_quarantined_shards_are_excluded_before_reading(corpus):
+    from driftloader.check import check_shards
+    from driftloader.versions import quarantine
+
+    urls = [*corpus["clean"], corpus["drifted"]]
+    check_shards(urls, corpus["store"], "ref")
+    result = quarantine(corpus["store"], "ref")
+    assert [Path(s["url"]).name for s in result.shards] == ["drifted.tar"]
+    ds = dl.DriftDataset(urls, store=corpus["store"], reference="ref", policy="monitor")
+    assert _keys_by_shard(ds) == {"clean-0.tar": N, "clean-1.tar": N}
+    assert ds.stats.bytes <= sum(Path(u).stat().st_size for u in corpus["clean"])
+    actions = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
+    assert actions["drifted.tar"] == "excluded"
+
+
+def test_drift_report_sees_decisions_taken_in_dataloader_workers(corpus):
+    from torch.utils.data import DataLoader
+
+    urls = [*corpus["clean"], corpus["drifted"]]
+    ds = dl.DriftDataset(urls, store=corpus["store"], reference="ref", policy="skip", probe=64)
+    keys = list(DataLoader(ds.map(lambda s: s["__key__"]), batch_size=None, num_workers=2))
+    assert len(keys) == 2 * N
+    actions = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
+    assert actions == {
+        "clean-0.tar": "passed",
+        "clean-1.tar": "passed",
+        "drifted.tar": "dropped after probe",
+    }

@@ -78,6 +78,8 @@ def test_etag_pinned_shard_that_changed_is_an_error_naming_it(plain_bucket, s3fs
     put_shard(s3fs_fresh, tmp_path, url, seed=1)
     with pytest.raises(VersionMismatch, match="shard-000000.tar"):
         stat_shards(expand_urls(path))
+    with pytest.raises(VersionMismatch, match=entry["version"]):
+        DriftDataset(path)  # no store: the pinned shard is still checked before reading
     store = ProfileStore(str(tmp_path / "store"))
     with pytest.raises(VersionMismatch, match=entry["version"]):
         DriftDataset(path, store=store)
