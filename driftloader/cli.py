@@ -68,6 +68,12 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_json(reference: str, results: Sequence) -> None:
+    """One JSON object: ``{"reference": NAME, "shards": [...]}``."""
+    shards = [r.to_dict() for r in results]
+    print(json.dumps({"reference": reference, "shards": shards}, allow_nan=False))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_shards
 
@@ -79,8 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     if args.json:
-        shards = [r.to_dict() for r in results]
-        print(json.dumps({"reference": args.reference, "shards": shards}, allow_nan=False))
+        _print_json(args.reference, results)
     else:
         for r in results:
             top = ", ".join(f"{f.name} ({f.metric} {f.effect:.3g})" for f in r.top(3) if f.drifted)
@@ -235,8 +240,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     if args.json:
-        shards = [r.to_dict() for r in results]
-        print(json.dumps({"reference": args.reference, "shards": shards}, allow_nan=False))
+        _print_json(args.reference, results)
     else:
         for r in results:
             _print_validation(r)
