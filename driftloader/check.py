@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .drift import DriftConfig, ShardDrift, compare
-from .profiling import profile_shards
+from .profiling import Metadata, profile_shards
 from .sources import expand_urls, redact, stat_shards
 from .store import ProfileStore
 
@@ -19,11 +19,13 @@ def check_shards(
     storage_options: dict | None = None,
     workers: int = 1,
     record: bool = True,
+    metadata: Metadata = None,
 ) -> list[ShardDrift]:
     """Compare every shard of ``urls`` (at its current version) with reference ``reference``.
 
     Shards without a stored profile at their current version are profiled first (and stored,
-    so the next check or training run reuses them). Results are recorded in the catalog.
+    so the next check or training run reuses them), with their metadata (sidecar ``<url>.json``
+    and ``metadata``, see ``profiling.shard_metadata``). Results are recorded in the catalog.
     """
     ref = store.get_reference(reference)
     shards = stat_shards(expand_urls(urls, storage_options), storage_options)
@@ -33,6 +35,7 @@ def check_shards(
         workers=workers,
         storage_options=storage_options,
         progress=False,
+        metadata=metadata,
     )
     results = []
     for shard in shards:

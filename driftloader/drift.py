@@ -51,6 +51,7 @@ from driftloader.sketches import (
     Quantiles,
     encode_float,
 )
+from driftloader.store import preprocessing_of
 
 Correction = Literal["bonferroni", "bh"]
 _TINY_P = 1e-300  # p-values are clipped here so that scores stay finite
@@ -58,6 +59,9 @@ _TINY_P = 1e-300  # p-values are clipped here so that scores stay finite
 # noisy enough (lognormal: ~0.03 sigma at 20,000 samples) to push a negligible shift over the
 # floor, and trimming 2% of the mass changes the W1 of a pure shift by only 2%.
 _W1_TRIM = 0.01
+
+
+_BOOL_FIELDS = ("metadata",)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,10 @@ class DriftConfig:
     schema_score: 10.0, the score of a shard whose feature set differs from the reference: a
         feature appearing or vanishing is stronger evidence than any borderline test.
     score_cap: 1000.0 caps scores so they stay finite and plottable (JSON has no inf).
+    metadata: True flags metadata drift: a shard whose metadata declares a ``source`` or a
+        preprocessing fingerprint outside the reference's sets (``reference.meta["sources"]`` /
+        ``["preprocessing"]``, recorded by ``ProfileStore.build_reference``). A shard without
+        metadata, or a reference without these sets, is never flagged for it: unknown is not drift.
     """
 
     alpha: float = 0.01
@@ -112,6 +120,7 @@ class DriftConfig:
     token_dispersion: float = 1.0
     schema_score: float = 10.0
     score_cap: float = 1000.0
+    metadata: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -123,6 +132,10 @@ class DriftConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("alpha", "correction"):
+                continue
+            if f.name in _BOOL_FIELDS:
+                if not isinstance(value, bool):
+                    raise ValueError(f"DriftConfig.{f.name} must be a bool, got {value!r}")
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"DriftConfig.{f.name} must be a positive number, got {value!r}")
@@ -183,7 +196,8 @@ class ShardDrift:
     """Result of comparing one shard profile with a reference.
 
     ``score`` is >= 1 exactly when ``drifted``; ``schema`` lists features ``missing`` from the
-    shard, ``new`` in it, or whose ``kind`` changed.
+    shard, ``new`` in it, or whose ``kind`` changed, and under ``"metadata"`` the shard's
+    ``source`` / ``preprocessing`` not seen in the reference (``{"source": "new-src"}``).
     """
 
     url: str | None
@@ -207,7 +221,9 @@ class ShardDrift:
             "drifted": self.drifted,
             "score": encode_float(self.score),
             "features": [f.to_dict() for f in self.top(len(self.features))],
-            "schema": {k: list(v) for k, v in self.schema.items()},
+            "schema": {
+                k: dict(v) if isinstance(v, dict) else list(v) for k, v in self.schema.items()
+            },
         }
 
 
@@ -605,6 +621,45 @@ def _schema_drift(
     return out
 
 
+def _metadata_drift(
+    profile: Profile, reference: Profile, cfg: DriftConfig
+) -> tuple[list[FeatureDrift], dict[str, str]]:
+    """Drifted entries (kind "metadata") for a declared source / preprocessing fingerprint that
+    none of the reference's shards had. Undeclared (no metadata) or unrecorded is not drift."""
+    meta = profile.meta.get("metadata")
+    if not cfg.metadata or not isinstance(meta, dict):
+        return [], {}
+    declared = {
+        "source": profile.source if "source" in meta else None,
+        "preprocessing": preprocessing_of(profile),
+    }
+    recorded = {
+        "source": reference.meta.get("sources"),
+        "preprocessing": reference.meta.get("preprocessing"),
+    }
+    out, changed = [], {}
+    for metric, value in declared.items():
+        known = recorded[metric]
+        if value is None or not isinstance(known, list) or not known or value in known:
+            continue
+        changed[metric] = value
+        detail = {"shard": value, "reference": list(known)}
+        out.append(
+            FeatureDrift(
+                f"metadata.{metric}",
+                "metadata",
+                metric,
+                1.0,
+                1.0,
+                0.0,
+                True,
+                detail,
+                cfg.schema_score,
+            )
+        )
+    return out, changed
+
+
 def _weigh(per_feature: list[list[_Test]]) -> list[_Test]:
     """Set each test's weighted p-value ``pw = p * F * k / m`` and return all tests, flattened.
 
@@ -625,7 +680,9 @@ def compare(profile: Profile, reference: Profile, config: DriftConfig | None = N
     """Compare a shard's profile with a reference profile.
 
     Raises ``FingerprintMismatch`` when the two were featurized differently. Features missing
-    from the shard or new in it are schema drift (reported, and the shard is drifted).
+    from the shard or new in it are schema drift (reported, and the shard is drifted). A shard
+    whose metadata declares a source or preprocessing fingerprint the reference never saw is
+    metadata drift (``cfg.metadata``; a shard without metadata is not flagged for it).
     """
     cfg = config or DriftConfig()
     if profile.fingerprint != reference.fingerprint:
@@ -650,9 +707,14 @@ def compare(profile: Profile, reference: Profile, config: DriftConfig | None = N
         features.append(_feature_drift(tests, p_adj[start : start + len(tests)], cut, cfg))
         start += len(tests)
     features += _schema_drift(schema, cfg, profile, reference)
+    meta_features, meta_changed = _metadata_drift(profile, reference, cfg)
+    features += meta_features
+    report: dict = dict(schema)
+    if meta_changed:
+        report["metadata"] = meta_changed
     score = max((f.score for f in features), default=0.0)
-    drifted = bool(schema) or any(f.drifted for f in features)
-    return ShardDrift(profile.url, profile.version, profile.n, drifted, score, features, schema)
+    drifted = bool(report) or any(f.drifted for f in features)
+    return ShardDrift(profile.url, profile.version, profile.n, drifted, score, features, report)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,10 +12,12 @@ A shard that fails mid-read is never stored: a half profile must never look comp
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import pickle
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -25,11 +27,23 @@ from .errors import ShardReadError
 from .features import FeatureBatch, featurizer_from
 from .profile import Profile, ProfileConfig
 from .reader import read_shard
-from .sources import Shard, expand_urls, protocol_of, redact, stat_shard, stat_shards
-from .store import ProfileStore, unique_shards
+from .sources import (
+    Shard,
+    expand_urls,
+    filesystem,
+    protocol_of,
+    redact,
+    stat_shard,
+    stat_shards,
+    strip_protocol,
+)
+from .store import ProfileStore, _json_safe, shard_key, unique_shards
 
 ON_ERROR = ("raise", "skip")
 PROGRESS_INTERVAL = 0.5
+SIDECAR_SUFFIX = ".json"
+
+Metadata = dict[str, dict] | Callable[[str], dict | None] | None
 
 
 def source_label(url: str) -> str:
@@ -46,11 +60,94 @@ def source_label(url: str) -> str:
     return f"{scheme}://" + "/".join(parts[:2] if len(parts) > 2 else parts[:1])
 
 
+def sidecar_url(url: str) -> str:
+    """The metadata sidecar of a shard: ``<shard url>.json`` (``shard-000001.tar.json``)."""
+    return url + SIDECAR_SUFFIX
+
+
+def read_sidecar(url: str, storage_options: dict | None = None) -> dict | None:
+    """The JSON object in the shard's sidecar, or None when there is none.
+
+    A missing sidecar is normal (None, silently). One that cannot be read or is not a JSON object
+    gives a ``RuntimeWarning`` naming its path and is ignored (None).
+    """
+    path = sidecar_url(url)
+    try:
+        fs = filesystem(path, storage_options)
+        with fs.open(strip_protocol(path, storage_options), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # unreadable sidecar: metadata is optional, profiling goes on
+        warnings.warn(
+            f"ignoring unreadable metadata sidecar {redact(path)}: {e}", RuntimeWarning, 2
+        )
+        return None
+    try:
+        meta = json.loads(data)
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+    except ValueError as e:
+        warnings.warn(f"ignoring invalid metadata sidecar {redact(path)}: {e}", RuntimeWarning, 2)
+        return None
+    return _json_safe(meta)
+
+
+def _user_metadata(url: str, metadata: Metadata) -> dict | None:
+    """The user's metadata of shard ``url``: ``metadata[url]`` or ``metadata(url)``."""
+    if metadata is None:
+        return None
+    if callable(metadata):
+        found = metadata(url)
+    elif isinstance(metadata, dict):
+        found = None
+        for key in dict.fromkeys((url, redact(url), shard_key(url))):
+            if key in metadata:
+                found = metadata[key]
+                break
+    else:
+        raise ValueError(
+            f"metadata must be a dict keyed by shard URL or a callable, got {metadata!r}"
+        )
+    if found is None:
+        return None
+    if not isinstance(found, dict):
+        raise ValueError(f"metadata of {redact(url)} must be a dict, got {type(found).__name__}")
+    try:
+        return json.loads(json.dumps(_json_safe(found), allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata of {redact(url)} must be JSON-serializable: {e}") from e
+
+
+def shard_metadata(
+    url: str,
+    metadata: Metadata = None,
+    storage_options: dict | None = None,
+    sidecar: bool = True,
+) -> dict | None:
+    """A shard's metadata (source, preprocessing fingerprint, writer, creation time, ...).
+
+    The sidecar ``<url>.json`` (read with ``storage_options`` when ``sidecar``), updated with the
+    user's ``metadata`` (a dict keyed by shard URL, or a callable of the URL; user keys win).
+    None when neither has anything. Storage options are never part of it.
+    """
+    found = read_sidecar(url, storage_options) if sidecar else None
+    user = _user_metadata(url, metadata)
+    if user is not None:
+        found = {**(found or {}), **user}
+    return found
+
+
 class ShardProfiler:
     """Builds one shard's profile incrementally as samples stream by (used by the loader's gate too).
 
     Samples are buffered and featurized ``batch_size`` at a time; ``profile`` is up to date
     after ``flush()``. ``add_batch`` featurizes a list at once and returns its features. Values the featurizer could not parse count as ``profile.errors``.
+
+    ``metadata`` (a dict keyed by shard URL, or a callable of the URL) and, with ``sidecar``,
+    the shard's ``<url>.json`` sidecar (read with ``storage_options``) give the shard's metadata,
+    kept as ``profile.meta["metadata"]``; its ``"source"`` sets ``profile.source`` unless
+    ``source`` is given. See ``shard_metadata``.
 
     Example::
 
@@ -67,6 +164,9 @@ class ShardProfiler:
         config: ProfileConfig | None = None,
         batch_size: int = 256,
         source: str | None = None,
+        metadata: Metadata = None,
+        storage_options: dict | None = None,
+        sidecar: bool = False,
     ) -> None:
         if isinstance(shard, str):
             shard = Shard(shard)
@@ -77,12 +177,16 @@ class ShardProfiler:
         self.shard = shard
         self.featurizer = featurizer_from(featurizer)
         self.batch_size = batch_size
+        meta = shard_metadata(shard.url, metadata, storage_options, sidecar)
+        if source is None and meta is not None and isinstance(meta.get("source"), str):
+            source = meta["source"]
         self.profile = Profile(
             self.featurizer.fingerprint,
             url=shard.url,
             version=shard.version,
             source=source if source is not None else source_label(shard.url),
             config=config,
+            meta={"metadata": meta} if meta is not None else None,
         )
         self._buffer: list[dict] = []
 
@@ -147,8 +251,13 @@ def profile_shard(
     config: ProfileConfig | None = None,
     storage_options: dict | None = None,
     on_error: str = "raise",
+    metadata: Metadata = None,
+    sidecar: bool = True,
 ) -> Profile:
     """Read the whole shard, build its profile and put it in ``store`` if given.
+
+    The shard's metadata (its ``<url>.json`` sidecar when ``sidecar``, and ``metadata``: a dict
+    keyed by shard URL or a callable of the URL) goes to ``profile.meta["metadata"]``.
 
     ``on_error="skip"``: a ``ShardReadError`` mid-shard gives the partial profile with
     ``errors += 1`` and ``meta["read_error"]``; it is returned but never stored.
@@ -157,7 +266,14 @@ def profile_shard(
     shard = Shard(shard) if isinstance(shard, str) else shard
     if shard.version is None:
         shard = stat_shard(shard, storage_options)
-    profiler = ShardProfiler(shard, featurizer, config)
+    profiler = ShardProfiler(
+        shard,
+        featurizer,
+        config,
+        metadata=metadata,
+        storage_options=storage_options,
+        sidecar=sidecar,
+    )
     try:
         for sample in read_shard(_read_target(shard), storage_options):
             profiler.add(sample)
@@ -213,6 +329,7 @@ def _profile_task(
     featurizer: Any,
     config: ProfileConfig | None,
     storage_options: dict | None,
+    metadata: Metadata = None,
 ) -> _Outcome:
     """Profile one shard into the store; runs in a worker process (or inline)."""
     store = ProfileStore(store_url, store_options)
@@ -223,6 +340,7 @@ def _profile_task(
             featurizer=featurizer,
             config=config,
             storage_options=storage_options,
+            metadata=metadata,
         )
     except ShardReadError as e:  # sent back as data: ShardReadError does not survive pickling
         return _Outcome(e.url, 0, str(e), _bare_message(e), e.offset)
@@ -279,6 +397,7 @@ def profile_shards(
     on_error: str = "raise",
     progress: bool = True,
     force: bool = False,
+    metadata: Metadata = None,
 ) -> ProfilingSummary:
     """Profile every shard of ``urls`` into ``store``: one profile per (shard, version).
 
@@ -287,6 +406,8 @@ def profile_shards(
     ``"raise"`` raises ``ShardReadError`` naming the first failed shard (the rest are
     cancelled); ``"skip"`` lists failures in the summary and stores nothing for them.
     With ``progress`` a progress line goes to stderr, ending with the summary line.
+    Each shard's metadata (sidecar ``<url>.json`` and ``metadata``, see ``shard_metadata``) is
+    kept in its profile; with ``workers > 1`` a callable ``metadata`` must be picklable.
 
     Example::
 
@@ -304,7 +425,7 @@ def profile_shards(
     todo = shards if force else _unprofiled(store, shards)
     summary = ProfilingSummary(skipped=len(shards) - len(todo))
     bar = _Progress(len(todo), progress)
-    args = (store.url, store.storage_options, featurizer, config, storage_options)
+    args = (store.url, store.storage_options, featurizer, config, storage_options, metadata)
     try:
         if workers == 1 or len(todo) <= 1:
             for shard in todo:
@@ -312,6 +433,7 @@ def profile_shards(
                 _account(summary, outcome, on_error, bar)
         else:
             _check_picklable(featurizer)
+            _check_picklable(metadata, "metadata")
             _run_pool(todo, args, min(workers, len(todo)), summary, on_error, bar)
     finally:
         summary.seconds = time.monotonic() - started
@@ -324,12 +446,12 @@ def _unprofiled(store: ProfileStore, shards: list[Shard]) -> list[Shard]:
     return [s for s, h in zip(shards, have) if not h]
 
 
-def _check_picklable(featurizer: Any) -> None:
+def _check_picklable(featurizer: Any, what: str = "featurizer") -> None:
     try:
         pickle.dumps(featurizer)
     except Exception as e:
         raise ValueError(
-            f"featurizer {featurizer!r} cannot be sent to worker processes ({e}); "
+            f"{what} {featurizer!r} cannot be sent to worker processes ({e}); "
             "use a module-level function or a FeatureSpec, or workers=1"
         ) from e
 

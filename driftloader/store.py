@@ -291,6 +291,10 @@ class ProfileStore:
         ``storage_options`` are for the shards; when omitted and the shards live on the same kind
         of filesystem as the store, the store's options are used. Raises ``MissingProfiles``
         when some shard has no profile at its current version.
+
+        ``reference.meta`` records the shards, the sorted set of their ``sources`` and of their
+        ``preprocessing`` fingerprints (from their metadata, see ``profiling.shard_metadata``);
+        ``drift.compare`` flags a shard declaring a source or fingerprint outside these sets.
         """
         check_reference_name(name)
         if storage_options is None and protocol_of(_first(urls)) == protocol_of(self.url):
@@ -305,6 +309,10 @@ class ProfileStore:
             "reference": name,
             "count": len(shards),
             "shards": [{"url": redact(s.url), "version": s.version} for s in shards],
+            "sources": sorted({p.source for p in profiles if p.source is not None}),
+            "preprocessing": sorted(
+                {fp for fp in (preprocessing_of(p) for p in profiles) if fp is not None}
+            ),
         }
         self.put_reference(name, reference)
         return reference
@@ -349,6 +357,19 @@ class ProfileStore:
             return [fn(x) for x in items]
         with ThreadPoolExecutor(max_workers=min(_THREADS, len(items))) as pool:
             return list(pool.map(fn, items))
+
+
+def preprocessing_of(profile: Profile) -> str | None:
+    """The preprocessing fingerprint in a profile's metadata (``"preprocessing"`` or
+    ``"preprocessing_fingerprint"``) as a string, or None when it declares none."""
+    meta = profile.meta.get("metadata")
+    if not isinstance(meta, dict):
+        return None
+    for key in ("preprocessing", "preprocessing_fingerprint"):
+        value = meta.get(key)
+        if value is not None:
+            return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return None
 
 
 def _basename(path: str) -> str:
