@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import ShardReadError
-from .sources import Shard, filesystem, redact
+from .sources import Shard, filesystem, protocol_of, redact
 
 BLOCK = 512
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
@@ -132,8 +132,8 @@ class ResumableStream:
         kwargs: dict = {}
         if self.shard.pinned and self.shard.version and self.shard.version.startswith("v:"):
             kwargs["version_id"] = self.shard.version[2:]
-        if self._fs.protocol in ("s3", "s3a", ("s3", "s3a")) or "s3" in self._fs.protocol:
-            kwargs["cache_type"] = "none"
+        if protocol_of(self.shard.url) in ("s3", "s3a"):
+            kwargs["cache_type"] = "none"  # our reads are already large sequential blocks
         open_ = self._opener or self._fs.open
         try:
             handle = open_(self._path, "rb", **kwargs)

@@ -37,17 +37,12 @@ class Shard:
 
 def braceexpand(pattern: str) -> list[str]:
     """Expand shell-style braces: ``a-{000..002}.tar``, ``{x,y}/s.tar``; nested braces too."""
-    start = _first_top_level_brace(pattern)
-    if start is None:
+    start = pattern.find("{")
+    if start < 0:
         return [pattern]
     end = _matching_brace(pattern, start)
     head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
     return [head + alt + rest for alt in _brace_alternatives(body) for rest in braceexpand(tail)]
-
-
-def _first_top_level_brace(pattern: str) -> int | None:
-    index = pattern.find("{")
-    return None if index < 0 else index
 
 
 def _matching_brace(pattern: str, start: int) -> int:
