@@ -80,6 +80,9 @@ class DriftDataset(IterableDataset):
     (counted in ``stats``), ``"warn"``, or a webdataset-style ``handler(exn) -> bool``.
     With ``store=`` each shard's profile is written to the store as it is read; with
     ``reference=`` and ``policy=`` drifted shards are monitored, skipped or reweighted.
+    The profiles it writes keep each shard's metadata: its ``<url>.json`` sidecar, if any, and
+    ``metadata=`` (a dict keyed by shard URL, or a callable of the URL); a source or
+    preprocessing fingerprint the reference never saw is then drift of its own.
 
     ``equalize=True`` gives every rank and worker the same number of samples per epoch (the
     smallest slice's), from the stored profiles' counts and skip decisions, so DDP ranks stay in
@@ -108,12 +111,17 @@ class DriftDataset(IterableDataset):
         retries: int = 5,
         opener: Callable[..., object] | None = None,
         equalize: bool = False,
+        metadata: Any = None,
     ) -> None:
         super().__init__()
         if equalize and store is None:
             raise ValueError(
                 "equalize=True needs store= with the shards' profiles (their sample counts); "
                 "without a store use .with_epoch(n) to give every rank n items"
+            )
+        if metadata is not None and store is None:
+            raise ValueError(
+                "metadata= is kept in the profiles the loader writes to its store: pass store= too"
             )
         if block_size < 4096:
             raise ValueError(f"block_size={block_size} is too small; use at least 4096 bytes")
@@ -146,9 +154,11 @@ class DriftDataset(IterableDataset):
             # here, so a changed ETag or a deleted VersionId fails now, naming the shard.
             self.shards = stat_shards(self.shards, self.storage_options)
         if gated:
-            self._setup_gate(store, reference, policy, featurizer, drift_config, probe)
+            self._setup_gate(store, reference, policy, featurizer, drift_config, probe, metadata)
 
-    def _setup_gate(self, store, reference, policy, featurizer, drift_config, probe) -> None:
+    def _setup_gate(
+        self, store, reference, policy, featurizer, drift_config, probe, metadata
+    ) -> None:
         from .policy import ShardGate
 
         self.gate = ShardGate(
@@ -159,6 +169,7 @@ class DriftDataset(IterableDataset):
             config=drift_config,
             probe=probe,
             storage_options=self.storage_options,
+            metadata=metadata,
         )
 
     # ------------------------------------------------------------------- fluent interface

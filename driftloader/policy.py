@@ -27,7 +27,7 @@ from .drift import DriftConfig, ShardDrift, compare, effective_sample_size, impo
 from .errors import FingerprintMismatch
 from .features import featurizer_from
 from .profile import Profile
-from .profiling import ShardProfiler
+from .profiling import Metadata, ShardProfiler
 from .sources import Shard, redact
 from .store import ProfileStore, shard_key
 
@@ -61,6 +61,8 @@ class ShardGate:
         probe: int = 256,
         storage_options: dict | None = None,
         clip: tuple[float, float] = (0.1, 10.0),
+        metadata: Metadata = None,
+        sidecar: bool = True,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy={policy!r}; use one of {', '.join(POLICIES)}")
@@ -77,6 +79,9 @@ class ShardGate:
         self.config = config or DriftConfig()
         self.probe = probe
         self.clip = clip
+        self.metadata = metadata
+        self.sidecar = sidecar
+        self.storage_options = storage_options
         self._reference: Profile | None = None
         self.results: list[dict] = []
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
@@ -165,7 +170,16 @@ class ShardGate:
 
     def _profiled(self, shard: Shard, samples: Iterator[dict]) -> Iterator[dict]:
         """Sketch the shard as it streams; probe first under skip; store its profile at the end."""
-        profiler = ShardProfiler(shard, self.featurizer)
+        # Metadata (sidecar ``<url>.json``, the user's mapping) goes into the profile, so a new
+        # source or preprocessing fingerprint is metadata drift here as in `driftloader check`.
+        # One small request, made only for shards that have no stored profile yet.
+        profiler = ShardProfiler(
+            shard,
+            self.featurizer,
+            metadata=self.metadata,
+            storage_options=self.storage_options,
+            sidecar=self.sidecar,
+        )
         reference = self.reference
         weights = _WeightTally()
         probed = self.policy == "monitor" or reference is None

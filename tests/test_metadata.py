@@ -177,3 +177,46 @@ def test_profile_shards_and_check_shards_end_to_end(tmp_path: Path) -> None:
     rows = {r["url"]: r for r in store.catalog()}
     assert rows[moved]["drifted"] is True
     assert rows[moved]["top"][0]["kind"] == "metadata"
+
+
+def test_the_loader_keeps_metadata_and_skips_a_new_source(tmp_path: Path) -> None:
+    """Training fills the store with profiles that carry sidecar and user metadata, and the skip
+    policy drops a shard whose sidecar names a source the reference never saw."""
+    import driftloader as dl
+
+    store, _ = _reference(tmp_path)
+    new = tmp_path / "new"
+    same = _shard(new, "same.tar", 20, {"source": "src-a", "preprocessing": "pp-1"})
+    moved = _shard(new, "moved.tar", 21, {"source": "new-src", "preprocessing": "pp-1"})
+    mapped = _shard(new, "mapped.tar", 22)
+    mapping = {mapped: {"source": "src-a", "preprocessing": "pp-1", "writer": "job-7"}}
+
+    monitor = dl.DriftDataset([same, moved, mapped], store=store, metadata=mapping)
+    assert sum(1 for _ in monitor) == 3 * N
+    stored = {
+        Path(u).name: store.get_profile(u, s.version)
+        for u, s in zip([same, moved, mapped], monitor.shards)
+    }
+    assert stored["moved.tar"].meta["metadata"]["source"] == "new-src"
+    assert stored["moved.tar"].source == "new-src"
+    assert stored["mapped.tar"].meta["metadata"]["writer"] == "job-7"
+
+    def skipping(store: ProfileStore) -> dl.DriftDataset:
+        urls = [same, moved, mapped]
+        opts = dict(store=store, reference="v1", policy="skip", metadata=mapping, probe=16)
+        return dl.DriftDataset(urls, shuffle=False, **opts)
+
+    # Profiles stored by the monitor run: decided before reading; a fresh store: after a probe.
+    fresh, _ = _reference(tmp_path / "fresh")
+    for ds, action in ((skipping(store), "skipped"), (skipping(fresh), "dropped after probe")):
+        assert {Path(s["__url__"]).name for s in ds} == {"same.tar", "mapped.tar"}
+        (row,) = [r for r in ds.drift_report() if r["drifted"]]
+        assert Path(row["url"]).name == "moved.tar" and row["action"] == action
+
+
+def test_loader_metadata_needs_a_store(tmp_path: Path) -> None:
+    import driftloader as dl
+
+    url = _shard(tmp_path, "a.tar", 1)
+    with pytest.raises(ValueError, match="metadata="):
+        dl.DriftDataset([url], metadata={url: {"source": "x"}})
