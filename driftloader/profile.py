@@ -303,20 +303,36 @@ class Profile:
         for other in others:
             for name, kind in other.kinds.items():
                 self.kinds.setdefault(name, kind)
+        mine = {
+            n: self.features.setdefault(n, self.config.new_sketches(k))
+            for n, k in self.kinds.items()
+        }
+        # One pass over the inputs, profile by profile: KLL merges go straight into their
+        # targets (a KLL merge costs in proportion to its target, and 100 targets stay in cache
+        # while 100,000 inputs stream past once); the other sketches are collected for one
+        # vectorised merge_many per feature.
+        plan = {
+            name: [(key, sk, None if type(sk) is Quantiles else []) for key, sk in sketches.items()]
+            for name, sketches in mine.items()
+        }
+        for other in others:
+            for name, sketches in other.features.items():
+                for key, target, parts in plan[name]:
+                    if parts is None:
+                        target.merge(sketches[key])
+                    else:
+                        parts.append(sketches[key])
+        for steps in plan.values():
+            for _, target, parts in steps:
+                if parts:
+                    target.merge_many(parts)
         for name, kind in self.kinds.items():
-            self._merge_feature(name, kind, others, total)
+            _backfill(kind, mine[name], total - next(iter(mine[name].values())).n)
         self._merge_reservoirs(others, total)
         self._merge_metadata(others)
         self.n = total
         self.errors += sum(o.errors for o in others)
         return self
-
-    def _merge_feature(self, name: str, kind: str, others: list[Profile], total: int) -> None:
-        mine = self.features.setdefault(name, self.config.new_sketches(kind))
-        parts = [o.features[name] for o in others if name in o.features]
-        for key, sketch in mine.items():
-            sketch.merge_many(p[key] for p in parts)
-        _backfill(kind, mine, total - next(iter(mine.values())).n)
 
     def _merge_reservoirs(self, others: list[Profile], total: int) -> None:
         names = self._numeric_names()

@@ -21,6 +21,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any, ClassVar, TypeVar
 
 import datasketches as ds
@@ -273,13 +274,15 @@ def _combine(
     return mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
 
 
-def _combine_many(parts: list[Moments]) -> tuple[float, float]:
-    """Mean and M2 of the union of non-empty parts (exact parallel formula, vectorised)."""
-    c = np.array([p.count for p in parts], dtype=np.float64)
-    means = np.array([p._mean for p in parts])
-    m2s = np.array([p._m2 for p in parts])
+def _combine_many(stats: np.ndarray) -> tuple[float, float]:
+    """Mean and M2 of the union of non-empty parts, rows (count, mean, M2) (exact, vectorised)."""
+    c, means, m2s = stats[:, 0], stats[:, 1], stats[:, 2]
     mean = float(means[0] + ((means - means[0]) * c).sum() / c.sum())
     return mean, float(m2s.sum() + (c * np.square(means - mean)).sum())
+
+
+_COUNTS = attrgetter("n", "missing", "nan", "posinf", "neginf", "count")
+_STATS = attrgetter("count", "_mean", "_m2", "min", "max")
 
 
 @register_sketch
@@ -353,13 +356,12 @@ class Moments(Sketch):
             if type(other) is not Moments:
                 self._check_compatible(other)
             parts.append(other)  # type: ignore[arg-type]
-        ints = np.array([(p.n, p.missing, p.nan, p.posinf, p.neginf, p.count) for p in parts])
+        ints = np.array(list(map(_COUNTS, parts)))
         live = [p for p in parts if p.count]
         if live:  # combine before self's counts change: self is one of the parts
-            mean_m2 = _combine_many(live)
-            self.min = min(p.min for p in live)  # type: ignore[type-var]
-            self.max = max(p.max for p in live)  # type: ignore[type-var]
-            self._mean, self._m2 = mean_m2
+            stats = np.array(list(map(_STATS, live)), dtype=np.float64)
+            self._mean, self._m2 = _combine_many(stats)
+            self.min, self.max = float(stats[:, 3].min()), float(stats[:, 4].max())
         self.n, self.missing, self.nan, self.posinf, self.neginf, self.count = (
             int(v) for v in ints.sum(axis=0)
         )
@@ -447,13 +449,9 @@ class Quantiles(Sketch):
         if not other._sk.is_empty():
             self._sk.merge(other._sk)
 
-    def merge_many(self, others: Iterable[Sketch]) -> Self:
-        """Merge many sketches with the per-item checks kept minimal (profiles merge thousands)."""
-        for other in others:
-            if type(other) is not Quantiles or other.k != self.k:
-                self._check_compatible(other)
-            self._merge(other)  # type: ignore[arg-type]
-        return self
+    def _check_compatible(self, other: Sketch) -> None:
+        if type(other) is not Quantiles or other.k != self.k:  # the cheap test first: profiles
+            super()._check_compatible(other)  # merge thousands of these one at a time
 
     @property
     def count(self) -> int:
