@@ -36,6 +36,7 @@ def _error_handler(on_error: str | Callable[[Exception], bool]) -> Callable[[Exc
 
 STATE_VERSION = 1
 _ONE_TO_ONE = (P._decode, P._map, P._map_dict, P._to_tuple)
+_BUILT_IN = (*_ONE_TO_ONE, P._select, P._shuffle, P._batched)
 
 
 class _Skipped:
@@ -88,6 +89,13 @@ class DriftDataset(IterableDataset):
     smallest slice's), from the stored profiles' counts and skip decisions, so DDP ranks stay in
     lockstep; every shard must be profiled. ``state_dict()`` / ``load_state_dict()`` resume an
     epoch exactly where it stopped (see docs/distributed.md).
+
+    In a DataLoader worker, batches (items of a pipeline with ``.batched()``) of up to 1 MiB of
+    arrays reach the main process by value rather than as a shared-memory segment per array,
+    which costs more for small batches (see ``pipeline.hand_over``): the DataLoader still
+    yields the same tensors. Their numpy arrays become tensors in the worker already, so a
+    custom DataLoader ``collate_fn`` sees tensors; ``worker_handoff=False`` keeps numpy arrays
+    and torch's shared memory. Without workers, or iterated directly, batches are webdataset's.
     """
 
     def __init__(
@@ -112,6 +120,7 @@ class DriftDataset(IterableDataset):
         opener: Callable[..., object] | None = None,
         equalize: bool = False,
         metadata: Any = None,
+        worker_handoff: bool = True,
     ) -> None:
         super().__init__()
         if equalize and store is None:
@@ -142,6 +151,7 @@ class DriftDataset(IterableDataset):
         self._nsamples: int | None = None
         self._length: int | None = None
         self.equalize = equalize
+        self.worker_handoff = worker_handoff
         self._rank_world: tuple[int, int] | None = None
         self._plan: list[dict] | None = None
         self._progress: _Progress | None = None
@@ -269,6 +279,10 @@ class DriftDataset(IterableDataset):
         return state
 
     def __iter__(self) -> Iterator:
+        items = self._iterate()
+        return P.hand_over(items) if self._hands_over() else items
+
+    def _iterate(self) -> Iterator:
         where = placement(self.split_by_node, self.split_by_worker, self._rank_world)
         epoch = self.epoch if self.epoch is not None else self._iterations
         progress = self._take_resume(epoch, where)
@@ -297,6 +311,19 @@ class DriftDataset(IterableDataset):
                 progress.complete = True
             else:
                 progress.next_sub()
+
+    def _hands_over(self) -> bool:
+        """Whether items go through ``P.hand_over``: batches that a DataLoader worker passes
+        straight to its collate_fn (not to a wrapping dataset, nor single samples, which the
+        DataLoader may batch itself in the worker)."""
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        if not self.worker_handoff or info is None or info.dataset is not self:
+            return False
+        fns = [st.fn for st in self.stages]
+        # a custom stage after batching may unbatch
+        return P._batched in fns and all(fn in _BUILT_IN for fn in fns[fns.index(P._batched) :])
 
     def _epoch_stream(
         self, where: Placement, epoch: int, progress: _Progress, resumed: bool = False

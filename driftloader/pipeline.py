@@ -12,12 +12,14 @@ import io
 import json
 import pickle
 import random
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from .errors import DriftloaderError
 
@@ -95,8 +97,6 @@ def _unpickle(data: bytes) -> Any:
 
 
 def _torch_loads(data: bytes, weights_only: bool = True) -> Any:
-    import torch
-
     return torch.load(io.BytesIO(data), weights_only=weights_only, map_location="cpu")
 
 
@@ -317,6 +317,99 @@ def default_collation_fn(samples: list) -> Any:
     from webdataset.filters import default_collation_fn as collate
 
     return collate(samples)
+
+
+# ------------------------------------------------------------------- DataLoader hand-off
+
+# Batches up to this size cross from DataLoader workers by value, larger ones through shared
+# memory as torch makes them (see hand_over).
+BY_VALUE_LIMIT = 1 << 20
+WORKER_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
+_TORCH_DTYPES: dict[np.dtype, Any] = {}
+
+
+def _torch_dtype(dtype: np.dtype) -> Any:
+    """The dtype ``torch.from_numpy`` gives arrays of ``dtype``; None if torch has none."""
+    if dtype.kind not in "biufc" or not dtype.isnative:
+        return None
+    if dtype not in _TORCH_DTYPES:
+        try:
+            _TORCH_DTYPES[dtype] = torch.from_numpy(np.empty(0, dtype)).dtype
+        except TypeError:  # e.g. float128
+            _TORCH_DTYPES[dtype] = None
+    return _TORCH_DTYPES[dtype]
+
+
+def _map_arrays(item: Any, fn: Callable[[np.ndarray], Any]) -> Any:
+    """``item`` with ``fn`` applied to the numpy arrays that torch has a dtype for, through
+    tuples, namedtuples, lists and dicts; anything else is kept."""
+    if isinstance(item, np.ndarray):
+        return item if _torch_dtype(item.dtype) is None else fn(item)
+    if type(item) in (tuple, list):
+        return type(item)(_map_arrays(x, fn) for x in item)
+    if isinstance(item, tuple) and hasattr(item, "_fields"):
+        return type(item)(*(_map_arrays(x, fn) for x in item))
+    if type(item) is dict:
+        return {k: _map_arrays(v, fn) for k, v in item.items()}
+    return item
+
+
+def _tensor_from(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array)
+
+
+class PickledTensor(torch.Tensor):
+    """A CPU tensor that pickles by value, as its numpy array, and unpickles as a plain tensor;
+    operations on it give plain tensors."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        return (_tensor_from, (self.numpy(),))
+
+
+def as_tensors(item: Any) -> Any:
+    """``item`` with its numeric numpy arrays as tensors (as DataLoader's default conversion
+    makes them, sharing their memory): ``PickledTensor`` if they add up to at most
+    ``BY_VALUE_LIMIT`` bytes, else plain tensors, which torch moves to shared memory."""
+    total = 0
+
+    def count(array: np.ndarray) -> np.ndarray:
+        nonlocal total
+        total += array.nbytes
+        return array
+
+    _map_arrays(item, count)
+    kind = PickledTensor if total <= BY_VALUE_LIMIT else torch.Tensor
+
+    def convert(array: np.ndarray) -> torch.Tensor:
+        if not (array.flags.writeable and array.flags.c_contiguous):
+            array = np.array(array)  # what from_numpy takes without a warning
+        return torch.from_numpy(array).as_subclass(kind)
+
+    return _map_arrays(item, convert)
+
+
+def hand_over(items: Iterable) -> Iterator:
+    """``items`` as a DataLoader worker should yield them: ``as_tensors`` of each, produced under
+    a short GIL switch interval.
+
+    DataLoader's default conversion makes tensors of numpy arrays, and torch sends every tensor
+    to the main process as a shared-memory segment whose file descriptor the main process then
+    fetches from the worker's resource-sharer thread, in a socket handshake of a few messages;
+    that thread needs the GIL for each, which decoding in this thread holds until the switch
+    interval runs out. On 2 busy cores that is ~1-5 ms per tensor, during which the main
+    process, which takes batches in order from the workers in turn, waits: more than copying
+    a small batch through the pipe. Helper threads (that one, the queue's feeder that pickles
+    batches) get the GIL sooner with a shorter interval; only waiting threads are switched to.
+    """
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, WORKER_SWITCH_INTERVAL))
+    try:
+        for item in items:
+            yield as_tensors(item)
+    finally:
+        sys.setswitchinterval(switch)
 
 
 class Stage:

@@ -199,6 +199,27 @@ def test_fingerprint_mismatch_is_listed_not_compared(store):
     assert "featurized differently" in rows["/data/other.tar"].error
 
 
+def test_each_unrecorded_profile_is_compared_once(store, monkeypatch):
+    """Shards without a recorded result are compared once each, and the row is that result."""
+    import driftloader.report as report_module
+
+    calls: list[str | None] = []
+
+    def counting(profile, reference, config=None):
+        calls.append(profile.url)
+        return compare(profile, reference, config)
+
+    monkeypatch.setattr(report_module, "compare", counting)
+    render_report(store, "ref")
+    assert sorted(calls) == sorted(["/data/unrecorded.tar", "s3://***@bucket/creds.tar"])
+    ref = store.get_reference("ref")
+    for row in shard_rows(store, "ref"):
+        if row.action == "compared":
+            expected = compare(store.get_profile(row.url, row.version), ref)
+            assert (row.score, row.drifted) == (expected.score, expected.drifted)
+            assert row.top == [f.to_dict() for f in expected.top(5)]
+
+
 def _real_shards(tmp_path: Path, store: ProfileStore) -> list[str]:
     """Two files on disk whose profiles are stored at their current versions (one drifted)."""
     urls = []
