@@ -31,48 +31,16 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from gated_shards import build, to_tensors  # examples/gated_shards.py
 
 import driftloader as dl
-from driftloader.demo import CLASSES, FEATURES, PER_SHARD, write_shard
+from driftloader.demo import CLASSES, FEATURES
 from driftloader.distributed import gather_reports
 
 EPOCHS, BATCH = 2, 64
 DATA_ENV = "LIGHTNING_EXAMPLE_DATA"  # lets the DDP ranks Lightning starts find rank 0's data
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
-
-
-def build(folder: Path) -> list[str]:
-    """Write and profile the shards, build the reference "clean"; return the training shards.
-
-    Training shard ``train-NN-kind`` holds samples ``NN * PER_SHARD + i``; ``train-04`` is the
-    drifted one (its first eight features flipped and offset, as from a new source)."""
-    centers = np.random.default_rng(0).normal(0.0, 0.45, (CLASSES, FEATURES))
-    data = folder / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    kinds = ["clean"] * 4 + ["shifted"]
-    train = [data / f"train-{j:02d}-{kind}.tar" for j, kind in enumerate(kinds)]
-    reference = [data / f"ref-{j:02d}.tar" for j in range(2)]
-    for j, (path, kind) in enumerate(zip(train, kinds)):
-        write_shard(path, kind, seed=10 + j, centers=centers)
-    for j, path in enumerate(reference):
-        write_shard(path, "clean", seed=j, centers=centers)
-    store = dl.ProfileStore(str(folder / "store"))
-    dl.profile_shards([str(p) for p in reference + train], store, progress=False)
-    store.build_reference("clean", [str(p) for p in reference])
-    return [str(p) for p in train]
-
-
-def sample_id(key: str) -> int:
-    """``train-03-clean-00017`` -> 3017: which shard and sample a training item came from."""
-    parts = key.split("-")
-    return int(parts[1]) * PER_SHARD + int(parts[-1])
-
-
-def to_tensors(batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    keys, x, y = batch
-    ids = torch.tensor([sample_id(k) for k in keys])
-    return ids, torch.as_tensor(x), torch.as_tensor(y).long()
 
 
 class DriftData(L.LightningDataModule):

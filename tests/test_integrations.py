@@ -22,6 +22,8 @@ DRIFTED = range(CLEAN_SHARDS * PER_SHARD, (CLEAN_SHARDS + 1) * PER_SHARD)  # tra
 
 
 def _example(name: str):
+    if str(EXAMPLES) not in sys.path:  # the examples import their shared gated_shards.py
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
