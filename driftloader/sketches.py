@@ -18,6 +18,7 @@ import abc
 import base64
 import binascii
 import hashlib
+import itertools
 import math
 import re
 from collections.abc import Iterable
@@ -937,17 +938,14 @@ def _decode_rows(raw: Any, width: Any, m: int) -> np.ndarray:
         or any(not isinstance(row, list) or len(row) != width for row in raw)
     ):
         raise ValueError(f"reservoir rows must be a list of {m} lists of {width} values")
-    cells = np.array(raw, dtype=object).reshape(m, width)
-    bad = [
-        v
-        for v in cells.ravel().tolist()
-        if not (
-            v is None
-            or v in ("inf", "-inf")
-            or (isinstance(v, (int, float)) and not isinstance(v, bool))
-        )
-    ]
+    cells = list(itertools.chain.from_iterable(raw))
+    if set(map(type, cells)) <= _PLAIN_CELLS:  # the common case: numbers and nulls only
+        return np.array(raw, dtype=np.float64).reshape(m, width)  # None -> NaN
+    bad = [v for v in cells if type(v) not in _PLAIN_CELLS and v not in ("inf", "-inf")]
     if bad:
         raise ValueError(f"reservoir cells must be numbers, null or 'inf'/'-inf', got {bad[0]!r}")
-    cells[np.equal(cells, None)] = np.nan
-    return cells.astype(np.float64)
+    return np.array(raw, dtype=np.float64).reshape(m, width)  # "inf", "-inf" parse
+
+
+# JSON numbers load as int or float (never bool: True is checked apart); null loads as None.
+_PLAIN_CELLS = {int, float, type(None)}

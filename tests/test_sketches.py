@@ -597,7 +597,8 @@ class TestReservoir(SketchContract):
 
     def test_bad_rows_raise(self) -> None:
         d = Reservoir(4).update(np.ones((2, 2))).to_dict()
-        for bad in ([[1.0, "x"], [1.0, 2.0]], [[1.0]], "rows"):
+        cells = ("x", "nan", True, {"v": 1}, [1.0], 10**400)
+        for bad in (*([[1.0, c], [1.0, 2.0]] for c in cells), [[1.0]], "rows"):
             with pytest.raises(ProfileFormatError):
                 Reservoir.from_dict({**d, "rows": bad})
 
