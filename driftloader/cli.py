@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="generate data with drift, train three ways, show the value")
+    p = sub.add_parser("demo", help="generate data with drift, train four ways, show the value")
     p.add_argument(
         "--folder", default=None, help="where to write the demo data (default: a temp dir)"
     )

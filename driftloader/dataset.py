@@ -80,7 +80,8 @@ class DriftDataset(IterableDataset):
     corrupt or unreadable shard does: ``"raise"`` (default), ``"skip"`` the rest of the shard
     (counted in ``stats``), ``"warn"``, or a webdataset-style ``handler(exn) -> bool``.
     With ``store=`` each shard's profile is written to the store as it is read; with
-    ``reference=`` and ``policy=`` drifted shards are monitored, skipped or reweighted.
+    ``reference=`` and ``policy=`` drifted shards are monitored, skipped, reweighted or
+    resampled.
     The profiles it writes keep each shard's metadata: its ``<url>.json`` sidecar, if any, and
     ``metadata=`` (a dict keyed by shard URL, or a callable of the URL); a source or
     preprocessing fingerprint the reference never saw is then drift of its own.
@@ -180,6 +181,7 @@ class DriftDataset(IterableDataset):
             probe=probe,
             storage_options=self.storage_options,
             metadata=metadata,
+            seed=self.seed,
         )
 
     # ------------------------------------------------------------------- fluent interface
@@ -329,6 +331,8 @@ class DriftDataset(IterableDataset):
         self, where: Placement, epoch: int, progress: _Progress, resumed: bool = False
     ) -> Iterator:
         ctx = P.Context(self.seed, epoch, where.rank, where.worker)
+        if self.gate is not None:
+            self.gate.epoch = epoch  # seeds resampling: other draws in each epoch
         shards = self.shards_for(where, epoch)
         limit = self._limit(where, epoch) if self.equalize else None
         if not resumed or progress.yielded == 0 and not progress.counts:

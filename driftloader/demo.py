@@ -1,4 +1,4 @@
-"""``driftloader demo``: drifted data, a reference, and one model trained three ways.
+"""``driftloader demo``: drifted data, a reference, and one model trained four ways.
 
 The data: 16-feature vectors (``x.npy``) and a 4-class label (``cls``), in shards of 1,000.
 Clean shards follow the reference distribution; three kinds of bad shard are mixed in:
@@ -8,8 +8,8 @@ Clean shards follow the reference distribution; three kinds of bad shard are mix
 * ``nan``: a broken preprocessing step that writes NaN into 30% of one feature.
 
 The reference is built from clean shards; the same model is trained on the mixed shards with
-plain webdataset, with ``policy="skip"`` and with ``policy="reweight"``, and evaluated on a clean
-held-out set. The numbers are whatever this run measures.
+plain webdataset and with ``policy="skip"``, ``"reweight"`` and ``"resample"``, and evaluated on
+a clean held-out set. The numbers are whatever this run measures.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def accuracy(model: torch.nn.Module, holdout: list[str]) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def _three_ways(roles: dict[str, list[str]], store, seed: int, epochs: int = 3) -> list[tuple]:
+def _four_ways(roles: dict[str, list[str]], store, seed: int, epochs: int = 3) -> list[tuple]:
     from .dataset import DriftDataset
 
     train_urls = roles["train"]
@@ -150,6 +150,7 @@ def _three_ways(roles: dict[str, list[str]], store, seed: int, epochs: int = 3) 
         ("plain webdataset", plain, False),
         ('DriftDataset policy="skip"', gated("skip", ("x.npy", "cls")), False),
         ('DriftDataset policy="reweight"', gated("reweight", ("x.npy", "cls", "__weight__")), True),
+        ('DriftDataset policy="resample"', gated("resample", ("x.npy", "cls")), False),
     ]
     rows = []
     for label, make, weighted in ways:
@@ -192,8 +193,8 @@ def _run(folder: Path, seed: int) -> int:
         print(
             f"   {'DRIFT' if result.drifted else 'ok   '} {name:<24} score {result.score:7.1f}  {top}"
         )
-    print("4. the same model trained three ways, 3 epochs, accuracy on the clean held-out set:")
-    for label, seen, acc, seconds in _three_ways(roles, store, seed):
+    print("4. the same model trained four ways, 3 epochs, accuracy on the clean held-out set:")
+    for label, seen, acc, seconds in _four_ways(roles, store, seed):
         print(f"   {label:<32} {seen:>6,} samples seen  accuracy {acc:6.1%}  ({seconds:.1f} s)")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -10,6 +10,12 @@ Policies:
   epoch (any rank, any run) decides before reading.
 * ``"reweight"``: every sample carries ``"__weight__"``, an estimate of p_ref(x) / p_shard(x)
   from the sketches of the drifted features, clipped, mean 1 per batch; undrifted shards get 1.0.
+* ``"resample"``: the same weights, applied by drawing instead of by the loss: each batch of a
+  drifted shard is replaced by as many samples drawn in proportion to their weights
+  (systematic resampling: a sample of weight w appears floor(w) or ceil(w) times), so the
+  training loop needs no change. Counts per shard are kept; repeated samples are copies of the
+  same dict (same ``__key__``). The draws depend on the dataset's seed, the epoch and the shard,
+  so they differ between epochs, agree across ranks, and replay exactly on resume.
 
 Decisions made from stored profiles depend only on (profile, reference, config), so every
 worker and rank takes the same ones. Every decision goes to ``report()`` and the store's catalog.
@@ -18,6 +24,7 @@ worker and rank takes the same ones. Every decision goes to ``report()`` and the
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +38,8 @@ from .profiling import Metadata, ShardProfiler
 from .sources import Shard, redact
 from .store import ProfileStore, shard_key
 
-POLICIES = ("monitor", "skip", "reweight")
+POLICIES = ("monitor", "skip", "reweight", "resample")
+WEIGHTED = ("reweight", "resample")
 BATCH = 256
 
 
@@ -63,6 +71,7 @@ class ShardGate:
         clip: tuple[float, float] = (0.1, 10.0),
         metadata: Metadata = None,
         sidecar: bool = True,
+        seed: int = 0,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy={policy!r}; use one of {', '.join(POLICIES)}")
@@ -82,6 +91,8 @@ class ShardGate:
         self.metadata = metadata
         self.sidecar = sidecar
         self.storage_options = storage_options
+        self.seed = seed
+        self.epoch = 0  # set by the dataset each epoch: resampling draws differ between epochs
         self._reference: Profile | None = None
         self.results: list[dict] = []
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
@@ -150,7 +161,7 @@ class ShardGate:
         self, shard: Shard, samples: Iterator[dict], stored: Profile, drift: ShardDrift | None
     ) -> Iterator[dict]:
         """The shard was profiled before at this version: no need to sketch it again."""
-        if self.policy != "reweight" or drift is None or not drift.drifted:
+        if self.policy not in WEIGHTED or drift is None or not drift.drifted:
             count = 0
             for sample in samples:
                 if self.policy == "reweight":
@@ -160,13 +171,12 @@ class ShardGate:
             if drift is not None:
                 self._decide(shard, drift, "passed", count)
             return
-        weights = _WeightTally()
+        weights = _WeightTally(self._draws(shard))
         for chunk in _chunks(samples, BATCH):
             batch = self.featurizer(chunk)
-            yield from weights.attach(
-                chunk, importance_weights(batch, stored, self.reference, drift, self.clip)
-            )
-        self._decide(shard, drift, "reweighted", weights.n, ess=weights.ess)
+            w = importance_weights(batch, stored, self.reference, drift, self.clip)
+            yield from weights.apply(chunk, w)
+        self._decide(shard, drift, _ACTIONS[self.policy], weights.n, **weights.summary())
 
     def _profiled(self, shard: Shard, samples: Iterator[dict]) -> Iterator[dict]:
         """Sketch the shard as it streams; probe first under skip; store its profile at the end."""
@@ -181,7 +191,7 @@ class ShardGate:
             sidecar=self.sidecar,
         )
         reference = self.reference
-        weights = _WeightTally()
+        weights = _WeightTally(self._draws(shard))
         probed = self.policy == "monitor" or reference is None
         for chunk in _chunks(samples, BATCH if probed else self.probe):
             batch = profiler.add_batch(chunk)
@@ -194,10 +204,10 @@ class ShardGate:
                         close()
                     self._decide(shard, drift, "dropped after probe", profiler.profile.n)
                     return
-            if self.policy == "reweight":
+            if self.policy in WEIGHTED:
                 drift = compare(profiler.profile, reference, self.config)
                 w = importance_weights(batch, profiler.profile, reference, drift, self.clip)
-                yield from weights.attach(chunk, w)
+                yield from weights.apply(chunk, w)
             else:
                 yield from chunk
         profile = profiler.finish()
@@ -205,13 +215,26 @@ class ShardGate:
             self.store.put_profile(profile)
         if reference is not None:
             drift = compare(profile, reference, self.config)
-            action = {"skip": "passed", "reweight": "reweighted", "monitor": "passed"}[self.policy]
-            self._decide(shard, drift, action, profile.n, ess=weights.ess if weights.n else None)
+            summary = weights.summary() if weights.n else {}
+            self._decide(shard, drift, _ACTIONS[self.policy], profile.n, **summary)
 
     # ------------------------------------------------------------------------------- records
 
+    def _draws(self, shard: Shard) -> np.random.Generator | None:
+        """The resampling generator of this shard in this epoch (None unless resampling)."""
+        if self.policy != "resample":
+            return None
+        where = zlib.crc32(f"{shard_key(shard.url)}\0{shard.version}".encode())
+        return np.random.default_rng([self.seed, self.epoch, where])
+
     def _decide(
-        self, shard: Shard, drift: ShardDrift, action: str, n: int, ess: float | None = None
+        self,
+        shard: Shard,
+        drift: ShardDrift,
+        action: str,
+        n: int,
+        ess: float | None = None,
+        distinct: int | None = None,
     ) -> None:
         decision = {
             "action": action,
@@ -223,6 +246,8 @@ class ShardGate:
         }
         if ess is not None:
             decision["ess"] = float(ess)
+        if distinct is not None:
+            decision["distinct"] = int(distinct)
         self._record(shard, decision)
 
     def _record(self, shard: Shard, decision: dict) -> None:
@@ -246,24 +271,56 @@ class ShardGate:
 
 
 class _WeightTally:
-    """Attaches weights to samples and keeps what the effective sample size needs."""
+    """Applies weights to samples (attached, or drawn from when ``draws`` is given) and keeps
+    what the effective sample size needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, draws: np.random.Generator | None = None) -> None:
+        self.draws = draws
         self.n = 0
         self.sum = 0.0
         self.sum_sq = 0.0
+        self.distinct = 0
 
-    def attach(self, chunk: list[dict], weights: np.ndarray) -> Iterator[dict]:
+    def apply(self, chunk: list[dict], weights: np.ndarray) -> Iterator[dict]:
         self.n += len(chunk)
         self.sum += float(weights.sum())
         self.sum_sq += float(np.square(weights).sum())
+        if self.draws is not None:
+            yield from self._resampled(chunk, weights)
+            return
         for sample, weight in zip(chunk, weights.tolist()):
             sample["__weight__"] = weight
             yield sample
 
+    def _resampled(self, chunk: list[dict], weights: np.ndarray) -> Iterator[dict]:
+        picks = systematic_resample(weights, self.draws)
+        self.distinct += len(np.unique(picks))
+        last = -1
+        for i in picks.tolist():
+            # A repeat is a shallow copy, so that a later stage editing one leaves the other be.
+            yield chunk[i] if i != last else dict(chunk[i])
+            last = i
+
     @property
     def ess(self) -> float:
         return self.sum**2 / self.sum_sq if self.sum_sq > 0 else 0.0
+
+    def summary(self) -> dict:
+        if self.draws is None:
+            return {"ess": self.ess}
+        return {"ess": self.ess, "distinct": self.distinct}
+
+
+def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``len(weights)`` indices, sorted, drawn in proportion to ``weights`` with one uniform
+    offset (systematic resampling): index i appears floor or ceil of n w_i / sum(w) times, the
+    least variance a proportional draw can have. Equal weights give every index once."""
+    n = len(weights)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    edges = np.cumsum(weights, dtype=np.float64)
+    points = (rng.random() + np.arange(n)) * (edges[-1] / n)
+    return np.minimum(np.searchsorted(edges, points, side="right"), n - 1)
 
 
 def _chunks(samples: Iterator[dict], first: int) -> Iterator[list[dict]]:
@@ -278,4 +335,11 @@ def _chunks(samples: Iterator[dict], first: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-__all__ = ["POLICIES", "ShardGate", "effective_sample_size"]
+_ACTIONS = {
+    "monitor": "passed",
+    "skip": "passed",
+    "reweight": "reweighted",
+    "resample": "resampled",
+}
+
+__all__ = ["POLICIES", "ShardGate", "effective_sample_size", "systematic_resample"]

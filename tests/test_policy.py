@@ -1,4 +1,5 @@
-"""Policies in DriftDataset: monitor, skip (before reading and after a probe), reweight."""
+"""Policies in DriftDataset: monitor, skip (before reading and after a probe), reweight,
+resample."""
 
 from __future__ import annotations
 
@@ -145,6 +146,68 @@ def test_reweight_from_stored_profiles(corpus):
     )
     weights = np.array([s["__weight__"] for s in ds])
     assert len(weights) == N and weights.std() > 0.1
+
+
+def _first_feature_by_shard(samples) -> dict[str, list[float]]:
+    x: dict[str, list[float]] = {}
+    for s in samples:
+        x.setdefault(Path(s["__url__"]).name, []).append(float(s["x.npy"][0]))
+    return x
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["while-profiling", "from-stored-profile"])
+def test_resample_draws_the_drifted_shard_toward_the_reference(corpus, stored):
+    urls = [corpus["clean"][0], corpus["covariate"]]
+    if stored:
+        profile_shards(urls, corpus["store"], progress=False)
+    ds = dl.DriftDataset(
+        urls, shuffle=False, store=corpus["store"], reference="ref", policy="resample"
+    )
+    samples = list(ds.decode())
+    assert all("__weight__" not in s for s in samples)  # no change to the training loop
+    keys = [s["__key__"] for s in samples]
+    x = _first_feature_by_shard(samples)
+    plain = _first_feature_by_shard(dl.DriftDataset(urls, shuffle=False).decode())
+    assert x["clean-0.tar"] == plain["clean-0.tar"]  # an undrifted shard passes untouched
+    assert len(x["covariate.tar"]) == N  # counts are kept ...
+    ref_mean = float(np.mean(plain["clean-0.tar"]))
+    assert abs(np.mean(plain["covariate.tar"]) - ref_mean) > 0.3  # ... the shift is there ...
+    assert abs(np.mean(x["covariate.tar"]) - ref_mean) < 0.15  # ... and the draws take it out
+    row = [r for r in ds.drift_report() if r["url"].endswith("covariate.tar")][0]
+    distinct = len(set(keys[N:]))
+    assert row["action"] == "resampled" and row["distinct"] == distinct < N and 0 < row["ess"] < N
+
+
+def test_resample_draws_differ_between_epochs_and_agree_within_one(corpus):
+    profile_shards([corpus["covariate"]], corpus["store"], progress=False)
+
+    def keys(epoch: int, seed: int = 0) -> list[str]:
+        ds = dl.DriftDataset(
+            [corpus["covariate"]],
+            store=corpus["store"],
+            reference="ref",
+            policy="resample",
+            seed=seed,
+        )
+        ds.set_epoch(epoch)
+        return [s["__key__"] for s in ds]
+
+    assert keys(0) == keys(0)  # every rank and worker draws the same
+    assert keys(0) != keys(1) and keys(0) != keys(0, seed=1)
+
+
+def test_systematic_resample_counts_are_floor_or_ceil_of_the_expected():
+    from driftloader.policy import systematic_resample
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 256):
+        w = rng.lognormal(0.0, 1.0, n)
+        picks = systematic_resample(w, rng)
+        expected = n * w / w.sum()
+        counts = np.bincount(picks, minlength=n)
+        assert len(picks) == n and np.all(np.diff(picks) >= 0)
+        assert np.all(counts >= np.floor(expected) - 1e-9) and np.all(counts <= np.ceil(expected))
+        assert np.array_equal(systematic_resample(np.ones(n), rng), np.arange(n))
 
 
 def test_missing_reference_and_bad_policy(corpus):

@@ -154,6 +154,19 @@ def test_reweight_policy_resumes_with_the_same_weights(gated, k):
     check_resume(make, k)
 
 
+@pytest.mark.parametrize("k", [5, 50, 119])
+def test_resample_policy_resumes_with_the_same_draws(gated, k):
+    def make():
+        ds = dl.DriftDataset(
+            gated["train"], store=gated["store"], reference="ref", policy="resample"
+        )
+        return ds.shuffle(30).map(lambda s: s["__key__"])
+
+    keys = list(make())
+    assert len(keys) == 120 and len(set(keys)) < 120  # the drifted shard was resampled
+    check_resume(make, k)
+
+
 def test_whole_shards_already_yielded_are_not_read(shards):
     full = dl.DriftDataset(shards, shuffle=False)
     n = len(list(full))
