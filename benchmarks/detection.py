@@ -248,6 +248,34 @@ def reweighting_check(ref_profile: Profile, seed: int, count: int) -> dict:
     }
 
 
+def text_reweighting_check(ref_profile: Profile, seed: int, count: int) -> dict:
+    """Ten words at twice their frequency, n=1000: the share of those words among all words,
+    raw and weighted, against the reference distribution's; and the ESS."""
+    boosted = set(WORDS[BOOSTED].tolist())
+    expected = float(ZIPF[BOOSTED].sum())
+    raw, weighted, ess = [], [], []
+    for i in range(count):
+        shard = make_shard(np.random.default_rng([seed, 998, i]), 1000, "tokens")
+        prof = profile_of(shard, f"text-reweight-{i}")
+        w = importance_weights(shard.batch, prof, ref_profile, compare(prof, ref_profile))
+        docs = [text.split() for text in shard.batch["txt.tokens"].values]
+        hits = np.array([sum(word in boosted for word in doc) for doc in docs], dtype=np.float64)
+        words = np.array([len(doc) for doc in docs], dtype=np.float64)
+        raw.append(hits.sum() / words.sum())
+        weighted.append((w * hits).sum() / (w * words).sum())
+        ess.append(effective_sample_size(w))
+    removed = 1 - (np.array(weighted) - expected) / (np.array(raw) - expected)
+    return {
+        "count": count,
+        "expected": expected,
+        "raw": float(np.mean(raw)),
+        "weighted": float(np.mean(weighted)),
+        "removed": float(np.mean(removed)),
+        "worst_removed": float(removed.min()),
+        "ess": float(np.mean(ess)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref-shards", type=int, default=20)
@@ -273,10 +301,11 @@ def main() -> None:
         rows.append((family, label, n, count, r))
         print(f"{family}: {r} ({time.perf_counter() - t:.1f}s)", flush=True)
     rw = reweighting_check(ref_profile, args.seed, args.reweight)
-    write_table(rows, rw, args, time.perf_counter() - t0)
+    tw = text_reweighting_check(ref_profile, args.seed, args.reweight)
+    write_table(rows, rw, tw, args, time.perf_counter() - t0)
 
 
-def write_table(rows: list, rw: dict, args: argparse.Namespace, elapsed: float) -> None:
+def write_table(rows: list, rw: dict, tw: dict, args: argparse.Namespace, elapsed: float) -> None:
     lines = [
         f"# Drift detection at default settings (reference: {args.ref_shards} x 1,000 samples; "
         f"correction={args.correction}, alpha={ALPHA})",
@@ -298,6 +327,11 @@ def write_table(rows: list, rw: dict, args: argparse.Namespace, elapsed: float) 
         f"Reweighting (0.5 sigma shift of a normal feature, n=1,000, {rw['count']} shards): "
         f"|weighted mean - reference mean| / sigma: mean {rw['mean_err']:.3f}, max {rw['max_err']:.3f}, "
         f"within 0.05 sigma: {rw['within']:.0%}; mean effective sample size {rw['ess']:.0f}.",
+        "",
+        f"Reweighting text (ten words at x2 frequency, n=1,000, {tw['count']} shards): share of "
+        f"those words {tw['raw']:.2%} raw, {tw['weighted']:.2%} weighted, {tw['expected']:.2%} in "
+        f"the reference distribution: {tw['removed']:.0%} of the excess removed (worst shard "
+        f"{tw['worst_removed']:.0%}); mean effective sample size {tw['ess']:.0f}.",
         "",
         "Exact method: scipy `ks_2samp` per numeric feature (NaN dropped: it has no missing-rate test), "
         "chi-square on the class counts and on the raw (unhashed) word counts, Bonferroni over the "

@@ -1027,6 +1027,30 @@ def _categorical_log_ratio(
     return ratio[cell]
 
 
+def _token_log_ratio(
+    values: np.ndarray, name: str, shard: Profile, reference: Profile, z_min: float = 3.0
+) -> np.ndarray:
+    """log p_ref(doc) / p_shard(doc) per sample under a bag of hashed n-grams, as in DSIR data
+    selection: the sum of the log-ratios of the buckets of the document's n-grams.
+
+    Only buckets whose shares differ by ``z_min`` standard errors count: the other thousands
+    add noise and no correction (on the detection benchmark's text shift this keeps an
+    effective sample size of ~750 of 1,000 instead of ~400, for the same correction).
+    A missing text scores 0.
+    """
+    tr, ts = reference.tokens(name), shard.tokens(name)
+    n = np.asarray(values, dtype=object).size
+    nr, ns = int(tr.counts.sum()), int(ts.counts.sum())
+    if tr.params() != ts.params() or not nr or not ns:
+        return np.zeros(n)
+    pooled = (tr.counts + ts.counts) / (nr + ns)
+    se = np.sqrt(pooled * (1 / nr + 1 / ns))
+    z = np.abs(ts.counts / ns - tr.counts / nr) / np.where(se > 0, se, np.inf)
+    ratio = np.where(z >= z_min, np.log(_smoothed(tr.counts)) - np.log(_smoothed(ts.counts)), 0.0)
+    doc, bucket = tr.document_buckets(values)
+    return np.bincount(doc, weights=ratio[bucket], minlength=n)
+
+
 def importance_weights(
     batch: FeatureBatch,
     shard: Profile,
@@ -1037,8 +1061,8 @@ def importance_weights(
 ) -> np.ndarray:
     """Per-sample weights estimating p_ref(x) / p_shard(x), mean 1 over the batch.
 
-    Built from the sketches of the *drifted* numeric and categorical features only (tokens and
-    schema drift are not reweighted), as a product over features (naive independence), clipped
+    Built from the sketches of the *drifted* numeric, categorical and token features only
+    (schema drift is not reweighted), as a product over features (naive independence), clipped
     to ``clip`` so that a few samples cannot dominate. An undrifted shard gets all ones.
     """
     lo, hi = clip
@@ -1054,6 +1078,8 @@ def importance_weights(
             log_w += _numeric_log_ratio(column.values, f.name, shard, reference, bins)
         elif f.kind == "categorical" and column.kind == "categorical":
             log_w += _categorical_log_ratio(column.values, f.name, shard, reference)
+        elif f.kind == "tokens" and column.kind == "tokens":
+            log_w += _token_log_ratio(column.values, f.name, shard, reference)
     if n:
         # The ratio is known only up to a constant (weights are normalised below): centre it first
         # so that clipping bounds the spread of the weights, not their common level. Otherwise

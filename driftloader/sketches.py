@@ -726,6 +726,16 @@ def _tokenize_batch(texts: np.ndarray) -> list[str]:
     return _TOKEN_RE.findall(_DOC_SEP.join(map(str, texts)).lower())
 
 
+def _hashed(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit hash of every token, True where it is a word rather than a document separator),
+    hashing each distinct token once."""
+    uniq, inv = np.unique(tokens, return_inverse=True)
+    inv = inv.ravel()
+    hashes = np.fromiter((token_hash(t) for t in uniq.tolist()), dtype=_U64, count=uniq.size)
+    is_word = inv != 0 if uniq[0] == _DOC_SEP else np.ones(inv.size, dtype=bool)
+    return hashes[inv], is_word
+
+
 @register_sketch
 class HashedTokens(Sketch):
     """Counts of hashed word unigrams (and bigrams with ``ngrams=2``) over ``buckets`` buckets.
@@ -759,22 +769,43 @@ class HashedTokens(Sketch):
         return self
 
     def _count(self, tokens: np.ndarray) -> None:
-        uniq, inv = np.unique(tokens, return_inverse=True)
-        inv = inv.ravel()
-        hashes = np.fromiter((token_hash(t) for t in uniq.tolist()), dtype=_U64, count=uniq.size)
-        is_word = inv != 0 if uniq[0] == _DOC_SEP else np.ones(inv.size, dtype=bool)
-        h = hashes[inv]
-        words = h[is_word]
-        self.tokens += words.size
-        self._bincount(words)
+        h, is_word = _hashed(tokens)
+        self.tokens += int(is_word.sum())
+        for grams in self._grams(h, is_word):
+            if grams.size:
+                self.counts += np.bincount(self._bucket(grams), minlength=self.buckets)
+
+    def _grams(self, h: np.ndarray, is_word: np.ndarray) -> list[np.ndarray]:
+        """Hashes of the unigrams, then of the bigrams (``ngrams=2``), in stream order."""
+        grams = [h[is_word]]
         if self.ngrams == 2 and h.size > 1:
             pair = is_word[:-1] & is_word[1:]
-            self._bincount(bigram_hash(h[:-1][pair], h[1:][pair]))
+            grams.append(bigram_hash(h[:-1][pair], h[1:][pair]))
+        return grams
 
-    def _bincount(self, hashes: np.ndarray) -> None:
-        if hashes.size:
-            idx = (hashes % _U64(self.buckets)).astype(np.intp)
-            self.counts += np.bincount(idx, minlength=self.buckets)
+    def _bucket(self, hashes: np.ndarray) -> np.ndarray:
+        return (hashes % _U64(self.buckets)).astype(np.intp)
+
+    def document_buckets(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(document, bucket) of every n-gram this sketch would count in ``texts`` (an object
+        array, ``None`` = missing), with documents indexed by position in ``texts``: what a
+        per-document score over buckets (a log-likelihood ratio) needs."""
+        values = np.asarray(texts, dtype=object).ravel()
+        present = np.flatnonzero(~np.equal(values, None))
+        # A NUL inside a text would read as a document separator: make it a space.
+        texts = [str(t).replace(_DOC_SEP, " ") for t in values[present].tolist()]
+        tokens = _tokenize_batch(texts) if texts else []
+        if not tokens:
+            return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp)
+        h, is_word = _hashed(np.array(tokens, dtype=object))
+        doc = present[np.cumsum(~is_word)]  # separators sit between documents
+        docs, buckets = [doc[is_word]], []
+        for i, grams in enumerate(self._grams(h, is_word)):
+            buckets.append(self._bucket(grams))
+            if i:  # a bigram belongs to the document of its first word
+                pair = is_word[:-1] & is_word[1:]
+                docs.append(doc[:-1][pair])
+        return np.concatenate(docs), np.concatenate(buckets)
 
     def _merge(self, other: HashedTokens) -> None:
         self.n += other.n

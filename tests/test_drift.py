@@ -215,6 +215,24 @@ def test_importance_weights_downweight_nan_and_overrepresented_class(reference: 
     assert w[np.isnan(b)].mean() < 0.5 * w[~np.isnan(b)].mean()
 
 
+def test_importance_weights_undo_a_shift_in_word_frequencies(reference: Profile) -> None:
+    boosted = np.arange(4, 50, 5)  # ten words of frequency ranks 5, 10, ..., 50, twice as often
+    p = ZIPF.copy()
+    p[boosted] *= 2
+    batch, prof = shard(42, word_p=p / p.sum())
+    drift = compare(prof, reference)
+    assert [f.name for f in drift.features if f.drifted] == ["txt.tokens"]
+    w = importance_weights(batch, prof, reference, drift)
+    words = [doc.split() for doc in batch["txt.tokens"].values]
+    hits = np.array([sum(x in set(VOCAB[boosted]) for x in doc) for doc in words], dtype=float)
+    lengths = np.array([len(doc) for doc in words], dtype=float)
+    expected = ZIPF[boosted].sum()
+    raw, weighted = hits.sum() / lengths.sum(), (w * hits).sum() / (w * lengths).sum()
+    assert raw > 1.6 * expected  # the shift is there ...
+    assert abs(weighted - expected) < 0.4 * (raw - expected)  # ... and mostly undone
+    assert effective_sample_size(w) > 500
+
+
 def test_effective_sample_size() -> None:
     assert effective_sample_size(np.ones(10)) == pytest.approx(10.0)
     assert effective_sample_size(np.array([1.0, 0.0, 0.0])) == pytest.approx(1.0)
