@@ -1,49 +1,95 @@
-"""driftloader: a drop-in WebDataset loader that keeps data-quality sketches per shard and version."""
+"""driftloader: a drop-in WebDataset loader that keeps data-quality sketches per shard and version.
+
+The names below are imported on first use, so that ``import driftloader`` (and the
+``driftloader profile`` / ``check`` commands, and every profiling worker process) does not
+pay for torch or scipy until a dataset or a drift test needs them.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .dataset import DriftDataset
-from .drift import DriftConfig, ShardDrift, compare
-from .errors import (
-    DriftloaderError,
-    FingerprintMismatch,
-    IncompatibleSketchError,
-    NoShardsError,
-    ProfileFormatError,
-    ReferenceNotFound,
-    ShardReadError,
-    VersionMismatch,
-)
-from .features import FeatureSpec
-from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
-from .profile import Profile
-from .profiling import profile_shards
-from .reader import read_shard
-from .sources import Shard
-from .store import ProfileStore
+_WHERE = {
+    "DriftDataset": "dataset",
+    "DriftConfig": "drift",
+    "ShardDrift": "drift",
+    "compare": "drift",
+    "DriftloaderError": "errors",
+    "FingerprintMismatch": "errors",
+    "IncompatibleSketchError": "errors",
+    "NoShardsError": "errors",
+    "ProfileFormatError": "errors",
+    "ReferenceNotFound": "errors",
+    "ShardReadError": "errors",
+    "VersionMismatch": "errors",
+    "FeatureSpec": "features",
+    "ignore_and_continue": "pipeline",
+    "reraise_exception": "pipeline",
+    "warn_and_continue": "pipeline",
+    "Profile": "profile",
+    "profile_shards": "profiling",
+    "read_shard": "reader",
+    "Shard": "sources",
+    "ProfileStore": "store",
+}
 
 __all__ = [
-    "DriftConfig",
-    "FeatureSpec",
-    "Profile",
-    "ShardDrift",
     "compare",
+    "DriftConfig",
     "DriftDataset",
     "DriftloaderError",
+    "FeatureSpec",
     "FingerprintMismatch",
+    "ignore_and_continue",
     "IncompatibleSketchError",
     "NoShardsError",
+    "Profile",
+    "profile_shards",
     "ProfileFormatError",
     "ProfileStore",
+    "read_shard",
     "ReferenceNotFound",
+    "reraise_exception",
     "Shard",
+    "ShardDrift",
     "ShardReadError",
     "VersionMismatch",
-    "ignore_and_continue",
-    "profile_shards",
-    "read_shard",
-    "reraise_exception",
     "warn_and_continue",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'driftloader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .dataset import DriftDataset
+    from .drift import DriftConfig, ShardDrift, compare
+    from .errors import (
+        DriftloaderError,
+        FingerprintMismatch,
+        IncompatibleSketchError,
+        NoShardsError,
+        ProfileFormatError,
+        ReferenceNotFound,
+        ShardReadError,
+        VersionMismatch,
+    )
+    from .features import FeatureSpec
+    from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
+    from .profile import Profile
+    from .profiling import profile_shards
+    from .reader import read_shard
+    from .sources import Shard
+    from .store import ProfileStore

@@ -1,0 +1,34 @@
+"""The package's public names, and what importing it costs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import driftloader
+
+
+def test_every_public_name_resolves():
+    assert sorted(driftloader.__all__) == sorted(driftloader._WHERE)
+    for name in driftloader.__all__:
+        assert getattr(driftloader, name).__name__ == name
+    assert set(driftloader.__all__) <= set(dir(driftloader))
+
+
+def test_profiling_and_check_do_not_import_torch():
+    # Profiling worker processes and the `profile` / `check` commands start faster without
+    # torch (~2 s); profiling needs no scipy either.
+    code = (
+        "import sys, driftloader, driftloader.profiling, driftloader.store;"
+        "print('torch' in sys.modules, 'scipy' in sys.modules);"
+        "import driftloader.check; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="DriftDatasett"):
+        driftloader.DriftDatasett  # noqa: B018
