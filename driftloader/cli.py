@@ -68,24 +68,30 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_json(reference: str, results: Sequence) -> None:
-    """One JSON object: ``{"reference": NAME, "shards": [...]}``."""
-    shards = [r.to_dict() for r in results]
-    print(json.dumps({"reference": reference, "shards": shards}, allow_nan=False))
+def _print_json(reference: str, results: Sequence, failed: Sequence = ()) -> None:
+    """One JSON object: ``{"reference": NAME, "shards": [...]}``, and ``"errors"`` when some
+    shards could not be read."""
+    out: dict = {"reference": reference, "shards": [r.to_dict() for r in results]}
+    if failed:
+        out["errors"] = [{"url": url, "error": error} for url, error in failed]
+    print(json.dumps(out, allow_nan=False))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_shards
 
+    # Every readable shard is checked and reported; unreadable ones are named at the end and
+    # make the exit status 2 (a data error), whatever the others showed.
     results = check_shards(
         args.urls,
         _store(args),
         args.reference,
         storage_options=_storage_options(args.storage_option) or None,
         workers=args.workers,
+        on_error="skip",
     )
     if args.json:
-        _print_json(args.reference, results)
+        _print_json(args.reference, results, results.failed)
     else:
         for r in results:
             top = ", ".join(f"{f.name} ({f.metric} {f.effect:.3g})" for f in r.top(3) if f.drifted)
@@ -93,6 +99,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{flag} score {r.score:8.2f}  n {r.n:>7}  {r.url}  {top}")
         drifted = sum(r.drifted for r in results)
         print(f"{drifted} of {len(results)} shards drifted from reference {args.reference!r}")
+    for url, error in results.failed:
+        print(f"driftloader check: error: {url}: {error}", file=sys.stderr)
+    if results.failed:
+        return EXIT_ERROR
     return EXIT_DRIFT if any(r.drifted for r in results) else EXIT_OK
 
 
@@ -348,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (DriftloaderError, ValueError, OSError) as e:
         print(f"driftloader {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # e.g. a storage option the filesystem refuses: still exit 2, not 1
+        print(f"driftloader {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"driftloader {args.command}: interrupted", file=sys.stderr)

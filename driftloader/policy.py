@@ -216,7 +216,11 @@ class ShardGate:
         if reference is not None:
             drift = compare(profile, reference, self.config)
             summary = weights.summary() if weights.n else {}
-            self._decide(shard, drift, _ACTIONS[self.policy], profile.n, **summary)
+            # Weights are computed from the profile so far: a shard that ends undrifted may
+            # still have had some of its samples weighted (or redrawn) on the way.
+            acted = drift.drifted or weights.changed
+            action = _ACTIONS[self.policy] if acted else "passed"
+            self._decide(shard, drift, action, profile.n, **summary)
 
     # ------------------------------------------------------------------------------- records
 
@@ -256,6 +260,7 @@ class ShardGate:
             "version": shard.version,
             "reference": self.reference_name,
             "policy": self.policy,
+            "epoch": self.epoch,
             "decided": time.time(),
             **decision,
         }
@@ -280,11 +285,13 @@ class _WeightTally:
         self.sum = 0.0
         self.sum_sq = 0.0
         self.distinct = 0
+        self.changed = False  # some weight was not 1
 
     def apply(self, chunk: list[dict], weights: np.ndarray) -> Iterator[dict]:
         self.n += len(chunk)
         self.sum += float(weights.sum())
         self.sum_sq += float(np.square(weights).sum())
+        self.changed = self.changed or bool(np.any(weights != 1.0))
         if self.draws is not None:
             yield from self._resampled(chunk, weights)
             return

@@ -40,6 +40,7 @@ from .sources import (
 from .store import ProfileStore, _json_safe, shard_key, unique_shards
 
 ON_ERROR = ("raise", "skip")
+LOG_INTERVAL = 30.0  # seconds between progress lines in logs
 PROGRESS_INTERVAL = 0.5
 SIDECAR_SUFFIX = ".json"
 
@@ -356,28 +357,35 @@ def _bare_message(e: ShardReadError) -> str:
 
 
 class _Progress:
-    """A \\r-updated progress line on a stream, at most every ``PROGRESS_INTERVAL`` seconds."""
+    """A progress line on a stream: rewritten in place (``\\r``) every ``PROGRESS_INTERVAL``
+    seconds on a terminal; elsewhere (a log file, CI) a new line every ``LOG_INTERVAL``."""
 
     def __init__(self, total: int, enabled: bool, stream: TextIO | None = None) -> None:
         self.total, self.enabled = total, enabled
         self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.interval = PROGRESS_INTERVAL if self.tty else LOG_INTERVAL
         self.start = time.monotonic()
-        self.last = 0.0
+        self.last = self.start if not self.tty else 0.0
         self.width = 0
 
     def update(self, done: int, samples: int, force: bool = False) -> None:
         now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < PROGRESS_INTERVAL):
+        if not self.enabled or (not force and now - self.last < self.interval):
             return
         self.last = now
         rate = samples / max(now - self.start, 1e-9)
         self._write(
-            f"profiled {done}/{self.total} shards, {samples:,} samples, {rate:,.0f} samples/s"
+            f"profiled {done}/{self.total} shards, {samples:,} samples, {rate:,.0f} samples/s",
+            end="" if self.tty else "\n",
         )
 
     def _write(self, text: str, end: str = "") -> None:
-        pad = " " * max(0, self.width - len(text))
-        self.stream.write(f"\r{text}{pad}{end}")
+        line = text
+        if self.tty:
+            line = "\r" + text + " " * max(0, self.width - len(text))
+        self.stream.write(line + end)
         self.stream.flush()
         self.width = 0 if end else len(text)
 

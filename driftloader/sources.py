@@ -106,7 +106,14 @@ def filesystem(url: str, storage_options: dict | None = None):
     key = (os.getpid(), protocol, json.dumps(options, sort_keys=True, default=repr))
     fs = _FS_CACHE.get(key)
     if fs is None:
-        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
+        try:
+            fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
+        except (ValueError, ImportError) as e:  # unknown protocol, or its package missing
+            raise ValueError(f"cannot open {redact(url)}: {e}") from e
+        except TypeError as e:  # an option the filesystem does not take
+            raise ValueError(
+                f"cannot open {redact(url)} with storage options {sorted(options)}: {e}"
+            ) from e
         _FS_CACHE[key] = fs
     return fs
 

@@ -305,6 +305,11 @@ class ProfileStore:
         if missing:
             raise MissingProfiles(_missing_message(name, missing, len(shards)), missing)
         reference = Profile.merged(profiles)
+        if reference.n == 0:  # every later check would call each shard drifted
+            raise ValueError(
+                f"cannot build reference {name!r}: its {len(shards)} shard(s) hold no samples "
+                f"(first: {redact(shards[0].url)})"
+            )
         reference.meta = {
             "reference": name,
             "count": len(shards),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import webdataset as wds
 
 from driftloader.cli import main
 
@@ -60,6 +61,44 @@ def test_errors_exit_2_with_a_clear_message(shards, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["check"])
     assert exc.value.code == 2
+
+
+def test_check_reports_every_readable_shard_then_exits_2_naming_the_unreadable(
+    shards, tmp_path, capsys
+):
+    store = str(tmp_path / "store")
+    assert main(["profile", *shards["ref"], "--store", store, "--quiet"]) == 0
+    assert main(["reference", "v1", *shards["ref"], "--store", store]) == 0
+    corrupt = tmp_path / "data" / "corrupt-0.tar"
+    corrupt.write_bytes(Path(shards["clean"][0]).read_bytes()[:5000])  # truncated mid-member
+    empty = tmp_path / "data" / "empty-0.tar"
+    with wds.TarWriter(str(empty)):
+        pass
+    capsys.readouterr()
+    urls = [*shards["clean"], str(corrupt), str(empty), *shards["bad"]]
+    code = main(["check", *urls, "--store", store, "--reference", "v1", "--json"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert code == 2
+    assert [Path(s["url"]).name for s in report["shards"]] == ["clean-0.tar", "bad-0.tar"]
+    errors = {Path(e["url"]).name: e["error"] for e in report["errors"]}
+    assert set(errors) == {"corrupt-0.tar", "empty-0.tar"}
+    assert "no samples" in errors["empty-0.tar"]
+    assert "corrupt-0.tar" in err and "empty-0.tar" in err
+    # a reference of empty shards would call every shard drifted: refused
+    assert main(["profile", str(empty), "--store", store, "--quiet"]) == 0
+    assert main(["reference", "nothing", str(empty), "--store", store]) == 2
+    assert "hold no samples" in capsys.readouterr().err
+
+
+def test_unexpected_errors_still_exit_2(shards, tmp_path, capsys):
+    # s3fs refuses an unknown option with a TypeError: exit 1 would read as "drift found"
+    code = main(
+        ["check", "s3://bucket/x.tar", "--store", str(tmp_path / "store"), "--reference", "v1"]
+        + ["--storage-option", "no_such_option=1"]
+    )
+    assert code == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_check_on_s3_with_storage_from_environment(s3_bucket, s3fs_fresh, shards, capsys):

@@ -130,6 +130,15 @@ def test_reweight_attaches_weights_that_flow_through_to_tuple_and_batched(corpus
     assert row["action"] == "reweighted" and 0 < row["ess"] < N
 
 
+@pytest.mark.parametrize("policy", ["reweight", "resample"])
+def test_an_undrifted_shard_is_reported_passed_with_its_epoch(corpus, policy):
+    ds = dl.DriftDataset(corpus["clean"][:1], store=corpus["store"], reference="ref", policy=policy)
+    ds.set_epoch(3)
+    assert len(list(ds)) == N
+    (row,) = ds.drift_report(include_store=False)
+    assert row["action"] == "passed" and not row["drifted"] and row["epoch"] == 3
+
+
 def test_reweight_saturation_shows_in_the_effective_sample_size(corpus):
     ds = dl.DriftDataset(
         [corpus["drifted"]], store=corpus["store"], reference="ref", policy="reweight"

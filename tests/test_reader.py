@@ -8,6 +8,7 @@ import tarfile
 import pytest
 import webdataset as wds
 
+import driftloader as dl
 from driftloader.errors import ShardReadError
 from driftloader.reader import ReadStats, is_transient, read_shard
 from driftloader.sources import Shard
@@ -185,3 +186,8 @@ def test_transient_classification():
         "ResponseMetadata": {"HTTPStatusCode": 403},
     }
     assert not is_transient(denied)
+
+
+def test_an_unknown_protocol_names_the_url():
+    with pytest.raises(ValueError, match=r"cannot open s4://bucket/x\.tar: Protocol not known"):
+        list(dl.DriftDataset("s4://bucket/x.tar"))
