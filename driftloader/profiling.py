@@ -428,6 +428,7 @@ def profile_shards(
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     _check_on_error(on_error)
     featurizer = featurizer_from(featurizer)
+    store.check_writable()
     started = time.monotonic()
     shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
     todo = shards if force else _unprofiled(store, shards)

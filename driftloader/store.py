@@ -124,6 +124,25 @@ class ProfileStore:
     def __reduce__(self):
         return (ProfileStore, (self.url, self.storage_options))
 
+    def check_writable(self) -> None:
+        """Raise ``ValueError`` naming the store when it cannot take writes: a local path that
+        is a file, or an object-store bucket that does not exist. Called before long work, so
+        that a mistyped store is not reported as a failure of every shard."""
+        if self.local:
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                raise ValueError(f"store {self.url!r} is a file, not a folder")
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            found = self.fs.exists(bucket)
+        except PermissionError:  # may list nothing at the top, may still write below
+            return
+        if not found:
+            raise ValueError(
+                f"store {redact(self.url)}: bucket {bucket!r} does not exist (or is not "
+                "visible with these credentials): create it, or fix the store URL"
+            )
+
     # -- paths ---------------------------------------------------------------------------------
 
     def _join(self, *parts: str) -> str:

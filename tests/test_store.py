@@ -354,3 +354,17 @@ def test_store_validates_arguments(tmp_path: Path) -> None:
         ProfileStore("")
     with pytest.raises(ValueError, match="storage_options"):
         ProfileStore(str(tmp_path), storage_options="anon")  # type: ignore[arg-type]
+
+
+def test_a_mistyped_store_is_named_before_any_shard_is_read(tmp_path: Path, s3_bucket: str):
+    from driftloader.profiling import profile_shards
+
+    shard = tmp_path / "a.tar"
+    write_shard(shard, 5)
+    missing = ProfileStore(f"s3://{s3_bucket}-typo/drift")
+    with pytest.raises(ValueError, match=f"bucket '{s3_bucket}-typo' does not exist"):
+        profile_shards([str(shard)], missing, progress=False)
+    a_file = ProfileStore(str(shard))
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        profile_shards([str(shard)], a_file, progress=False)
+    ProfileStore(f"s3://{s3_bucket}/drift").check_writable()  # an existing bucket passes
