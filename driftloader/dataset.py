@@ -268,11 +268,23 @@ class DriftDataset(IterableDataset):
     # -------------------------------------------------------------------------- iteration
 
     def shards_for(self, where: Placement, epoch: int) -> list[Shard]:
-        """The shards this rank and worker read in ``epoch``, in order."""
+        """The shards this rank and worker read in ``epoch``, in order.
+
+        Iterator *i* of *N* gets shards ``i, i+N, ...`` of the epoch's order. Under
+        ``equalize`` the shards that ``plan()`` reads are dealt out like that among themselves,
+        so a skipped or excluded shard never takes a readable one's place (``_equal_split``).
+        """
+        shards = self._ordered(epoch)
+        if self.equalize:
+            return self._equal_split(shards, where.total)[where.index]
+        return shards[where.index :: where.total]
+
+    def _ordered(self, epoch: int) -> list[Shard]:
+        """Every shard in ``epoch``'s order: shuffled by ``(seed, epoch)``, the same everywhere."""
         shards = list(self.shards)
         if self.shardshuffle:
             random.Random(f"{self.seed}/shards/{epoch}").shuffle(shards)
-        return shards[where.index :: where.total]
+        return shards
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -424,15 +436,17 @@ class DriftDataset(IterableDataset):
     # -------------------------------------------------------------------------- equalizing
 
     def plan(self) -> list[dict]:
-        """Per shard, from stored profiles only: ``{"url", "version", "n", "action"}``.
+        """Per shard, from the store only: ``{"url", "version", "n", "action"}``.
 
         ``n`` is the stored sample count (``None`` when the shard has no stored profile at its
-        current version); ``action`` is ``"skip"`` when the skip policy drops the shard before
-        reading it, else ``"read"``. It depends only on the store, so every rank agrees.
+        current version); ``action`` is ``"excluded"`` when ``driftloader quarantine`` put the
+        shard version on the reference's exclusion list, ``"skip"`` when the skip policy drops
+        it before reading it, else ``"read"``. Only ``"read"`` shards yield samples. It depends
+        only on the store, so every rank agrees.
         """
         plan = self._plan or [self._shard_plan(shard) for shard in self.shards]
-        if all(row["n"] is not None for row in plan):  # complete: the store will not change it
-            self._plan = plan
+        if all(row["n"] is not None or row["action"] != "read" for row in plan):
+            self._plan = plan  # complete: the store will not change it
         return [dict(row) for row in plan]
 
     def _shard_plan(self, shard: Shard) -> dict:
@@ -441,34 +455,72 @@ class DriftDataset(IterableDataset):
         gate = self.gate
         stored = gate.store.get_profile(shard.url, shard.version) if gate and gate.store else None
         row = {"url": redact(shard.url), "version": shard.version, "n": None, "action": "read"}
-        if stored is None:
+        if stored is not None:
+            row["n"] = int(stored.n)
+        if gate is None or gate.store is None:
             return row
-        row["n"] = int(stored.n)
-        skip = gate.policy == "skip" and gate.reference is not None
-        if skip and compare(stored, gate.reference, gate.config).drifted:
-            row["action"] = "skip"
+        if gate.reference_name is not None and gate._is_excluded(shard):  # as in gate.before
+            row["action"] = "excluded"
+        elif gate.policy == "skip" and gate.reference is not None:
+            # a stored profile, else a stored probe that dropped the shard (as gate.before)
+            seen = stored or gate.store.get_probe(shard.url, shard.version)
+            if seen is not None and compare(seen, gate.reference, gate.config).drifted:
+                row["action"] = "skip"
         return row
 
-    def _limit(self, where: Placement, epoch: int) -> int:
-        """Samples per iterator under ``equalize``: the smallest rank x worker slice's count."""
+    def _equal_plan(self) -> dict[tuple[str, str | None], dict]:
+        """``plan()`` by (url, version); refuses a shard to read without a stored count."""
         plan = {(s.url, s.version): row for s, row in zip(self.shards, self.plan())}
-        missing = [row["url"] for row in plan.values() if row["n"] is None]
+        missing = [r["url"] for r in plan.values() if r["n"] is None and r["action"] == "read"]
         if missing:
             raise ValueError(
                 f"equalize=True needs a stored profile of every shard; {len(missing)} have none "
                 f"(first: {missing[0]}): run `driftloader profile` on them, or use .with_epoch(n)"
             )
-        totals = []
-        for index in range(where.total):
-            slot = Placement(
-                index // where.num_workers,
-                where.world_size,
-                index % where.num_workers,
-                where.num_workers,
+        return plan
+
+    def _equal_split(self, shards: list[Shard], total: int) -> list[list[Shard]]:
+        """``shards`` (in epoch order) dealt to ``total`` slices: those ``plan()`` reads
+        round-robin, and the others (skipped or excluded) round-robin on their own. Slices then
+        differ by at most one readable shard and each shard goes to exactly one slice. A slice
+        lists its unread shards first: never opened, they cost no bytes, and the gate records
+        their decisions before the ``equalize`` limit can stop the slice."""
+        plan = self._equal_plan()
+        read = [s for s in shards if plan[(s.url, s.version)]["action"] == "read"]
+        unread = [s for s in shards if plan[(s.url, s.version)]["action"] != "read"]
+        return [unread[i::total] + read[i::total] for i in range(total)]
+
+    def _limit(self, where: Placement, epoch: int) -> int:
+        """Samples per iterator under ``equalize``: the smallest rank x worker slice's count.
+
+        Warns when that is 0, e.g. because fewer shards are read than there are iterators."""
+        plan = self._equal_plan()
+        parts = self._equal_split(self._ordered(epoch), where.total)
+        rows = [[plan[(s.url, s.version)] for s in part] for part in parts]
+        totals = [sum(r["n"] for r in part if r["action"] == "read") for part in rows]
+        limit = min(totals)
+        if limit == 0:
+            readable = sum(r["action"] == "read" for part in rows for r in part)
+            iterators = (
+                f"{where.total} iterators ({where.world_size} ranks x {where.num_workers} "
+                "DataLoader workers)"
             )
-            rows = [plan[(s.url, s.version)] for s in self.shards_for(slot, epoch)]
-            totals.append(sum(row["n"] for row in rows if row["action"] == "read"))
-        return min(totals)
+            if readable == 0:
+                why = f"all {len(self.shards)} shards are skipped or excluded"
+            elif readable < where.total:
+                why = (
+                    f"only {readable} of {len(self.shards)} shards are read (the others are "
+                    f"skipped or excluded), fewer than the {iterators}; use fewer DataLoader "
+                    "workers or ranks, or more (smaller) shards"
+                )
+            else:
+                why = f"a slice of the {iterators} has only empty shards"
+            warnings.warn(
+                f"equalize=True: every iterator yields 0 samples this epoch: {why}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return limit
 
     # ------------------------------------------------------------------------- resumption
 

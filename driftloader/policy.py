@@ -5,7 +5,8 @@ Policies:
 * ``"monitor"``: pass every sample, record every shard's drift.
 * ``"skip"``: a shard whose stored profile (at its current version) is drifted is skipped before
   any byte of it is read; a shard with no stored profile is read through a probe window
-  (``probe`` samples, buffered, not yet yielded) and dropped as soon as the probe shows drift;
+  (``probe`` samples, buffered, not yet yielded) and dropped as soon as the probe shows drift
+  (the probe's profile is stored apart, so later epochs and runs skip the shard unread);
   otherwise it is passed on, re-checked at its end, and its profile stored, so that the next
   epoch (any rank, any run) decides before reading.
 * ``"reweight"``: every sample carries ``"__weight__"``, an estimate of p_ref(x) / p_shard(x)
@@ -132,13 +133,26 @@ class ShardGate:
             return False
         stored = self.store.get_profile(shard.url, shard.version)
         if stored is None:
-            return True
+            return not self._dropped_before(shard)
         drift = compare(stored, self.reference, self.config) if self.reference is not None else None
         self._stored[(shard.url, shard.version)] = (stored, drift)
         if self.policy == "skip" and drift is not None and drift.drifted:
             self._decide(shard, drift, "skipped", stored.n)
             return False
         return True
+
+    def _dropped_before(self, shard: Shard) -> bool:
+        """Under skip: True when an earlier probe of this shard version was stored and still
+        shows drift against the reference (under today's config); the skip is recorded."""
+        if self.policy != "skip" or self.reference is None:
+            return False
+        probe = self.store.get_probe(shard.url, shard.version)
+        if probe is None:
+            return False
+        drift = compare(probe, self.reference, self.config)
+        if drift.drifted:
+            self._decide(shard, drift, "skipped", 0, probe=int(probe.n))
+        return drift.drifted
 
     def _is_excluded(self, shard: Shard) -> bool:
         """True when ``driftloader quarantine`` put this shard version on the exclusion list."""
@@ -202,6 +216,8 @@ class ShardGate:
                     close = getattr(samples, "close", None)
                     if close is not None:
                         close()
+                    if self.store is not None:
+                        self.store.put_probe(profiler.profile)
                     self._decide(shard, drift, "dropped after probe", profiler.profile.n)
                     return
             if self.policy in WEIGHTED:
@@ -239,6 +255,7 @@ class ShardGate:
         n: int,
         ess: float | None = None,
         distinct: int | None = None,
+        probe: int | None = None,
     ) -> None:
         decision = {
             "action": action,
@@ -252,6 +269,8 @@ class ShardGate:
             decision["ess"] = float(ess)
         if distinct is not None:
             decision["distinct"] = int(distinct)
+        if probe is not None:  # decided from a stored probe of this many samples
+            decision["probe"] = probe
         self._record(shard, decision)
 
     def _record(self, shard: Shard, decision: dict) -> None:

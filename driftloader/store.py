@@ -5,6 +5,8 @@ shard's profile by the shard's URL **and version**, so an overwritten shard is n
 with the bytes it replaced. Layout under the store root::
 
     shards/<sha1(url)[:2]>/<sha1(url)>/<quote(version)>.json   one profile per (shard, version)
+    probes/<sha1(url)[:2]>/<sha1(url)>/<quote(version)>.json   the probe window of a shard
+                                                               that the skip policy dropped
     references/<name>.json                                     a merged reference profile
     catalog/<sha1(url)>.<quote(version)>.json                  one summary row per shard-version
 
@@ -157,6 +159,11 @@ class ProfileStore:
         digest = url_hash(url)
         return self._join("shards", digest[:2], digest, f"{version_name(version)}.json")
 
+    def probe_path(self, url: str, version: str | None) -> str:
+        """Where the probe profile of shard ``url`` at ``version`` lives."""
+        digest = url_hash(url)
+        return self._join("probes", digest[:2], digest, f"{version_name(version)}.json")
+
     def reference_path(self, name: str) -> str:
         """Where reference ``name`` lives."""
         return self._join("references", f"{check_reference_name(name)}.json")
@@ -251,7 +258,25 @@ class ProfileStore:
         A corrupt file is reported with ``warnings.warn`` naming its path (never a crash: the
         shard will simply be profiled again).
         """
-        path = self.profile_path(url, version)
+        return self._load(self.profile_path(url, version))
+
+    def put_probe(self, profile: Profile) -> str:
+        """Store the profile of a shard's probe window (its first samples), which the skip
+        policy dropped the shard on: later epochs and runs skip it without reading. Never a
+        shard profile: it does not count as profiled, nor go into references."""
+        if not profile.url:
+            raise ValueError("put_probe needs a profile with a shard url (profile.url is None)")
+        path = self.probe_path(profile.url, profile.version)
+        data = profile.to_dict()
+        data["url"] = redact(profile.url)
+        self._write(path, json.dumps(data, allow_nan=False, separators=(",", ":")).encode())
+        return path
+
+    def get_probe(self, url: str, version: str | None) -> Profile | None:
+        """The stored probe profile of shard ``url`` at ``version``; None if absent or corrupt."""
+        return self._load(self.probe_path(url, version))
+
+    def _load(self, path: str) -> Profile | None:
         data = self._read(path)
         if data is None:
             return None
@@ -262,7 +287,7 @@ class ProfileStore:
                 f"ignoring corrupt profile {self._display(path)}: {e}; "
                 "re-profile the shard (profile_shards(..., force=True)) to replace it",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             return None
 

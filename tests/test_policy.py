@@ -110,6 +110,31 @@ def test_skip_without_profile_drops_after_the_probe_and_stops_reading(corpus):
     assert actions == {"drifted.tar": "dropped after probe", "clean-0.tar": "passed"}
 
 
+def test_a_dropped_probe_is_remembered_so_later_epochs_skip_unread(corpus):
+    def make(policy: str = "skip") -> dl.DriftDataset:
+        return dl.DriftDataset(
+            [corpus["drifted"], corpus["clean"][0]],
+            shuffle=False,
+            store=corpus["store"],
+            reference="ref",
+            policy=policy,
+            probe=64,
+        )
+
+    assert _keys_by_shard(make()) == {"clean-0.tar": N}  # probed, dropped, probe stored
+    drifted = make().shards[0]
+    assert not corpus["store"].has_profile(drifted.url, drifted.version)  # not "profiled"
+    assert corpus["store"].get_probe(drifted.url, drifted.version).n == 64
+    again = make()
+    assert _keys_by_shard(again) == {"clean-0.tar": N}
+    assert again.stats.bytes <= Path(corpus["clean"][0]).stat().st_size  # not a byte of it
+    rows = {Path(r["url"]).name: r for r in again.drift_report(include_store=False)}
+    assert rows["drifted.tar"]["action"] == "skipped" and rows["drifted.tar"]["probe"] == 64
+    assert [(r["action"], r["n"]) for r in make().plan()] == [("skip", None), ("read", N)]
+    # other policies read it whole (and so profile it)
+    assert _keys_by_shard(make("monitor")) == {"drifted.tar": N, "clean-0.tar": N}
+
+
 def test_reweight_attaches_weights_that_flow_through_to_tuple_and_batched(corpus):
     urls = [corpus["clean"][0], corpus["covariate"]]
     ds = dl.DriftDataset(
