@@ -34,8 +34,78 @@ def _error_handler(on_error: str | Callable[[Exception], bool]) -> Callable[[Exc
     return ON_ERROR[on_error]
 
 
+# ---------------------------------------------------------------- webdataset's arguments
+
+_NOT_GIVEN: Any = object()
+
+
+def _one_of(name: str, ours: Any, alias: str, given: Any, theirs: Any, default: Any) -> Any:
+    """Our argument or its webdataset alias (never both), else ``default``; ``theirs`` is the
+    alias's value ``given`` in our terms, None when it was not given."""
+    if ours is not None and theirs is not None:
+        raise ValueError(f"{name}={ours!r} and {alias}={given!r} both given; pass only one")
+    return ours if ours is not None else theirs if theirs is not None else default
+
+
+def _shard_shuffle(shardshuffle: bool | int | None) -> bool | None:
+    """webdataset's ``shardshuffle`` (a bool or a shard buffer size) as our ``shuffle``: we
+    always shuffle the whole shard list by ``(seed, epoch)``, so any size > 0 shuffles."""
+    if shardshuffle is None or isinstance(shardshuffle, bool):
+        return shardshuffle
+    if isinstance(shardshuffle, int) and shardshuffle >= 0:
+        return shardshuffle > 0
+    raise ValueError(f"shardshuffle={shardshuffle!r}; use a bool or a shard buffer size >= 0")
+
+
+def _splitter_name(fn: Any) -> str | None:
+    """The name of one of webdataset's own shard splitters, else None."""
+    module = getattr(fn, "__module__", None) or ""
+    if module.split(".")[0] == "webdataset" and callable(fn):
+        return getattr(fn, "__name__", None)
+    return None
+
+
+def _splits(splitter: Any, kind: str) -> bool | None:
+    """webdataset's ``nodesplitter`` / ``workersplitter`` as our ``split_by_node`` /
+    ``split_by_worker``: None (no split) is False, its ``split_by_node`` /
+    ``split_by_worker`` is True, its ``single_node_only`` is False (and more than one rank is
+    refused when iterating); not given is None. Other callables are refused: we split shards
+    by rank and worker ourselves, so that every shard is read once and resumes exactly."""
+    if splitter is _NOT_GIVEN:
+        return None
+    if splitter is None:
+        return False
+    name = _splitter_name(splitter)
+    if name == f"split_by_{kind}":
+        return True
+    if kind == "node" and name == "single_node_only":
+        return False
+    raise ValueError(
+        f"{kind}splitter={splitter!r}: driftloader splits shards by rank and DataLoader worker "
+        f"itself; pass split_by_{kind}=True/False (or None, webdataset.split_by_{kind}) instead "
+        "of a custom splitter"
+    )
+
+
+def _refuse_unsupported(resampled: bool, cache_dir: str | None) -> None:
+    if resampled:
+        raise ValueError(
+            "resampled=True (shards drawn with replacement, forever) is not supported: "
+            "driftloader reads each shard exactly once per epoch and resumes exactly; use "
+            ".with_epoch(n) for a fixed number of items per epoch (repeating shards in a new "
+            "order) and set_epoch(e) to reshuffle"
+        )
+    if cache_dir is not None:
+        raise ValueError(
+            f"cache_dir={cache_dir!r}: driftloader does not cache shards locally, it streams "
+            "them from storage (retrying and resuming interrupted reads); drop cache_dir=, or "
+            "copy the shards to local disk and pass their paths"
+        )
+
+
 STATE_VERSION = 1
-_ONE_TO_ONE = (P._decode, P._map, P._map_dict, P._to_tuple)
+_ONE_TO_ONE = (P._decode, P._map, P._map_dict, P._to_tuple, P._rename)
+# stages that keep batches batches (unbatched is not one of them: see _hands_over)
 _BUILT_IN = (*_ONE_TO_ONE, P._select, P._shuffle, P._batched)
 
 
@@ -79,6 +149,15 @@ class DriftDataset(IterableDataset):
     DataLoader workers so that each is read exactly once per epoch. ``on_error`` decides what a
     corrupt or unreadable shard does: ``"raise"`` (default), ``"skip"`` the rest of the shard
     (counted in ``stats``), ``"warn"``, or a webdataset-style ``handler(exn) -> bool``.
+
+    webdataset's own arguments are accepted where they mean something here: ``shardshuffle``
+    (a bool, or a shard buffer size: any size > 0 shuffles the whole shard list; alias of
+    ``shuffle``), ``handler`` (alias of ``on_error``), ``nodesplitter`` / ``workersplitter``
+    (``None`` for no split, or webdataset's ``split_by_node`` / ``split_by_worker`` /
+    ``single_node_only``; other splitters are refused) and ``empty_check`` (raise when this
+    rank and worker yield no sample; off by default, unlike webdataset, because more workers
+    than shards is legitimate here). Giving an argument and its alias raises ``ValueError``,
+    and so do ``resampled=True`` (use ``.with_epoch(n)``) and ``cache_dir=`` (not supported).
     With ``store=`` each shard's profile is written to the store as it is read; with
     ``reference=`` and ``policy=`` drifted shards are monitored, skipped, reweighted or
     resampled.
@@ -103,18 +182,18 @@ class DriftDataset(IterableDataset):
         self,
         urls: str | Sequence[str],
         *,
-        shuffle: bool = True,
+        shuffle: bool | None = None,
         seed: int = 0,
         storage_options: dict | None = None,
-        on_error: str | Callable[[Exception], bool] = "raise",
+        on_error: str | Callable[[Exception], bool] | None = None,
         store: Any = None,
         reference: str | None = None,
         policy: str = "monitor",
         featurizer: Any = None,
         drift_config: Any = None,
         probe: int = 256,
-        split_by_node: bool = True,
-        split_by_worker: bool = True,
+        split_by_node: bool | None = None,
+        split_by_worker: bool | None = None,
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         retries: int = 5,
@@ -122,8 +201,28 @@ class DriftDataset(IterableDataset):
         equalize: bool = False,
         metadata: Any = None,
         worker_handoff: bool = True,
+        empty_check: bool = False,
+        shardshuffle: bool | int | None = None,
+        handler: Callable[[Exception], bool] | None = None,
+        nodesplitter: Any = _NOT_GIVEN,
+        workersplitter: Any = _NOT_GIVEN,
+        resampled: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        _refuse_unsupported(resampled, cache_dir)
+        shuffle = _one_of(
+            "shuffle", shuffle, "shardshuffle", shardshuffle, _shard_shuffle(shardshuffle), True
+        )
+        on_error = _one_of("on_error", on_error, "handler", handler, handler, "raise")
+        single_node = _splitter_name(nodesplitter) == "single_node_only"
+        by_node, by_worker = _splits(nodesplitter, "node"), _splits(workersplitter, "worker")
+        split_by_node = _one_of(
+            "split_by_node", split_by_node, "nodesplitter", nodesplitter, by_node, True
+        )
+        split_by_worker = _one_of(
+            "split_by_worker", split_by_worker, "workersplitter", workersplitter, by_worker, True
+        )
         if equalize and store is None:
             raise ValueError(
                 "equalize=True needs store= with the shards' profiles (their sample counts); "
@@ -142,6 +241,8 @@ class DriftDataset(IterableDataset):
         self.handler = _error_handler(on_error)
         self.split_by_node = split_by_node
         self.split_by_worker = split_by_worker
+        self.single_node = single_node
+        self.empty_check = empty_check
         self.read_options = dict(
             block_size=block_size, max_member_size=max_member_size, retries=retries, opener=opener
         )
@@ -187,7 +288,16 @@ class DriftDataset(IterableDataset):
     # ------------------------------------------------------------------- fluent interface
 
     def compose(self, fn: Callable, *args: Any, **kwargs: Any) -> DriftDataset:
-        """Append a stage ``fn(data, ctx, *args, **kwargs) -> iterator``; returns self."""
+        """Append a stage ``fn(data, ctx, *args, **kwargs) -> iterator``; returns self.
+
+        ``ctx`` (a ``pipeline.Context``) seeds random choices so that they resume exactly.
+        A webdataset-style stage ``fn(src) -> iterator`` (such as ``webdataset.filters``'
+        curried stages) is recognised when it is given alone and can be called with one
+        argument but not with two. Unlike webdataset's, ``compose`` takes one stage and
+        changes this dataset rather than returning a copy.
+        """
+        if not args and not kwargs and P.takes_source_only(fn):
+            return self.compose(P._source_only, fn)
         self.stages.append(P.Stage(fn, args, kwargs))
         return self
 
@@ -233,6 +343,29 @@ class DriftDataset(IterableDataset):
         """Samples -> tuples of fields; ``"jpg;png"`` takes the first present. Under the
         reweight policy name ``"__weight__"`` to carry the sample weight along."""
         return self.compose(P._to_tuple, keys, missing_is_error, handler)
+
+    def rename(
+        self,
+        handler: Callable[[Exception], bool] = P.reraise_exception,
+        keep: bool = True,
+        **names: str | Sequence[str],
+    ) -> DriftDataset:
+        """Rename fields, webdataset's way: ``new="old"`` or ``new="jpg;png"`` (the first
+        present). With ``keep=True`` other fields stay (the renamed ones go); with
+        ``keep=False`` only the new names remain. A missing field goes to ``handler``."""
+        for new, old in names.items():
+            if not (isinstance(old, str) and old) and not (
+                isinstance(old, (list, tuple)) and old and all(isinstance(o, str) for o in old)
+            ):
+                raise ValueError(f"rename({new}={old!r}): give a field name or 'a;b' choices")
+        choices = {
+            new: old.split(";") if isinstance(old, str) else list(old) for new, old in names.items()
+        }
+        return self.compose(P._rename, choices, keep, handler)
+
+    def unbatched(self) -> DriftDataset:
+        """Split batches (tuples or dicts of equal-length columns) back into samples."""
+        return self.compose(P._unbatched)
 
     def batched(
         self,
@@ -297,6 +430,8 @@ class DriftDataset(IterableDataset):
         return P.hand_over(items) if self._hands_over() else items
 
     def _iterate(self) -> Iterator:
+        if self.single_node:
+            self._check_single_node()
         where = placement(self.split_by_node, self.split_by_worker, self._rank_world)
         epoch = self.epoch if self.epoch is not None else self._iterations
         progress = self._take_resume(epoch, where)
@@ -325,6 +460,23 @@ class DriftDataset(IterableDataset):
                 progress.complete = True
             else:
                 progress.next_sub()
+        if self.empty_check and progress.produced == 0 and not any(progress.counts):
+            raise ValueError(  # as webdataset's: no sample read, whatever the stages drop
+                f"rank {where.rank} worker {where.worker} read no samples ({len(self.shards)} "
+                f"shards for {where.total} ranks x workers, or every shard empty or skipped); "
+                "pass empty_check=False to allow it"
+            )
+
+    def _check_single_node(self) -> None:
+        """webdataset's ``nodesplitter=single_node_only``: more than one rank is an error."""
+        rank_world = self._rank_world if self._rank_world and not _initialised() else None
+        _, world = rank_world or rank_and_world()
+        if world > 1:
+            raise ValueError(
+                f"nodesplitter=single_node_only but there are {world} ranks: pass "
+                "split_by_node=True (or nodesplitter=webdataset.split_by_node) to split shards "
+                "across ranks, or split_by_node=False to read every shard on every rank"
+            )
 
     def _hands_over(self) -> bool:
         """Whether items go through ``P.hand_over``: batches that a DataLoader worker passes

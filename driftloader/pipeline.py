@@ -1,4 +1,5 @@
-"""Per-sample stages with webdataset's semantics: decode, shuffle, map, select, to_tuple, batched.
+"""Per-sample stages with webdataset's semantics: decode, shuffle, map, select, to_tuple, rename,
+batched, unbatched.
 
 Each stage is a small generator ``_stage(data, ctx, ...)``; ``ctx`` carries the iteration's
 seed, epoch, rank and worker so that shuffling is reproducible (and resumable).
@@ -281,6 +282,30 @@ def _to_tuple(
     return _apply(data, pick, handler)
 
 
+def _rename(
+    data: Iterable, ctx: Context, choices: dict[str, list[str]], keep: bool, handler: Handler
+) -> Iterator:
+    """webdataset's ``rename``: ``choices`` maps each new name to old names, first present wins;
+    ``keep`` keeps the fields not named (every old name listed goes)."""
+    dropped = {old for options in choices.values() for old in options}
+
+    def rename(sample: dict) -> dict:
+        result = {k: v for k, v in sample.items() if k not in dropped} if keep else {}
+        for new, options in choices.items():
+            for option in options:
+                if option in sample:
+                    result[new] = sample[option]
+                    break
+            else:
+                raise ValueError(
+                    f"sample {sample.get('__key__')!r} in {sample.get('__url__')} has no field "
+                    f"{';'.join(options)!r} to rename to {new!r} (fields: {sorted(sample)})"
+                )
+        return result
+
+    return _apply(data, rename, handler)
+
+
 def _shuffle(data: Iterable, ctx: Context, bufsize: int, initial: int, salt: int) -> Iterator:
     """Buffer shuffle seeded by (seed, epoch, rank, worker): the same order on every rerun."""
     rng = ctx.rng(salt)
@@ -310,6 +335,50 @@ def _batched(
             batch = []
     if batch and partial_:
         yield collation_fn(batch) if collation_fn is not None else batch
+
+
+def _unbatched(data: Iterable, ctx: Context) -> Iterator:
+    """webdataset's ``unbatched``: batches (tuples / lists of columns, or dicts of columns of
+    one length) back into samples."""
+    for batch in data:
+        if isinstance(batch, (list, tuple)):
+            for i in range(len(batch[0]) if batch else 0):
+                yield tuple(column[i] for column in batch)
+        elif isinstance(batch, dict):
+            lengths = {len(v) for v in batch.values()}
+            if len(lengths) > 1:
+                sizes = {k: len(v) for k, v in batch.items()}
+                raise ValueError(
+                    f"cannot unbatch a dict with columns of different lengths: {sizes}"
+                )
+            for i in range(lengths.pop() if lengths else 0):
+                yield {k: v[i] for k, v in batch.items()}
+        else:
+            raise ValueError(f"cannot unbatch a {type(batch).__name__}: not a tuple or a dict")
+
+
+def _source_only(data: Iterable, ctx: Context, fn: Callable[[Iterable], Iterable]) -> Iterator:
+    """A webdataset-style stage ``fn(src)``, which takes no context."""
+    return iter(fn(data))
+
+
+def takes_source_only(fn: Callable) -> bool:
+    """Whether ``fn`` can be called with one positional argument but not with two."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins: assume driftloader's (data, ctx)
+        return False
+
+    def binds(*args: Any) -> bool:
+        try:
+            signature.bind(*args)
+        except TypeError:
+            return False
+        return True
+
+    return binds(None) and not binds(None, None)
 
 
 def default_collation_fn(samples: list) -> Any:

@@ -134,15 +134,29 @@ def redact(url: str) -> str:
 def expand_urls(urls: str | Sequence[str], storage_options: dict | None = None) -> list[Shard]:
     """Expand brace patterns, globs, lists and manifest files into shards, in the given order.
 
-    Raises ``NoShardsError`` naming the pattern when something expands to nothing.
+    A string may also be webdataset's ``"a.tar::b-{0..3}.tar"``: a list of URLs or patterns
+    separated by ``::`` (left whole when it starts with an fsspec protocol name such as
+    ``simplecache::``, as fsspec's URL chaining does). Raises ``NoShardsError`` naming the
+    pattern when something expands to nothing.
     """
     items = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
     if not items:
         raise NoShardsError("no shard URLs given")
     shards: list[Shard] = []
     for item in items:
-        shards.extend(_expand_one(os.fspath(item), storage_options))
+        for pattern in split_url_list(os.fspath(item)):
+            shards.extend(_expand_one(pattern, storage_options))
     return shards
+
+
+def split_url_list(urls: str) -> list[str]:
+    """webdataset's ``::``-separated URL list as its parts (``"a.tar::b.tar"``)."""
+    parts = urls.split("::")
+    if len(parts) == 1 or parts[0] in fsspec.available_protocols():
+        return [urls]
+    if not all(parts):
+        raise ValueError(f"empty URL in the '::'-separated list {redact(urls)!r}")
+    return parts
 
 
 def _expand_one(pattern: str, storage_options: dict | None) -> list[Shard]:

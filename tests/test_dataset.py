@@ -201,3 +201,157 @@ def test_decode_error_names_sample(tmp_path):
 
 def test_is_a_torch_iterable_dataset(local_shards):
     assert isinstance(dl.DriftDataset(local_shards), torch.utils.data.IterableDataset)
+
+
+# ------------------------------------------------------------- webdataset compatibility
+
+
+def _keys(ds) -> list[str]:
+    return [s["__key__"] for s in ds]
+
+
+def test_shardshuffle_is_an_alias_of_shuffle(local_shards):
+    unshuffled = _keys(dl.DriftDataset(local_shards, shuffle=False))
+    shuffled = _keys(dl.DriftDataset(local_shards, shuffle=True, seed=3))
+    assert shuffled != unshuffled
+    for value in (False, 0):
+        assert _keys(dl.DriftDataset(local_shards, shardshuffle=value)) == unshuffled
+    for value in (True, 1, 100):
+        assert _keys(dl.DriftDataset(local_shards, shardshuffle=value, seed=3)) == shuffled
+    with pytest.raises(ValueError, match="shardshuffle=-1"):
+        dl.DriftDataset(local_shards, shardshuffle=-1)
+    with pytest.raises(ValueError, match="shuffle=False and shardshuffle=100"):
+        dl.DriftDataset(local_shards, shuffle=False, shardshuffle=100)
+
+
+def test_handler_is_an_alias_of_on_error(local_shards, tmp_path):
+    bad = tmp_path / "bad.tar"
+    data = Path(local_shards[1]).read_bytes()
+    bad.write_bytes(data[: len(data) // 3])
+    ds = dl.DriftDataset(
+        [str(bad), local_shards[0]], shardshuffle=False, handler=wds.warn_and_continue
+    )
+    with pytest.warns(UserWarning, match="bad.tar"):
+        keys = _keys(ds)
+    assert len(keys) >= 25 and ds.stats.errors == 1
+    with pytest.raises(ValueError, match="on_error='skip' and handler="):
+        dl.DriftDataset(local_shards, on_error="skip", handler=wds.ignore_and_continue)
+
+
+def test_webdataset_splitters(local_shards, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    every = set(_keys(dl.DriftDataset(local_shards, split_by_node=False)))
+    half = set(_keys(dl.DriftDataset(local_shards)))
+    assert len(every) == 100 and len(half) == 50
+    assert set(_keys(dl.DriftDataset(local_shards, nodesplitter=None))) == every
+    assert set(_keys(dl.DriftDataset(local_shards, nodesplitter=wds.split_by_node))) == half
+    single = dl.DriftDataset(local_shards, nodesplitter=wds.single_node_only)
+    with pytest.raises(ValueError, match="single_node_only but there are 2 ranks"):
+        list(single)
+    with pytest.raises(ValueError, match="nodesplitter=.*split_by_node=True/False"):
+        dl.DriftDataset(local_shards, nodesplitter=lambda src: src)
+    with pytest.raises(ValueError, match="split_by_node=True and nodesplitter=None"):
+        dl.DriftDataset(local_shards, split_by_node=True, nodesplitter=None)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    assert len(_keys(single)) == 100
+
+
+def test_workersplitter_none_reads_every_shard_in_every_worker(local_shards):
+    def keys(**kw):
+        ds = dl.DriftDataset(local_shards, **kw).map(lambda s: s["__key__"])
+        return list(DataLoader(ds, batch_size=None, num_workers=2))
+
+    assert len(keys(workersplitter=wds.split_by_worker)) == 100
+    both = keys(workersplitter=None)
+    assert len(both) == 200 and len(set(both)) == 100
+    with pytest.raises(ValueError, match="workersplitter=.*split_by_worker"):
+        dl.DriftDataset(local_shards, workersplitter=wds.split_by_node)
+
+
+def test_empty_check(local_shards, tmp_path):
+    empty = tmp_path / "empty.tar"
+    with wds.TarWriter(str(empty)):
+        pass
+    assert list(dl.DriftDataset(str(empty))) == []  # off by default
+    with pytest.raises(ValueError, match="read no samples.*empty_check=False"):
+        list(dl.DriftDataset(str(empty), empty_check=True))
+    # like webdataset's, the check counts samples read, not what the pipeline keeps
+    kept = dl.DriftDataset(local_shards[:1], empty_check=True).select(lambda s: False)
+    assert list(kept) == []
+    # one shard, two workers: the worker without a shard fails only when asked to check
+    ds = dl.DriftDataset(local_shards[:1], empty_check=True).map(lambda s: s["__key__"])
+    with pytest.raises(ValueError, match="worker 1 read no samples"):
+        list(DataLoader(ds, batch_size=None, num_workers=2))
+    ds = dl.DriftDataset(local_shards[:1]).map(lambda s: s["__key__"])
+    assert len(list(DataLoader(ds, batch_size=None, num_workers=2))) == 25
+
+
+def test_resampled_and_cache_dir_are_refused_clearly(local_shards, tmp_path):
+    with pytest.raises(ValueError, match=r"resampled=True.*\.with_epoch\(n\)"):
+        dl.DriftDataset(local_shards, resampled=True)
+    with pytest.raises(ValueError, match="cache_dir=.*does not cache"):
+        dl.DriftDataset(local_shards, cache_dir=str(tmp_path))
+    dl.DriftDataset(local_shards, resampled=False, cache_dir=None)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_rename_matches_webdataset(local_shards, keep):
+    names = dict(image="jpg;x.npy", label="cls", extra=["png", "txt"])
+    theirs = list(
+        wds.WebDataset(local_shards, shardshuffle=False).decode().rename(keep=keep, **names)
+    )
+    ours = list(dl.DriftDataset(local_shards, shuffle=False).decode().rename(keep=keep, **names))
+    assert len(ours) == len(theirs) == 100
+    for a, b in zip(ours, theirs):
+        b.pop("__local_path__", None)  # webdataset's own addition for local files
+        assert sorted(a) == sorted(b) and a["label"] == b["label"] and a["extra"] == b["extra"]
+        assert np.array_equal(a["image"], b["image"])
+    assert ("x.npy" in ours[0]) is False and ("json" in ours[0]) is keep
+
+
+def test_rename_missing_field_and_bad_names(local_shards):
+    with pytest.raises(ValueError, match="sample.*no field 'jpg;png' to rename to 'image'"):
+        list(dl.DriftDataset(local_shards).rename(image="jpg;png"))
+    skipped = dl.DriftDataset(local_shards).rename(handler=wds.ignore_and_continue, image="jpg")
+    assert list(skipped) == []
+    with pytest.raises(ValueError, match="rename\\(image=3\\)"):
+        dl.DriftDataset(local_shards).rename(image=3)
+
+
+def test_unbatched_matches_webdataset(local_shards):
+    def pipeline(ds):
+        return ds.decode().to_tuple("x.npy", "cls").batched(16).unbatched()
+
+    theirs = list(pipeline(wds.WebDataset(local_shards, shardshuffle=False)))
+    ours = list(pipeline(dl.DriftDataset(local_shards, shuffle=False)))
+    plain = list(dl.DriftDataset(local_shards, shuffle=False).decode().to_tuple("x.npy", "cls"))
+    assert len(ours) == len(theirs) == len(plain) == 100
+    for (x, c), (y, d), (z, e) in zip(ours, theirs, plain):
+        assert np.array_equal(x, y) and np.array_equal(x, z) and c == d == e
+    dicts = dl.DriftDataset(local_shards, shuffle=False).map(lambda s: {"k": s["__key__"]})
+    assert [s["k"] for s in dicts.batched(7).unbatched()] == _keys(
+        dl.DriftDataset(local_shards, shuffle=False)
+    )
+    with pytest.raises(ValueError, match="cannot unbatch a str"):
+        list(dl.DriftDataset(local_shards).map(lambda s: s["__key__"]).unbatched())
+
+
+def test_compose_takes_webdataset_style_stages(local_shards):
+    def first_ten(src):
+        for i, sample in enumerate(src):
+            if i < 10:
+                yield sample
+
+    def ours(data, ctx, n):
+        return (s for i, s in enumerate(data) if i < n)
+
+    base = _keys(dl.DriftDataset(local_shards, shuffle=False))
+    assert _keys(dl.DriftDataset(local_shards, shuffle=False).compose(first_ten)) == base[:10]
+    assert _keys(dl.DriftDataset(local_shards, shuffle=False).compose(ours, 5)) == base[:5]
+    curried = wds.filters.select(lambda s: s["__key__"].endswith("0"))  # webdataset's own stage
+    got = _keys(dl.DriftDataset(local_shards, shuffle=False).compose(curried))
+    assert got == [k for k in base if k.endswith("0")] and got
+    lam = list(dl.DriftDataset(local_shards).compose(lambda src: (s["cls"] for s in src)))
+    assert len(lam) == 100

@@ -242,3 +242,17 @@ def test_stateful_dataloader_with_two_workers(shards):
     assert sorted(k for b in whole for k in b) == sorted(
         s["__key__"] for s in dl.DriftDataset(shards)
     )
+
+
+@pytest.mark.parametrize("k", [0, 4, 26, 51, 52])
+def test_rename_is_one_to_one(shards, k):
+    check_resume(lambda: dl.DriftDataset(shards).shuffle(8).rename(label="cls", keep=False), k)
+
+
+@pytest.mark.parametrize("k", [0, 3, 17, 50, 52])
+def test_unbatched_falls_back_to_a_full_replay(shards, k):
+    def make():
+        ds = dl.DriftDataset(shards).shuffle(10).decode().to_tuple("x.npy", "cls")
+        return ds.batched(5).unbatched().shuffle(4)
+
+    check_resume(make, k)

@@ -13,6 +13,7 @@ from driftloader.sources import (
     expand_urls,
     redact,
     shard_version,
+    split_url_list,
     stat_shard,
     stat_shards,
 )
@@ -99,3 +100,13 @@ def test_s3_brace_glob_and_versions(s3_bucket, s3fs_fresh, tmp_path):
 def test_s3_missing_bucket_is_clear(s3_env):
     with pytest.raises(ShardReadError, match="no-such-bucket"):
         stat_shard(Shard("s3://no-such-bucket-xyz/a.tar"))
+
+
+def test_double_colon_url_lists_like_webdataset(local_shards, tmp_path):
+    one = f"{tmp_path}/shard-000000.tar::{tmp_path}/shard-{{000002..000003}}.tar"
+    expected = [local_shards[0], local_shards[2], local_shards[3]]
+    assert [s.url for s in expand_urls(one)] == expected
+    assert [s.url for s in expand_urls([one, local_shards[1]])] == expected + [local_shards[1]]
+    assert split_url_list("simplecache::s3://b/x.tar") == ["simplecache::s3://b/x.tar"]
+    with pytest.raises(ValueError, match="empty URL"):
+        expand_urls(f"{local_shards[0]}::")
