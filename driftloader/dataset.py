@@ -167,8 +167,8 @@ class DriftDataset(IterableDataset):
 
     ``equalize=True`` gives every rank and worker the same number of samples per epoch (the
     smallest slice's), from the stored profiles' counts and skip decisions, so DDP ranks stay in
-    lockstep; every shard must be profiled. ``state_dict()`` / ``load_state_dict()`` resume an
-    epoch exactly where it stopped (see docs/distributed.md).
+    lockstep; every shard to be read must be profiled. ``state_dict()`` / ``load_state_dict()``
+    resume an epoch exactly where it stopped (see docs/distributed.md).
 
     In a DataLoader worker, batches (items of a pipeline with ``.batched()``) of up to 1 MiB of
     arrays reach the main process by value rather than as a shared-memory segment per array,
