@@ -442,7 +442,7 @@ class DriftDataset(IterableDataset):
         self._iterations = progress.iterations + 1
         limit = self._nsamples
         while not progress.complete:
-            stream = self._epoch_stream(where, epoch + progress.sub, progress, resumed)
+            stream = self._epoch_stream(where, epoch, progress, resumed)
             resumed = False
             while limit is None or progress.produced < limit:
                 item = next(stream, _END)
@@ -494,9 +494,10 @@ class DriftDataset(IterableDataset):
     def _epoch_stream(
         self, where: Placement, epoch: int, progress: _Progress, resumed: bool = False
     ) -> Iterator:
+        if self.gate is not None:  # seeds resampling: other draws in each epoch and pass
+            self.gate.epoch, self.gate.repeat = epoch, progress.sub
+        epoch = _pass_seed(epoch, progress.sub)
         ctx = P.Context(self.seed, epoch, where.rank, where.worker)
-        if self.gate is not None:
-            self.gate.epoch = epoch  # seeds resampling: other draws in each epoch
         shards = self.shards_for(where, epoch)
         limit = self._limit(where, epoch) if self.equalize else None
         if not resumed or progress.yielded == 0 and not progress.counts:
@@ -774,6 +775,13 @@ class DriftDataset(IterableDataset):
                 rows.append(row)
                 seen.add(key)
         return rows
+
+
+def _pass_seed(epoch: int, sub: int) -> int:
+    """What seeds pass ``sub`` of ``epoch`` under ``with_epoch`` (shard order, shuffles,
+    resampling): the epoch itself for the first pass, and for the others a number no real
+    epoch reaches, so that a repeat within epoch e never replays epoch e + 1."""
+    return epoch if sub == 0 else epoch + (sub << 32)
 
 
 def _where_tuple(where: Placement) -> tuple[int, int, int, int]:

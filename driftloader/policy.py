@@ -93,7 +93,8 @@ class ShardGate:
         self.sidecar = sidecar
         self.storage_options = storage_options
         self.seed = seed
-        self.epoch = 0  # set by the dataset each epoch: resampling draws differ between epochs
+        self.epoch = 0  # set by the dataset each epoch (and repeat under with_epoch): resampling
+        self.repeat = 0  # draws differ between epochs and between passes of one epoch
         self._reference: Profile | None = None
         self.results: list[dict] = []
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
@@ -245,7 +246,7 @@ class ShardGate:
         if self.policy != "resample":
             return None
         where = zlib.crc32(f"{shard_key(shard.url)}\0{shard.version}".encode())
-        return np.random.default_rng([self.seed, self.epoch, where])
+        return np.random.default_rng([self.seed, self.epoch, self.repeat, where])
 
     def _decide(
         self,

@@ -256,3 +256,14 @@ def test_unbatched_falls_back_to_a_full_replay(shards, k):
         return ds.batched(5).unbatched().shuffle(4)
 
     check_resume(make, k)
+
+
+def test_a_with_epoch_repeat_is_not_the_next_epoch(shards):
+    def epoch(e: int) -> list:
+        ds = dl.DriftDataset(shards[:2]).shuffle(5).map(lambda s: s["__key__"]).with_epoch(46)
+        ds.set_epoch(e)
+        return list(ds)
+
+    first, second = epoch(0), epoch(1)
+    assert first[23:] != second[:23]  # the repeat of the 23 samples is shuffled anew ...
+    assert sorted(first[23:]) == sorted(first[:23])  # ... over the same samples
