@@ -75,15 +75,16 @@ def test_check_reports_every_readable_shard_then_exits_2_naming_the_unreadable(
     with wds.TarWriter(str(empty)):
         pass
     capsys.readouterr()
-    urls = [*shards["clean"], str(corrupt), str(empty), *shards["bad"]]
+    missing = str(tmp_path / "data" / "missing-0.tar")
+    urls = [*shards["clean"], str(corrupt), missing, str(empty), *shards["bad"]]
     code = main(["check", *urls, "--store", store, "--reference", "v1", "--json"])
     out, err = capsys.readouterr()
     report = json.loads(out)
     assert code == 2
     assert [Path(s["url"]).name for s in report["shards"]] == ["clean-0.tar", "bad-0.tar"]
     errors = {Path(e["url"]).name: e["error"] for e in report["errors"]}
-    assert set(errors) == {"corrupt-0.tar", "empty-0.tar"}
-    assert "no samples" in errors["empty-0.tar"]
+    assert set(errors) == {"corrupt-0.tar", "missing-0.tar", "empty-0.tar"}
+    assert "no samples" in errors["empty-0.tar"] and "does not exist" in errors["missing-0.tar"]
     assert "corrupt-0.tar" in err and "empty-0.tar" in err
     # a reference of empty shards would call every shard drifted: refused
     assert main(["profile", str(empty), "--store", store, "--quiet"]) == 0
