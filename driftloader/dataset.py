@@ -616,7 +616,7 @@ class DriftDataset(IterableDataset):
             row["action"] = "excluded"
         elif gate.policy == "skip" and gate.reference is not None:
             # a stored profile, else a stored probe that dropped the shard (as gate.before)
-            seen = stored or gate.store.get_probe(shard.url, shard.version)
+            seen = stored or gate.stored_probe(shard)
             if seen is not None and compare(seen, gate.reference, gate.config).drifted:
                 row["action"] = "skip"
         return row

@@ -147,13 +147,21 @@ class ShardGate:
         shows drift against the reference (under today's config); the skip is recorded."""
         if self.policy != "skip" or self.reference is None:
             return False
-        probe = self.store.get_probe(shard.url, shard.version)
+        probe = self.stored_probe(shard)
         if probe is None:
             return False
         drift = compare(probe, self.reference, self.config)
         if drift.drifted:
             self._decide(shard, drift, "skipped", 0, probe=int(probe.n))
         return drift.drifted
+
+    def stored_probe(self, shard: Shard) -> Profile | None:
+        """The stored probe of this shard version, if made with this featurizer (a probe is a
+        cache: one from another featurizer is ignored, and the shard probed again)."""
+        probe = self.store.get_probe(shard.url, shard.version)
+        if probe is None or probe.fingerprint != self.featurizer.fingerprint:
+            return None
+        return probe
 
     def _is_excluded(self, shard: Shard) -> bool:
         """True when ``driftloader quarantine`` put this shard version on the exclusion list."""

@@ -131,6 +131,14 @@ def test_a_dropped_probe_is_remembered_so_later_epochs_skip_unread(corpus):
     rows = {Path(r["url"]).name: r for r in again.drift_report(include_store=False)}
     assert rows["drifted.tar"]["action"] == "skipped" and rows["drifted.tar"]["probe"] == 64
     assert [(r["action"], r["n"]) for r in make().plan()] == [("skip", None), ("read", N)]
+    # a probe from another featurizer is not used (nor an error): the shard is probed again
+    stale = corpus["store"].get_probe(drifted.url, drifted.version)
+    stale.fingerprint = "another-featurizer"
+    corpus["store"].put_probe(stale)
+    third = make()
+    assert _keys_by_shard(third) == {"clean-0.tar": N}
+    rows = {Path(r["url"]).name: r for r in third.drift_report(include_store=False)}
+    assert rows["drifted.tar"]["action"] == "dropped after probe"
     # other policies read it whole (and so profile it)
     assert _keys_by_shard(make("monitor")) == {"drifted.tar": N, "clean-0.tar": N}
 
