@@ -4,8 +4,8 @@
 ``profile_shard`` reads one whole shard; ``profile_shards`` profiles many in worker processes,
 skipping shards already stored at their current version (so an interrupted run resumes).
 
-Worker processes are forked from a fork server (or spawned where there is none; never forked
-from the caller: fsspec clients do not survive it) and receive only picklable arguments: the shard, the store's URL and options, the featurizer.
+Worker processes are started with ``spawn`` (never ``fork``: fsspec clients do not survive it)
+and receive only picklable arguments: the shard, the store's URL and options, the featurizer.
 A shard that fails mid-read is never stored: a half profile must never look complete.
 """
 
@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -427,6 +428,14 @@ def profile_shards(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     _check_on_error(on_error)
+    if workers > 1 and multiprocessing.current_process().daemon:
+        warnings.warn(
+            f"profile_shards(workers={workers}) in a daemonic process (a DataLoader worker?), "
+            "which cannot start processes: profiling in this process instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        workers = 1
     featurizer = featurizer_from(featurizer)
     store.check_writable()
     started = time.monotonic()
@@ -485,7 +494,8 @@ def _run_pool(
     on_error: str,
     bar: _Progress,
 ) -> None:
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context())
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
         pending: dict[Future, Shard] = {pool.submit(_profile_task, s, *args): s for s in todo}
         while pending:
@@ -494,22 +504,14 @@ def _run_pool(
                 shard = pending.pop(future)
                 _account(summary, _guarded(future.result, shard, on_error), on_error, bar)
             bar.update(summary.profiled + len(summary.failed), summary.samples)
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            "a profiling worker process died; worker processes import the calling script "
+            'again, so guard its top level with `if __name__ == "__main__":` (or pass '
+            "workers=1)"
+        ) from e
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """``forkserver`` where there is one, else ``spawn``; never ``fork``.
-
-    The fork server is a fresh process (no fsspec client or thread of ours to inherit) that
-    imports the caller's main module and this one once; each worker is forked from it, ready,
-    instead of importing them again as a spawned process does (seconds when main imports torch).
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", __name__])
-    return context
 
 
 def _guarded(get: Callable[[], _Outcome], shard: Shard, on_error: str) -> _Outcome:

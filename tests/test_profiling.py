@@ -287,3 +287,39 @@ def test_progress_rewrites_a_terminal_line_and_appends_lines_to_a_log(stream_cls
     assert text.rstrip().endswith(
         "profiled 3 shards (30 samples) in 0.0 s; 0 skipped as already profiled; 0 failed"
     )
+
+
+def _profile_in_a_daemon(urls: list[str], store_url: str) -> None:
+    profile_shards(urls, ProfileStore(store_url), workers=2, progress=False)
+
+
+def test_workers_in_a_daemonic_process_fall_back_to_profiling_in_it(local_shards, tmp_path):
+    import multiprocessing
+
+    store = str(tmp_path / "store")
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_profile_in_a_daemon, args=(local_shards, store), daemon=True
+    )
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0
+    assert all(
+        ProfileStore(store).has_profile(u, stat_shard(Shard(u)).version) for u in local_shards
+    )
+
+
+def test_an_unguarded_script_gets_told_to_guard_itself(local_shards, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import driftloader as dl\n"
+        f"dl.profile_shards({local_shards!r}, dl.ProfileStore({str(tmp_path / 's')!r}), "
+        "workers=2, progress=False)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert 'if __name__ == "__main__":' in result.stderr
