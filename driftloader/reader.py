@@ -352,7 +352,12 @@ class TarMembers:
             if kind not in _REGULAR:
                 self._take(size)
                 continue
-            yield name, self._take(size), start
+            try:
+                data = self._take(size)
+            except ShardReadError as e:
+                e.member = name  # its header was whole: this member is the one cut short
+                raise
+            yield name, data, start
 
 
 def _header_name(header: bytes) -> str:
@@ -374,21 +379,38 @@ def _is_meta(name: str) -> bool:
 def group_samples(members: Iterator[tuple[str, bytes, int]], url: str) -> Iterator[dict]:
     """Group tar members into samples: key = path up to the first dot of the file name."""
     current: dict | None = None
-    for name, data, offset in members:
-        slash = name.rfind("/")
-        dot = name.find(".", slash + 1)
-        if dot <= slash + 1 or _is_meta(name):
-            continue
-        key, ext = name[:dot], name[dot + 1 :].lower()
-        if current is None or current["__key__"] != key:
-            if current is not None:
-                yield current
-            current = {"__key__": key, "__url__": url}
-        elif ext in current:
-            raise ShardReadError(url, f"duplicate member {name!r} in sample {key!r}", offset)
-        current[ext] = data
+    try:
+        for name, data, offset in members:
+            split = _key_and_ext(name)
+            if split is None:
+                continue
+            key, ext = split
+            if current is None or current["__key__"] != key:
+                if current is not None:
+                    yield current
+                current = {"__key__": key, "__url__": url}
+            elif ext in current:
+                raise ShardReadError(url, f"duplicate member {name!r} in sample {key!r}", offset)
+            current[ext] = data
+    except ShardReadError as e:
+        # Cut short inside a member of the next sample: the current one is whole, keep it.
+        cut = getattr(e, "member", None)
+        split = _key_and_ext(cut) if cut is not None else None
+        if current is not None and split is not None and split[0] != current["__key__"]:
+            yield current
+        raise
     if current is not None:
         yield current
+
+
+def _key_and_ext(name: str) -> tuple[str, str] | None:
+    """A member's sample key (its path up to the first dot of the file name) and extension;
+    None for members that belong to no sample (no extension, or tar metadata)."""
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot <= slash + 1 or _is_meta(name):
+        return None
+    return name[:dot], name[dot + 1 :].lower()
 
 
 def read_shard(

@@ -59,6 +59,27 @@ def test_truncated_shard_names_url_and_offset(tmp_path):
         list(read_shard(str(path)))
 
 
+@pytest.mark.parametrize(
+    ("member", "whole"),
+    # .bin is sample000001's first member: sample000000 before it is whole. A cut inside
+    # sample000001's .cls leaves sample000001 incomplete: not yielded (sample000000 was).
+    [("sample000001.bin", ["sample000000"]), ("sample000001.cls", ["sample000000"])],
+    ids=["cut-in-the-next-sample", "cut-inside-the-sample"],
+)
+def test_a_sample_whole_before_a_truncation_is_kept(tmp_path, member, whole):
+    path = tmp_path / "t.tar"
+    write_shard(path, 3)
+    with tarfile.open(path) as tar:
+        data_at = {m.name: m.offset_data for m in tar.getmembers()}[member]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(path.read_bytes()[: data_at + 10])  # its headers whole, its data cut
+    keys = []
+    with pytest.raises(ShardReadError, match="truncated"):
+        for sample in read_shard(str(cut)):
+            keys.append(sample["__key__"])
+    assert keys == whole
+
+
 def test_corrupt_header_is_detected(tmp_path):
     path = tmp_path / "c.tar"
     write_shard(path, 4)
