@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import pickle
 import sys
 import time
@@ -397,7 +398,7 @@ class _Progress:
 
 def profile_shards(
     urls: str | Sequence[str],
-    store: ProfileStore,
+    store: ProfileStore | str,
     *,
     workers: int = 1,
     featurizer: Any = None,
@@ -423,8 +424,10 @@ def profile_shards(
         store = ProfileStore("s3://bucket/drift")
         profile_shards("s3://bucket/train/shard-{000000..000127}.tar", store, workers=8)
     """
+    if isinstance(store, (str, os.PathLike)):
+        store = ProfileStore(store, storage_options)
     if not isinstance(store, ProfileStore):
-        raise ValueError(f"store must be a ProfileStore, got {store!r}")
+        raise ValueError(f"store must be a ProfileStore or its URL, got {store!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     _check_on_error(on_error)

@@ -131,8 +131,11 @@ class ProfileStore:
         is a file, or an object-store bucket that does not exist. Called before long work, so
         that a mistyped store is not reported as a failure of every shard."""
         if self.local:
-            if os.path.exists(self.root) and not os.path.isdir(self.root):
-                raise ValueError(f"store {self.url!r} is a file, not a folder")
+            path = self.root
+            while not os.path.exists(path) and os.path.dirname(path) != path:
+                path = os.path.dirname(path)  # the nearest part of it that exists
+            if not os.path.isdir(path):
+                raise ValueError(f"store {self.url!r}: {path!r} is a file, not a folder")
             return
         bucket = self.root.split("/", 1)[0]
         try:
@@ -274,18 +277,18 @@ class ProfileStore:
 
     def get_probe(self, url: str, version: str | None) -> Profile | None:
         """The stored probe profile of shard ``url`` at ``version``; None if absent or corrupt."""
-        return self._load(self.probe_path(url, version))
+        return self._load(self.probe_path(url, version), "the shard will be probed again")
 
-    def _load(self, path: str) -> Profile | None:
+    def _load(self, path: str, fix: str | None = None) -> Profile | None:
         data = self._read(path)
         if data is None:
             return None
         try:
             return Profile.from_json(data)
         except ProfileFormatError as e:
+            fix = fix or "re-profile the shard (profile_shards(..., force=True)) to replace it"
             warnings.warn(
-                f"ignoring corrupt profile {self._display(path)}: {e}; "
-                "re-profile the shard (profile_shards(..., force=True)) to replace it",
+                f"ignoring corrupt profile {self._display(path)}: {e}; {fix}",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -364,7 +364,7 @@ def test_a_mistyped_store_is_named_before_any_shard_is_read(tmp_path: Path, s3_b
     missing = ProfileStore(f"s3://{s3_bucket}-typo/drift")
     with pytest.raises(ValueError, match=f"bucket '{s3_bucket}-typo' does not exist"):
         profile_shards([str(shard)], missing, progress=False)
-    a_file = ProfileStore(str(shard))
-    with pytest.raises(ValueError, match="is a file, not a folder"):
-        profile_shards([str(shard)], a_file, progress=False)
+    for under_a_file in (str(shard), str(shard / "sub" / "store")):
+        with pytest.raises(ValueError, match="is a file, not a folder"):
+            profile_shards([str(shard)], under_a_file, progress=False)  # a URL is enough
     ProfileStore(f"s3://{s3_bucket}/drift").check_writable()  # an existing bucket passes
