@@ -16,7 +16,9 @@ Policies:
   (systematic resampling: a sample of weight w appears floor(w) or ceil(w) times), so the
   training loop needs no change. Counts per shard are kept; repeated samples are copies of the
   same dict (same ``__key__``). The draws depend on the dataset's seed, the epoch and the shard,
-  so they differ between epochs, agree across ranks, and replay exactly on resume.
+  so they differ between epochs, agree across ranks, and replay exactly on resume once the
+  shard's profile is stored (in its first, profiling pass the weights come from a running
+  sketch that compacts at random: see docs/distributed.md, "Resumption").
 
 Decisions made from stored profiles depend only on (profile, reference, config), so every
 worker and rank takes the same ones. Every decision goes to ``report()`` and the store's catalog.
