@@ -246,10 +246,7 @@ class ProfileStore:
             raise ValueError(f"put_profile needs a Profile, got {type(profile).__name__}")
         if not profile.url:
             raise ValueError("put_profile needs a profile with a shard url (profile.url is None)")
-        path = self.profile_path(profile.url, profile.version)
-        data = profile.to_dict()
-        data["url"] = redact(profile.url)
-        self._write(path, json.dumps(data, allow_nan=False, separators=(",", ":")).encode())
+        path = self._put(self.profile_path(profile.url, profile.version), profile)
         summary = profile.summary()
         summary["url"] = redact(profile.url)
         self.record(profile.url, profile.version, {**summary, "profile": self._display(path)})
@@ -269,7 +266,10 @@ class ProfileStore:
         shard profile: it does not count as profiled, nor go into references."""
         if not profile.url:
             raise ValueError("put_probe needs a profile with a shard url (profile.url is None)")
-        path = self.probe_path(profile.url, profile.version)
+        return self._put(self.probe_path(profile.url, profile.version), profile)
+
+    def _put(self, path: str, profile: Profile) -> str:
+        """Write a shard's profile (its URL without credentials) to ``path``, atomically."""
         data = profile.to_dict()
         data["url"] = redact(profile.url)
         self._write(path, json.dumps(data, allow_nan=False, separators=(",", ":")).encode())

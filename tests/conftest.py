@@ -105,3 +105,25 @@ def local_shards(tmp_path: Path) -> list[str]:
         write_shard(path, 25, seed=s, start=s * 1000)
         paths.append(str(path))
     return paths
+
+
+def write_gated_corpus(root: Path, clean_sizes: list[int], drifted: int) -> dict:
+    """Under ``root``: a reference of 3 x 300 samples, clean shards of ``clean_sizes`` and
+    ``drifted`` shards of 60 shifted by 2 sigma, all profiled, reference "ref" built."""
+    from driftloader.profiling import profile_shards
+    from driftloader.store import ProfileStore
+
+    data = root / "data"
+    data.mkdir()
+
+    def shard(name: str, seed: int, n: int, shift: float = 0.0) -> str:
+        write_shard(data / f"{name}.tar", n, seed=seed, start=seed * 1000, shift=shift)
+        return str(data / f"{name}.tar")
+
+    reference = [shard(f"ref-{i}", i, 300) for i in range(3)]
+    clean = [shard(f"clean-{i}", 10 + i, n) for i, n in enumerate(clean_sizes)]
+    shifted = [shard(f"drift-{i}", 30 + i, 60, shift=2.0) for i in range(drifted)]
+    store = ProfileStore(str(root / "store"))
+    profile_shards(reference + clean + shifted, store, progress=False)
+    store.build_reference("ref", reference)
+    return {"store": store, "clean": clean, "drifted": shifted}

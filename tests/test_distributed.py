@@ -15,10 +15,9 @@ from torch.utils.data import DataLoader
 import driftloader as dl
 from driftloader.distributed import gather_reports, merge_profiles, placement
 from driftloader.profile import Profile
-from driftloader.profiling import profile_shards
 from driftloader.store import ProfileStore
 
-from .conftest import write_shard
+from .conftest import write_gated_corpus
 
 WORLD = 2
 CLEAN_SIZES = [30, 45, 38, 52, 33, 41, 60, 36]
@@ -84,19 +83,8 @@ def _rank_checks(rank: int, corpus: dict) -> dict:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A reference, eight clean shards of uneven sizes and three drifted ones, all profiled."""
     root = tmp_path_factory.mktemp("ddp")
-    data = root / "data"
-    data.mkdir()
-
-    def shard(name: str, seed: int, n: int, shift: float = 0.0) -> str:
-        write_shard(data / f"{name}.tar", n, seed=seed, start=seed * 1000, shift=shift)
-        return str(data / f"{name}.tar")
-
-    reference = [shard(f"ref-{i}", i, 300) for i in range(3)]
-    clean = [shard(f"clean-{i}", 10 + i, n) for i, n in enumerate(CLEAN_SIZES)]
-    drifted = [shard(f"drift-{i}", 30 + i, 60, shift=2.0) for i in range(3)]
-    store = ProfileStore(str(root / "store"))
-    profile_shards(reference + clean + drifted, store, progress=False)
-    store.build_reference("ref", reference)
+    made = write_gated_corpus(root, CLEAN_SIZES, 3)
+    clean, drifted = made["clean"], made["drifted"]
     return {
         "train": clean + drifted,
         "clean": clean,

@@ -14,35 +14,15 @@ from torch.utils.data import DataLoader, get_worker_info
 
 import driftloader as dl
 from driftloader.distributed import Placement
-from driftloader.profiling import profile_shards
-from driftloader.store import ProfileStore
 
-from .conftest import write_shard
+from .conftest import write_gated_corpus
 
 CLEAN_SIZES = [40, 30, 35, 45, 25, 50]
 
 
-def _write_corpus(root: Path) -> dict:
-    """A reference, clean shards of uneven sizes and drifted ones, all profiled."""
-    data = root / "data"
-    data.mkdir()
-
-    def shard(name: str, seed: int, n: int, shift: float = 0.0) -> str:
-        write_shard(data / f"{name}.tar", n, seed=seed, start=seed * 1000, shift=shift)
-        return str(data / f"{name}.tar")
-
-    reference = [shard(f"ref-{i}", i, 300) for i in range(3)]
-    clean = [shard(f"clean-{i}", 10 + i, n) for i, n in enumerate(CLEAN_SIZES)]
-    drifted = [shard(f"drift-{i}", 30 + i, 60, shift=2.0) for i in range(6)]
-    store = ProfileStore(str(root / "store"))
-    profile_shards(reference + clean + drifted, store, progress=False)
-    store.build_reference("ref", reference)
-    return {"store": store, "clean": clean, "drifted": drifted}
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return _write_corpus(tmp_path_factory.mktemp("equalize"))
+    return write_gated_corpus(tmp_path_factory.mktemp("equalize"), CLEAN_SIZES, 6)
 
 
 def _skipping(corpus: dict, urls: list[str], **kwargs) -> dl.DriftDataset:
@@ -97,7 +77,9 @@ def test_a_quarantined_shard_is_planned_excluded_and_ranks_stay_equal(tmp_path, 
     from driftloader.check import check_shards
     from driftloader.versions import quarantine
 
-    corpus = _write_corpus(tmp_path)  # its own store: the exclusion list stays in this test
+    corpus = write_gated_corpus(
+        tmp_path, CLEAN_SIZES, 6
+    )  # its own store: the exclusion list stays in this test
     store, clean, bad = corpus["store"], corpus["clean"], corpus["drifted"][0]
     urls = [clean[0], clean[1], bad, clean[2]]  # unshuffled: bad falls to rank 0 of 2
     check_shards(urls, store, "ref")
