@@ -787,24 +787,28 @@ class HashedTokens(Sketch):
         return (hashes % _U64(self.buckets)).astype(np.intp)
 
     def document_buckets(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(document, bucket) of every n-gram this sketch would count in ``texts`` (an object
-        array, ``None`` = missing), with documents indexed by position in ``texts``: what a
-        per-document score over buckets (a log-likelihood ratio) needs."""
+        """(document, bucket) of every n-gram this sketch counts in ``texts`` (an object array,
+        ``None`` = missing), with documents indexed by position in ``texts``: what a
+        per-document score over buckets (a log-likelihood ratio) needs. Over all documents the
+        buckets are exactly those ``update(texts)`` counts."""
         values = np.asarray(texts, dtype=object).ravel()
         present = np.flatnonzero(~np.equal(values, None))
-        # A NUL inside a text would read as a document separator: make it a space.
-        texts = [str(t).replace(_DOC_SEP, " ") for t in values[present].tolist()]
-        tokens = _tokenize_batch(texts) if texts else []
-        if not tokens:
+        pieces = [str(t).lower() for t in values[present].tolist()]
+        joined = _DOC_SEP.join(pieces)  # what update tokenizes (lowercasing commutes with join)
+        found = [(m.group(), m.start()) for m in _TOKEN_RE.finditer(joined)]
+        if not found:
             return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp)
+        tokens, at = zip(*found)
         h, is_word = _hashed(np.array(tokens, dtype=object))
-        doc = present[np.cumsum(~is_word)]  # separators sit between documents
+        # a document's tokens start at or after its first character (a NUL inside a text is a
+        # separator token, as in update, but does not start a document)
+        starts = np.cumsum([0] + [len(piece) + 1 for piece in pieces[:-1]])
+        doc = present[np.searchsorted(starts, np.array(at), side="right") - 1]
         docs, buckets = [doc[is_word]], []
         for i, grams in enumerate(self._grams(h, is_word)):
             buckets.append(self._bucket(grams))
             if i:  # a bigram belongs to the document of its first word
-                pair = is_word[:-1] & is_word[1:]
-                docs.append(doc[:-1][pair])
+                docs.append(doc[:-1][is_word[:-1] & is_word[1:]])
         return np.concatenate(docs), np.concatenate(buckets)
 
     def _merge(self, other: HashedTokens) -> None:
