@@ -496,6 +496,9 @@ class DriftDataset(IterableDataset):
     ) -> Iterator:
         if self.gate is not None:  # seeds resampling: other draws in each epoch and pass
             self.gate.epoch, self.gate.repeat = epoch, progress.sub
+            if not resumed:  # the shards a resumed pass must profile again are only its own
+                self.gate.pinned = set()
+            self.gate.first_pass = set(self.gate.pinned)
         epoch = _pass_seed(epoch, progress.sub)
         ctx = P.Context(self.seed, epoch, where.rank, where.worker)
         shards = self.shards_for(where, epoch)
@@ -691,6 +694,7 @@ class DriftDataset(IterableDataset):
             "yielded": 0 if progress is None else progress.produced,
             "progress": None if progress is None else asdict(progress),
             "decisions": [] if self.gate is None else copy.deepcopy(self.gate.results),
+            "first_pass": [] if self.gate is None else sorted(map(list, self.gate.first_pass)),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -722,6 +726,7 @@ class DriftDataset(IterableDataset):
         self._progress = None
         if self.gate is not None:
             self.gate.results = copy.deepcopy(list(state["decisions"]))
+            self.gate.pinned = {(url, version) for url, version in state.get("first_pass", [])}
 
     def _check_shards(self, saved: list) -> None:
         mine = [[s.url, s.version] for s in self.shards]

@@ -10,15 +10,16 @@ Policies:
   otherwise it is passed on, re-checked at its end, and its profile stored, so that the next
   epoch (any rank, any run) decides before reading.
 * ``"reweight"``: every sample carries ``"__weight__"``, an estimate of p_ref(x) / p_shard(x)
-  from the sketches of the drifted features, clipped, mean 1 per batch; undrifted shards get 1.0.
+  from the sketches of the drifted features (the stored profile's, else the probe window's),
+  clipped, mean 1 per batch; undrifted shards get 1.0.
 * ``"resample"``: the same weights, applied by drawing instead of by the loss: each batch of a
   drifted shard is replaced by as many samples drawn in proportion to their weights
   (systematic resampling: a sample of weight w appears floor(w) or ceil(w) times), so the
   training loop needs no change. Counts per shard are kept; repeated samples are copies of the
   same dict (same ``__key__``). The draws depend on the dataset's seed, the epoch and the shard,
-  so they differ between epochs, agree across ranks, and replay exactly on resume once the
-  shard's profile is stored (in its first, profiling pass the weights come from a running
-  sketch that compacts at random: see docs/distributed.md, "Resumption").
+  so they differ between epochs, agree across ranks, and replay exactly on resume. A shard
+  without a stored profile is weighed from its probe window's profile (exact up to the KLL
+  sketches' k = 400 samples, so every run weighs it alike; see docs/distributed.md).
 
 Decisions made from stored profiles depend only on (profile, reference, config), so every
 worker and rank takes the same ones. Every decision goes to ``report()`` and the store's catalog.
@@ -101,6 +102,11 @@ class ShardGate:
         self.results: list[dict] = []
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
         self._exclusions: set[tuple[str, str | None]] | None = None
+        # Shards read on the profiling path (no stored profile) since this gate was made, and,
+        # after a resume, those the saved run had read so: they are replayed the same way even
+        # if their profiles are stored by now (dataset state "first_pass").
+        self.first_pass: set[tuple[str, str | None]] = set()
+        self.pinned: set[tuple[str, str | None]] = set()
         if reference is not None:
             self._check_fingerprint(self.reference)
 
@@ -134,6 +140,8 @@ class ShardGate:
         if self.reference_name is not None and self._is_excluded(shard):
             self._record(shard, {"action": "excluded", "drifted": True, "n": 0})
             return False
+        if (shard.url, shard.version) in self.pinned:
+            return True  # it was being profiled when the resumed state was saved: as then
         stored = self.store.get_profile(shard.url, shard.version)
         if stored is None:
             return not self._dropped_before(shard)
@@ -216,13 +224,20 @@ class ShardGate:
             sidecar=self.sidecar,
         )
         reference = self.reference
+        self.first_pass.add((shard.url, shard.version))
         weights = _WeightTally(self._draws(shard))
+        basis: tuple[Profile, ShardDrift] | None = None
         probed = self.policy == "monitor" or reference is None
         for chunk in _chunks(samples, BATCH if probed else self.probe):
             batch = profiler.add_batch(chunk)
             if not probed:
                 probed = True
                 drift = compare(profiler.profile, reference, self.config)
+                if self.policy in WEIGHTED:
+                    # The probe window's profile weighs the whole shard: up to the quantile
+                    # sketches' k samples it is exact, so the weights (and draws) are the same
+                    # in every run and replay on resume; later sketches compact at random.
+                    basis = (profiler.profile.copy(), drift)
                 if self.policy == "skip" and drift.drifted:
                     close = getattr(samples, "close", None)
                     if close is not None:
@@ -231,9 +246,9 @@ class ShardGate:
                         self.store.put_probe(profiler.profile)
                     self._decide(shard, drift, "dropped after probe", profiler.profile.n)
                     return
-            if self.policy in WEIGHTED:
-                drift = compare(profiler.profile, reference, self.config)
-                w = importance_weights(batch, profiler.profile, reference, drift, self.clip)
+            if basis is not None:
+                probe_profile, probe_drift = basis
+                w = importance_weights(batch, probe_profile, reference, probe_drift, self.clip)
                 yield from weights.apply(chunk, w)
             else:
                 yield from chunk
@@ -243,8 +258,8 @@ class ShardGate:
         if reference is not None:
             drift = compare(profile, reference, self.config)
             summary = weights.summary() if weights.n else {}
-            # Weights are computed from the profile so far: a shard that ends undrifted may
-            # still have had some of its samples weighted (or redrawn) on the way.
+            # Weights come from the probe window: a shard that ends undrifted may still have
+            # had its samples weighted (or redrawn), and one that ends drifted may not.
             acted = drift.drifted or weights.changed
             action = _ACTIONS[self.policy] if acted else "passed"
             self._decide(shard, drift, action, profile.n, **summary)

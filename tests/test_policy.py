@@ -319,3 +319,38 @@ def test_drift_report_sees_decisions_taken_in_dataloader_workers(corpus):
         "clean-1.tar": "passed",
         "drifted.tar": "dropped after probe",
     }
+
+
+@pytest.mark.parametrize("policy", ["resample", "reweight"])
+def test_first_pass_weights_replay_exactly_on_resume(corpus, tmp_path, policy):
+    """Shards without stored profiles: weights come from the probe window (exact sketches),
+    so two runs draw alike, and a resume replays the shards the saved run was profiling even
+    after the crashed run went on to store their profiles."""
+    import json
+    import shutil
+
+    root = Path(corpus["store"].url)
+
+    def fresh_store(name: str) -> str:
+        shutil.copytree(root, tmp_path / name)  # the reference only: nothing profiled yet
+        return str(tmp_path / name)
+
+    def make(store: str) -> dl.DriftDataset:
+        ds = dl.DriftDataset(
+            [corpus["clean"][0], corpus["covariate"], corpus["clean"][1]],
+            store=store,
+            reference="ref",
+            policy=policy,
+        )
+        return ds.shuffle(100).map(lambda s: (s["__key__"], s.get("__weight__")))
+
+    whole = list(make(fresh_store("a")))
+    assert whole == list(make(fresh_store("b")))  # the same draws and weights in every run
+    crashed = make(fresh_store("c"))
+    it = iter(crashed)
+    head = [next(it) for _ in range(500)]
+    state = json.loads(json.dumps(crashed.state_dict()))
+    list(it)  # the crashed run goes on and stores every shard's profile
+    resumed = make(str(tmp_path / "c"))
+    resumed.load_state_dict(state)
+    assert head + list(resumed) == whole
