@@ -87,7 +87,21 @@ def _splits(splitter: Any, kind: str) -> bool | None:
     )
 
 
-def _refuse_unsupported(resampled: bool, cache_dir: str | None) -> None:
+def _refuse_unsupported(
+    resampled: bool, cache_dir: str | None, repeat: bool, member_filters: dict[str, Any]
+) -> None:
+    if repeat:
+        raise ValueError(
+            "repeat=True (the shard list forever) is not supported: use .with_epoch(n) for a "
+            "fixed number of items per epoch, repeating the shards in a new order"
+        )
+    given = [name for name, fn in member_filters.items() if fn is not None]
+    if given:
+        raise ValueError(
+            f"{'/'.join(given)}=: driftloader profiles whole samples as they are stored, so "
+            "profiles from training and from `driftloader profile` agree; drop or rename fields "
+            "after reading instead: .map_dict(...), .rename(...), .to_tuple(...)"
+        )
     if resampled:
         raise ValueError(
             "resampled=True (shards drawn with replacement, forever) is not supported: "
@@ -157,7 +171,9 @@ class DriftDataset(IterableDataset):
     ``single_node_only``; other splitters are refused) and ``empty_check`` (raise when this
     rank and worker yield no sample; off by default, unlike webdataset, because more workers
     than shards is legitimate here). Giving an argument and its alias raises ``ValueError``,
-    and so do ``resampled=True`` (use ``.with_epoch(n)``) and ``cache_dir=`` (not supported).
+    and so do ``resampled=True`` / ``repeat=True`` (use ``.with_epoch(n)``), ``cache_dir=`` and
+    ``select_files=`` / ``rename_files=`` (profiles see whole samples); ``detshuffle`` is
+    accepted (shuffles here are always deterministic by ``(seed, epoch)``).
     With ``store=`` each shard's profile is written to the store as it is read; with
     ``reference=`` and ``policy=`` drifted shards are monitored, skipped, reweighted or
     resampled.
@@ -208,9 +224,19 @@ class DriftDataset(IterableDataset):
         workersplitter: Any = _NOT_GIVEN,
         resampled: bool = False,
         cache_dir: str | None = None,
+        repeat: bool = False,
+        detshuffle: bool = True,
+        select_files: Callable[[str], bool] | None = None,
+        rename_files: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__()
-        _refuse_unsupported(resampled, cache_dir)
+        _refuse_unsupported(
+            resampled,
+            cache_dir,
+            repeat,
+            {"select_files": select_files, "rename_files": rename_files},
+        )
+        del detshuffle  # shard and sample shuffles are always deterministic by (seed, epoch)
         shuffle = _one_of(
             "shuffle", shuffle, "shardshuffle", shardshuffle, _shard_shuffle(shardshuffle), True
         )

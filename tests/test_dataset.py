@@ -296,6 +296,17 @@ def test_resampled_and_cache_dir_are_refused_clearly(local_shards, tmp_path):
     dl.DriftDataset(local_shards, resampled=False, cache_dir=None)
 
 
+def test_more_webdataset_arguments(local_shards):
+    with pytest.raises(ValueError, match=r"repeat=True.*\.with_epoch\(n\)"):
+        dl.DriftDataset(local_shards, repeat=True)
+    with pytest.raises(ValueError, match=r"select_files=.*whole samples.*\.rename"):
+        dl.DriftDataset(local_shards, select_files=lambda name: True)
+    with pytest.raises(ValueError, match="rename_files="):
+        dl.DriftDataset(local_shards, rename_files=str.upper)
+    keys = [s["__key__"] for s in dl.DriftDataset(local_shards, detshuffle=True)]
+    assert keys == [s["__key__"] for s in dl.DriftDataset(local_shards, detshuffle=False)]
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_rename_matches_webdataset(local_shards, keep):
     names = dict(image="jpg;x.npy", label="cls", extra=["png", "txt"])
