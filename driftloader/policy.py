@@ -202,7 +202,8 @@ class ShardGate:
                 count += 1
                 yield sample
             if drift is not None:
-                self._decide(shard, drift, "passed", count)
+                unweighted = {"ess": count} if self.policy in WEIGHTED else {}
+                self._decide(shard, drift, "passed", count, **unweighted)
             return
         weights = _WeightTally(self._draws(shard))
         for chunk in _chunks(samples, BATCH):
