@@ -138,15 +138,18 @@ class ProfileStore:
                 raise ValueError(f"store {self.url!r}: {path!r} is a file, not a folder")
             return
         bucket = self.root.split("/", 1)[0]
-        try:
-            found = self.fs.exists(bucket)
-        except PermissionError:  # may list nothing at the top, may still write below
+        head = getattr(self.fs, "call_s3", None)
+        if head is None:  # other object stores: their first write will tell
             return
-        if not found:
+        try:
+            head("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
             raise ValueError(
-                f"store {redact(self.url)}: bucket {bucket!r} does not exist (or is not "
-                "visible with these credentials): create it, or fix the store URL"
-            )
+                f"store {redact(self.url)}: bucket {bucket!r} does not exist: create it, or fix "
+                "the store URL"
+            ) from None
+        except Exception:  # e.g. no s3:ListBucket permission: writes may still be allowed
+            return
 
     # -- paths ---------------------------------------------------------------------------------
 
