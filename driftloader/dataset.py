@@ -783,9 +783,15 @@ class DriftDataset(IterableDataset):
             )
         return resume
 
-    def drift_report(self, include_store: bool = True) -> list[dict]:
+    def drift_report(self, include_store: bool = True, epoch: int | None = None) -> list[dict]:
         """Per-shard decisions taken since this dataset was made: by this process and, with
-        ``include_store``, by DataLoader workers and other ranks (read back from the catalog)."""
+        ``include_store``, by DataLoader workers and other ranks (read back from the catalog;
+        the catalog keeps each shard's latest decision). Each row names its ``epoch``; pass
+        ``epoch=`` for that epoch's rows only."""
+        rows = self._drift_rows(include_store)
+        return rows if epoch is None else [r for r in rows if r.get("epoch") == epoch]
+
+    def _drift_rows(self, include_store: bool) -> list[dict]:
         if self.gate is None:
             return []
         rows = self.gate.report()

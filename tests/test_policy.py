@@ -170,6 +170,10 @@ def test_an_undrifted_shard_is_reported_passed_with_its_epoch(corpus, policy):
     assert len(list(ds)) == N
     (row,) = ds.drift_report(include_store=False)
     assert row["action"] == "passed" and not row["drifted"] and row["epoch"] == 3
+    ds.set_epoch(4)
+    assert len(list(ds)) == N
+    assert [r["epoch"] for r in ds.drift_report(include_store=False)] == [3, 4]
+    assert [r["epoch"] for r in ds.drift_report(epoch=4)] == [4]
 
 
 def test_reweight_saturation_shows_in_the_effective_sample_size(corpus):
