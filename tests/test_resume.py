@@ -14,10 +14,8 @@ import torch
 
 import driftloader as dl
 from driftloader.errors import VersionMismatch
-from driftloader.profiling import profile_shards
-from driftloader.store import ProfileStore
 
-from .conftest import write_shard
+from .conftest import write_gated_corpus, write_shard
 
 
 def _norm(x: Any) -> Any:
@@ -117,20 +115,10 @@ def test_with_epoch_repeats(shards, k):
 
 @pytest.fixture
 def gated(tmp_path: Path) -> dict:
-    """A reference, clean shards and one drifted shard, all profiled in a store."""
-    data = tmp_path / "data"
-    data.mkdir()
-
-    def shard(name: str, seed: int, n: int, shift: float = 0.0) -> str:
-        write_shard(data / f"{name}.tar", n, seed=seed, start=seed * 1000, shift=shift)
-        return str(data / f"{name}.tar")
-
-    reference = [shard(f"ref-{i}", i, 300) for i in range(3)]
-    train = [shard("a", 10, 40), shard("bad", 11, 50, shift=2.0), shard("b", 12, 30)]
-    store = ProfileStore(str(tmp_path / "store"))
-    profile_shards(reference + train, store, progress=False)
-    store.build_reference("ref", reference)
-    return {"store": store, "train": train}
+    """A reference, two clean shards (40 and 30 samples) around a drifted one (60), profiled."""
+    corpus = write_gated_corpus(tmp_path, [40, 30], 1)
+    a, b = corpus["clean"]
+    return {"store": corpus["store"], "train": [a, corpus["drifted"][0], b]}
 
 
 @pytest.mark.parametrize("k", [0, 10, 45, 69, 70])
@@ -163,7 +151,7 @@ def test_resample_policy_resumes_with_the_same_draws(gated, k):
         return ds.shuffle(30).map(lambda s: s["__key__"])
 
     keys = list(make())
-    assert len(keys) == 120 and len(set(keys)) < 120  # the drifted shard was resampled
+    assert len(keys) == 130 and len(set(keys)) < 130  # the drifted shard was resampled
     check_resume(make, k)
 
 
@@ -192,7 +180,7 @@ def test_changed_data_or_seed_is_refused(gated, tmp_path):
         make(seed=1).load_state_dict(state)
     write_shard(gated["train"][0], 41, seed=99)
     os.utime(gated["train"][0], (1, 1))
-    with pytest.raises(VersionMismatch, match="a.tar"):
+    with pytest.raises(VersionMismatch, match="clean-0.tar"):
         make().load_state_dict(state)
     with pytest.raises(ValueError, match="version 1"):
         make().load_state_dict({"version": 7})
