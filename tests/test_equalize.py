@@ -31,16 +31,21 @@ def _skipping(corpus: dict, urls: list[str], **kwargs) -> dl.DriftDataset:
     )
 
 
+def _as_rank(make, rank: int, world: int, monkeypatch, epoch: int) -> dl.DriftDataset:
+    """A fresh dataset made as simulated rank ``rank`` of ``world``, at ``epoch``."""
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    ds = make()
+    ds.set_epoch(epoch)
+    return ds
+
+
 def _by_rank(make, world: int, monkeypatch: pytest.MonkeyPatch, epoch: int = 0) -> list[list]:
     """The keys each of ``world`` simulated ranks yields (a fresh dataset per rank)."""
-    out = []
-    for rank in range(world):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", str(world))
-        ds = make()
-        ds.set_epoch(epoch)
-        out.append([s["__key__"] for s in ds])
-    return out
+    return [
+        [s["__key__"] for s in _as_rank(make, rank, world, monkeypatch, epoch)]
+        for rank in range(world)
+    ]
 
 
 def _tagged(sample: dict) -> tuple[int, str]:
@@ -51,10 +56,7 @@ def _by_rank_and_worker(make, world: int, workers: int, monkeypatch, epoch: int)
     """The keys each rank x DataLoader worker yields, rank-major."""
     out = []
     for rank in range(world):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", str(world))
-        ds = make()
-        ds.set_epoch(epoch)
+        ds = _as_rank(make, rank, world, monkeypatch, epoch)
         loader = DataLoader(ds.map(_tagged), batch_size=None, num_workers=workers)
         mine: list[list] = [[] for _ in range(workers)]
         for worker, key in loader:
