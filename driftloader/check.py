@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from .drift import DriftConfig, ShardDrift, compare
-from .errors import DriftloaderError
 from .profiling import Metadata, ProfilingSummary, profile_shards
-from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
+from .sources import expand_urls, redact, stat_shards
 from .store import ProfileStore
 
 
@@ -44,7 +42,12 @@ def check_shards(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error={on_error!r}; use 'raise' or 'skip'")
     ref = store.get_reference(reference)
-    shards, missing = _stat(expand_urls(urls, storage_options), storage_options, on_error)
+    missing: list[tuple[str, str]] = []
+    shards = stat_shards(
+        expand_urls(urls, storage_options),
+        storage_options,
+        failed=missing if on_error == "skip" else None,
+    )
     summary = ProfilingSummary()
     if shards:
         summary = profile_shards(
@@ -85,22 +88,3 @@ def check_shards(
                 },
             )
     return results
-
-
-def _stat(
-    shards: list[Shard], storage_options: dict | None, on_error: str
-) -> tuple[list[Shard], list[tuple[str, str]]]:
-    """The shards with their current versions; under ``"skip"`` the ones that cannot be
-    stat'ed (missing, a changed pinned version) are returned apart as ``(url, message)``."""
-    if on_error == "raise":
-        return stat_shards(shards, storage_options), []
-
-    def one(shard: Shard) -> Shard | tuple[str, str]:
-        try:
-            return stat_shard(shard, storage_options)
-        except (DriftloaderError, OSError) as e:
-            return (redact(shard.url), str(e))
-
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(shards)))) as pool:
-        found = list(pool.map(one, shards))
-    return [s for s in found if isinstance(s, Shard)], [f for f in found if isinstance(f, tuple)]

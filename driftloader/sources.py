@@ -12,7 +12,7 @@ from typing import Any
 
 import fsspec
 
-from .errors import NoShardsError, ShardReadError, VersionMismatch
+from .errors import DriftloaderError, NoShardsError, ShardReadError, VersionMismatch
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
 _BRACE_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
@@ -304,11 +304,30 @@ def _stat_pinned(fs: Any, path: str, shard: Shard) -> Shard:
 
 
 def stat_shards(
-    shards: Iterable[Shard], storage_options: dict | None = None, threads: int = 16
+    shards: Iterable[Shard],
+    storage_options: dict | None = None,
+    threads: int = 16,
+    failed: list[tuple[str, str]] | None = None,
 ) -> list[Shard]:
-    """Stat many shards concurrently (object stores answer HEADs in parallel)."""
+    """Stat many shards concurrently (object stores answer HEADs in parallel).
+
+    With a ``failed`` list, a shard that cannot be stat'ed (missing, a changed pinned version)
+    is left out and appended to it as ``(url, message)`` instead of raising."""
+
+    def stat(shard: Shard) -> Shard | tuple[str, str]:
+        if failed is None:
+            return stat_shard(shard, storage_options)
+        try:
+            return stat_shard(shard, storage_options)
+        except (DriftloaderError, OSError) as e:
+            return (redact(shard.url), str(e))
+
     shards = list(shards)
     if len(shards) <= 1:
-        return [stat_shard(s, storage_options) for s in shards]
-    with ThreadPoolExecutor(max_workers=min(threads, len(shards))) as pool:
-        return list(pool.map(lambda s: stat_shard(s, storage_options), shards))
+        found = [stat(s) for s in shards]
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(shards))) as pool:
+            found = list(pool.map(stat, shards))
+    if failed is not None:
+        failed.extend(f for f in found if isinstance(f, tuple))
+    return [s for s in found if isinstance(s, Shard)]
