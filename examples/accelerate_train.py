@@ -17,7 +17,6 @@ Several processes on CPU (gloo):
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
-from gated_shards import build, to_tensors  # examples/gated_shards.py
+from gated_shards import build, print_summary, to_tensors  # examples/gated_shards.py
 
 import driftloader as dl
 from driftloader.demo import CLASSES, FEATURES
@@ -110,17 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.end_training()  # destroy the process group
     if not accelerator.is_main_process:
         return
-    for epoch in map(str, range(args.epochs)):
-        ranks = summary["ranks"]
-        seen = [len(rank["seen"][epoch]) for rank in ranks]
-        steps = [rank["steps"][epoch] for rank in ranks]
-        loss = np.mean([rank["loss"][epoch] for rank in ranks])
-        print(f"epoch {epoch}: samples per process {seen}, steps {steps}, loss {loss:.3f}")
-    latest = {Path(row["url"]).name: row for row in summary["report"]}  # a row per shard and epoch
-    for name, row in sorted(latest.items()):
-        print(f"  {row['action']:<8} {name:<24} drift score {row['score']:6.1f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary))
+    print_summary(summary, args.epochs, "process", args.json)
 
 
 if __name__ == "__main__":

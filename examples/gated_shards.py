@@ -6,6 +6,7 @@ reference shards with the demo's generator, profiles them and builds the referen
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,19 @@ def to_tensors(batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     keys, x, y = batch
     ids = torch.tensor([sample_id(k) for k in keys])
     return ids, torch.as_tensor(x), torch.as_tensor(y).long()
+
+
+def print_summary(summary: dict, epochs: int, unit: str, json_path: str | None) -> None:
+    """Per epoch: samples and steps per rank / process and the mean loss; then each shard's
+    latest decision; and the whole summary as JSON to ``json_path`` if given."""
+    ranks = summary["ranks"]
+    for epoch in map(str, range(epochs)):
+        seen = [len(rank["seen"][epoch]) for rank in ranks]
+        steps = [rank["steps"][epoch] for rank in ranks]
+        loss = np.mean([rank["loss"][epoch] for rank in ranks])
+        print(f"epoch {epoch}: samples per {unit} {seen}, steps {steps}, loss {loss:.3f}")
+    latest = {Path(row["url"]).name: row for row in summary["report"]}  # a row per shard and epoch
+    for name, row in sorted(latest.items()):
+        print(f"  {row['action']:<8} {name:<24} drift score {row['score']:6.1f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary))

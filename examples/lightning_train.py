@@ -20,7 +20,6 @@ dataset position into Lightning's checkpoints (with ``num_workers=0``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from gated_shards import build, to_tensors  # examples/gated_shards.py
+from gated_shards import build, print_summary, to_tensors  # examples/gated_shards.py
 
 import driftloader as dl
 from driftloader.demo import CLASSES, FEATURES
@@ -183,17 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     if summary["global_rank"] != 0:
         return
-    ranks = summary["ranks"]
-    for epoch in map(str, range(args.epochs)):
-        seen = [len(rank["seen"][epoch]) for rank in ranks]
-        steps = [rank["steps"][epoch] for rank in ranks]
-        loss = np.mean([rank["loss"][epoch] for rank in ranks])
-        print(f"epoch {epoch}: samples per rank {seen}, steps per rank {steps}, loss {loss:.3f}")
-    latest = {Path(row["url"]).name: row for row in summary["report"]}  # a row per shard and epoch
-    for name, row in sorted(latest.items()):
-        print(f"  {row['action']:<8} {name:<24} drift score {row['score']:6.1f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary))
+    print_summary(summary, args.epochs, "rank", args.json)
 
 
 if __name__ == "__main__":
