@@ -495,8 +495,7 @@ class DriftDataset(IterableDataset):
 
     def _check_single_node(self) -> None:
         """webdataset's ``nodesplitter=single_node_only``: more than one rank is an error."""
-        rank_world = self._rank_world if self._rank_world and not _initialised() else None
-        _, world = rank_world or rank_and_world()
+        world = placement(True, False, self._rank_world).world_size  # ranks, as if splitting
         if world > 1:
             raise ValueError(
                 f"nodesplitter=single_node_only but there are {world} ranks: pass "
