@@ -29,6 +29,7 @@ from .errors import ShardReadError
 from .features import FeatureBatch, featurizer_from
 from .profile import Profile, ProfileConfig
 from .reader import read_shard
+from .shardversion import version_id_of
 from .sources import (
     Shard,
     expand_urls,
@@ -241,7 +242,7 @@ def _check_on_error(on_error: str) -> str:
 
 def _read_target(shard: Shard) -> Shard:
     """The shard to read: pinned to its S3 VersionId so the bytes match the version we key by."""
-    if shard.version and shard.version.startswith("v:") and not shard.pinned:
+    if version_id_of(shard.version) and not shard.pinned:
         return dataclasses.replace(shard, pinned=True)
     return shard
 

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import ShardReadError
+from .shardversion import version_id_of
 from .sources import Shard, filesystem, protocol_of, redact
 
 BLOCK = 512
@@ -130,8 +131,9 @@ class ResumableStream:
 
     def _open(self, offset: int):
         kwargs: dict = {}
-        if self.shard.pinned and self.shard.version and self.shard.version.startswith("v:"):
-            kwargs["version_id"] = self.shard.version[2:]
+        version_id = version_id_of(self.shard.version)
+        if self.shard.pinned and version_id:
+            kwargs["version_id"] = version_id
         if protocol_of(self.shard.url) in ("s3", "s3a"):
             kwargs["cache_type"] = "none"  # our reads are already large sequential blocks
         open_ = self._opener or self._fs.open

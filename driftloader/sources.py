@@ -13,6 +13,7 @@ from typing import Any
 import fsspec
 
 from .errors import DriftloaderError, NoShardsError, ShardReadError, VersionMismatch
+from .shardversion import ShardVersion
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
 _BRACE_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
@@ -30,6 +31,11 @@ class Shard:
     version: str | None = None
     size: int | None = None
     pinned: bool = False
+
+    @property
+    def parsed_version(self) -> ShardVersion | None:
+        """The version as a ``ShardVersion`` (None when unknown)."""
+        return ShardVersion.parse(self.version)
 
 
 # ---------------------------------------------------------------------------------- braces
@@ -235,19 +241,8 @@ def _resolve_shard(shard: Shard, base: str) -> Shard:
 
 def shard_version(info: dict) -> str | None:
     """A version string from an fsspec ``info()`` dict: VersionId, else ETag, else size+mtime."""
-    version_id = info.get("VersionId") or info.get("version_id")
-    if version_id and version_id != "null":
-        return f"v:{version_id}"
-    etag = info.get("ETag") or info.get("etag")
-    if etag:
-        return f"e:{str(etag).strip(chr(34))}"
-    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
-    if hasattr(mtime, "timestamp"):
-        mtime = mtime.timestamp()
-    size = info.get("size")
-    if size is None and mtime is None:
-        return None
-    return f"s:{size}-{mtime if mtime is None else repr(float(mtime))}"
+    version = ShardVersion.from_info(info)
+    return str(version) if version is not None else None
 
 
 def stat_shard(shard: Shard, storage_options: dict | None = None) -> Shard:
@@ -283,10 +278,10 @@ def _stat_pinned(fs: Any, path: str, shard: Shard) -> Shard:
     ``v:`` versions are looked up by VersionId (a deleted version fails); ``e:`` versions are
     compared with the current ETag (an overwritten shard fails instead of reading new bytes).
     """
-    version = shard.version or ""
-    if version.startswith("v:") and _version_aware(fs):
+    version = shard.parsed_version
+    if version is not None and version.version_id and _version_aware(fs):
         try:
-            info = _info(fs, path, shard.url, version_id=version[2:])
+            info = _info(fs, path, shard.url, version_id=version.version_id)
         except ShardReadError as e:
             raise VersionMismatch(
                 f"{redact(shard.url)}: pinned version {version} no longer exists ({e}); "
@@ -295,7 +290,7 @@ def _stat_pinned(fs: Any, path: str, shard: Shard) -> Shard:
     else:
         info = _info(fs, path, shard.url)
         current = shard_version({"ETag": info.get("ETag") or info.get("etag")})
-        if version.startswith("e:") and current and current != version:
+        if version is not None and version.etag and current and current != str(version):
             raise VersionMismatch(
                 f"{redact(shard.url)}: pinned version {version} but storage now holds {current}; "
                 "the shard was overwritten since the snapshot; take a new snapshot"

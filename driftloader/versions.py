@@ -22,6 +22,7 @@ from typing import Any
 from .drift import ShardDrift, compare
 from .errors import DriftloaderError, FingerprintMismatch
 from .profile import Profile
+from .shardversion import version_id_of
 from .sources import Shard, expand_urls, filesystem, protocol_of, read_manifest, stat_shards
 from .store import ProfileStore, check_reference_name, shard_key, unique_shards
 
@@ -287,8 +288,9 @@ def _tag(url: str, version: str | None, tags: dict, storage_options: dict | None
         return "object tagging needs S3"
     fs = filesystem(url, storage_options)
     path = fs._strip_protocol(url)
-    if version and version.startswith("v:") and getattr(fs, "version_aware", False):
-        path = f"{path}?versionId={version[2:]}"
+    version_id = version_id_of(version)
+    if version_id and getattr(fs, "version_aware", False):
+        path = f"{path}?versionId={version_id}"
     try:
         fs.put_tags(path, tags, mode="m")
     except (OSError, DriftloaderError, ValueError) as e:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from driftloader.errors import NoShardsError, ShardReadError
+from driftloader.shardversion import ShardVersion, version_id_of
 from driftloader.sources import (
     Shard,
     braceexpand,
@@ -75,6 +76,23 @@ def test_version_precedence():
     assert shard_version({"VersionId": "abc", "ETag": '"e"'}) == "v:abc"
     assert shard_version({"VersionId": "null", "ETag": '"e"'}) == "e:e"
     assert shard_version({"size": 3, "mtime": 1.5}) == "s:3-1.5"
+
+
+@pytest.mark.parametrize("text", ["v:3HL4kqtJ", "e:9b2cf535f27731c974343645a3985328", "s:3-1.5"])
+def test_shard_version_text_round_trips(text):
+    version = ShardVersion.parse(text)
+    assert str(version) == text and ShardVersion.parse(str(version)) == version
+    assert Shard("x.tar", text).parsed_version == version
+
+
+def test_shard_version_parts_and_bad_text():
+    assert ShardVersion.parse("v:abc").version_id == "abc"
+    assert ShardVersion.parse("v:abc").etag is None
+    assert ShardVersion.parse("e:x:y").etag == "x:y"  # only the first colon separates
+    assert version_id_of("e:abc") is None and version_id_of(None) is None
+    assert ShardVersion.parse(None) is None
+    with pytest.raises(ValueError, match="not a shard version.*'q:1'"):
+        ShardVersion.parse("q:1")
 
 
 def test_redact_strips_credentials():
