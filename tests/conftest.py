@@ -68,6 +68,29 @@ def s3fs_fresh(s3_env: str):
     s3fs.S3FileSystem.clear_instance_cache()
 
 
+@pytest.fixture
+def s3_proxy(s3_env: str) -> Iterator:
+    """A ``benchmarks.latency_proxy.LatencyProxy`` in front of the moto server, with no latency,
+    no cap and no faults until a test sets them. Give ``s3_proxy.endpoint`` to s3fs/boto3; set
+    ``latency_ms``/``mbps``, call ``add_fault(...)``, read ``counts``/``max_in_flight``/
+    ``requests`` on the object. Credentials come from ``s3_env``."""
+    from benchmarks.latency_proxy import LatencyProxy
+
+    with LatencyProxy(s3_env, lifetime_s=600) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def s3fs_proxy(s3_proxy):
+    """An s3fs filesystem reaching moto through ``s3_proxy``, with no cached instances."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_proxy.endpoint})
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 def make_sample(index: int, rng: np.random.Generator, shift: float = 0.0) -> dict:
     """One webdataset sample: a 64-float .npy, a class, a small JSON, a text and a blob."""
     x = (rng.standard_normal(64) + shift).astype(np.float32)
