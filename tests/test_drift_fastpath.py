@@ -14,8 +14,9 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from driftloader import drift
 from driftloader.drift import DriftConfig, ShardDrift, compare, importance_weights
+from driftloader.drift import stats as fast
+from driftloader.drift.views import CATEGORY_REFERENCES, QUANTILE_REFERENCES, SortedView
 from driftloader.features import Column, FeatureBatch
 from driftloader.profile import Profile
 from driftloader.sketches import CategoricalCounts, Quantiles
@@ -87,7 +88,7 @@ def test_sorted_view_answers_exactly_like_datasketches() -> None:
     g = np.random.default_rng(1)
     u = np.concatenate([(np.arange(2048) + 0.5) / 2048, [0.0, 1.0, 0.5], g.random(300)])
     for q in sketches():
-        view = drift._SortedView(q)
+        view = SortedView(q)
         values, cum = q.sorted_view()
         assert cum[-1] == q.count and np.all(np.diff(values) > 0) and np.all(np.diff(cum) > 0)
         np.testing.assert_array_equal(view.quantile(u), q.quantile(u))
@@ -128,7 +129,7 @@ def test_sorted_view_of_an_empty_sketch() -> None:
     q = Quantiles()
     values, cum = q.sorted_view()
     assert values.size == 0 and cum.size == 0
-    view = drift._SortedView(q)
+    view = SortedView(q)
     np.testing.assert_array_equal(view.quantile([0.1, 0.9]), q.quantile([0.1, 0.9]))
     np.testing.assert_array_equal(view.cdf([0.0, np.inf]), q.cdf([0.0, np.inf]))
 
@@ -234,13 +235,13 @@ def test_reference_cache_goes_with_the_reference() -> None:
     ref = make(70, 600, url="ref")
     compare(make(71, 600), ref)
     q, c = ref.numeric("normal")[1], ref.categorical("cls")
-    assert q in drift._REFERENCE_SIDES and c in drift._CATEGORY_REFERENCES
-    size = len(drift._REFERENCE_SIDES)
+    assert q in QUANTILE_REFERENCES and c in CATEGORY_REFERENCES
+    size = len(QUANTILE_REFERENCES)
     del ref, q, c
     import gc
 
     gc.collect()
-    assert len(drift._REFERENCE_SIDES) < size
+    assert len(QUANTILE_REFERENCES) < size
 
 
 def test_categorical_query_helpers() -> None:
@@ -258,14 +259,14 @@ def test_categorical_query_helpers() -> None:
 
 def test_p_values_equal_scipy_stats() -> None:
     for z in (0.0, -0.0, 1e-12, 0.3, -1.96, 5.0, 8.5, 37.0, 40.0, -60.0):
-        assert drift._z_p(z) == float(2.0 * stats.norm.sf(abs(z)))
+        assert fast.normal_p(z) == float(2.0 * stats.norm.sf(abs(z)))
     for x in (-1.0, 0.0, 1e-9, 0.05, 0.5, 1.0, 1.358, 3.0, 12.0):
-        assert drift._kolmogorov_sf(x) == float(stats.kstwobign.sf(x))
+        assert fast.kolmogorov_sf(x) == float(stats.kstwobign.sf(x))
     for df in (1, 2, 7, 150):
         for x in (0.0, 1e-6, 0.5, 3.84, 40.0, 1e4):
-            assert drift._chi2_sf(x, df) == float(stats.chi2.sf(x, df))
+            assert fast.chi2_sf(x, df) == float(stats.chi2.sf(x, df))
     for x_s, n_s, x_r, n_r in ((3, 1000, 0, 20000), (0, 500, 40, 20000), (12, 1000, 90, 20000)):
-        t = drift._rate_test("f", "numeric", "nan", x_s, n_s, x_r, n_r)
+        t = fast.rate_test(x_s, n_s, x_r, n_r)
         dist = stats.hypergeom(n_s + n_r, x_s + x_r, n_s)
         assert t.p == min(1.0, 2.0 * min(float(dist.cdf(x_s)), float(dist.sf(x_s - 1))))
 
@@ -276,4 +277,4 @@ def test_js_distance_equals_scipy() -> None:
         n = int(g.integers(2, 40))
         p, q = g.random(n) * (g.random(n) < 0.8), g.random(n) * (g.random(n) < 0.8)
         p[0] = q[0] = 1.0  # never all zero
-        assert drift._js_base2(p, q) == float(jensenshannon(p, q, base=2))
+        assert fast.js_distance(p, q) == float(jensenshannon(p, q, base=2))
