@@ -293,3 +293,62 @@ def test_kind_change_is_schema_drift(reference: Profile) -> None:
         "categorical",
         "numeric",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry of drift tests
+
+
+@pytest.fixture
+def extra_test():
+    """Registers a numeric test 'range' (max of the shard beyond the reference's) for one test."""
+    from driftloader.drift import DRIFT_TESTS, DriftTest, Evidence, register_test
+
+    def range_test(pair, cfg: DriftConfig) -> Evidence | None:
+        if not pair.ms.count or not pair.mr.count:
+            return None
+        beyond = max(pair.ms.max - pair.mr.max, 0.0) / pair.mr.std
+        return Evidence(beyond, beyond, 0.0 if beyond > 0 else 1.0)
+
+    test = register_test(DriftTest("numeric", "range", range_test, floor=0.5))
+    yield test
+    DRIFT_TESTS.remove(test)
+
+
+def test_a_registered_test_runs_with_its_floor(reference: Profile, extra_test) -> None:
+    batch, _ = shard(19)
+    b = batch["b"].values.copy()
+    b[0] = 25.0  # one outlier, 6 sigma beyond the reference max: no other test fires on it
+    prof = profile({**batch, "b": Column("numeric", b)})
+    result = compare(prof, reference)
+    rng = next(f for f in result.features if f.name == "b").detail["tests"]["range"]
+    assert rng["floor"] == 0.5 and rng["drifted"] and result.drifted
+    assert DriftConfig().floor("range") == 0.5
+    assert "range" in next(f for f in result.features if f.name == "a").detail["tests"]
+    raised = DriftConfig(floors={"range": 1e9})
+    assert raised.floor("range") == 1e9 and not compare(prof, reference, raised).drifted
+
+
+def test_floors_override_named_fields_and_config_stays_hashable() -> None:
+    cfg = DriftConfig(ks_floor=0.3, floors={"mean": 0.2})
+    assert (cfg.floor("ks"), cfg.floor("mean"), cfg.floor("nan")) == (0.3, 0.2, 0.005)
+    assert hash(cfg) == hash(DriftConfig(ks_floor=0.3, floors={"mean": 0.2})) != hash(DriftConfig())
+    with pytest.raises(ValueError, match="floors"):
+        DriftConfig(floors={"mean": 0})
+    with pytest.raises(KeyError, match="nope"):
+        DriftConfig().floor("nope")
+
+
+def test_register_test_refuses_duplicates_and_bad_floors() -> None:
+    from driftloader.drift import DriftTest, register_test
+    from driftloader.drift.numeric import ks_test
+
+    for bad in (
+        DriftTest("numeric", "ks", ks_test, floor="ks_floor"),  # already there
+        DriftTest("numeric", "nan2", ks_test, floor="no_such_field"),
+        DriftTest("numeric", "nan2", ks_test, floor=-1.0),
+        DriftTest("image", "nan2", ks_test, floor=0.1),  # no such feature kind
+        DriftTest("categorical", "ks", ks_test, floor=0.3),  # ks has another floor
+    ):
+        with pytest.raises(ValueError):
+            register_test(bad)
