@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from .errors import ShardReadError
 from .features import FeatureBatch, featurizer_from
 from .profile import Profile, ProfileConfig
-from .reader import read_shard
+from .records import read_samples
 from .shardversion import version_id_of
 from .sources import (
     Shard,
@@ -279,7 +279,7 @@ def profile_shard(
         sidecar=sidecar,
     )
     try:
-        for sample in read_shard(_read_target(shard), storage_options):
+        for sample in read_samples(_read_target(shard), storage_options):
             profiler.add(sample)
     except ShardReadError as e:
         if on_error == "raise":
