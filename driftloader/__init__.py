@@ -32,6 +32,8 @@ _WHERE = {
     "Profile": "profile",
     "profile_shards": "profiling",
     "read_shard": "reader",
+    "read_records": "records",
+    "ServingMonitor": "serving",
     "Shard": "sources",
     "ProfileStore": "store",
 }
@@ -50,9 +52,11 @@ __all__ = [
     "profile_shards",
     "ProfileFormatError",
     "ProfileStore",
+    "read_records",
     "read_shard",
     "ReferenceNotFound",
     "reraise_exception",
+    "ServingMonitor",
     "Shard",
     "ShardDrift",
     "ShardReadError",
@@ -91,5 +95,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .profile import Profile
     from .profiling import profile_shards
     from .reader import read_shard
+    from .records import read_records
+    from .serving import ServingMonitor
     from .sources import Shard
     from .store import ProfileStore

@@ -28,7 +28,8 @@ KINDS = {"clean": 6, "shifted": 3, "labels": 3, "nan": 2}
 REFERENCE_SHARDS = 6
 
 
-def _centers(seed: int) -> np.ndarray:
+def class_centers(seed: int) -> np.ndarray:
+    """The mean feature vector of each class for a demo seed (what ``make_samples`` needs)."""
     return np.random.default_rng(seed).normal(0.0, 0.45, (CLASSES, FEATURES))
 
 
@@ -64,7 +65,7 @@ def write_shard(path: Path, kind: str, seed: int, centers: np.ndarray) -> None:
 
 def build_data(folder: Path, seed: int) -> dict[str, list[str]]:
     """Write reference, training and held-out shards; return their paths by role."""
-    centers = _centers(seed)
+    centers = class_centers(seed)
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     roles: dict[str, list[str]] = {"reference": [], "train": [], "holdout": []}

@@ -293,6 +293,13 @@ class ServingMonitor:
 
     def _send_chunk(self) -> None:
         chunk, self._chunk = self._chunk, []
+        if len(chunk) <= self.batch_size:
+            self._send(chunk)
+            return
+        for i in range(0, len(chunk), self.batch_size):
+            self._send(chunk[i : i + self.batch_size])
+
+    def _send(self, chunk: list[Mapping[str, Any]]) -> None:
         if not chunk:
             return
         if self._pending + len(chunk) > self.max_pending:
@@ -483,14 +490,24 @@ class _Worker:
         rows = [as_shard_sample(s, m._npy_bytes) for s in samples]
         before = int(getattr(m.featurizer, "errors", 0) or 0)
         try:
-            batch = m.featurizer(rows)
+            profile.update(m.featurizer(rows), n_samples=len(rows))
         except Exception as e:  # a user featurizer failing on a request: counted, not fatal
-            self.building[index] = (profile, errors + len(rows))
             m._warn_once("featurize", f"ServingMonitor: featurizing failed: {e}; counted")
-            return
-        profile.update(batch, n_samples=len(rows))
+            errors += self._one_by_one(profile, rows)
         errors += int(getattr(m.featurizer, "errors", 0) or 0) - before
         self.building[index] = (profile, errors)
+
+    def _one_by_one(self, profile: Profile, rows: list[dict[str, Any]]) -> int:
+        """Featurize ``rows`` one at a time after a batch failed; returns how many failed."""
+        failed = 0
+        for row in rows:
+            try:
+                batch = self.monitor.featurizer([row])
+            except Exception:
+                failed += 1
+                continue
+            profile.update(batch, n_samples=1)
+        return failed
 
     def _finish(self, index: int, start: float, end: float, observed: int, dropped: int) -> None:
         m = self.monitor

@@ -1,0 +1,246 @@
+"""ServingMonitor: windows compared and stored, callbacks, preprocessing, threads, backpressure,
+and the serving example."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from driftloader.errors import FingerprintMismatch
+from driftloader.features import FeatureSpec
+from driftloader.profiling import profile_shards
+from driftloader.serving import MonitorWarning, PreprocessingWarning, ServingMonitor
+from driftloader.store import ProfileStore
+
+from .test_records import npy, rows, write_tar
+
+N = 300
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ProfileStore:
+    """Reference "v1" of 3 x 300 samples (4-vector and label), preprocessing "resize-v1"."""
+    refs = [write_tar(tmp_path / f"ref-{i}.tar", rows(N, i)) for i in range(3)]
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(refs, store, progress=False, metadata=lambda url: {"preprocessing": "resize-v1"})
+    store.build_reference("v1", refs)
+    return store
+
+
+def requests(n: int, seed: int, shift: float = 0.0) -> list[dict]:
+    """Decoded request samples (no label)."""
+    return [{"x.npy": np.asarray(r["x.npy"], dtype=np.float32)} for r in rows(n, seed, shift)]
+
+
+def test_windows_are_compared_and_stored(store):
+    with ServingMonitor(store, "v1", window=N, unserved=["cls"]) as monitor:
+        monitor.observe(requests(2 * N, 20))
+        for sample in requests(N + 50, 21, shift=1.0):
+            monitor.observe(sample)
+    report = monitor.report()
+    assert [r["window"] for r in report] == [0, 1, 2, 3]
+    assert [r["n"] for r in report] == [N, N, N, 50]  # close() stores the partial last window
+    assert [r["drifted"] for r in report] == [False, False, True, True]
+    assert report[2]["top"][0].startswith("x.npy[") and report[2]["score"] >= 1
+    assert all(r["stored"] and r["start"] <= r["end"] for r in report)
+    for row in report:
+        profile = store.get_profile(row["url"], None)
+        assert profile.source == "serving" and profile.n == row["n"]
+        assert profile.meta["serving"]["start"] == row["start"]
+    catalog = {r["url"]: r for r in store.catalog() if r.get("source") == "serving"}
+    assert len(catalog) == 4
+    stored = catalog[report[2]["url"]]
+    assert stored["reference"] == "v1" and stored["drifted"] and stored["action"] == "served"
+    assert stored["end"] == report[2]["end"] and stored["top"][0]["name"] == report[2]["top"][0]
+
+
+def test_labels_missing_from_requests_are_schema_drift_unless_unserved(store):
+    with ServingMonitor(store, "v1", window=N) as monitor:
+        monitor.observe(requests(N, 20))
+    (row,) = monitor.report()
+    assert row["drifted"] and row["top"] == ["cls"]
+
+
+def test_callback_once_per_drifted_window(store):
+    seen: list[int] = []
+    monitor = ServingMonitor(store, "v1", window=N, unserved=["cls"])
+    monitor.on_drift(lambda row: seen.append(row["window"]))
+    monitor.observe(requests(N, 30))
+    monitor.observe(requests(3 * N, 31, shift=1.0))
+    monitor.observe(requests(N, 32))
+    monitor.close()
+    monitor.close()  # idempotent: nothing called twice
+    assert seen == [1, 2, 3]
+    assert [r["drifted"] for r in monitor.report()] == [False, True, True, True, False]
+    with pytest.raises(RuntimeError, match="closed"):
+        monitor.observe(requests(1, 0))
+
+
+def test_callback_errors_do_not_stop_the_monitor(store):
+    monitor = ServingMonitor(store, "v1", window=N, unserved=["cls"])
+    monitor.on_drift(lambda row: 1 / 0)
+    with pytest.warns(MonitorWarning, match="ZeroDivisionError"):
+        monitor.observe(requests(N, 30, shift=1.0))
+        monitor.flush()
+        monitor.observe(requests(N, 31, shift=1.0))
+        monitor.close()
+    assert [r["drifted"] for r in monitor.report()] == [True, True]
+
+
+def test_interval_closes_a_quiet_window(store):
+    monitor = ServingMonitor(store, "v1", window=None, interval=0.3, unserved=["cls"])
+    monitor.observe(requests(40, 1))
+    deadline = time.monotonic() + 10
+    while not monitor.report() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    report = monitor.report()
+    assert len(report) == 1 and report[0]["n"] == 40  # closed with no further traffic
+    monitor.observe(requests(10, 2))
+    monitor.close()
+    assert [r["n"] for r in monitor.report()] == [40, 10]
+
+
+def test_bytes_and_decoded_samples_give_the_same_window(store):
+    decoded = requests(N, 5)
+    encoded = [{"x.npy": npy(s["x.npy"])} for s in decoded]
+    results = []
+    for samples in (decoded, encoded):
+        with ServingMonitor(store, "v1", window=N, unserved=["cls"]) as monitor:
+            monitor.observe(samples)
+        profile = store.get_profile(monitor.report()[0]["url"], None)
+        results.append([profile.numeric(f"x.npy[{j}]")[0].mean for j in range(4)])
+    assert results[0] == results[1]
+
+
+def test_preprocessing_mismatch_warns_once_and_labels_windows(store):
+    with pytest.warns(PreprocessingWarning, match="'resize-v2'.*'resize-v1'") as caught:
+        monitor = ServingMonitor(store, "v1", window=N, preprocessing="resize-v2", unserved=["cls"])
+        monitor.observe(requests(3 * N, 7))
+        monitor.close()
+    assert sum(issubclass(w.category, PreprocessingWarning) for w in caught) == 1
+    report = monitor.report()
+    assert [r["preprocessing"] for r in report] == ["resize-v2"] * 3
+    assert not any(r["drifted"] for r in report)  # the data decides, not the label
+    profile = store.get_profile(report[0]["url"], None)
+    assert profile.meta["metadata"] == {"preprocessing": "resize-v2"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreprocessingWarning)
+        ServingMonitor(store, "v1", preprocessing="resize-v1").close()
+
+
+def test_another_featurizer_is_refused(store):
+    spec = FeatureSpec({"x.npy": "summary"})
+    with pytest.raises(FingerprintMismatch, match=r"reference 'v1'.*featurizer=\.\.\."):
+        ServingMonitor(store, "v1", featurizer=spec)
+
+
+def test_arguments_are_checked(store):
+    with pytest.raises(ValueError, match="window"):
+        ServingMonitor(store, "v1", window=0)
+    with pytest.raises(ValueError, match="both are None"):
+        ServingMonitor(store, "v1", window=None)
+    with pytest.raises(ValueError, match="unserved"):
+        ServingMonitor(store, "v1", unserved="cls")
+    with ServingMonitor(store, "v1") as monitor, pytest.raises(TypeError, match="sample dict"):
+        monitor.observe("x")
+
+
+def test_many_threads_observe_without_loss(store):
+    monitor = ServingMonitor(store, "v1", window=250, batch_size=64, unserved=["cls"])
+    samples = requests(2000, 9)
+
+    def serve(part: list[dict]) -> None:
+        for i in range(0, len(part), 3):
+            monitor.observe(part[i : i + 3])
+
+    threads = [threading.Thread(target=serve, args=(samples[k::4],)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monitor.close()
+    report = monitor.report()
+    assert [r["n"] for r in report] == [250] * 8
+    assert [r["window"] for r in report] == list(range(8))
+    assert sum(r["dropped"] + r["errors"] for r in report) == 0
+
+
+_gate = threading.Event()
+
+
+def _label(sample: dict) -> str | None:
+    value = sample.get("cls")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _blocked_featurizer(sample: dict) -> dict:
+    _gate.wait(10)
+    return {"cls": _label(sample)}
+
+
+def test_the_caller_never_waits_and_drops_are_counted(tmp_path):
+    refs = [write_tar(tmp_path / "ref.tar", rows(100, 0))]
+    store = ProfileStore(str(tmp_path / "store"))
+    _gate.set()
+    profile_shards(refs, store, progress=False, featurizer=_blocked_featurizer)
+    store.build_reference("v1", refs)
+    _gate.clear()
+    monitor = ServingMonitor(
+        store, "v1", window=100, batch_size=10, max_pending=30, featurizer=_blocked_featurizer
+    )
+    started = time.perf_counter()
+    with pytest.warns(MonitorWarning, match="dropping"):
+        monitor.observe([{"cls": "1"}] * 100)  # the featurizer is blocked: nothing is processed
+    assert time.perf_counter() - started < 5
+    _gate.set()
+    monitor.close()
+    (row,) = monitor.report()
+    assert row["observed"] == 100 and row["dropped"] == 70 and row["n"] == 30
+
+
+def _failing_featurizer(sample: dict) -> dict:
+    if _label(sample) == "bad":
+        raise RuntimeError("boom")
+    return {"cls": _label(sample)}
+
+
+def test_featurizer_failures_are_counted_not_fatal(tmp_path):
+    refs = [write_tar(tmp_path / "ref.tar", rows(100, 0))]
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(refs, store, progress=False, featurizer=_failing_featurizer)
+    store.build_reference("v1", refs)
+    monitor = ServingMonitor(store, "v1", window=20, batch_size=10, featurizer=_failing_featurizer)
+    with pytest.warns(MonitorWarning, match="boom"):
+        monitor.observe([{"cls": "1"}] * 10 + [{"cls": "bad"}] * 10 + [{"cls": "2"}] * 20)
+        monitor.close()
+    assert [(r["n"], r["errors"]) for r in monitor.report()] == [(10, 10), (20, 0)]
+
+
+def test_windows_stored_on_s3(s3_bucket, tmp_path):
+    refs = [write_tar(tmp_path / "ref.tar", rows(N, 0))]
+    store = ProfileStore(f"s3://{s3_bucket}/drift")
+    profile_shards(refs, store, progress=False)
+    store.build_reference("v1", refs)
+    with ServingMonitor(f"s3://{s3_bucket}/drift", "v1", window=N, unserved=["cls"]) as monitor:
+        monitor.observe(requests(N, 3, shift=1.0))
+    (row,) = monitor.report()
+    assert row["stored"] and row["drifted"]
+    assert store.get_profile(row["url"], None).n == N
+
+
+def test_serving_example_flags_the_broken_preprocessing(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "serving_monitor.py"
+    spec = importlib.util.spec_from_file_location("serving_monitor_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.main(tmp_path)
+    assert result["first_flagged"] is not None
+    assert result["broken_at"] <= result["first_flagged"] <= result["broken_at"] + 1
+    assert result["false_alarms"] == 0
