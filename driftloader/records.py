@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import os
@@ -122,11 +123,14 @@ def _image(value: Any, ext: str) -> Any:
         return value
 
 
+_kind_of = functools.lru_cache(maxsize=4096)(default_kind)
+
+
 def as_shard_value(field: str, value: Any, npy_bytes: bool = False) -> Any:
     """``value`` of ``field`` as a shard would hold it (see the module docstring)."""
     if value is None or (isinstance(value, _PASS) and not isinstance(value, str)):
         return value
-    kind = default_kind(field)
+    kind = _kind_of(field)
     if kind == "array":
         return _array(value, npy_bytes)
     if kind == "image":

@@ -170,7 +170,7 @@ class ServingMonitor:
         preprocessing: Any = None,
         unserved: Sequence[str] = (),
         source: str = SOURCE,
-        batch_size: int = 256,
+        batch_size: int = 1000,
         max_pending: int = 100_000,
         profile_config: ProfileConfig | None = None,
         storage_options: dict | None = None,
@@ -253,7 +253,7 @@ class ServingMonitor:
 
     def observe(self, samples: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Add one sample (a dict) or a list of samples. Never waits on storage."""
-        if isinstance(samples, Mapping):
+        if type(samples) is dict or isinstance(samples, Mapping):
             samples = (samples,)
         elif not isinstance(samples, (list, tuple)):
             raise TypeError(
@@ -271,6 +271,17 @@ class ServingMonitor:
 
     def _take(self, samples: Sequence[Mapping[str, Any]], wall: float, now: float) -> None:
         win = self._open
+        if (  # the common case, one sample in the middle of a window and a batch: append
+            len(samples) == 1
+            and win.n
+            and (win.deadline is None or now < win.deadline)
+            and (self.window is None or win.n + 1 < self.window)
+            and len(self._chunk) + 1 < self.batch_size
+        ):
+            self._chunk.append(samples[0])
+            win.n += 1
+            win.end = wall
+            return
         if win.deadline is not None and now >= win.deadline:
             win = self._close_window()
         i, total = 0, len(samples)
