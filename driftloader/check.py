@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Sequence
 
+from .catalog import CatalogRow
 from .drift import DriftConfig, ShardDrift, compare
-from .profiling import Metadata, ProfilingSummary, profile_shards
-from .sources import expand_urls, redact, stat_shards
+from .errors import EmptyShardError, StoreReadOnlyError
+from .profile import Profile
+from .profiling import EMPTY_SHARD, Metadata, profile_shard, profile_shards
+from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
 from .store import ProfileStore
 
 
@@ -35,9 +40,12 @@ def check_shards(
 
     Shards without a stored profile at their current version are profiled first (and stored,
     so the next check or training run reuses them), with their metadata (sidecar ``<url>.json``
-    and ``metadata``, see ``profiling.shard_metadata``). Results are recorded in the catalog.
-    A shard that cannot be read raises ``ShardReadError``; with ``on_error="skip"`` it is
-    listed in the result's ``failed`` and the other shards are still checked.
+    and ``metadata``, see ``profiling.shard_metadata``); so is a shard whose stored profile
+    is corrupt (with a warning naming the file). Results are recorded in the catalog. On a
+    read-only store nothing is stored: missing profiles are made in memory (in this process)
+    and results are only returned. A shard that cannot be read raises ``ShardReadError``, one
+    with no samples ``EmptyShardError``; with ``on_error="skip"`` they are listed in the
+    result's ``failed`` and the other shards are still checked.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error={on_error!r}; use 'raise' or 'skip'")
@@ -48,43 +56,87 @@ def check_shards(
         storage_options,
         failed=missing if on_error == "skip" else None,
     )
-    summary = ProfilingSummary()
-    if shards:
-        summary = profile_shards(
-            [s.url for s in shards],
-            store,
-            workers=workers,
-            storage_options=storage_options,
-            progress=False,
-            metadata=metadata,
-            on_error=on_error,
-        )
-    failed = {url for url, _ in summary.failed}
-    results = CheckResults(failed=[*missing, *summary.failed])
+    options = {"storage_options": storage_options, "metadata": metadata, "on_error": on_error}
+    profiles, failed = _profiles(shards, store, workers, options)
+    results = CheckResults(failed=[*missing, *failed])
     for shard in shards:
-        if redact(shard.url) in failed:
+        profile = profiles.get((shard.url, shard.version))
+        if profile is None:
             continue
-        profile = store.get_profile(shard.url, shard.version)
-        if profile is None:  # overwritten between stat and profiling: profile what is there now
-            raise FileNotFoundError(f"{redact(shard.url)} changed while it was checked; run again")
-        if profile.n == 0:  # nothing to compare: a data error, not drift of every feature
-            empty = (redact(shard.url), "shard has no samples")
+        if profile.n == 0:  # stored by an older version: an empty shard is a data error
             if on_error == "raise":
-                raise ValueError(f"{empty[0]}: {empty[1]}")
-            results.failed.append(empty)
+                raise EmptyShardError(f"{redact(shard.url)}: {EMPTY_SHARD}")
+            results.failed.append((redact(shard.url), EMPTY_SHARD))
             continue
         result = compare(profile, ref, config)
         results.append(result)
         if record:
-            store.record(
-                shard.url,
-                shard.version,
-                {
-                    "reference": reference,
-                    "action": "checked",
-                    "drifted": result.drifted,
-                    "score": result.score,
-                    "top": [f.to_dict() for f in result.top(5)],
-                },
-            )
+            _record(store, shard, reference, result)
     return results
+
+
+def _profiles(
+    shards: list[Shard], store: ProfileStore, workers: int, options: dict
+) -> tuple[dict[tuple[str, str | None], Profile], list[tuple[str, str]]]:
+    """The profile of every readable shard, by (url, version), and the shards that failed.
+
+    Unstored shards are profiled into the store (``profile_shards``); what the store still
+    does not give back (it is read-only, or a stored profile is corrupt) is profiled here."""
+    failed: list[tuple[str, str]] = []
+    if shards and store.writable:
+        try:
+            summary = profile_shards(
+                [s.url for s in shards], store, workers=workers, progress=False, **options
+            )
+            failed = list(summary.failed)
+        except StoreReadOnlyError as e:  # refused in a worker: profile in memory below
+            store.mark_read_only(str(e))
+    gone = {url for url, _ in failed}
+    todo = [s for s in shards if redact(s.url) not in gone]
+    profiles = dict(zip([(s.url, s.version) for s in todo], store.fetch_profiles(todo)))
+    for shard in todo:
+        if profiles[(shard.url, shard.version)] is None:
+            profile = _profile_here(shard, store, options, failed)
+            if profile is not None:
+                profiles[(shard.url, shard.version)] = profile
+    return profiles, failed
+
+
+def _profile_here(
+    shard: Shard, store: ProfileStore, options: dict, failed: list[tuple[str, str]]
+) -> Profile | None:
+    """Profile ``shard`` in this process (stored if the store takes it); None when it failed."""
+    now = stat_shard(Shard(shard.url), options["storage_options"])
+    if now.version != shard.version:  # overwritten since it was listed: never mislabel bytes
+        message = "changed while it was checked; run again"
+        if options["on_error"] == "raise":
+            raise FileNotFoundError(f"{redact(shard.url)} {message}")
+        failed.append((redact(shard.url), message))
+        return None
+    profile = profile_shard(shard, None, **options)  # raises under on_error="raise"
+    if "read_error" in profile.meta:
+        failed.append((redact(shard.url), str(profile.meta["read_error"])))
+        return None
+    if store.writable:
+        store.put_profile(profile)
+    return profile
+
+
+def _record(store: ProfileStore, shard: Shard, reference: str, result: ShardDrift) -> None:
+    """Record a check in the catalog; a store that cannot take it warns (the result stands)."""
+    row = CatalogRow(
+        shard.url,
+        shard.version,
+        reference=reference,
+        action="checked",
+        drifted=bool(result.drifted),
+        score=float(result.score),
+        top=[f.to_dict() for f in result.top(5)],
+        decided=time.time(),
+    )
+    try:
+        store.record(row)
+    except OSError as e:  # a timeout, say: the comparison succeeded all the same
+        warnings.warn(
+            f"check of {redact(shard.url)} not recorded in {store!r}: {e}", RuntimeWarning, 3
+        )

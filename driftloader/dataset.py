@@ -808,7 +808,7 @@ class DriftDataset(IterableDataset):
                 and row.get("policy") is not None
                 and float(row.get("decided") or 0) >= self._created
             ):
-                rows.append(row)
+                rows.append(row.to_dict())
                 seen.add(key)
         return rows
 

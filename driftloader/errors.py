@@ -39,3 +39,15 @@ class ReferenceNotFound(DriftloaderError, LookupError):
 
 class VersionMismatch(DriftloaderError, ValueError):
     """A pinned shard version no longer matches what storage holds."""
+
+
+class StoreReadOnlyError(DriftloaderError, PermissionError):
+    """The profile store cannot be written: opened ``read_only``, or it refused a write."""
+
+
+class StoreTimeoutError(DriftloaderError, TimeoutError):
+    """A profile store operation did not finish within the store's ``timeout``."""
+
+
+class EmptyShardError(DriftloaderError, ValueError):
+    """A shard is a valid tar with no samples: nothing to profile or compare (a data error)."""

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,7 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .errors import ShardReadError
+from .catalog import json_safe
+from .errors import EmptyShardError, ShardReadError, StoreReadOnlyError
 from .features import FeatureBatch, featurizer_from
 from .profile import Profile, ProfileConfig
 from .records import read_samples
@@ -40,12 +42,14 @@ from .sources import (
     stat_shards,
     strip_protocol,
 )
-from .store import ProfileStore, _json_safe, shard_key, unique_shards
+from .store import ProfileStore, shard_key, unique_shards
 
 ON_ERROR = ("raise", "skip")
 LOG_INTERVAL = 30.0  # seconds between progress lines in logs
 PROGRESS_INTERVAL = 0.5
 SIDECAR_SUFFIX = ".json"
+EMPTY_SHARD = "shard has no samples (an empty tar): nothing to profile"
+PARENT_POLL = 0.2  # seconds between a worker's checks that the process that started it lives
 
 Metadata = dict[str, dict] | Callable[[str], dict | None] | None
 
@@ -94,7 +98,7 @@ def read_sidecar(url: str, storage_options: dict | None = None) -> dict | None:
     except ValueError as e:
         warnings.warn(f"ignoring invalid metadata sidecar {redact(path)}: {e}", RuntimeWarning, 2)
         return None
-    return _json_safe(meta)
+    return json_safe(meta)
 
 
 def _user_metadata(url: str, metadata: Metadata) -> dict | None:
@@ -118,7 +122,7 @@ def _user_metadata(url: str, metadata: Metadata) -> dict | None:
     if not isinstance(found, dict):
         raise ValueError(f"metadata of {redact(url)} must be a dict, got {type(found).__name__}")
     try:
-        return json.loads(json.dumps(_json_safe(found), allow_nan=False))
+        return json.loads(json.dumps(json_safe(found), allow_nan=False))
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata of {redact(url)} must be JSON-serializable: {e}") from e
 
@@ -265,6 +269,10 @@ def profile_shard(
 
     ``on_error="skip"``: a ``ShardReadError`` mid-shard gives the partial profile with
     ``errors += 1`` and ``meta["read_error"]``; it is returned but never stored.
+
+    A shard with no samples (a valid, empty tar) is a data error, in ``profile`` and ``check``
+    alike: ``EmptyShardError`` (under ``"skip"``: returned with ``meta["read_error"]``), and no
+    profile is stored, so that it can never go into a reference nor pass a check.
     """
     _check_on_error(on_error)
     shard = Shard(shard) if isinstance(shard, str) else shard
@@ -289,8 +297,14 @@ def profile_shard(
         profile.meta["read_error"] = str(e)
         return profile
     profile = profiler.finish()
+    if profile.n == 0:  # the rule for profile and check alike: an empty shard is a data error
+        error = EmptyShardError(f"{redact(shard.url)}: {EMPTY_SHARD}")
+        if on_error == "raise":
+            raise error
+        profile.meta["read_error"] = str(error)
+        return profile
     if store is not None:
-        store.put_profile(profile)
+        store.put_profile(profile, strict=True)
     return profile
 
 
@@ -324,6 +338,7 @@ class _Outcome:
     error: str | None = None
     message: str | None = None
     offset: int | None = None
+    kind: str = "read"  # what failed: "read" (the shard), "empty" (no samples), "store"
 
 
 def _profile_task(
@@ -348,6 +363,10 @@ def _profile_task(
         )
     except ShardReadError as e:  # sent back as data: ShardReadError does not survive pickling
         return _Outcome(e.url, 0, str(e), _bare_message(e), e.offset)
+    except EmptyShardError:
+        return _Outcome(redact(shard.url), 0, EMPTY_SHARD, kind="empty")
+    except StoreReadOnlyError as e:  # profiling cannot do its job: no shard can be stored
+        return _Outcome(redact(shard.url), 0, str(e), kind="store")
     return _Outcome(redact(shard.url), profile.n)
 
 
@@ -464,7 +483,7 @@ def profile_shards(
 
 
 def _unprofiled(store: ProfileStore, shards: list[Shard]) -> list[Shard]:
-    have = store._map(lambda s: store.has_profile(s.url, s.version), shards)
+    have = store.map(lambda s: store.has_profile(s.url, s.version), shards)
     return [s for s, h in zip(shards, have) if not h]
 
 
@@ -480,7 +499,11 @@ def _check_picklable(featurizer: Any, what: str = "featurizer") -> None:
 
 def _account(summary: ProfilingSummary, outcome: _Outcome, on_error: str, bar: _Progress) -> None:
     """Add one shard's outcome to the summary; raise on failure under ``on_error="raise"``."""
+    if outcome.kind == "store":  # not a problem of the shard: no other shard can be stored
+        raise StoreReadOnlyError(outcome.error)
     if outcome.error is not None:
+        if on_error == "raise" and outcome.kind == "empty":
+            raise EmptyShardError(f"{outcome.url}: {outcome.error}")
         if on_error == "raise":
             raise ShardReadError(outcome.url, outcome.message or outcome.error, outcome.offset)
         summary.failed.append((outcome.url, outcome.error))
@@ -499,7 +522,12 @@ def _run_pool(
     bar: _Progress,
 ) -> None:
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         pending: dict[Future, Shard] = {pool.submit(_profile_task, s, *args): s for s in todo}
         while pending:
@@ -516,6 +544,21 @@ def _run_pool(
         ) from e
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def exit_with_parent(parent: int, poll: float = PARENT_POLL) -> None:
+    """In a worker process: exit as soon as process ``parent`` is gone (SIGKILLed, say), so that
+    no worker goes on profiling, and storing profiles, for a run that no longer exists.
+
+    A daemon thread compares ``os.getppid()`` with ``parent`` every ``poll`` seconds (an
+    orphan is adopted by another process). Used as the profiling pool's initializer."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="driftloader-parent-watch", daemon=True).start()
 
 
 def _guarded(get: Callable[[], _Outcome], shard: Shard, on_error: str) -> _Outcome:

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import html
 import io
@@ -34,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from .catalog import CatalogRow
 from .drift import DriftConfig, compare
 from .errors import FingerprintMismatch
 from .profile import Profile
 from .sources import expand_urls, protocol_of, redact, stat_shards
-from .store import ProfileStore, unique_shards, url_hash
+from .store import ProfileStore, first_url, unique_shards, url_hash
 
 _SHARDS_PER_FEATURE = 3  # shards overlaid on the reference in each feature plot
 _CATEGORIES = 10  # categories shown per categorical feature
@@ -80,23 +82,21 @@ def _float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _row_from_catalog(row: dict, reference: str) -> ShardRow:
+def _row_from_catalog(row: CatalogRow, reference: str) -> ShardRow:
     """A ShardRow with the catalog's recorded result (if it is for ``reference``)."""
-    mine = row.get("reference") == reference
-    validation = (
-        row.get("validation") if row.get("validation_reference", reference) == reference else None
-    )
+    mine = row.reference == reference
+    validation = row.validation if row.validation_reference in (None, reference) else None
     return ShardRow(
-        url=redact(str(row.get("url"))),
-        version=row.get("version"),
-        source=row.get("source"),
-        n=row.get("n"),
-        time=_float(row.get("decided") if mine else None) or _float(row.get("created")),
-        score=_float(row.get("score")) if mine else None,
-        drifted=bool(row.get("drifted")) if mine and "drifted" in row else None,
-        action=str(row.get("action") or "") if mine else "",
-        top=[t for t in row.get("top") or [] if isinstance(t, dict)] if mine else [],
-        validation=[str(v) for v in validation] if isinstance(validation, list) else [],
+        url=redact(row.url),
+        version=row.version,
+        source=row.source,
+        n=row.n,
+        time=_float(row.decided if mine else None) or _float(row.created),
+        score=_float(row.score) if mine else None,
+        drifted=row.drifted if mine else None,
+        action=(row.action or "") if mine else "",
+        top=[t for t in row.top or [] if isinstance(t, dict)] if mine else [],
+        validation=[str(v) for v in validation or []],
     )
 
 
@@ -121,20 +121,21 @@ def _compare_stored(
 
 
 def _selected_rows(
-    catalog: list[dict], shards: list | None, reference: str
-) -> list[tuple[str, str | None, dict]]:
+    catalog: list[CatalogRow], shards: list | None, reference: str
+) -> list[tuple[str, str | None, CatalogRow]]:
     """(url, version, catalog row) of the shards to report on."""
     if shards is None:
         keep = [
             r
             for r in catalog
-            if r.get("reference") == reference
-            or r.get("validation_reference") == reference
-            or "fingerprint" in r
+            if reference in (r.reference, r.validation_reference) or r.fingerprint is not None
         ]
-        return [(str(r.get("url")), r.get("version"), r) for r in keep]
-    index = {(url_hash(str(r.get("url"))), r.get("version")): r for r in catalog}
-    return [(s.url, s.version, index.get((url_hash(s.url), s.version), {})) for s in shards]
+        return [(r.url, r.version, r) for r in keep]
+    index = {(url_hash(r.url), r.version): r for r in catalog}
+    return [
+        (s.url, s.version, index.get((url_hash(s.url), s.version)) or CatalogRow(s.url, s.version))
+        for s in shards
+    ]
 
 
 def shard_rows(
@@ -167,14 +168,14 @@ def _rows(
 ) -> list[ShardRow]:
     shards = None
     if urls is not None:
-        if storage_options is None and protocol_of(_first(urls)) == protocol_of(store.url):
+        if storage_options is None and protocol_of(first_url(urls)) == protocol_of(store.url):
             storage_options = store.storage_options
         shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
     rows = []
     for url, version, row in _selected_rows(store.catalog(), shards, reference):
-        out = _row_from_catalog({**row, "url": url, "version": version}, reference)
+        out = _row_from_catalog(dataclasses.replace(row, url=url, version=version), reference)
         if out.score is None:
-            if row.get("fingerprint") not in (None, ref.fingerprint):
+            if row.fingerprint not in (None, ref.fingerprint):
                 out.error = "featurized differently from the reference"
             elif not compare_stored:
                 out.error = f"no result recorded for {reference}"
@@ -182,11 +183,6 @@ def _rows(
                 _compare_stored(out, store, ref, config)
         rows.append(out)
     return sorted(rows, key=lambda r: (r.score is None, -(r.score or 0.0), r.url))
-
-
-def _first(urls: str | Sequence[str]) -> str:
-    items = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
-    return os.fspath(items[0]) if items else ""
 
 
 # ---------------------------------------------------------------------------------- top features

@@ -12,7 +12,6 @@ them. Example::
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .catalog import CatalogRow
 from .errors import DriftloaderError, NoShardsError, ProfileFormatError
 from .profile import Profile
 from .profiling import profile_shards
@@ -206,29 +206,36 @@ def _category_failures(profile: Profile, name: str, rule: dict) -> list[str]:
 
 def rules_path(store: ProfileStore, name: str) -> str:
     """Where the rules of reference ``name`` live: ``references/<name>.rules.json``."""
-    return store._join("references", f"{check_reference_name(name)}.rules.json")
+    return store.path("references", f"{check_reference_name(name)}.rules.json")
 
 
 def save_rules(store: ProfileStore, name: str, rules: dict) -> str:
     """Write ``rules`` (indented JSON, for people to edit) beside reference ``name``."""
     _rule_features(rules)
     path = rules_path(store, name)
-    store._write(path, json.dumps(rules, indent=2, sort_keys=True, allow_nan=False).encode())
+    store.write_json(path, _sorted(rules), indent=2)
     return path
 
 
 def load_rules(store: ProfileStore, name: str) -> dict | None:
     """The stored rules of reference ``name``; None if there are none yet."""
     path = rules_path(store, name)
-    data = store._read(path)
-    if data is None:
-        return None
     try:
-        rules = json.loads(data)
-        _rule_features(rules)
+        rules = store.read_json(path)
+        if rules is not None:
+            _rule_features(rules)
     except ValueError as e:
-        raise ProfileFormatError(f"rules {store._display(path)} are not valid: {e}") from e
+        raise ProfileFormatError(f"rules {store.display(path)} are not valid: {e}") from e
     return rules
+
+
+def _sorted(value: Any) -> Any:
+    """``value`` with every object's keys sorted (rules files read best that way)."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def ensure_rules(store: ProfileStore, name: str, **infer_options: Any) -> dict:
@@ -318,14 +325,14 @@ def _validate_one(
 
 def _record(store: ProfileStore, reference: str, result: ShardValidation) -> None:
     store.record(
-        result.url,
-        result.version,
-        {
-            "validation": result.failures,
-            "validation_reference": reference,
-            "valid": result.passed,
-            "validated": time.time(),
-        },
+        CatalogRow(
+            result.url,
+            result.version,
+            validation=list(result.failures),
+            validation_reference=reference,
+            valid=result.passed,
+            validated=time.time(),
+        )
     )
 
 
@@ -365,9 +372,9 @@ def pending_shards(
     except NoShardsError:
         return []
     done = {
-        (r.get("url"), r.get("version"))
+        (r.url, r.version)
         for r in store.catalog()
-        if r.get("validation_reference") == reference and "validation" in r
+        if r.validation_reference == reference and r.validation is not None
     }
     return [s for s in shards if (redact(s.url), s.version) not in done]
 

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import CatalogRow
 from .drift import ShardDrift, compare
-from .errors import DriftloaderError, FingerprintMismatch
+from .errors import DriftloaderError, FingerprintMismatch, ProfileFormatError
 from .profile import Profile
 from .shardversion import version_id_of
 from .sources import Shard, expand_urls, filesystem, protocol_of, read_manifest, stat_shards
@@ -215,7 +216,7 @@ def _is_reference(spec: str, store: ProfileStore) -> bool:
 
 def _side_from_entries(label: str, entries: list[dict], store: ProfileStore) -> Side:
     versions = {shard_key(e["url"]): e.get("version") for e in entries}
-    profiles = store._map(lambda u: store.get_profile(u, versions[u]), list(versions))
+    profiles = store.fetch_profiles([Shard(u, versions[u]) for u in versions])
     found = [p for p in profiles if p is not None]
     missing = len(profiles) - len(found)
     merged = Profile.merged(found) if found and not missing else None
@@ -227,7 +228,7 @@ def _side_from_entries(label: str, entries: list[dict], store: ProfileStore) -> 
 
 def exclusions_path(store: ProfileStore, reference: str) -> str:
     """Where the exclusion list of ``reference`` lives: ``exclusions/<reference>.json``."""
-    return store._join("exclusions", f"{check_reference_name(reference)}.json")
+    return store.path("exclusions", f"{check_reference_name(reference)}.json")
 
 
 def load_exclusions(store: ProfileStore, reference: str) -> set[tuple[str, str | None]]:
@@ -235,11 +236,17 @@ def load_exclusions(store: ProfileStore, reference: str) -> set[tuple[str, str |
 
     The key is ``store.shard_key(url)``: credentials removed, local paths absolute.
     """
-    data = store._read(exclusions_path(store, reference))
-    if data is None:
+    path = exclusions_path(store, reference)
+    doc = store.read_json(path)
+    if doc is None:
         return set()
-    doc = json.loads(data)
-    return {(e["url"], e.get("version")) for e in doc.get("shards", [])}
+    try:
+        return {(str(e["url"]), e.get("version")) for e in doc["shards"]}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ProfileFormatError(
+            f"exclusion list {store.display(path)} is malformed ({type(e).__name__}: {e}); "
+            "run `driftloader quarantine` again to rewrite it"
+        ) from e
 
 
 @dataclass
@@ -268,11 +275,11 @@ def quarantine(
     """
     check_reference_name(reference)
     tags = dict(tags or {QUARANTINE_TAG: reference})
-    rows = [r for r in store.catalog() if r.get("reference") == reference and r.get("drifted")]
+    rows = [r for r in store.catalog() if r.reference == reference and r.drifted]
     result = QuarantineResult(reference)
     for row in rows:
-        url, version = row["url"], row.get("version")
-        result.shards.append({"url": shard_key(url), "version": version, "score": row.get("score")})
+        url, version = row.url, row.version
+        result.shards.append({"url": shard_key(url), "version": version, "score": row.score})
         error = _tag(url, version, tags, storage_options)
         if error is None:
             result.tagged.append(url)
@@ -301,22 +308,22 @@ def _tag(url: str, version: str | None, tags: dict, storage_options: dict | None
 def _write_exclusions(store: ProfileStore, reference: str, shards: list[dict]) -> str:
     path = exclusions_path(store, reference)
     doc = {"reference": reference, "created": time.time(), "shards": shards}
-    store._write(path, json.dumps(doc, indent=2, allow_nan=False).encode())
+    store.write_json(path, doc, indent=2)
     return path
 
 
 # ------------------------------------------------------------------------- clean manifest
 
 
-def passed(row: dict | None, reference: str) -> bool:
+def passed(row: CatalogRow | None, reference: str) -> bool:
     """True if a catalog row shows a check or validation against ``reference`` and no failure."""
     if row is None:
         return False
-    checked = row.get("reference") == reference
-    validated = row.get("validation_reference") == reference and "validation" in row
-    if checked and row.get("drifted"):
+    checked = row.reference == reference
+    validated = row.validation_reference == reference and row.validation is not None
+    if checked and row.drifted:
         return False
-    if validated and row.get("validation"):
+    if validated and row.validation:
         return False
     return checked or validated
 
@@ -334,7 +341,7 @@ def clean_manifest(
     Shards never checked are left out.
     """
     shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
-    rows = {(shard_key(r["url"]), r.get("version")): r for r in store.catalog() if "url" in r}
+    rows = {(shard_key(r.url), r.version): r for r in store.catalog() if r.url}
     excluded = load_exclusions(store, reference)
     keep = [
         s

@@ -105,7 +105,7 @@ def test_unversioned_profile_round_trip(env: Env) -> None:
 def test_corrupt_profile_warns_and_returns_none(env: Env) -> None:
     url = f"{env.data}/a.tar"
     path = env.store.put_profile(small_profile(url, "v:1"))
-    env.store._write(path, b'{"format": 1, "n": ')  # truncated JSON
+    env.store.write_bytes(path, b'{"format": 1, "n": ')  # truncated JSON
     with pytest.warns(RuntimeWarning, match="corrupt profile .*v%3A1.json"):
         assert env.store.get_profile(url, "v:1") is None
 
@@ -163,7 +163,7 @@ def test_reference_not_found_names_the_store(env: Env) -> None:
 
 def test_corrupt_reference_names_its_path(env: Env) -> None:
     path = env.store.put_reference("v1", small_profile("/d/a.tar", "v:1"))
-    env.store._write(path, b"[1, 2")
+    env.store.write_bytes(path, b"[1, 2")
     with pytest.raises(ProfileFormatError, match="references/v1.json"):
         env.store.get_reference("v1")
 
@@ -231,7 +231,7 @@ def test_catalog_rows_have_summary_and_recorded_keys(env: Env) -> None:
     assert set(rows) == {a, b}
     assert rows[a]["version"] == "v:1" and rows[a]["n"] == 30
     assert rows[a]["drift"] is True and rows[a]["action"] == "skip"
-    assert rows[a]["reference"] == "v1" and rows[a]["score"] is None  # NaN -> null
+    assert rows[a].reference == "v1" and rows[a].score is None  # NaN -> null
     assert rows[b]["n"] == 40 and "drift" not in rows[b]
     # a re-profiled shard keeps its recorded decisions
     env.store.put_profile(small_profile(a, "v:1", n=31))
@@ -290,7 +290,7 @@ def _concurrent_writes(store: ProfileStore, n: int) -> None:
     reads = 0
     while any(proc.is_alive() for proc in procs):  # readers must never see a half-written file
         i = reads % n
-        raw = store._read(store.profile_path(f"/data/shard-{i:04d}.tar", f"s:{i}"))
+        raw = store.read_bytes(store.profile_path(f"/data/shard-{i:04d}.tar", f"s:{i}"))
         if raw is not None:
             assert Profile.from_json(raw).n == 20
         reads += 1
@@ -300,7 +300,7 @@ def _concurrent_writes(store: ProfileStore, n: int) -> None:
     for i in range(n):
         p = store.get_profile(f"/data/shard-{i:04d}.tar", f"s:{i}")
         assert p is not None and p.n == 20
-        raw = store._read(store.profile_path(p.url, p.version))
+        raw = store.read_bytes(store.profile_path(p.url, p.version))
         assert Profile.from_json(raw).version == f"s:{i}"
     assert len(store.catalog()) == n
 
@@ -368,3 +368,68 @@ def test_a_mistyped_store_is_named_before_any_shard_is_read(tmp_path: Path, s3_b
         with pytest.raises(ValueError, match="is a file, not a folder"):
             profile_shards([str(shard)], under_a_file, progress=False)  # a URL is enough
     ProfileStore(f"s3://{s3_bucket}/drift").check_writable()  # an existing bucket passes
+
+
+# -- corrupt and hostile store files -----------------------------------------------------------
+
+CORRUPT = {
+    "truncated": b'{"format":1,"fingerprint":"fp","n":',
+    "empty": b"",
+    "not-json": b"\x00\xffnot json at all",
+    "null": b"null",
+    "other-format": b'{"format":99,"n":3}',
+    "deeply-nested": b"[" * 100_000 + b"]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CORRUPT))
+def test_a_corrupt_profile_warns_naming_it_and_counts_as_absent(env: Env, damage: str) -> None:
+    url = f"{env.data}/a.tar"
+    path = env.store.put_profile(small_profile(url, "v:1"))
+    env.store.write_bytes(path, CORRUPT[damage])
+    with pytest.warns(RuntimeWarning, match="corrupt profile .*v%3A1.json"):
+        assert env.store.get_profile(url, "v:1") is None
+    with pytest.warns(RuntimeWarning, match="corrupt profile .*v%3A1.json"):
+        assert not env.store.has_profile(url, "v:1")  # so profile_shards profiles it again
+
+
+def test_every_store_read_refuses_deep_nesting_as_a_format_error(tmp_path: Path) -> None:
+    from driftloader.validate import load_rules, rules_path
+    from driftloader.versions import exclusions_path, load_exclusions
+
+    store = ProfileStore(str(tmp_path))
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    store.write_bytes(store.reference_path("r"), deep)
+    with pytest.raises(ProfileFormatError, match=r"reference 'r' .* nests 5000 levels"):
+        store.get_reference("r")
+    store.write_bytes(rules_path(store, "r"), deep)
+    with pytest.raises(ProfileFormatError, match="nests 5000 levels"):
+        load_rules(store, "r")
+    store.write_bytes(exclusions_path(store, "r"), deep)
+    with pytest.raises(ProfileFormatError, match="nests 5000 levels"):
+        load_exclusions(store, "r")
+    store.write_bytes(store.catalog_path("/d/a.tar", "v"), deep)
+    with pytest.warns(RuntimeWarning, match="corrupt catalog row .*nests 5000 levels"):
+        assert store.catalog() == []
+    store.write_bytes(store.probe_path("/d/a.tar", "v"), deep)
+    with pytest.warns(RuntimeWarning, match="nests 5000 levels"):
+        assert store.get_probe("/d/a.tar", "v") is None
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -> None:
+    store = ProfileStore(str(tmp_path))
+    document = {"text": "[" * 1000 + '\\"{' * 500, "deep": [[[[1]]]]}
+    store.write_json(store.path("x.json"), document)
+    assert store.read_json(store.path("x.json")) == document
+
+
+def test_store_files_beyond_the_size_bound_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import driftloader.store as store_module
+
+    store = ProfileStore(str(tmp_path))
+    store.write_json(store.path("big.json"), {"x": "y" * 2000})
+    monkeypatch.setattr(store_module, "MAX_JSON_BYTES", 1000)
+    with pytest.raises(ProfileFormatError, match=r"big.json is 1,001 bytes, more than the 1,000"):
+        store.read_json(store.path("big.json"))

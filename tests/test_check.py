@@ -1,0 +1,178 @@
+"""check_shards and profile_shards against damaged, read-only and empty inputs: a corrupt
+stored profile is profiled again, a read-only store never fails a check, an empty shard is a
+data error in profile and check alike."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tarfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from driftloader.check import check_shards
+from driftloader.cli import main
+from driftloader.errors import EmptyShardError
+from driftloader.profiling import profile_shards
+from driftloader.sources import Shard, stat_shard
+from driftloader.store import ProfileStore
+
+from .conftest import write_shard
+
+pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> dict:
+    data = tmp_path / "data"
+    data.mkdir()
+    ref = [str(data / f"ref-{i}.tar") for i in range(2)]
+    for i, path in enumerate(ref):
+        write_shard(path, 80, seed=i, start=i * 1000)
+    new = str(data / "new.tar")
+    write_shard(new, 60, seed=7, start=7000)
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards([*ref, new], store, progress=False)
+    store.build_reference("ref", ref)
+    return {"store": store, "ref": ref, "new": new, "tmp": tmp_path}
+
+
+def _damage(store: ProfileStore, url: str, data: bytes) -> str:
+    shard = stat_shard(Shard(url))
+    path = store.profile_path(url, shard.version)
+    store.write_bytes(path, data)
+    return path
+
+
+@pytest.mark.parametrize("damage", [b'{"format":1,"n":', b"", b"null", b"[1,2]", b"{]"])
+def test_a_corrupt_profile_is_profiled_again_by_check_profile_and_reference(corpus, damage):
+    store, new = corpus["store"], corpus["new"]
+    _damage(store, new, damage)
+    with pytest.warns(RuntimeWarning, match=r"corrupt profile .*\.json"):
+        (result,) = check_shards(new, store, "ref")
+    assert result.n == 60
+    assert store.get_profile(new, stat_shard(Shard(new)).version).n == 60  # repaired in the store
+    _damage(store, corpus["ref"][0], damage)
+    with pytest.warns(RuntimeWarning, match=r"corrupt profile .*\.json"):
+        summary = profile_shards(corpus["ref"], store, progress=False)
+    assert (summary.profiled, summary.skipped) == (1, 1)
+    assert store.build_reference("ref", corpus["ref"]).n == 160
+
+
+def test_a_profile_corrupt_inside_its_sketches_is_profiled_again_by_check(corpus):
+    store, new = corpus["store"], corpus["new"]
+    path = store.profile_path(new, stat_shard(Shard(new)).version)
+    document = store.read_json(path)
+    document["features"] = {"x": {"kind": "no-such-sketch"}}  # valid JSON, bad content
+    store.write_json(path, document)
+    with pytest.warns(RuntimeWarning, match="corrupt profile"):
+        (result,) = check_shards(new, store, "ref")
+    assert result.n == 60 and store.get_profile(new, stat_shard(Shard(new)).version).n == 60
+
+
+def test_check_cli_on_a_corrupt_profile_exits_by_the_comparison(corpus, capsys):
+    store = corpus["store"]
+    _damage(store, corpus["new"], b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        code = main(["check", corpus["new"], "--store", store.url, "--reference", "ref"])
+    assert code == 0, capsys.readouterr()
+
+
+# -- read-only stores -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def immutable(folder: Path) -> Iterator[None]:
+    """Make ``folder`` and everything under it refuse writes, even to root (``chattr +i``)."""
+    paths = [str(p) for p in sorted(folder.rglob("*"), reverse=True)] + [str(folder)]
+    try:
+        subprocess.run(["chattr", "+i", *paths], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot make a read-only folder here (chattr: {e})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *paths], check=False, capture_output=True)
+
+
+def _files(folder: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in folder.rglob("*")}
+
+
+def test_check_on_a_store_opened_read_only_compares_in_memory(corpus):
+    unprofiled = str(corpus["tmp"] / "data" / "unprofiled.tar")
+    write_shard(unprofiled, 50, seed=9, start=9000)
+    before = _files(corpus["tmp"] / "store")
+    store = ProfileStore(corpus["store"].url, read_only=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*read-only")  # asked for: no warning
+        results = check_shards([corpus["new"], unprofiled], store, "ref", workers=2)
+    assert [r.n for r in results] == [60, 50] and results.failed == []
+    assert _files(corpus["tmp"] / "store") == before  # nothing written
+
+
+def test_a_store_that_refuses_writes_warns_once_and_check_exits_by_the_comparison(corpus, capsys):
+    unprofiled = str(corpus["tmp"] / "data" / "unprofiled.tar")
+    write_shard(unprofiled, 50, seed=9, start=9000)
+    store_dir = corpus["tmp"] / "store"
+    with immutable(store_dir):
+        store = ProfileStore(str(store_dir))
+        with pytest.warns(RuntimeWarning, match="read-only") as caught:
+            results = check_shards([corpus["new"], unprofiled], store, "ref")
+        assert [r.n for r in results] == [60, 50]
+        assert sum("read-only" in str(w.message) for w in caught) == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            code = main(["check", corpus["new"], "--store", str(store_dir), "--reference", "ref"])
+        assert code == 0, capsys.readouterr()
+        assert main(["profile", unprofiled, "--store", str(store_dir), "--quiet"]) == 2
+
+
+def test_training_on_a_read_only_store_keeps_decisions_in_memory(corpus):
+    import driftloader as dl
+
+    unprofiled = str(corpus["tmp"] / "data" / "unprofiled.tar")
+    write_shard(unprofiled, 50, seed=9, start=9000, shift=2.0)
+    urls = [corpus["new"], unprofiled]
+    read_only = ProfileStore(corpus["store"].url, read_only=True)
+    before = _files(corpus["tmp"] / "store")
+    ds = dl.DriftDataset(urls, store=read_only, reference="ref", policy="skip")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*read-only")  # asked for: no warning
+        assert len(list(ds)) == 60
+    assert {Path(r["url"]).name: r["action"] for r in ds.drift_report()} == {
+        "new.tar": "passed",
+        "unprofiled.tar": "dropped after probe",
+    }
+    assert _files(corpus["tmp"] / "store") == before
+    with immutable(corpus["tmp"] / "store"):
+        ds = dl.DriftDataset(urls, store=ProfileStore(corpus["store"].url), reference="ref")
+        with pytest.warns(RuntimeWarning, match="read-only") as caught:
+            assert len(list(ds)) == 110
+        assert sum("read-only" in str(w.message) for w in caught) == 1
+        assert len(ds.drift_report()) == 2
+
+
+# -- empty shards ------------------------------------------------------------------------------
+
+
+def test_an_empty_shard_is_a_data_error_in_profile_and_check(corpus, capsys):
+    empty = corpus["tmp"] / "data" / "empty.tar"
+    tarfile.open(empty, "w").close()
+    store = corpus["store"]
+    summary = profile_shards([str(empty)], store, progress=False, on_error="skip")
+    assert summary.failed == [(str(empty), "shard has no samples (an empty tar): nothing to profile")]
+    assert store.get_profile(str(empty), stat_shard(Shard(str(empty))).version) is None
+    with pytest.raises(EmptyShardError, match="empty.tar: shard has no samples"):
+        profile_shards([str(empty)], store, progress=False)
+    with pytest.raises(EmptyShardError, match="empty.tar: shard has no samples"):
+        check_shards(str(empty), store, "ref")
+    results = check_shards([str(empty), corpus["new"]], store, "ref", on_error="skip")
+    assert len(results) == 1 and results.failed[0][0] == str(empty)
+    assert main(["profile", str(empty), "--store", store.url, "--quiet"]) == 2
+    assert main(["check", str(empty), "--store", store.url, "--reference", "ref"]) == 2
+    assert "shard has no samples" in capsys.readouterr().err
