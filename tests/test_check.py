@@ -165,7 +165,9 @@ def test_an_empty_shard_is_a_data_error_in_profile_and_check(corpus, capsys):
     tarfile.open(empty, "w").close()
     store = corpus["store"]
     summary = profile_shards([str(empty)], store, progress=False, on_error="skip")
-    assert summary.failed == [(str(empty), "shard has no samples (an empty tar): nothing to profile")]
+    assert summary.failed == [
+        (str(empty), "shard has no samples (an empty tar): nothing to profile")
+    ]
     assert store.get_profile(str(empty), stat_shard(Shard(str(empty))).version) is None
     with pytest.raises(EmptyShardError, match="empty.tar: shard has no samples"):
         profile_shards([str(empty)], store, progress=False)
