@@ -8,7 +8,8 @@ with the bytes it replaced. Layout under the store root::
     probes/<sha1(url)[:2]>/<sha1(url)>/<quote(version)>.json   the probe window of a shard
                                                                that the skip policy dropped
     references/<name>.json                                     a merged reference profile
-    catalog/<sha1(url)>.<quote(version)>.json                  one summary row per shard-version
+    references/<name>.rules.json, exclusions/<name>.json       validation rules, quarantine
+    catalog/<sha1(url)>.<quote(version)>.json                  one ``CatalogRow`` per shard-version
 
 ``url`` in a key is the shard URL without credentials (``sources.redact``; local paths are made
 absolute first, so ``data/a.tar`` and ``/abs/data/a.tar`` name the same shard); ``quote`` is
@@ -17,7 +18,10 @@ Everything is JSON, never pickle.
 
 Writes are atomic: on local disk a temp file in the same folder is renamed over the target
 (``os.replace``) and removed in ``finally`` on failure; on object stores the full bytes go in a
-single PUT. A reader therefore sees the old file or the new one, never half of one.
+single PUT. A reader therefore sees the old file or the new one, never half of one. Other
+modules keep their files here through the public ``path`` / ``read_json`` / ``write_json``.
+Every read is bounded (``MAX_JSON_BYTES``, ``MAX_JSON_DEPTH``), every object-store operation
+has one deadline (``timeout``), and a read-only store degrades to memory (see the class).
 
 Example::
 

@@ -323,3 +323,69 @@ def test_an_unguarded_script_gets_told_to_guard_itself(local_shards, tmp_path):
     )
     assert result.returncode != 0
     assert 'if __name__ == "__main__":' in result.stderr
+
+
+# -- a killed parent ---------------------------------------------------------------------------
+
+
+def _children(parent: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``parent``, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _profiles(store: Path) -> int:
+    return sum(1 for _ in (store / "shards").rglob("*.json")) if store.exists() else 0
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc")
+def test_profile_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    urls = []
+    for i in range(16):
+        write_shard(tmp_path / f"s-{i:02d}.tar", 300, seed=i, start=i * 1000)
+        urls.append(str(tmp_path / f"s-{i:02d}.tar"))
+    store = tmp_path / "store"
+    cmd = [sys.executable, "-m", "driftloader", "profile", *urls, "--store", str(store)]
+    parent = subprocess.Popen([*cmd, "--workers", "2", "--quiet"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while _profiles(store) == 0 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.02)
+        workers = _children(parent.pid)
+        assert _profiles(store) > 0 and workers, "no worker started profiling"
+        parent.send_signal(signal.SIGKILL)
+        at_kill = _profiles(store)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers), "workers outlived their parent"
+    after = _profiles(store)
+    time.sleep(1.0)
+    assert _profiles(store) == after < len(urls)
+    assert after <= at_kill + 2  # at most the two shards being written at the kill

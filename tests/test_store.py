@@ -433,3 +433,75 @@ def test_store_files_beyond_the_size_bound_are_refused(
     monkeypatch.setattr(store_module, "MAX_JSON_BYTES", 1000)
     with pytest.raises(ProfileFormatError, match=r"big.json is 1,001 bytes, more than the 1,000"):
         store.read_json(store.path("big.json"))
+
+
+# -- stalls ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stalling_endpoint():
+    """An HTTP endpoint on loopback that accepts connections and never answers."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_a_stalled_store_gives_up_within_its_timeout(stalling_endpoint: str) -> None:
+    import time
+
+    from driftloader.errors import StoreTimeoutError
+
+    options = {"client_kwargs": {"endpoint_url": stalling_endpoint}, "key": "k", "secret": "s"}
+    store = ProfileStore("s3://stalled/drift", options, timeout=1.0)
+    operations = {
+        "PUT": lambda: store.write_json(store.path("x.json"), {"a": 1}),
+        "HEAD": lambda: store.exists(store.path("x.json")),
+        "GET": lambda: store.get_profile("/d/a.tar", "v:1"),
+        "LIST": store.catalog,
+        "HEAD bucket": store.check_writable,
+    }
+    for name, operation in operations.items():
+        started = time.monotonic()
+        with pytest.raises(StoreTimeoutError, match=r"s3://stalled/drift: .* within 1 s"):
+            operation()
+        assert time.monotonic() - started < 4, name
+
+
+def test_s3_stores_get_bounded_timeouts_unless_the_caller_sets_them() -> None:
+    from driftloader.store import S3_STORE_OPTIONS, store_options
+
+    assert store_options("/local/store", None) == {}
+    defaults = store_options("s3://b/drift", {"anon": True})
+    assert defaults["anon"] is True
+    assert defaults["config_kwargs"] == S3_STORE_OPTIONS["config_kwargs"]
+    assert defaults["config_kwargs"]["connect_timeout"] <= 10
+    assert defaults["config_kwargs"]["read_timeout"] <= 30
+    mine = store_options("s3://b/drift", {"config_kwargs": {"read_timeout": 3}})
+    assert mine["config_kwargs"]["read_timeout"] == 3
+    assert mine["config_kwargs"]["connect_timeout"] == 5
+    assert ProfileStore("s3://b/drift").fs.config_kwargs["read_timeout"] == 20  # reaches s3fs
+    with pytest.raises(ValueError, match="timeout"):
+        ProfileStore("s3://b/drift", timeout=0)
