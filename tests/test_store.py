@@ -426,7 +426,7 @@ def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -> None
 def test_store_files_beyond_the_size_bound_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import driftloader.store as store_module
+    import driftloader.store_files as store_module
 
     store = ProfileStore(str(tmp_path))
     store.write_json(store.path("big.json"), {"x": "y" * 2000})
@@ -491,7 +491,7 @@ def test_a_stalled_store_gives_up_within_its_timeout(stalling_endpoint: str) -> 
 
 
 def test_s3_stores_get_bounded_timeouts_unless_the_caller_sets_them() -> None:
-    from driftloader.store import S3_STORE_OPTIONS, store_options
+    from driftloader.store_files import S3_STORE_OPTIONS, store_options
 
     assert store_options("/local/store", None) == {}
     defaults = store_options("s3://b/drift", {"anon": True})
