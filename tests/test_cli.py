@@ -86,10 +86,12 @@ def test_check_reports_every_readable_shard_then_exits_2_naming_the_unreadable(
     assert set(errors) == {"corrupt-0.tar", "missing-0.tar", "empty-0.tar"}
     assert "no samples" in errors["empty-0.tar"] and "does not exist" in errors["missing-0.tar"]
     assert "corrupt-0.tar" in err and "empty-0.tar" in err
-    # a reference of empty shards would call every shard drifted: refused
-    assert main(["profile", str(empty), "--store", store, "--quiet"]) == 0
+    # one rule for empty shards: a data error in profile as in check, and never profiled, so
+    # a reference of empty shards (which would call every shard drifted) cannot be built
+    assert main(["profile", str(empty), "--store", store, "--quiet"]) == 2
+    assert "shard has no samples" in capsys.readouterr().err
     assert main(["reference", "nothing", str(empty), "--store", store]) == 2
-    assert "hold no samples" in capsys.readouterr().err
+    assert "have no profile" in capsys.readouterr().err
 
 
 def test_unexpected_errors_still_exit_2(shards, tmp_path, capsys):
