@@ -154,7 +154,7 @@ def _is_chunked(headers: list[tuple[str, str]]) -> bool:
 
 
 def _error_body(status: int) -> bytes:
-    code = {500: "InternalError", 503: "SlowDown"}.get(status, "InjectedFault")
+    code = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown"}.get(status, "InjectedFault")
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f"<Error><Code>{code}</Code><Message>injected by latency_proxy</Message></Error>"

@@ -178,3 +178,24 @@ def test_an_empty_shard_is_a_data_error_in_profile_and_check(corpus, capsys):
     assert main(["profile", str(empty), "--store", store.url, "--quiet"]) == 2
     assert main(["check", str(empty), "--store", store.url, "--reference", "ref"]) == 2
     assert "shard has no samples" in capsys.readouterr().err
+
+
+def test_an_s3_store_that_refuses_puts_warns_once_and_check_still_compares(
+    tmp_path, s3_proxy, s3_bucket
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    ref, new = str(data / "ref.tar"), str(data / "new.tar")
+    write_shard(ref, 80, seed=1, start=1000)
+    write_shard(new, 60, seed=7, start=7000)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    profile_shards([ref], store, progress=False)
+    store.build_reference("ref", [ref])
+    s3_proxy.add_fault("status", method="PUT", status=403, times=None)  # AccessDenied
+    refusing = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    with pytest.warns(RuntimeWarning, match="read-only") as caught:
+        results = check_shards([new, ref], refusing, "ref", storage_options={})
+    assert [r.n for r in results] == [60, 80] and results.failed == []
+    assert sum("read-only" in str(w.message) for w in caught) == 1
+    assert not refusing.writable
