@@ -84,6 +84,11 @@ def _brace_alternatives(body: str) -> list[str]:
 _FS_CACHE: dict[tuple, Any] = {}
 
 
+def is_pipe(url: str) -> bool:
+    """True for webdataset's ``pipe:COMMAND`` URLs (the shard is the command's stdout)."""
+    return url.startswith("pipe:")
+
+
 def protocol_of(url: str) -> str:
     """The fsspec protocol of a URL; plain paths are ``file``."""
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", url)
@@ -100,6 +105,14 @@ def _s3_options(storage_options: dict | None) -> dict:
     if client_kwargs:
         options["client_kwargs"] = client_kwargs
     options.setdefault("version_aware", True)
+    config = dict(options.get("config_kwargs") or {})
+    # botocore's own retries would hide failures from ours (which count them and resume at
+    # the byte) and multiply the time a dead endpoint takes to fail; s3fs retries its calls.
+    config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+    config.setdefault("connect_timeout", 5)
+    config.setdefault("read_timeout", 20)
+    config.setdefault("max_pool_connections", 32)  # the reader keeps requests in flight
+    options["config_kwargs"] = config
     return options
 
 
@@ -127,6 +140,31 @@ def filesystem(url: str, storage_options: dict | None = None):
 def strip_protocol(url: str, storage_options: dict | None = None) -> str:
     """The path of ``url`` inside its filesystem."""
     return filesystem(url, storage_options)._strip_protocol(url)
+
+
+def storage_hint(exc: BaseException) -> str:
+    """What to check when storage cannot be reached or does not know who we are; else ``""``."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"NoCredentialsError", "PartialCredentialsError"}:
+        return (
+            "; no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE / ~/.aws/credentials), pass storage_options={'key': ..., "
+            "'secret': ...}, or storage_options={'anon': True} for a public bucket"
+        )
+    if names & {"EndpointConnectionError", "ConnectTimeoutError"}:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        where = (
+            f"the endpoint {endpoint} (from AWS_ENDPOINT_URL)"
+            if endpoint
+            else "AWS's public endpoint (AWS_ENDPOINT_URL is not set)"
+        )
+        return (
+            f"; cannot connect to {where}: set AWS_ENDPOINT_URL, or pass "
+            "storage_options={'client_kwargs': {'endpoint_url': ...}}"
+        )
+    if names & {"ClientConnectorError", "ConnectionRefusedError"}:
+        return "; cannot connect to the server (is the host and port right, is it running?)"
+    return ""
 
 
 def redact(url: str) -> str:
@@ -168,7 +206,9 @@ def split_url_list(urls: str) -> list[str]:
 def _expand_one(pattern: str, storage_options: dict | None) -> list[Shard]:
     found: list[Shard] = []
     for url in braceexpand(pattern):
-        if url.lower().endswith(MANIFEST_SUFFIXES):
+        if is_pipe(url):
+            found.append(Shard(url))  # a shell command: neither a glob nor a manifest
+        elif url.lower().endswith(MANIFEST_SUFFIXES):
             found.extend(read_manifest(url, storage_options))
         elif any(ch in url for ch in "*?["):
             found.extend(Shard(u) for u in _glob(url, storage_options))
@@ -248,8 +288,11 @@ def shard_version(info: dict) -> str | None:
 def stat_shard(shard: Shard, storage_options: dict | None = None) -> Shard:
     """Fill in the shard's current version and size from storage.
 
-    A pinned shard keeps its version; a missing shard raises ``ShardReadError``.
+    A pinned shard keeps its version; a missing shard raises ``ShardReadError``. A ``pipe:``
+    shard has neither version nor size: it is returned as is.
     """
+    if is_pipe(shard.url):
+        return shard
     fs = filesystem(shard.url, storage_options)
     path = fs._strip_protocol(shard.url)
     if shard.pinned:
@@ -264,8 +307,10 @@ def _info(fs: Any, path: str, url: str, **kwargs: Any) -> dict:
         return fs.info(path, **kwargs)
     except FileNotFoundError as e:
         raise ShardReadError(redact(url), "shard does not exist") from e
-    except OSError as e:
-        raise ShardReadError(redact(url), f"cannot stat shard: {e}") from e
+    except Exception as e:  # botocore's and aiohttp's errors are not all OSErrors
+        if isinstance(e, ShardReadError):
+            raise
+        raise ShardReadError(redact(url), f"cannot stat shard: {e!r}{storage_hint(e)}") from e
 
 
 def _version_aware(fs: Any) -> bool:
