@@ -306,6 +306,10 @@ def _info(fs: Any, path: str, url: str, **kwargs: Any) -> dict:
         fs.invalidate_cache(path)  # a listing cached by an earlier glob may predate an overwrite
         return fs.info(path, **kwargs)
     except FileNotFoundError as e:
+        cause = e.__cause__  # fsspec's HTTP filesystem says "not found" for any failure
+        if cause is not None and not isinstance(cause, FileNotFoundError):
+            message = f"cannot stat shard: {cause!r}{storage_hint(cause)}"
+            raise ShardReadError(redact(url), message) from e
         raise ShardReadError(redact(url), "shard does not exist") from e
     except Exception as e:  # botocore's and aiohttp's errors are not all OSErrors
         if isinstance(e, ShardReadError):

@@ -46,7 +46,9 @@ def test_requests_stay_in_flight_under_the_bound_with_no_head(proxied, s3_proxy)
     read = _read_all(shards, options, max_inflight=bound, max_requests=3, stats=stats)
     assert read == expected
     assert s3_proxy.counts.get("HEAD", 0) == 0  # sizes and versions known: no HEAD
-    assert 2 <= s3_proxy.max_in_flight <= 3
+    # the proxy counts a request until its last byte is sent: one answered (or cancelled
+    # past a shard's end-of-archive marker) may overlap the next one asked for by at most one
+    assert 2 <= s3_proxy.max_in_flight <= 3 + 1
     assert 2 * BLOCK < stats.inflight_peak_bytes <= bound
 
 
