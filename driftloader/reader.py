@@ -96,21 +96,19 @@ def _octal(field_: bytes, url: str, offset: int) -> int:
 
 
 def _checksum_ok(buf: bytes, at: int) -> bool:
-    """Verify the header checksum at ``buf[at:at+512]`` without copying the header.
+    """Verify the header checksum of ``buf[at:at+512]``.
 
     The checksum is the byte sum with the checksum field read as eight spaces. Adler-32's low
     half is 1 + the byte sum mod 65521, computed in C: ten times faster than ``sum()`` and
     exact unless a corruption shifts the sum by a multiple of 65521.
     """
-    stored = buf[at + 148 : at + 156].split(b"\x00", 1)[0].strip()
+    field_ = buf[at + 148 : at + 156]
     try:
-        expected = int(stored, 8)
+        expected = int(field_.split(b"\x00", 1)[0], 8)  # int() ignores surrounding spaces
     except ValueError:
         return False
-    with memoryview(buf) as view:
-        low = zlib.adler32(view[at : at + BLOCK]) & 0xFFFF
-    field_sum = sum(buf[at + 148 : at + 156])
-    return (low - 1 - field_sum + 8 * 32) % 65521 == expected % 65521
+    low = zlib.adler32(buf[at : at + BLOCK]) & 0xFFFF
+    return (low - 1 - sum(field_) + 8 * 32) % 65521 == expected % 65521
 
 
 def _pax_records(data: bytes, url: str, offset: int) -> dict[str, str]:

@@ -82,6 +82,14 @@ def _brace_alternatives(body: str) -> list[str]:
 # ---------------------------------------------------------------------------- filesystems
 
 _FS_CACHE: dict[tuple, Any] = {}
+_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
 
 
 def is_pipe(url: str) -> bool:
@@ -122,7 +130,10 @@ def filesystem(url: str, storage_options: dict | None = None):
     options = (
         _s3_options(storage_options) if protocol in ("s3", "s3a") else dict(storage_options or {})
     )
-    key = (os.getpid(), protocol, json.dumps(options, sort_keys=True, default=repr))
+    # credentials from the environment are resolved once per filesystem: a changed
+    # environment (another profile, new keys) gets a new one
+    credentials = hash(tuple(os.environ.get(name) for name in _CREDENTIAL_VARIABLES))
+    key = (os.getpid(), protocol, json.dumps(options, sort_keys=True, default=repr), credentials)
     fs = _FS_CACHE.get(key)
     if fs is None:
         try:
