@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from .drift import DriftConfig, ShardDrift, compare
 from .profiling import Metadata, ProfilingSummary, profile_shards
+from .progress import active, track
 from .sources import expand_urls, redact, stat_shards
 from .store import ProfileStore
 
@@ -55,13 +56,13 @@ def check_shards(
             store,
             workers=workers,
             storage_options=storage_options,
-            progress=False,
+            progress=active(),
             metadata=metadata,
             on_error=on_error,
         )
     failed = {url for url, _ in summary.failed}
     results = CheckResults(failed=[*missing, *summary.failed])
-    for shard in shards:
+    for shard in track(shards, "checked"):
         if redact(shard.url) in failed:
             continue
         profile = store.get_profile(shard.url, shard.version)

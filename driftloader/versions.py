@@ -22,6 +22,7 @@ from typing import Any
 from .drift import ShardDrift, compare
 from .errors import DriftloaderError, FingerprintMismatch
 from .profile import Profile
+from .progress import track
 from .shardversion import version_id_of
 from .sources import Shard, expand_urls, filesystem, protocol_of, read_manifest, stat_shards
 from .store import ProfileStore, check_reference_name, shard_key, unique_shards
@@ -53,7 +54,7 @@ def manifest_of(shards: Sequence[Shard], store: ProfileStore | None = None) -> d
         "format": SNAPSHOT_FORMAT,
         "kind": SNAPSHOT_KIND,
         "created": time.time(),
-        "shards": [_entry(s, store) for s in shards],
+        "shards": [_entry(s, store) for s in track(shards, "snapshot")],
     }
 
 
@@ -270,7 +271,7 @@ def quarantine(
     tags = dict(tags or {QUARANTINE_TAG: reference})
     rows = [r for r in store.catalog() if r.get("reference") == reference and r.get("drifted")]
     result = QuarantineResult(reference)
-    for row in rows:
+    for row in track(rows, "quarantined"):
         url, version = row["url"], row.get("version")
         result.shards.append({"url": shard_key(url), "version": version, "score": row.get("score")})
         error = _tag(url, version, tags, storage_options)
