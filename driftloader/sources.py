@@ -223,10 +223,30 @@ def _expand_one(pattern: str, storage_options: dict | None) -> list[Shard]:
             found.extend(read_manifest(url, storage_options))
         elif any(ch in url for ch in "*?["):
             found.extend(Shard(u) for u in _glob(url, storage_options))
+        elif _is_folder(url):
+            found.extend(_folder_shards(url, storage_options))
         else:
             found.append(Shard(url))
     if not found:
         raise NoShardsError(f"{redact(pattern)} matches no shard; check the pattern and the store")
+    return found
+
+
+def _is_folder(url: str) -> bool:
+    """A local folder, or any URL ending in ``/`` (no request made for remote URLs)."""
+    if url.endswith("/"):
+        return True
+    return protocol_of(url) == "file" and "://" not in url and os.path.isdir(url)
+
+
+def _folder_shards(url: str, storage_options: dict | None) -> list[Shard]:
+    """A folder given instead of a pattern: its ``.tar`` files, or an error saying what to give."""
+    pattern = url.rstrip("/") + "/*.tar"
+    found = [Shard(u) for u in _glob(pattern, storage_options)]
+    if not found:
+        raise NoShardsError(
+            f"{redact(url)} is a folder with no .tar file in it: did you mean {redact(pattern)}?"
+        )
     return found
 
 
