@@ -192,6 +192,7 @@ def commands(folder: Path) -> list[str]:
 def _run(folder: Path, seed: int, keep: bool = True) -> int:
     from .check import check_shards
     from .profiling import profile_shards
+    from .progress import reporting
     from .store import ProfileStore
 
     started = time.perf_counter()
@@ -208,7 +209,9 @@ def _run(folder: Path, seed: int, keep: bool = True) -> int:
     print(f"2. reference 'clean': {reference.n:,} samples, {len(reference.kinds)} features")
     print("3. each training shard checked against 'clean' (`driftloader check`):")
     print(SCORE_LINE)
-    for result in check_shards(roles["train"], store, "clean"):
+    with reporting(False):  # the demo prints its own lines, not a progress summary
+        results = check_shards(roles["train"], store, "clean")
+    for result in results:
         name = Path(result.url).name
         top = ", ".join(
             f"{f.name} {f.metric} effect {f.effect:.2f}" for f in result.top(3) if f.drifted

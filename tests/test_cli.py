@@ -130,7 +130,7 @@ def test_python_dash_m_and_demo_run(tmp_path):
         [sys.executable, "-m", "driftloader", "demo", "--folder", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # ~2 min alone; a hang guard on a busy 2-core machine
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
