@@ -63,8 +63,8 @@ def _schema_text(schema: Any) -> str:
 def flatten_row(row: Mapping) -> dict:
     """One ``drift_report()`` row with only scalar values.
 
-    ``top`` (a list of feature dicts) becomes ``top_feature`` (the most drifted feature's name,
-    if any drifted) and ``top_features`` (``"name metric effect"`` of the first three drifted);
+    ``top`` (a list of feature dicts) becomes ``top_feature`` and ``top_kind`` (the most drifted
+    feature's name and kind, if any drifted) and ``top_features`` (``"name metric effect"`` of the first three drifted);
     ``schema`` becomes text; ``shard`` is the URL's file name. Other keys are kept as they are.
     """
     flat: dict[str, Any] = {}
@@ -72,6 +72,7 @@ def flatten_row(row: Mapping) -> dict:
         if key == "top":
             drifted = [t for t in value or [] if isinstance(t, Mapping) and t.get("drifted")]
             flat["top_feature"] = drifted[0].get("name") if drifted else None
+            flat["top_kind"] = drifted[0].get("kind") if drifted else None
             flat["top_features"] = _top_text(value or [])
         elif key == "schema":
             flat["schema"] = _schema_text(value)
@@ -79,7 +80,7 @@ def flatten_row(row: Mapping) -> dict:
             flat[key] = str(value)
         else:
             flat[key] = value
-    if "url" in flat:
+    if "url" in flat:  # flattening a flat row again changes nothing
         flat["shard"] = PurePosixPath(str(flat["url"]).replace("\\", "/")).name
     return flat
 

@@ -48,6 +48,7 @@ def test_drift_report_rows_are_flat_print_as_a_table_and_make_a_dataframe(corpus
     assert table[0].split()[:4] == ["epoch", "shard", "action", "drifted"]
     (drifted,) = [line for line in table if "drift-0.tar" in line]
     assert "skipped" in drifted and "yes" in drifted and "x.npy[" in drifted
+    assert DriftReport(report) == report  # flat rows stay as they are
     frame = pd.DataFrame(report)
     assert len(frame) == 2 and frame.loc[frame["drifted"], "shard"].tolist() == ["drift-0.tar"]
     assert frame["score"].dtype == float and frame["top_feature"].notna().sum() == 1
