@@ -179,7 +179,7 @@ def test_version_and_a_help_line_for_every_argument_and_an_example_per_command(c
 
 @pytest.mark.parametrize("command", ["check", "diff"])
 def test_json_commands_print_one_object_with_errors_on_early_errors(
-    command, shards, checked, tmp_path, capsys
+    command, shards, checked, tmp_path, capsys, monkeypatch
 ):
     def run(*args: str) -> dict:
         code = main([command, *args, "--store", checked, "--json"])
@@ -191,9 +191,17 @@ def test_json_commands_print_one_object_with_errors_on_early_errors(
     if command == "check":
         missing_ref = run(*shards["clean"], "--reference", "typo")
         no_match = run(str(tmp_path / "none-*.tar"), "--reference", "v1")
-        unreachable = run("s3://bucket/x.tar", "--reference", "v1", "--storage-option", "bad=1")
+        refused = run("s3://bucket/x.tar", "--reference", "v1", "--storage-option", "bad=1")
         assert no_match["shards"] == [] and "matches no shard" in no_match["errors"][0]["error"]
-        assert unreachable["errors"]
+        assert "bad" in refused["errors"][0]["error"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        code = main(
+            ["check", "s3://bucket/x.tar", "--store", "s3://bucket/drift", "--reference", "v1"]
+            + ["--json", "--storage-option", "endpoint_url=http://127.0.0.1:1"]  # nothing there
+        )
+        unreachable = json.loads(capsys.readouterr().out)
+        assert code == 2 and "127.0.0.1:1" in unreachable["errors"][0]["error"]
     else:
         missing_ref = run("typo", "v1")
     assert "'typo'" in missing_ref["errors"][0]["error"]
