@@ -96,15 +96,30 @@ def time_pipeline(make) -> float:
     return count / (time.perf_counter() - start)
 
 
-def readers(urls: list[str]) -> dict:
+def readers(urls: list[str], storage_options: dict | None = None) -> dict:
     return {
         "webdataset": lambda: (
             wds.WebDataset(urls, shardshuffle=False).decode().to_tuple("x.npy", "cls")
         ),
         "driftloader": lambda: (
-            dl.DriftDataset(urls, shuffle=False).decode().to_tuple("x.npy", "cls")
+            dl.DriftDataset(urls, shuffle=False, storage_options=storage_options)
+            .decode()
+            .to_tuple("x.npy", "cls")
+        ),
+        "driftloader `read_shards` (shards read ahead) + np.load": lambda: read_ahead_tuples(
+            urls, storage_options
         ),
     }
+
+
+def read_ahead_tuples(urls: list[str], storage_options: dict | None):
+    """The reader API the dataset is to use: blocks of the next shards requested while the
+    current one is parsed; decoded here as ``.decode().to_tuple("x.npy", "cls")`` would."""
+    from driftloader.reader import read_shards
+
+    for _, samples in read_shards(urls, storage_options):
+        for sample in samples:
+            yield np.load(io.BytesIO(sample["x.npy"])), int(sample["cls"])
 
 
 def loader_rate(urls: list[str], workers: int, handoff: bool = True) -> float:
@@ -119,10 +134,16 @@ def loader_rate(urls: list[str], workers: int, handoff: bool = True) -> float:
     return count / (time.perf_counter() - start)
 
 
-def measure(label: str, urls: list[str], rounds: int, bytes_per_sample: float) -> list[str]:
+def measure(
+    label: str,
+    urls: list[str],
+    rounds: int,
+    bytes_per_sample: float,
+    storage_options: dict | None = None,
+) -> list[str]:
     rates: dict[str, list[float]] = {name: [] for name in readers(urls)}
     for _ in range(rounds):
-        for name, make in readers(urls).items():
+        for name, make in readers(urls, storage_options).items():
             rates[name].append(time_pipeline(make))
     best = {name: max(values) for name, values in rates.items()}
     rows = []
@@ -162,12 +183,29 @@ def measure_loader(urls: list[str], rounds: int) -> list[str]:
     return rows
 
 
+def measure_proxied(endpoint: str, urls: list[str], args, per_sample: float) -> list[str]:
+    """The same S3 rows through the latency proxy (``--latency-ms``, 50 MB/s per connection)."""
+    from benchmarks.latency_proxy import LatencyProxy
+
+    with LatencyProxy(endpoint, latency_ms=args.latency_ms, mbps=50, lifetime_s=3600) as proxy:
+        register_webdataset_s3(proxy.endpoint)
+        options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
+        label = f"S3, {args.latency_ms:g} ms + 50 MB/s proxy"
+        return measure(label, urls, args.rounds, per_sample, options)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=None,
+        help="also read S3 through benchmarks/latency_proxy.py at this latency and 50 MB/s",
+    )
     parser.add_argument("-o", "--output", default="benchmarks/results/throughput.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +217,10 @@ def main() -> None:
             server, endpoint = start_moto()
             try:
                 register_webdataset_s3(endpoint)
-                rows += measure("moto S3", upload(urls, endpoint), args.rounds, per_sample)
+                s3_urls = upload(urls, endpoint)
+                rows += measure("moto S3", s3_urls, args.rounds, per_sample)
+                if args.latency_ms is not None:
+                    rows += measure_proxied(endpoint, s3_urls, args, per_sample)
             finally:
                 server.stop()
     table = [

@@ -23,6 +23,9 @@ _WHERE = {
     "NoShardsError": "errors",
     "ProfileFormatError": "errors",
     "ReferenceNotFound": "errors",
+    "DriftCallback": "monitoring",
+    "DriftReport": "monitoring",
+    "log_drift": "monitoring",
     "ShardReadError": "errors",
     "VersionMismatch": "errors",
     "FeatureSpec": "features",
@@ -40,6 +43,9 @@ _WHERE = {
 
 __all__ = [
     "compare",
+    "DriftCallback",
+    "DriftReport",
+    "log_drift",
     "DriftConfig",
     "DriftDataset",
     "DriftloaderError",
@@ -91,6 +97,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         VersionMismatch,
     )
     from .features import FeatureSpec
+    from .monitoring import DriftCallback, DriftReport, log_drift
     from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
     from .profile import Profile
     from .profiling import profile_shards

@@ -11,6 +11,7 @@ from .drift import DriftConfig, ShardDrift, compare
 from .errors import EmptyShardError, StoreReadOnlyError
 from .profile import Profile
 from .profiling import EMPTY_SHARD, Metadata, profile_shard, profile_shards
+from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
 from .store import ProfileStore
 
@@ -59,7 +60,7 @@ def check_shards(
     options = {"storage_options": storage_options, "metadata": metadata, "on_error": on_error}
     profiles, failed = _profiles(shards, store, workers, options)
     results = CheckResults(failed=[*missing, *failed])
-    for shard in shards:
+    for shard in track(shards, "checked"):
         profile = profiles.get((shard.url, shard.version))
         if profile is None:
             continue
@@ -86,7 +87,7 @@ def _profiles(
     if shards and store.writable:
         try:
             summary = profile_shards(
-                [s.url for s in shards], store, workers=workers, progress=False, **options
+                [s.url for s in shards], store, workers=workers, progress=active(), **options
             )
             failed = list(summary.failed)
         except StoreReadOnlyError as e:  # refused in a worker: profile in memory below

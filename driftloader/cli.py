@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
+from . import __version__
 from .errors import DriftloaderError
+from .progress import reporting
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
@@ -52,8 +55,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         force=args.force,
     )
     for url, error in summary.failed:
-        print(f"failed: {url}: {error}", file=sys.stderr)
+        print(f"failed: {_failure(url, error)}", file=sys.stderr)
     return EXIT_ERROR if summary.failed else EXIT_OK
+
+
+def _failure(url: str, error: str) -> str:
+    """``url: error``, naming the URL once even when the error message starts with it."""
+    return error if error.startswith(url) else f"{url}: {error}"
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
@@ -69,11 +77,20 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def _print_json(reference: str, results: Sequence, failed: Sequence = ()) -> None:
-    """One JSON object: ``{"reference": NAME, "shards": [...]}``, and ``"errors"`` when some
-    shards could not be read."""
+    """One JSON object: ``{"reference": NAME, "shards": [...], "errors": [...]}``; ``errors``
+    lists the shards that could not be read (empty when all could)."""
     out: dict = {"reference": reference, "shards": [r.to_dict() for r in results]}
-    if failed:
-        out["errors"] = [{"url": url, "error": error} for url, error in failed]
+    out["errors"] = [{"url": url, "error": error} for url, error in failed]
+    print(json.dumps(out, allow_nan=False))
+
+
+def _print_json_error(args: argparse.Namespace, message: str) -> None:
+    """The one JSON object of ``--json`` when the command failed before any result."""
+    if args.command == "diff":
+        out: dict = {"a": args.a, "b": args.b, "drifted": None}
+    else:
+        out = {"reference": getattr(args, "reference", None), "shards": []}
+    out["errors"] = [{"url": None, "error": message}]
     print(json.dumps(out, allow_nan=False))
 
 
@@ -98,9 +115,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             flag = "DRIFT" if r.drifted else "ok   "
             print(f"{flag} score {r.score:8.2f}  n {r.n:>7}  {r.url}  {top}")
         drifted = sum(r.drifted for r in results)
-        print(f"{drifted} of {len(results)} shards drifted from reference {args.reference!r}")
+        if results or not results.failed:
+            print(f"{drifted} of {len(results)} shards drifted from reference {args.reference!r}")
     for url, error in results.failed:
-        print(f"driftloader check: error: {url}: {error}", file=sys.stderr)
+        print(f"driftloader check: error: {_failure(url, error)}", file=sys.stderr)
     if results.failed:
         return EXIT_ERROR
     return EXIT_DRIFT if any(r.drifted for r in results) else EXIT_OK
@@ -128,12 +146,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.folder, seed=args.seed)
 
 
+URL_HELP = (
+    "shards: paths or URLs, brace patterns (shard-{000..127}.tar), globs, a folder, manifests"
+)
+STORE = "--store ./drift"
+EXAMPLES = {
+    "profile": f"driftloader profile 'shards/train-{{000..099}}.tar' {STORE} --workers 4",
+    "reference": f"driftloader reference clean 'shards/train-{{000..049}}.tar' {STORE}",
+    "check": f"driftloader check 'shards/new-*.tar' {STORE} --reference clean --json",
+    "report": f"driftloader report {STORE} --reference clean -o report.html",
+    "demo": "driftloader demo --folder ./driftloader-demo",
+    "snapshot": "driftloader snapshot 's3://bucket/train/*.tar' -o snapshot-v1.json",
+    "diff": f"driftloader diff snapshot-v1.json snapshot-v2.json {STORE}",
+    "validate": f"driftloader validate 'shards/new-*.tar' {STORE} --reference clean",
+    "watch": f"driftloader watch s3://bucket/incoming {STORE} --reference clean --interval 300",
+    "quarantine": f"driftloader quarantine {STORE} --reference clean",
+    "clean-manifest": f"driftloader clean-manifest 'shards/*.tar' {STORE} --reference clean -o clean.json",
+}
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` ends with an example."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown on a terminal)")
+
+
+def _reference(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference", required=True, metavar="NAME", help="name of a reference in the store"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    examples = "\n".join(f"  {line}" for line in EXAMPLES.values())
     parser = argparse.ArgumentParser(
         prog="driftloader",
         description="Profile WebDataset shards, build references, and check shards for drift.",
+        epilog=f"one example per command:\n{examples}\n\n"
+        "exit status: 0 ok, 1 drift found (check, diff) or rules failed (validate), "
+        "2 usage or data error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"driftloader {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_store(p: argparse.ArgumentParser, required: bool = True) -> None:
         p.add_argument(
@@ -147,35 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
             help="fsspec storage option (repeatable); values are parsed as JSON when they can be",
         )
 
-    p = sub.add_parser("profile", help="profile shards into the store (resumable)")
-    p.add_argument(
-        "urls", nargs="+", metavar="URL", help="shards: brace patterns, globs, manifests"
-    )
+    p = _command(sub, "profile", "profile shards into the store (resumable)")
+    p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP)
     with_store(p)
     p.add_argument("--workers", type=int, default=1, help="processes profiling in parallel")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="skip")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="skip",
+        help="skip (default): profile the readable shards and name the others, exit 2; "
+        "raise: stop at the first unreadable shard",
+    )
     p.add_argument("--force", action="store_true", help="re-profile shards already stored")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    _quiet(p)
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("reference", help="merge stored shard profiles into a named reference")
-    p.add_argument("name")
-    p.add_argument("urls", nargs="+", metavar="URL")
+    p = _command(sub, "reference", "merge stored shard profiles into a named reference")
+    p.add_argument("name", help="the reference's name, e.g. clean or v1 (letters, digits, ._-)")
+    p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP + " (profiled already)")
     with_store(p)
     p.set_defaults(func=cmd_reference)
 
-    p = sub.add_parser("check", help="compare shards with a reference (exit 1 on drift)")
-    p.add_argument("urls", nargs="+", metavar="URL")
+    p = _command(sub, "check", "compare shards with a reference (exit 1 on drift)")
+    p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP)
     with_store(p)
-    p.add_argument("--reference", required=True)
+    _reference(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
+    _quiet(p)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("report", help="write an HTML drift report with plots")
+    p = _command(sub, "report", "write an HTML drift report with plots")
     p.add_argument("urls", nargs="*", metavar="URL", help="only these shards (default: all)")
     with_store(p)
-    p.add_argument("--reference", required=True)
+    _reference(p)
     p.add_argument("-o", "--output", required=True, help="HTML file to write")
     p.add_argument("--top-features", type=int, default=6, help="features to plot")
     p.add_argument(
@@ -183,13 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use only results recorded in the catalog (do not compare other stored profiles)",
     )
+    _quiet(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="generate data with drift, train four ways, show the value")
+    p = _command(sub, "demo", "generate data with drift, train four ways, show the value")
     p.add_argument(
-        "--folder", default=None, help="where to write the demo data (default: a temp dir)"
+        "--folder",
+        default=None,
+        help="where to write the demo data and store, kept afterwards (default: a temporary "
+        "folder, removed at the end)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the data and training")
     p.set_defaults(func=cmd_demo)
     _add_version_commands(sub, with_store)
     return parser
@@ -226,11 +299,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from .versions import diff
 
     result = diff(args.a, args.b, _store(args), _storage_options(args.storage_option) or None)
+    drifted = result.drift is not None and bool(result.drift.drifted)
     if args.json:
-        print(json.dumps(result.to_dict(), allow_nan=False))
+        out = result.to_dict()
+        out.update(drifted=drifted, errors=[])
+        print(json.dumps(out, allow_nan=False))
     else:
         print("\n".join(result.lines()))
-    return EXIT_OK
+    return EXIT_DRIFT if drifted else EXIT_OK
 
 
 def _print_validation(r) -> None:
@@ -256,12 +332,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _print_validation(r)
         failed = sum(not r.passed for r in results)
         print(f"{failed} of {len(results)} shards failed validation against {args.reference!r}")
+    if any(_unreadable(r) for r in results):  # a data error, as in `check`
+        return EXIT_ERROR
     return EXIT_DRIFT if any(not r.passed for r in results) else EXIT_OK
+
+
+def _unreadable(result) -> bool:
+    """True for a validation that failed because the shard could not be read at all."""
+    from .validate import UNREADABLE
+
+    return any(f.startswith(UNREADABLE) for f in result.failures)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from .validate import watch
 
+    options = _storage_options(args.storage_option) or None
+    found = _watched_shards_exist(args.prefix, options)  # warns when nothing is there
+    if not found and args.once:
+        return EXIT_ERROR
     summary = watch(
         args.prefix,
         _store(args),
@@ -278,6 +367,24 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if summary.failed else EXIT_OK
 
 
+def _watched_shards_exist(prefix: str, storage_options: dict | None) -> bool:
+    """False, with a warning, when ``prefix`` holds no shard yet."""
+    from .errors import NoShardsError
+    from .sources import expand_urls
+    from .validate import watch_pattern
+
+    pattern = watch_pattern(prefix)
+    try:
+        expand_urls(pattern, storage_options)
+    except NoShardsError:
+        print(
+            f"driftloader watch: warning: {pattern} matches no shard (yet); check PREFIX",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from .versions import quarantine
 
@@ -287,13 +394,20 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         _tags(args.tag),
         _storage_options(args.storage_option) or None,
     )
-    for url, reason in result.untagged:
-        print(f"not tagged: {url}: {reason}", file=sys.stderr)
-    print(
-        f"quarantined {len(result.shards)} shards ({len(result.tagged)} tagged) "
-        f"under {args.reference!r}; exclusion list written"
-    )
+    print(_quarantine_line(result))
     return EXIT_OK
+
+
+def _quarantine_line(result) -> str:
+    """One summary line: how many shards, how many tagged, why the others were not, and where
+    the exclusion list was written."""
+    reasons = Counter(reason for _, reason in result.untagged)
+    untagged = "".join(f"; {n} not tagged: {reason}" for reason, n in reasons.items())
+    return (
+        f"quarantined {len(result.shards)} drifted shards under {result.reference!r} "
+        f"({len(result.tagged)} tagged on storage{untagged}); "
+        f"exclusion list written to {result.path}"
+    )
 
 
 def cmd_clean_manifest(args: argparse.Namespace) -> int:
@@ -308,45 +422,58 @@ def cmd_clean_manifest(args: argparse.Namespace) -> int:
 
 def _add_version_commands(sub, with_store) -> None:
     """Subcommands: snapshot, diff, validate, watch, quarantine, clean-manifest."""
-    p = sub.add_parser("snapshot", help="write a manifest pinning each shard's current version")
-    p.add_argument("urls", nargs="+", metavar="URL")
+    p = _command(sub, "snapshot", "write a manifest pinning each shard's current version")
+    p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP)
     p.add_argument("-o", "--output", required=True, help="manifest path or URL (.json)")
     with_store(p, required=False)
+    _quiet(p)
     p.set_defaults(func=cmd_snapshot)
 
-    p = sub.add_parser("diff", help="shards added/removed/changed and drift between two versions")
+    p = _command(sub, "diff", "shards added/removed/changed and drift between two versions")
     p.add_argument("a", metavar="A", help="manifest path or reference name")
     p.add_argument("b", metavar="B", help="manifest path or reference name")
     with_store(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("validate", help="check shards against the reference's rules (exit 1)")
-    p.add_argument("urls", nargs="+", metavar="URL")
+    p = _command(sub, "validate", "check shards against the reference's rules (exit 1)")
+    p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP)
     with_store(p)
-    p.add_argument("--reference", required=True)
+    _reference(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
+    _quiet(p)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("watch", help="poll PREFIX/*.tar, validate new shards and new versions")
-    p.add_argument("prefix", metavar="PREFIX")
+    p = _command(sub, "watch", "poll PREFIX/*.tar, validate new shards and new versions")
+    p.add_argument(
+        "prefix",
+        metavar="PREFIX",
+        help="folder or URL prefix to poll for *.tar (or a glob), e.g. s3://bucket/incoming",
+    )
     with_store(p)
-    p.add_argument("--reference", required=True)
+    _reference(p)
     p.add_argument("--interval", type=float, default=60.0, help="seconds between passes")
     p.add_argument("--once", action="store_true", help="stop after one pass")
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("quarantine", help="tag drifted shards on S3 and write an exclusion list")
+    p = _command(sub, "quarantine", "tag drifted shards on S3 and write an exclusion list")
     with_store(p)
-    p.add_argument("--reference", required=True)
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    _reference(p)
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="S3 object tag to set (repeatable; default driftloader-quarantine=REFERENCE)",
+    )
+    _quiet(p)
     p.set_defaults(func=cmd_quarantine)
 
-    p = sub.add_parser("clean-manifest", help="write a manifest of only the shards that passed")
-    p.add_argument("urls", nargs="+", metavar="URL")
+    p = _command(sub, "clean-manifest", "write a manifest of only the shards that passed")
+    p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP)
     with_store(p)
-    p.add_argument("--reference", required=True)
+    _reference(p)
     p.add_argument("-o", "--output", required=True, help="manifest path or URL (.json)")
     p.set_defaults(func=cmd_clean_manifest)
 
@@ -355,16 +482,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with reporting(not getattr(args, "quiet", False)):
+            return args.func(args)
     except (DriftloaderError, ValueError, OSError) as e:
-        print(f"driftloader {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, str(e))
     except Exception as e:  # e.g. a storage option the filesystem refuses: still exit 2, not 1
-        print(f"driftloader {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, f"{type(e).__name__}: {e}")
     except KeyboardInterrupt:
         print(f"driftloader {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """Report an error that stopped the command: on stderr, and as JSON under ``--json``."""
+    if getattr(args, "json", False):
+        _print_json_error(args, message)
+    print(f"driftloader {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ a clean held-out set. The numbers are whatever this run measures.
 from __future__ import annotations
 
 import io
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -162,20 +163,41 @@ def _four_ways(roles: dict[str, list[str]], store, seed: int, epochs: int = 3) -
 
 
 def run_demo(folder: str | None = None, seed: int = 0) -> int:
-    """Run the whole demo; returns the exit status."""
+    """Run the whole demo; returns the exit status. ``folder`` is kept afterwards (with its
+    data and store, so the printed commands can be run); without it a temporary folder is
+    used and removed."""
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="driftloader-demo-") as tmp:
-            return _run(Path(tmp), seed)
-    return _run(Path(folder), seed)
+            return _run(Path(tmp), seed, keep=False)
+    return _run(Path(folder), seed, keep=True)
 
 
-def _run(folder: Path, seed: int) -> int:
+SCORE_LINE = (
+    "   score >= 1 means drifted; effect is the test's effect size (e.g. a shift in reference "
+    "standard deviations), which counts only above the test's floor (0.1 for most)"
+)
+
+
+def commands(folder: Path) -> list[str]:
+    """The CLI commands that repeat the demo's steps on ``folder``, runnable as printed."""
+    data, store = shlex.quote(str(folder / "data")), shlex.quote(str(folder / "store"))
+    return [
+        f"driftloader check {data}/train-*.tar --store {store} --reference clean",
+        f"driftloader report --store {store} --reference clean -o {shlex.quote(str(folder))}"
+        "/report.html",
+        f"driftloader profile {data}/holdout-*.tar --store {store}",
+    ]
+
+
+def _run(folder: Path, seed: int, keep: bool = True) -> int:
     from .check import check_shards
     from .profiling import profile_shards
+    from .progress import reporting
     from .store import ProfileStore
 
     started = time.perf_counter()
-    print(f"driftloader demo in {folder}")
+    where = folder if keep else "a temporary folder (removed at the end; --folder DIR keeps it)"
+    print(f"driftloader demo in {where}")
     roles = build_data(folder, seed)
     print(
         f"1. wrote {sum(map(len, roles.values()))} shards of {PER_SHARD} samples: "
@@ -185,8 +207,11 @@ def _run(folder: Path, seed: int) -> int:
     profile_shards(roles["reference"], store, progress=False)
     reference = store.build_reference("clean", roles["reference"])
     print(f"2. reference 'clean': {reference.n:,} samples, {len(reference.kinds)} features")
-    print("3. driftloader check train-*.tar --reference clean")
-    for result in check_shards(roles["train"], store, "clean"):
+    print("3. each training shard checked against 'clean' (`driftloader check`):")
+    print(SCORE_LINE)
+    with reporting(False):  # the demo prints its own lines, not a progress summary
+        results = check_shards(roles["train"], store, "clean")
+    for result in results:
         name = Path(result.url).name
         top = ", ".join(
             f"{f.name} {f.metric} effect {f.effect:.2f}" for f in result.top(3) if f.drifted
@@ -198,4 +223,9 @@ def _run(folder: Path, seed: int) -> int:
     for label, seen, acc, seconds in _four_ways(roles, store, seed):
         print(f"   {label:<32} {seen:>6,} samples seen  accuracy {acc:6.1%}  ({seconds:.1f} s)")
     print(f"done in {time.perf_counter() - started:.1f} s")
+    if keep:
+        print("try the commands on the demo's data and store:")
+        print("\n".join(f"   {c}" for c in commands(folder)))
+    else:
+        print("run `driftloader demo --folder DIR` to keep the data and get commands to try on it")
     return 0

@@ -44,7 +44,8 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     from typing_extensions import Self
 
-FORMAT = 1
+FORMAT = 2  # format 1 (before typed-array sketches) still loads: its envelope is the same
+READS = (1, 2)
 KINDS = ("numeric", "categorical", "tokens")
 _CHUNK = 1 << 16  # rows per chunk when back-filling missing values
 
@@ -410,7 +411,7 @@ class Profile:
     # -- JSON ----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (``format`` 1)."""
+        """JSON-safe dict (``format`` 2: sketches carry binary payloads as base64 typed arrays)."""
         return {
             "format": FORMAT,
             "fingerprint": self.fingerprint,
@@ -451,9 +452,10 @@ class Profile:
         """Rebuild a profile from ``to_dict`` output; ProfileFormatError on anything malformed."""
         if not isinstance(d, dict):
             raise ProfileFormatError(f"a profile must be a JSON object, got {type(d).__name__}")
-        if d.get("format") != FORMAT:
+        if d.get("format") not in READS or isinstance(d.get("format"), bool):
             raise ProfileFormatError(
-                f"unknown profile format {d.get('format')!r}; this driftloader reads {FORMAT}"
+                f"unknown profile format {d.get('format')!r}; this driftloader reads formats "
+                f"{list(READS)}: upgrade driftloader or rebuild the profile"
             )
         try:
             return cls._from_dict(d)
@@ -514,7 +516,7 @@ class Profile:
         res = sketch_from_dict(raw)
         if not isinstance(res, Reservoir) or res.params() != self.config.new_reservoir().params():
             raise ValueError("'reservoir' is not a reservoir matching the profile config")
-        if not names or res.seen != self.n or (res.seen and res.rows.shape[1] != len(names)):
+        if not names or res.seen != self.n or (res.seen and res.width != len(names)):
             raise ValueError(
                 f"reservoir ({res.seen} rows, width {res.width}) does not fit {len(names)} numeric features, n={self.n}"
             )

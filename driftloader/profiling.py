@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import sys
 import threading
 import time
 import warnings
@@ -24,12 +23,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from .catalog import json_safe
 from .errors import EmptyShardError, ShardReadError, StoreReadOnlyError
 from .features import FeatureBatch, featurizer_from
 from .profile import Profile, ProfileConfig
+from .progress import Progress
 from .records import read_samples
 from .shardversion import version_id_of
 from .sources import (
@@ -45,7 +45,6 @@ from .sources import (
 from .store import ProfileStore, shard_key, unique_shards
 
 ON_ERROR = ("raise", "skip")
-LOG_INTERVAL = 30.0  # seconds between progress lines in logs
 PROGRESS_INTERVAL = 0.5
 SIDECAR_SUFFIX = ".json"
 EMPTY_SHARD = "shard has no samples (an empty tar): nothing to profile"
@@ -378,44 +377,6 @@ def _bare_message(e: ShardReadError) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-class _Progress:
-    """A progress line on a stream: rewritten in place (``\\r``) every ``PROGRESS_INTERVAL``
-    seconds on a terminal; elsewhere (a log file, CI) a new line every ``LOG_INTERVAL``."""
-
-    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None) -> None:
-        self.total, self.enabled = total, enabled
-        self.stream = stream if stream is not None else sys.stderr
-        isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty and isatty())
-        self.interval = PROGRESS_INTERVAL if self.tty else LOG_INTERVAL
-        self.start = time.monotonic()
-        self.last = self.start if not self.tty else 0.0
-        self.width = 0
-
-    def update(self, done: int, samples: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < self.interval):
-            return
-        self.last = now
-        rate = samples / max(now - self.start, 1e-9)
-        self._write(
-            f"profiled {done}/{self.total} shards, {samples:,} samples, {rate:,.0f} samples/s",
-            end="" if self.tty else "\n",
-        )
-
-    def _write(self, text: str, end: str = "") -> None:
-        line = text
-        if self.tty:
-            line = "\r" + text + " " * max(0, self.width - len(text))
-        self.stream.write(line + end)
-        self.stream.flush()
-        self.width = 0 if end else len(text)
-
-    def finish(self, summary: ProfilingSummary) -> None:
-        if self.enabled:
-            self._write(summary.line(), end="\n")
-
-
 def profile_shards(
     urls: str | Sequence[str],
     store: ProfileStore | str,
@@ -462,10 +423,14 @@ def profile_shards(
     featurizer = featurizer_from(featurizer)
     store.check_writable()
     started = time.monotonic()
-    shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
+    missing: list[tuple[str, str]] = []  # every unreadable shard is named, not just the first
+    found = stat_shards(expand_urls(urls, storage_options), storage_options, failed=missing)
+    if missing and on_error == "raise":
+        raise _unreadable(missing)
+    shards = unique_shards(found)
     todo = shards if force else _unprofiled(store, shards)
-    summary = ProfilingSummary(skipped=len(shards) - len(todo))
-    bar = _Progress(len(todo), progress)
+    summary = ProfilingSummary(skipped=len(shards) - len(todo), failed=missing)
+    bar = Progress(len(todo), "profiled", enabled=progress)
     args = (store.url, store.storage_options, featurizer, config, storage_options, metadata)
     try:
         if workers == 1 or len(todo) <= 1:
@@ -478,8 +443,18 @@ def profile_shards(
             _run_pool(todo, args, min(workers, len(todo)), summary, on_error, bar)
     finally:
         summary.seconds = time.monotonic() - started
-    bar.finish(summary)
+    bar.close(summary.line())
     return summary
+
+
+def _unreadable(missing: list[tuple[str, str]]) -> ShardReadError:
+    """One error naming every shard that could not be stat'ed."""
+    url, message = missing[0]
+    message = message[len(url) + 2 :] if message.startswith(f"{url}: ") else message
+    if len(missing) > 1:
+        others = "; ".join(m for _, m in missing[1:])
+        message += f"; {len(missing) - 1} more cannot be read either: {others}"
+    return ShardReadError(url, message)
 
 
 def _unprofiled(store: ProfileStore, shards: list[Shard]) -> list[Shard]:
@@ -497,7 +472,7 @@ def _check_picklable(featurizer: Any, what: str = "featurizer") -> None:
         ) from e
 
 
-def _account(summary: ProfilingSummary, outcome: _Outcome, on_error: str, bar: _Progress) -> None:
+def _account(summary: ProfilingSummary, outcome: _Outcome, on_error: str, bar: Progress) -> None:
     """Add one shard's outcome to the summary; raise on failure under ``on_error="raise"``."""
     if outcome.kind == "store":  # not a problem of the shard: no other shard can be stored
         raise StoreReadOnlyError(outcome.error)
@@ -519,7 +494,7 @@ def _run_pool(
     workers: int,
     summary: ProfilingSummary,
     on_error: str,
-    bar: _Progress,
+    bar: Progress,
 ) -> None:
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(

@@ -39,6 +39,7 @@ from .catalog import CatalogRow
 from .drift import DriftConfig, compare
 from .errors import FingerprintMismatch
 from .profile import Profile
+from .progress import track
 from .sources import expand_urls, protocol_of, redact, stat_shards
 from .store import ProfileStore, first_url, unique_shards, url_hash
 
@@ -172,7 +173,7 @@ def _rows(
             storage_options = store.storage_options
         shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
     rows = []
-    for url, version, row in _selected_rows(store.catalog(), shards, reference):
+    for url, version, row in track(_selected_rows(store.catalog(), shards, reference), "read"):
         out = _row_from_catalog(dataclasses.replace(row, url=url, version=version), reference)
         if out.score is None:
             if row.fingerprint not in (None, ref.fingerprint):

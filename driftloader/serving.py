@@ -247,7 +247,8 @@ class ServingMonitor:
         self._writer.start()
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._at_exit)
-        weakref.finalize(self, self._inbox.put, ("stop", None))  # dropped unclosed: end threads
+        ended = weakref.finalize(self, self._inbox.put, ("stop", None))  # dropped unclosed
+        ended.atexit = False  # at exit, _close_at_exit stores the open window first
 
     # -- the caller's side ---------------------------------------------------------------------
 

@@ -82,6 +82,19 @@ def _brace_alternatives(body: str) -> list[str]:
 # ---------------------------------------------------------------------------- filesystems
 
 _FS_CACHE: dict[tuple, Any] = {}
+_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
+
+
+def is_pipe(url: str) -> bool:
+    """True for webdataset's ``pipe:COMMAND`` URLs (the shard is the command's stdout)."""
+    return url.startswith("pipe:")
 
 
 def protocol_of(url: str) -> str:
@@ -100,6 +113,14 @@ def _s3_options(storage_options: dict | None) -> dict:
     if client_kwargs:
         options["client_kwargs"] = client_kwargs
     options.setdefault("version_aware", True)
+    config = dict(options.get("config_kwargs") or {})
+    # botocore's own retries would hide failures from ours (which count them and resume at
+    # the byte) and multiply the time a dead endpoint takes to fail; s3fs retries its calls.
+    config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+    config.setdefault("connect_timeout", 5)
+    config.setdefault("read_timeout", 20)
+    config.setdefault("max_pool_connections", 32)  # the reader keeps requests in flight
+    options["config_kwargs"] = config
     return options
 
 
@@ -109,7 +130,10 @@ def filesystem(url: str, storage_options: dict | None = None):
     options = (
         _s3_options(storage_options) if protocol in ("s3", "s3a") else dict(storage_options or {})
     )
-    key = (os.getpid(), protocol, json.dumps(options, sort_keys=True, default=repr))
+    # credentials from the environment are resolved once per filesystem: a changed
+    # environment (another profile, new keys) gets a new one
+    credentials = hash(tuple(os.environ.get(name) for name in _CREDENTIAL_VARIABLES))
+    key = (os.getpid(), protocol, json.dumps(options, sort_keys=True, default=repr), credentials)
     fs = _FS_CACHE.get(key)
     if fs is None:
         try:
@@ -127,6 +151,31 @@ def filesystem(url: str, storage_options: dict | None = None):
 def strip_protocol(url: str, storage_options: dict | None = None) -> str:
     """The path of ``url`` inside its filesystem."""
     return filesystem(url, storage_options)._strip_protocol(url)
+
+
+def storage_hint(exc: BaseException) -> str:
+    """What to check when storage cannot be reached or does not know who we are; else ``""``."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"NoCredentialsError", "PartialCredentialsError"}:
+        return (
+            "; no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE / ~/.aws/credentials), pass storage_options={'key': ..., "
+            "'secret': ...}, or storage_options={'anon': True} for a public bucket"
+        )
+    if names & {"EndpointConnectionError", "ConnectTimeoutError"}:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        where = (
+            f"the endpoint {endpoint} (from AWS_ENDPOINT_URL)"
+            if endpoint
+            else "AWS's public endpoint (AWS_ENDPOINT_URL is not set)"
+        )
+        return (
+            f"; cannot connect to {where}: set AWS_ENDPOINT_URL, or pass "
+            "storage_options={'client_kwargs': {'endpoint_url': ...}}"
+        )
+    if names & {"ClientConnectorError", "ConnectionRefusedError"}:
+        return "; cannot connect to the server (is the host and port right, is it running?)"
+    return ""
 
 
 def redact(url: str) -> str:
@@ -168,14 +217,36 @@ def split_url_list(urls: str) -> list[str]:
 def _expand_one(pattern: str, storage_options: dict | None) -> list[Shard]:
     found: list[Shard] = []
     for url in braceexpand(pattern):
-        if url.lower().endswith(MANIFEST_SUFFIXES):
+        if is_pipe(url):
+            found.append(Shard(url))  # a shell command: neither a glob nor a manifest
+        elif url.lower().endswith(MANIFEST_SUFFIXES):
             found.extend(read_manifest(url, storage_options))
         elif any(ch in url for ch in "*?["):
             found.extend(Shard(u) for u in _glob(url, storage_options))
+        elif _is_folder(url):
+            found.extend(_folder_shards(url, storage_options))
         else:
             found.append(Shard(url))
     if not found:
         raise NoShardsError(f"{redact(pattern)} matches no shard; check the pattern and the store")
+    return found
+
+
+def _is_folder(url: str) -> bool:
+    """A local folder, or any URL ending in ``/`` (no request made for remote URLs)."""
+    if url.endswith("/"):
+        return True
+    return protocol_of(url) == "file" and "://" not in url and os.path.isdir(url)
+
+
+def _folder_shards(url: str, storage_options: dict | None) -> list[Shard]:
+    """A folder given instead of a pattern: its ``.tar`` files, or an error saying what to give."""
+    pattern = url.rstrip("/") + "/*.tar"
+    found = [Shard(u) for u in _glob(pattern, storage_options)]
+    if not found:
+        raise NoShardsError(
+            f"{redact(url)} is a folder with no .tar file in it: did you mean {redact(pattern)}?"
+        )
     return found
 
 
@@ -248,8 +319,11 @@ def shard_version(info: dict) -> str | None:
 def stat_shard(shard: Shard, storage_options: dict | None = None) -> Shard:
     """Fill in the shard's current version and size from storage.
 
-    A pinned shard keeps its version; a missing shard raises ``ShardReadError``.
+    A pinned shard keeps its version; a missing shard raises ``ShardReadError``. A ``pipe:``
+    shard has neither version nor size: it is returned as is.
     """
+    if is_pipe(shard.url):
+        return shard
     fs = filesystem(shard.url, storage_options)
     path = fs._strip_protocol(shard.url)
     if shard.pinned:
@@ -263,9 +337,15 @@ def _info(fs: Any, path: str, url: str, **kwargs: Any) -> dict:
         fs.invalidate_cache(path)  # a listing cached by an earlier glob may predate an overwrite
         return fs.info(path, **kwargs)
     except FileNotFoundError as e:
+        cause = e.__cause__  # fsspec's HTTP filesystem says "not found" for any failure
+        if cause is not None and not isinstance(cause, FileNotFoundError):
+            message = f"cannot stat shard: {cause!r}{storage_hint(cause)}"
+            raise ShardReadError(redact(url), message) from e
         raise ShardReadError(redact(url), "shard does not exist") from e
-    except OSError as e:
-        raise ShardReadError(redact(url), f"cannot stat shard: {e}") from e
+    except Exception as e:  # botocore's and aiohttp's errors are not all OSErrors
+        if isinstance(e, ShardReadError):
+            raise
+        raise ShardReadError(redact(url), f"cannot stat shard: {e!r}{storage_hint(e)}") from e
 
 
 def _version_aware(fs: Any) -> bool:

@@ -228,10 +228,27 @@ class ProfileStore(StoreFiles):
                 f"reference {name!r} at {self.display(path)} is corrupt: {e}; "
                 "rebuild it with `driftloader reference ...`"
             ) from e
-        raise ReferenceNotFound(
-            f"no reference {name!r} in store {redact(self.url)}: "
-            "build it with `driftloader reference ...`"
-        )
+        raise ReferenceNotFound(self._missing_reference(name))
+
+    def _missing_reference(self, name: str) -> str:
+        """Why reference ``name`` is not there: no store at all, or which references exist."""
+        where = f"no reference {name!r} in store {redact(self.url)}"
+        try:
+            exists = os.path.isdir(self.root) if self.local else self.fs.exists(self.root)
+        except Exception:  # unreachable storage: say only what is certain
+            exists = True
+        if not exists:
+            return (
+                f"{where}: the store itself does not exist (check --store); create it with "
+                "`driftloader profile URL... --store STORE`, then `driftloader reference ...`"
+            )
+        names = self.references()
+        if names:
+            return (
+                f"{where}; it has {', '.join(map(repr, names))} "
+                "(others are built with `driftloader reference ...`)"
+            )
+        return f"{where}; it has no references yet: build one with `driftloader reference ...`"
 
     def references(self) -> list[str]:
         """Names of the stored references, sorted."""

@@ -24,6 +24,7 @@ from .catalog import CatalogRow
 from .errors import DriftloaderError, NoShardsError, ProfileFormatError
 from .profile import Profile
 from .profiling import profile_shards
+from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shards
 from .store import ProfileStore, check_reference_name, unique_shards
 
@@ -250,6 +251,8 @@ def ensure_rules(store: ProfileStore, name: str, **infer_options: Any) -> dict:
 
 # --------------------------------------------------------------------------- validation
 
+UNREADABLE = "shard could not be read"  # how a validation failure of an unreadable shard starts
+
 
 @dataclass
 class ShardValidation:
@@ -296,10 +299,10 @@ def validate_shards(
         workers=workers,
         storage_options=storage_options,
         on_error="skip",
-        progress=False,
+        progress=active(),
     )
     errors = dict(summary.failed)
-    results = [_validate_one(s, store, rules, errors) for s in shards]
+    results = [_validate_one(s, store, rules, errors) for s in track(shards, "validated")]
     if record:
         for r in results:
             _record(store, reference, r)
@@ -319,7 +322,7 @@ def _validate_one(
     profile = store.get_profile(shard.url, shard.version)
     if profile is None:
         error = errors.get(redact(shard.url), "no profile at its current version")
-        return ShardValidation(shard.url, shard.version, 0, [f"shard could not be read: {error}"])
+        return ShardValidation(shard.url, shard.version, 0, [f"{UNREADABLE}: {error}"])
     return ShardValidation(shard.url, shard.version, profile.n, check(profile, rules))
 
 

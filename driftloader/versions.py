@@ -23,6 +23,7 @@ from .catalog import CatalogRow
 from .drift import ShardDrift, compare
 from .errors import DriftloaderError, FingerprintMismatch, ProfileFormatError
 from .profile import Profile
+from .progress import track
 from .shardversion import version_id_of
 from .sources import Shard, expand_urls, filesystem, protocol_of, read_manifest, stat_shards
 from .store import ProfileStore, check_reference_name, shard_key, unique_shards
@@ -54,7 +55,7 @@ def manifest_of(shards: Sequence[Shard], store: ProfileStore | None = None) -> d
         "format": SNAPSHOT_FORMAT,
         "kind": SNAPSHOT_KIND,
         "created": time.time(),
-        "shards": [_entry(s, store) for s in shards],
+        "shards": [_entry(s, store) for s in track(shards, "snapshot")],
     }
 
 
@@ -277,7 +278,7 @@ def quarantine(
     tags = dict(tags or {QUARANTINE_TAG: reference})
     rows = [r for r in store.catalog() if r.reference == reference and r.drifted]
     result = QuarantineResult(reference)
-    for row in rows:
+    for row in track(rows, "quarantined"):
         url, version = row.url, row.version
         result.shards.append({"url": shard_key(url), "version": version, "score": row.score})
         error = _tag(url, version, tags, storage_options)

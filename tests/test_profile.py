@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,7 +192,8 @@ def _corruptions() -> list:
 
     return [
         lambda d: "not a dict",
-        lambda d: {**d, "format": 2},
+        lambda d: {**d, "format": 99},
+        lambda d: {**d, "format": True},
         lambda d: {k: v for k, v in d.items() if k != "n"},
         lambda d: {**d, "n": -5},
         lambda d: {**d, "features": []},
@@ -247,3 +249,81 @@ def test_absent_feature_and_explicit_n_samples() -> None:
     assert p.n == 20
     assert p.numeric("x")[0].n == 20 and p.tokens("txt").missing >= 10
     assert p.categorical("cls").counts()["a"] >= 6 and p.reservoir.seen == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# stored format: compact (format 2), and format 1 still loads
+
+LEGACY = Path(__file__).parent / "data" / "profile_format1.json"
+
+
+def legacy_batch(n: int, seed: int) -> dict[str, Column]:
+    """The data of tests/data/profile_format1.json, written by driftloader at commit 98a89bb
+    (format 1) from ``Profile.merged`` of two shards: ``legacy_batch(40, 0)``, ``(40, 1)``."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    x[rng.random(n) < 0.05] = np.nan
+    x[:2] = [np.inf, -np.inf]
+    words = np.array(["the cat", "a dog ran", "ünïcode text", None], dtype=object)
+    return {  # in this order: each line draws from rng
+        "x": Column("numeric", np.ma.masked_array(x, mask=rng.random(n) < 0.1)),
+        "y": Column("numeric", np.ma.asarray(rng.integers(0, 5, n).astype(float))),
+        "cls": Column("categorical", np.array(rng.choice(["a", "b", "c", None], n), dtype=object)),
+        "wide": Column(
+            "categorical", np.array([f"k{i}" for i in rng.integers(0, 20, n)], dtype=object)
+        ),
+        "txt": Column("tokens", words[rng.integers(0, 4, n)]),
+    }
+
+
+def test_a_format_1_profile_still_loads() -> None:
+    text = LEGACY.read_text()
+    old = Profile.from_json(text)
+    fresh = Profile.merged(
+        [Profile("legacy-fp", config=CONFIG).update(legacy_batch(40, i)) for i in range(2)]
+    )
+    assert json.loads(text)["format"] == 1 and old.config == CONFIG
+    assert_equivalent(old, fresh)
+    np.testing.assert_array_equal(old.reservoir.rows, fresh.reservoir.rows)
+    np.testing.assert_array_equal(old.reservoir.priorities, fresh.reservoir.priorities)
+    assert old.categorical("wide").counts() == fresh.categorical("wide").counts()
+    # written again in today's format, it reads back the same
+    again = Profile.from_json(old.to_json())
+    assert json.loads(old.to_json())["format"] == 2
+    assert_equivalent(again, old)  # (a frequent-items blob is not canonical: compare answers)
+    assert again.categorical("wide").counts() == old.categorical("wide").counts()
+    np.testing.assert_array_equal(again.reservoir.rows, old.reservoir.rows)
+    assert_equivalent(Profile.merged([old, fresh]), Profile.merged([fresh, again]))
+
+
+def test_stored_profile_is_at_most_8_kib_per_feature_reservoir_included() -> None:
+    g = np.random.default_rng(4)
+    batch = {f"v.{j}": Column("numeric", np.ma.asarray(g.standard_normal(1000))) for j in range(8)}
+    batch["cls"] = Column("categorical", np.array(g.choice(["a", "b", "c"], 1000), dtype=object))
+    p = Profile("fp").update(batch)  # default ProfileConfig
+    assert len(p.to_json()) <= 8192 * len(p.kinds)
+    assert "[[" not in p.to_json()  # no reservoir rows as JSON text
+
+
+def test_reservoir_decodes_only_when_used() -> None:
+    ref, shard = profile(make_batch(300, 1)), profile(make_batch(200, 2))
+    loaded = Profile.from_json(shard.to_json())
+    assert not loaded.reservoir.decoded
+    from driftloader.drift import compare
+
+    compare(loaded, ref, None)
+    assert not loaded.reservoir.decoded and Profile.from_json(loaded.to_json()).n == 200
+    np.testing.assert_array_equal(loaded.reservoir.rows, shard.reservoir.rows)
+    assert loaded.reservoir.decoded
+
+
+def test_a_corrupt_reservoir_payload_is_a_format_error() -> None:
+    d = json.loads(profile(make_batch(30)).to_json())
+    rows = d["reservoir"]["rows"]
+    short = {**d, "reservoir": {**d["reservoir"], "rows": {**rows, "data": rows["data"][:-4]}}}
+    with pytest.raises(ProfileFormatError, match="base64 text of"):  # caught when loading
+        Profile.from_dict(short)
+    bad = {**d, "reservoir": {**d["reservoir"], "rows": {**rows, "data": "%" * len(rows["data"])}}}
+    loaded = Profile.from_dict(bad)  # the length fits: the payload is read on first use
+    with pytest.raises(ProfileFormatError, match="reservoir"):
+        loaded.reservoir.rows  # noqa: B018

@@ -265,30 +265,6 @@ def test_profile_shards_on_s3(s3_bucket: str, s3fs_fresh, tmp_path: Path) -> Non
     assert store.build_reference("v1", urls).n == 30
 
 
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-@pytest.mark.parametrize("stream_cls", [io.StringIO, _Terminal], ids=["log", "terminal"])
-def test_progress_rewrites_a_terminal_line_and_appends_lines_to_a_log(stream_cls):
-    from driftloader.profiling import ProfilingSummary, _Progress
-
-    stream = stream_cls()
-    bar = _Progress(3, True, stream)
-    for done in (1, 2):
-        bar.update(done, done * 10, force=True)
-    bar.finish(ProfilingSummary(profiled=3, samples=30))
-    text = stream.getvalue()
-    if stream_cls is _Terminal:
-        assert text.count("\r") == 3 and text.count("\n") == 1
-    else:
-        assert "\r" not in text and text.count("\n") == 3
-    assert text.rstrip().endswith(
-        "profiled 3 shards (30 samples) in 0.0 s; 0 skipped as already profiled; 0 failed"
-    )
-
-
 def _profile_in_a_daemon(urls: list[str], store_url: str) -> None:
     profile_shards(urls, ProfileStore(store_url), workers=2, progress=False)
 

@@ -244,3 +244,35 @@ def test_serving_example_flags_the_broken_preprocessing(tmp_path):
     assert result["first_flagged"] is not None
     assert result["broken_at"] <= result["first_flagged"] <= result["broken_at"] + 1
     assert result["false_alarms"] == 0
+
+
+def test_readme_snippet(store, capsys):
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (code,) = [s for s in re.findall(r"```python\n(.*?)```", readme, re.S) if "ServingMonitor" in s]
+    x = [s["x.npy"] for s in requests(N, 40)] + [s["x.npy"] for s in requests(N, 41, shift=1.0)]
+    namespace = {"store": store, "requests": x}
+    exec(code.replace("window=1000", f"window={N}"), namespace)
+    assert [r["drifted"] for r in namespace["rows"]] == [False, True]
+    assert "serving drift: 1 ['x.npy[" in capsys.readouterr().out
+
+
+def test_exit_without_close_stores_the_open_window(store, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "serve.py"
+    script.write_text(
+        "import numpy as np, sys\n"
+        "import driftloader as dl\n"
+        f"monitor = dl.ServingMonitor({store.url!r}, 'v1', window={N}, unserved=['cls'])\n"
+        "x = np.random.default_rng(0).standard_normal((450, 4)).astype(np.float32)\n"
+        "monitor.observe([{'x.npy': row} for row in x])\n"
+        "sys.exit(0)  # no close(): the interpreter's exit closes the monitor\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=120)
+    served = sorted((r["window"], r["n"]) for r in store.catalog() if r.get("action") == "served")
+    assert served == [(0, N), (1, 150)]

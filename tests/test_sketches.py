@@ -504,6 +504,24 @@ class TestHashedUnigrams(TestHashedTokens):
         assert token_hash("hello") == 9022087748821825191
         assert int(bigram_hash(np.array([1]), np.array([2]))[0]) == 17777092870885729523
 
+    def test_counts_stored_sparse_or_dense_and_format_1_loads(self) -> None:
+        few = HashedTokens(4096).update(objects(["one two two three"]))
+        many = HashedTokens(8).update(objects([" ".join(f"w{i}" for i in range(300))]))
+        assert few.to_dict()["buckets_used"]["dtype"] == "<u2" and "counts" not in few.to_dict()
+        assert many.to_dict()["counts"]["dtype"] == "<u1"
+        for sk in (few, many):
+            assert np.array_equal(json_round_trip(sk).counts, sk.counts)
+            nz = np.flatnonzero(sk.counts)
+            old = {
+                **{k: v for k, v in sk.to_dict().items() if k != "counts"},
+                "format": 1,
+                "buckets_used": nz.tolist(),
+                "bucket_counts": sk.counts[nz].tolist(),
+            }
+            assert np.array_equal(HashedTokens.from_dict(old).counts, sk.counts)
+        with pytest.raises(ProfileFormatError):
+            HashedTokens.from_dict({**many.to_dict(), "counts": few.to_dict()["bucket_counts"]})
+
     def test_case_and_punctuation(self) -> None:
         a = HashedTokens().update(objects(["Hello, WORLD!"]))
         b = HashedTokens().update(objects(["hello world"]))
@@ -609,11 +627,59 @@ class TestReservoir(SketchContract):
         np.testing.assert_array_equal(back.rows, sk.rows)
 
     def test_bad_rows_raise(self) -> None:
-        d = Reservoir(4).update(np.ones((2, 2))).to_dict()
+        d = format_1(Reservoir(4).update(np.ones((2, 2))))
         cells = ("x", "nan", True, {"v": 1}, [1.0], 10**400)
         for bad in (*([[1.0, c], [1.0, 2.0]] for c in cells), [[1.0]], "rows"):
             with pytest.raises(ProfileFormatError):
                 Reservoir.from_dict({**d, "rows": bad})
+        good = Reservoir(4).update(np.ones((2, 2))).to_dict()
+        rows = good["rows"]
+        for bad in (
+            [[1.0, 1.0], [1.0, 1.0]],  # format 1 rows in a format 2 sketch
+            {**rows, "dtype": "|O"},
+            {**rows, "dtype": "<i8"},
+            {**rows, "shape": [2, 3]},
+            {**rows, "shape": [2, -2]},
+            {**rows, "data": rows["data"] + "AAAA"},
+            {**rows, "extra": 1},
+        ):
+            with pytest.raises(ProfileFormatError):
+                Reservoir.from_dict({**good, "rows": bad})
+
+    def test_format_1_still_loads(self) -> None:
+        sk = Reservoir(4, seed=2).update(np.array([[np.nan, np.inf, -np.inf], [1.5, 2.0, 3.0]]))
+        old = Reservoir.from_dict(format_1(sk))
+        np.testing.assert_array_equal(old.rows, sk.rows)
+        np.testing.assert_array_equal(old.priorities, sk.priorities)
+        assert old.to_dict() == sk.to_dict() and old.to_dict()["format"] == 2
+
+    def test_rows_stored_as_float32_only_when_lossless(self) -> None:
+        exact = Reservoir(8).update(np.array([[0.5, np.nan], [np.inf, 3.0], [2.0**100, -2.0]]))
+        assert exact.to_dict()["rows"]["dtype"] == "<f4"
+        wide = Reservoir(8).update(np.array([[0.1, 1e300]]))
+        assert wide.to_dict()["rows"]["dtype"] == "<f8"
+        for sk in (exact, wide):
+            back = json_round_trip(sk)
+            np.testing.assert_array_equal(back.rows, sk.rows)
+            assert back.rows.dtype == np.float64 and back.rows.flags.writeable
+
+
+def format_1(sk: Reservoir) -> dict:
+    """The format-1 dict (rows as JSON numbers) of reservoir ``sk``, as driftloader wrote it
+    before typed arrays."""
+    rows = sk.rows.astype(object)
+    rows[np.isnan(sk.rows)] = None
+    rows[np.isposinf(sk.rows)] = "inf"
+    rows[np.isneginf(sk.rows)] = "-inf"
+    return {
+        "kind": "reservoir",
+        "format": 1,
+        "params": sk.params(),
+        "seen": sk.seen,
+        "width": sk.width,
+        "rows": rows.tolist(),
+        "priorities": sk.priorities.tolist(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,3 +128,14 @@ def test_double_colon_url_lists_like_webdataset(local_shards, tmp_path):
     assert split_url_list("simplecache::s3://b/x.tar") == ["simplecache::s3://b/x.tar"]
     with pytest.raises(ValueError, match="empty URL"):
         expand_urls(f"{local_shards[0]}::")
+
+
+def test_a_refused_http_connection_is_not_reported_as_a_missing_shard():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/x.tar"
+    with pytest.raises(ShardReadError, match=r"x\.tar: cannot stat shard.*cannot connect") as e:
+        stat_shard(Shard(url))
+    assert "does not exist" not in str(e.value)

@@ -135,10 +135,11 @@ def test_diff_added_removed_changed_and_drift(s3_bucket, s3fs_fresh, tmp_path, c
     assert result.added == [f"{base}000002.tar"] and result.removed == [f"{base}000000.tar"]
     assert [c["url"] for c in result.changed] == [f"{base}000001.tar"]
     assert result.drift is not None and result.drift.drifted
-    assert main(["diff", "old", b, "--store", str(tmp_path / "store"), "--json"]) == 0
+    # drift between the versions: exit 1, as `check` (#14)
+    assert main(["diff", "old", b, "--store", str(tmp_path / "store"), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["a"] == "old" and out["added"] == result.added and out["drift"]["drifted"]
-    assert main(["diff", a, b, "--store", str(tmp_path / "store")]) == 0
+    assert main(["diff", a, b, "--store", str(tmp_path / "store")]) == 1
     assert "1 added, 1 removed, 1 changed" in capsys.readouterr().out
 
 

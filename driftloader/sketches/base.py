@@ -21,7 +21,7 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     from typing_extensions import Self
 
-FORMAT = 1
+FORMAT = 1  # the format of kinds that never changed theirs (a kind's ``format`` says its own)
 
 SKETCHES: dict[str, type[Sketch]] = {}
 
@@ -58,6 +58,8 @@ class Sketch(abc.ABC):
     """
 
     kind: ClassVar[str]
+    format: ClassVar[int] = FORMAT  # the format ``to_dict`` writes
+    reads: ClassVar[tuple[int, ...]] = (FORMAT,)  # the formats ``from_dict`` accepts
     n: int
 
     @abc.abstractmethod
@@ -79,7 +81,8 @@ class Sketch(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def _from_state(cls, params: dict[str, Any], d: dict[str, Any]) -> Self:
-        """Rebuild from ``params`` and ``_state`` output; may raise KeyError/TypeError/ValueError."""
+        """Rebuild from ``params`` and ``_state`` output (``d["format"]`` is one of ``reads``);
+        may raise KeyError/TypeError/ValueError."""
 
     def merge(self, other: Sketch) -> Self:
         """Merge ``other`` into self in place; an empty ``other`` is a no-op."""
@@ -105,7 +108,7 @@ class Sketch(abc.ABC):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict with ``kind`` and ``format``; ``json.dumps(allow_nan=False)`` works."""
-        return {"kind": self.kind, "format": FORMAT, "params": self.params(), **self._state()}
+        return {"kind": self.kind, "format": self.format, "params": self.params(), **self._state()}
 
     @classmethod
     def from_dict(cls, d: Any) -> Self:
@@ -116,10 +119,10 @@ class Sketch(abc.ABC):
             )
         if d.get("kind") != cls.kind:
             raise ProfileFormatError(f"expected a {cls.kind!r} sketch, got kind {d.get('kind')!r}")
-        if d.get("format") != FORMAT:
+        if d.get("format") not in cls.reads or isinstance(d.get("format"), bool):
             raise ProfileFormatError(
-                f"unknown {cls.kind} sketch format {d.get('format')!r} (this driftloader reads format "
-                f"{FORMAT}); upgrade driftloader or rebuild the profile"
+                f"unknown {cls.kind} sketch format {d.get('format')!r} (this driftloader reads "
+                f"formats {list(cls.reads)}); upgrade driftloader or rebuild the profile"
             )
         params = d.get("params")
         if not isinstance(params, dict):

@@ -103,6 +103,11 @@ class Quantiles(Sketch):
         out[np.isneginf(x)] = 0.0
         return out
 
+    @property
+    def kll(self) -> ds.kll_floats_sketch:
+        """The DataSketches KLL sketch itself (read it, do not update it: ``n`` would disagree)."""
+        return self._sk
+
     def sorted_view(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct retained values in ascending order (float32) and the total weight of the
         values <= each (int64, the last one is ``count``); empty arrays if the sketch is empty.
@@ -110,32 +115,7 @@ class Quantiles(Sketch):
         DataSketches answers ``quantile`` and ``cdf`` by binary search in this view, so a caller
         with many queries can search it with numpy instead and get the same answers.
         """
-        if self._sk.is_empty():
-            return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
-        # A serialized KLL ends with its retained items, level by level from level 0; an item of
-        # level h weighs 2^h. Before them: an 8-byte preamble (a one-item sketch), else a 20-byte
-        # one (level count at byte 18), each level's start (uint32), min and max. Reading that
-        # is ~5x faster than iterating the sketch and asking get_cdf for the weights (below).
-        retained, n, blob = self._sk.num_retained, self._sk.n, self._sk.serialize()
-        items = weights = None
-        if retained == 1 and len(blob) == 12:
-            items, weights = np.frombuffer(blob, np.float32, 1, 8), np.ones(1, dtype=np.int64)
-        elif len(blob) > 20 and len(blob) == 28 + 4 * blob[18] + 4 * retained:
-            starts = np.frombuffer(blob, np.uint32, blob[18], 20).astype(np.int64)
-            sizes = np.diff(np.append(starts, starts[0] + retained))
-            if (sizes >= 0).all():
-                weights = np.repeat(np.left_shift(1, np.arange(sizes.size, dtype=np.int64)), sizes)
-                items = np.frombuffer(blob, np.float32, retained, len(blob) - 4 * retained)
-        if items is not None and int(weights.sum()) == n:
-            order = np.argsort(items, kind="stable")
-            values, cum = items[order], np.cumsum(weights[order])
-            last = np.append(values[1:] != values[:-1], True)  # the last of equal values
-            return values[last], cum[last]
-        # A layout this does not know. (The iterator's weights are wrong for a merged sketch
-        # whose lowest levels are empty, datasketches 5.2: they come from get_cdf instead.)
-        values = np.unique(np.array([v for v, _ in self._sk], dtype=np.float32))
-        ranks = np.asarray(self._sk.get_cdf(values.tolist(), inclusive=True)[:-1])
-        return values, np.rint(ranks * n).astype(np.int64)  # exact below 2^51 values
+        return kll_sorted_view(self._sk)
 
     def state_key(self) -> bytes:
         """Bytes that change whenever the answers of ``quantile`` / ``cdf`` may (``n`` and the
@@ -158,3 +138,33 @@ class Quantiles(Sketch):
                 f"KLL blob (k={sk._sk.k}, n={sk._sk.n}) does not match k={sk.k}, n={sk.n}"
             )
         return sk
+
+
+def kll_sorted_view(kll: ds.kll_floats_sketch) -> tuple[np.ndarray, np.ndarray]:
+    """``Quantiles.sorted_view`` of a DataSketches KLL float sketch."""
+    if kll.is_empty():
+        return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
+    # A serialized KLL ends with its retained items, level by level from level 0; an item of
+    # level h weighs 2^h. Before them: an 8-byte preamble (a one-item sketch), else a 20-byte
+    # one (level count at byte 18), each level's start (uint32), min and max. Reading that
+    # is ~5x faster than iterating the sketch and asking get_cdf for the weights (below).
+    retained, n, blob = kll.num_retained, kll.n, kll.serialize()
+    items = weights = None
+    if retained == 1 and len(blob) == 12:
+        items, weights = np.frombuffer(blob, np.float32, 1, 8), np.ones(1, dtype=np.int64)
+    elif len(blob) > 20 and len(blob) == 28 + 4 * blob[18] + 4 * retained:
+        starts = np.frombuffer(blob, np.uint32, blob[18], 20).astype(np.int64)
+        sizes = np.diff(np.append(starts, starts[0] + retained))
+        if (sizes >= 0).all():
+            weights = np.repeat(np.left_shift(1, np.arange(sizes.size, dtype=np.int64)), sizes)
+            items = np.frombuffer(blob, np.float32, retained, len(blob) - 4 * retained)
+    if items is not None and int(weights.sum()) == n:
+        order = np.argsort(items, kind="stable")
+        values, cum = items[order], np.cumsum(weights[order])
+        last = np.append(values[1:] != values[:-1], True)  # the last of equal values
+        return values[last], cum[last]
+    # A layout this does not know. (The iterator's weights are wrong for a merged sketch
+    # whose lowest levels are empty, datasketches 5.2: they come from get_cdf instead.)
+    values = np.unique(np.array([v for v, _ in kll], dtype=np.float32))
+    ranks = np.asarray(kll.get_cdf(values.tolist(), inclusive=True)[:-1])
+    return values, np.rint(ranks * n).astype(np.int64)  # exact below 2^51 values

@@ -1,4 +1,10 @@
-"""A uniform, exactly mergeable sample of rows (bottom-k by seeded priority) for multivariate tests."""
+"""A uniform, exactly mergeable sample of rows (bottom-k by seeded priority) for multivariate tests.
+
+Stored (format 2) as typed arrays: rows as little-endian float32 when that is lossless, else
+float64, priorities as float64, each base64 inside the JSON with its shape. Loading checks the
+arrays' headers and decodes them on first use, so a profile loaded only to be compared never
+decodes its reservoir. Format 1 (rows as JSON numbers) still loads.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from driftloader.errors import IncompatibleSketchError
+from driftloader.errors import IncompatibleSketchError, ProfileFormatError
 from driftloader.sketches.base import Sketch, register_sketch
-from driftloader.sketches.encoding import check_int, read_int
+from driftloader.sketches.encoding import (
+    array_header,
+    check_int,
+    decode_array,
+    encode_array,
+    lossless_float_dtype,
+    read_int,
+)
 from driftloader.sketches.hashing import U64, splitmix64
 
 try:  # Python >= 3.11
@@ -18,6 +31,8 @@ except ImportError:  # pragma: no cover - Python 3.10
     from typing_extensions import Self
 
 DEFAULT_RESERVOIR_K = 256
+_ROW_DTYPES = ("<f4", "<f8")
+_PRIORITY_DTYPES = ("<f8",)
 
 
 def _row_priorities(rows: np.ndarray, seed: int, start: int) -> np.ndarray:
@@ -44,22 +59,55 @@ class Reservoir(Sketch):
     """
 
     kind: ClassVar[str] = "reservoir"
+    format: ClassVar[int] = 2
+    reads: ClassVar[tuple[int, ...]] = (1, 2)
 
     def __init__(self, k: int = DEFAULT_RESERVOIR_K, seed: int = 0) -> None:
         self.k = check_int("k", k, 1, 1 << 20)
         self.seed = check_int("seed", seed, 0, (1 << 63) - 1)
         self.seen = 0
-        self.rows = np.empty((0, 0), dtype=np.float64)
-        self.priorities = np.empty(0, dtype=np.float64)
+        self._rows = np.empty((0, 0), dtype=np.float64)
+        self._priorities = np.empty(0, dtype=np.float64)
+        self._encoded: dict[str, Any] | None = None  # rows and priorities as loaded, not decoded
+        self._width: int | None = None  # the width of the encoded rows
 
     @property
     def n(self) -> int:  # type: ignore[override]
         return self.seen
 
     @property
+    def rows(self) -> np.ndarray:
+        """The sampled rows (one per sample, sorted by priority)."""
+        self._decode()
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: np.ndarray) -> None:
+        self._decode()
+        self._rows = rows
+
+    @property
+    def priorities(self) -> np.ndarray:
+        """Each row's priority in [0, 1), ascending."""
+        self._decode()
+        return self._priorities
+
+    @priorities.setter
+    def priorities(self, priorities: np.ndarray) -> None:
+        self._decode()
+        self._priorities = priorities
+
+    @property
+    def decoded(self) -> bool:
+        """False while the rows loaded from JSON are still encoded (until first used)."""
+        return self._encoded is None
+
+    @property
     def width(self) -> int | None:
         """Number of columns, or None before the first non-empty update."""
-        return self.rows.shape[1] if self.seen else None
+        if not self.seen:
+            return None
+        return self._width if self._encoded is not None else self._rows.shape[1]
 
     def params(self) -> dict[str, Any]:
         return {"k": self.k, "seed": self.seed}
@@ -70,9 +118,9 @@ class Reservoir(Sketch):
             raise ValueError(
                 f"Reservoir.update needs a 2-D array (rows = samples), got shape {rows.shape}"
             )
-        if self.seen and rows.shape[0] and rows.shape[1] != self.rows.shape[1]:
+        if self.seen and rows.shape[0] and rows.shape[1] != self.width:
             raise ValueError(
-                f"rows have {rows.shape[1]} columns, this reservoir holds {self.rows.shape[1]}"
+                f"rows have {rows.shape[1]} columns, this reservoir holds {self.width}"
             )
         if rows.shape[0]:
             self._keep(rows, _row_priorities(rows, self.seed, self.seen))
@@ -87,50 +135,81 @@ class Reservoir(Sketch):
         self.rows, self.priorities = rows[order], priorities[order]
 
     def _merge(self, other: Reservoir) -> None:
-        if self.seen and other.rows.shape[1] != self.rows.shape[1]:
+        if self.seen and other.width != self.width:
             raise IncompatibleSketchError(
-                f"cannot merge reservoirs of width {self.rows.shape[1]} and {other.rows.shape[1]}: "
+                f"cannot merge reservoirs of width {self.width} and {other.width}: "
                 "profiles must have the same numeric features"
             )
         self._keep(other.rows, other.priorities)
         self.seen += other.seen
 
     def _state(self) -> dict[str, Any]:
+        if self._encoded is not None:  # as loaded: nothing changed, nothing to encode
+            return {"seen": self.seen, **self._encoded}
+        if not self.seen:
+            return {"seen": 0, "rows": None, "priorities": None}
+        rows = encode_array(self._rows, lossless_float_dtype(self._rows))
         return {
             "seen": self.seen,
-            "width": self.width,
-            "rows": _encode_rows(self.rows),
-            "priorities": self.priorities.tolist(),
+            "rows": rows,
+            "priorities": encode_array(self._priorities, "<f8"),
         }
 
     @classmethod
     def _from_state(cls, params: dict[str, Any], d: dict[str, Any]) -> Self:
         sk = cls(read_int(params, "k", 1), read_int(params, "seed", 0))
         sk.seen = read_int(d, "seen")
-        pri = np.asarray(d["priorities"], dtype=np.float64)
-        rows = _decode_rows(d["rows"], d["width"], pri.size)
-        if pri.ndim != 1 or pri.size > min(sk.k, sk.seen) or (sk.seen and pri.size == 0):
-            raise ValueError(f"reservoir holds {pri.size} priorities for k={sk.k}, seen={sk.seen}")
-        if np.any(~(pri >= 0) | ~(pri < 1)):
-            raise ValueError("reservoir priorities must lie in [0, 1)")
-        if sk.seen:
-            sk.rows, sk.priorities = rows, pri
+        if d["format"] == 1:
+            pri = np.asarray(d["priorities"], dtype=np.float64)
+            sk._set_checked(_decode_rows(d["rows"], d["width"], pri.size), pri)
+        elif sk.seen:
+            sk._width = _check_headers(d["rows"], d["priorities"], sk.k, sk.seen)
+            sk._encoded = {"rows": d["rows"], "priorities": d["priorities"]}
+        elif d["rows"] is not None or d["priorities"] is not None:
+            raise ValueError("an empty reservoir holds no rows")
         return sk
 
+    def _decode(self) -> None:
+        """Decode the rows and priorities kept encoded since loading (once)."""
+        if self._encoded is None:
+            return
+        encoded, self._encoded = self._encoded, None
+        try:
+            rows = decode_array(encoded["rows"], _ROW_DTYPES, np.float64)
+            self._set_checked(
+                rows, decode_array(encoded["priorities"], _PRIORITY_DTYPES, np.float64)
+            )
+        except ValueError as e:  # binascii.Error is a ValueError
+            self._encoded = encoded
+            raise ProfileFormatError(f"malformed reservoir sketch: {e}") from e
 
-def _encode_rows(rows: np.ndarray) -> list:
-    """Rows as nested lists, NaN -> None and +-inf -> "inf" / "-inf" (vectorised)."""
-    if np.isfinite(rows).all():
-        return rows.tolist()
-    out = rows.astype(object)
-    out[np.isnan(rows)] = None
-    out[np.isposinf(rows)] = "inf"
-    out[np.isneginf(rows)] = "-inf"
-    return out.tolist()
+    def _set_checked(self, rows: np.ndarray, pri: np.ndarray) -> None:
+        if pri.ndim != 1 or pri.size > min(self.k, self.seen) or (self.seen and pri.size == 0):
+            raise ValueError(
+                f"reservoir holds {pri.size} priorities for k={self.k}, seen={self.seen}"
+            )
+        if rows.shape[0] != pri.size:
+            raise ValueError(f"reservoir holds {rows.shape[0]} rows for {pri.size} priorities")
+        if np.any(~(pri >= 0) | ~(pri < 1)):
+            raise ValueError("reservoir priorities must lie in [0, 1)")
+        if self.seen:
+            self._rows, self._priorities = rows, pri
+
+
+def _check_headers(rows: Any, priorities: Any, k: int, seen: int) -> int:
+    """The width of format-2 rows, after checking both arrays' headers agree with k and seen."""
+    _, shape = array_header(rows, _ROW_DTYPES)
+    _, (m, *rest) = array_header(priorities, _PRIORITY_DTYPES)
+    if len(shape) != 2 or rest or shape[0] != m or not 0 < m <= min(k, seen):
+        raise ValueError(
+            f"reservoir arrays of shapes {shape} and {[m, *rest]} do not fit k={k}, seen={seen}"
+        )
+    return shape[1]
 
 
 def _decode_rows(raw: Any, width: Any, m: int) -> np.ndarray:
-    """Inverse of ``_encode_rows``; ValueError unless ``raw`` is ``m`` rows of ``width`` values."""
+    """Format-1 rows (nested lists, NaN as null, +-inf as "inf" / "-inf") as an array;
+    ValueError unless ``raw`` is ``m`` rows of ``width`` values."""
     if width is None:
         if raw:
             raise ValueError("reservoir rows given without a width")

@@ -8,7 +8,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from driftloader.sketches.base import Sketch, register_sketch
-from driftloader.sketches.encoding import check_int, read_int, split_objects
+from driftloader.sketches.encoding import (
+    ARRAY_DTYPES,
+    check_int,
+    decode_array,
+    encode_array,
+    read_int,
+    smallest_uint_dtype,
+    split_objects,
+)
 from driftloader.sketches.hashing import U64, bigram_hash, token_hash
 
 try:  # Python >= 3.11
@@ -45,6 +53,8 @@ class HashedTokens(Sketch):
     """
 
     kind: ClassVar[str] = "tokens"
+    format: ClassVar[int] = 2  # counts as typed arrays; format 1 (JSON lists) still loads
+    reads: ClassVar[tuple[int, ...]] = (1, 2)
 
     def __init__(self, buckets: int = DEFAULT_TOKEN_BUCKETS, ngrams: int = 1) -> None:
         self.buckets = check_int("buckets", buckets, 1, 1 << 24)
@@ -119,14 +129,17 @@ class HashedTokens(Sketch):
         self.counts += other.counts
 
     def _state(self) -> dict[str, Any]:
+        counts = {"n": self.n, "docs": self.docs, "tokens": self.tokens, "missing": self.missing}
         nz = np.flatnonzero(self.counts)
+        values = self.counts[nz]
+        count_dtype, index_dtype = smallest_uint_dtype(values), smallest_uint_dtype(nz)
+        sparse = nz.size * (_SIZE[index_dtype] + _SIZE[count_dtype])
+        if sparse >= self.buckets * _SIZE[count_dtype]:  # most buckets used: store them all
+            return {**counts, "counts": encode_array(self.counts, count_dtype)}
         return {
-            "n": self.n,
-            "docs": self.docs,
-            "tokens": self.tokens,
-            "missing": self.missing,
-            "buckets_used": nz.tolist(),
-            "bucket_counts": self.counts[nz].tolist(),
+            **counts,
+            "buckets_used": encode_array(nz, index_dtype),
+            "bucket_counts": encode_array(values, count_dtype),
         }
 
     @classmethod
@@ -136,11 +149,32 @@ class HashedTokens(Sketch):
             setattr(sk, key, read_int(d, key))
         if sk.docs + sk.missing != sk.n:
             raise ValueError(f"docs ({sk.docs}) + missing ({sk.missing}) != n ({sk.n})")
-        idx = np.asarray(d["buckets_used"], dtype=np.int64)
-        vals = np.asarray(d["bucket_counts"], dtype=np.int64)
+        if d["format"] == 2 and "counts" in d:
+            dense = _decode_uints(d["counts"])
+            if dense.shape != (sk.buckets,):
+                raise ValueError(f"'counts' must hold {sk.buckets} buckets, got {dense.shape}")
+            sk.counts[:] = dense
+            return sk
+        if d["format"] == 2:
+            idx, vals = _decode_uints(d["buckets_used"]), _decode_uints(d["bucket_counts"])
+        else:
+            idx = np.asarray(d["buckets_used"], dtype=np.int64)
+            vals = np.asarray(d["bucket_counts"], dtype=np.int64)
         if idx.ndim != 1 or idx.shape != vals.shape or np.any(vals < 0):
             raise ValueError("'buckets_used' and 'bucket_counts' must be equal-length lists")
         if idx.size and (idx.min() < 0 or idx.max() >= sk.buckets):
             raise ValueError(f"bucket index out of range [0, {sk.buckets})")
         sk.counts[idx] = vals
         return sk
+
+
+_SIZE = {dtype: np.dtype(dtype).itemsize for dtype in ARRAY_DTYPES}
+_UINTS = ("<u1", "<u2", "<u4", "<u8")
+
+
+def _decode_uints(d: Any) -> np.ndarray:
+    """A 1-D typed array of unsigned ints as int64 (ValueError past int64's range)."""
+    raw = decode_array(d, _UINTS, np.uint64)
+    if raw.ndim != 1 or (raw.size and int(raw.max()) > np.iinfo(np.int64).max):
+        raise ValueError(f"expected a 1-D array of counts below 2^63, got shape {raw.shape}")
+    return raw.astype(np.int64)

@@ -1,0 +1,474 @@
+"""Fetching shard bytes: ranged block requests, kept in flight under a memory bound, pinned.
+
+A ``ReadAhead`` is given shards in the order they will be read. It keeps ranged requests for
+the current shard's next blocks and the following shards' first blocks in flight, never more
+than ``max_inflight`` bytes requested and not yet consumed (at least one block). Blocks come
+back to the reader strictly in order, whatever order the requests finish in.
+
+Each request is served by the fetcher of the shard's protocol:
+
+- ``S3Fetcher``: ``GetObject`` with a ``Range`` on s3fs's own event loop (many requests at once,
+  one connection each, no HEAD: the size and version come from the response's
+  ``Content-Range``, ``ETag`` and ``x-amz-version-id``);
+- ``LocalFetcher``: ``os.pread`` in a small thread pool;
+- ``FsspecFetcher``: ``fs.cat_file(path, start, end)`` (or a user ``opener``) in threads.
+
+Every read is pinned to one version of the shard: the version it was stat'ed at (S3
+``VersionId``, else ``If-Match`` on its ETag; a local file's size and mtime are checked when it
+is opened), else the version the first response reports. A block that comes from another
+version fails the shard, naming it: new bytes are never read under an old version. Transient
+failures (resets, 5xx, stalls past ``timeout``) are retried with backoff, resuming at the byte
+where the failed response stopped; each retry is counted in ``ReadStats.retries``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ShardReadError
+from .shardversion import ShardVersion
+from .sources import Shard, filesystem, redact, storage_hint
+
+_TRANSIENT_NAMES = {
+    "ClientPayloadError",
+    "ServerDisconnectedError",
+    "ClientOSError",
+    "ServerTimeoutError",
+    "FSTimeoutError",
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "ResponseStreamingError",
+    "IncompleteRead",
+    "IncompleteReadError",
+    "HTTPClientError",
+    "ProtocolError",
+}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: resets, timeouts, 5xx and throttling answers."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ShardReadError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+        return True
+    if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.get("Code") in _TRANSIENT_CODES or int(status or 0) >= 500
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    return isinstance(status, int) and status >= 500
+
+
+class Stalled(TimeoutError):
+    """No data came for ``RetryPolicy.timeout`` seconds (raised by our own deadline)."""
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how long: ``retries`` per request, ``timeout`` seconds without data."""
+
+    retries: int = 5
+    backoff: float = 0.2
+    timeout: float = 20.0
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based), jittered."""
+        return self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+
+
+@dataclass
+class Piece:
+    """Bytes of one block, with what the response said about the object."""
+
+    data: bytes
+    total: int | None = None
+    version: ShardVersion | None = None
+
+
+class ObjectHandle:
+    """One shard being read: where it is, its size, and the version its reads are pinned to."""
+
+    def __init__(self, shard: Shard, fetcher: Fetcher) -> None:
+        self.shard = shard
+        self.url = redact(shard.url)
+        self.fetcher = fetcher
+        self.size: int | None = shard.size
+        self.version: ShardVersion | None = shard.parsed_version
+        self.lock = threading.Lock()
+        self.state: Any = None  # the fetcher's per-object state (an open file, a bucket/key)
+
+    def learn(self, piece: Piece, offset: int) -> None:
+        """Take the size and version a response reports; fail if they disagree with ours."""
+        with self.lock:
+            if piece.version is not None:
+                if self.version is None:
+                    self.version = piece.version
+                elif piece.version != self.version and piece.version.kind == self.version.kind:
+                    raise ShardReadError(
+                        self.url,
+                        f"changed while it was read: version {self.version} was read so far, "
+                        f"storage now returns {piece.version}; read it again",
+                        offset,
+                    )
+            if piece.total is not None:
+                if self.size is None:
+                    self.size = piece.total
+                elif piece.total != self.size:
+                    raise ShardReadError(
+                        self.url,
+                        f"changed: it is {piece.total} bytes, its version {self.version} "
+                        f"had {self.size}",
+                        offset,
+                    )
+
+
+class Fetcher:
+    """Ranged reads of objects of one kind; ``submit`` returns a future of a ``Piece``."""
+
+    def __init__(self, policy: RetryPolicy, on_retry: Callable[[], None]) -> None:
+        self.policy = policy
+        self.on_retry = on_retry
+
+    def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release threads and files."""
+
+    def _retrying(self, handle: ObjectHandle, offset: int, size: int, read_once) -> Piece:
+        """Call ``read_once(offset, size, parts)`` until ``size`` bytes or EOF, resuming at the
+        byte where a transient failure stopped it (``parts`` keeps what arrived)."""
+        parts: list[bytes] = []
+        attempt, piece = 0, Piece(b"")
+        while True:
+            got = sum(map(len, parts))
+            try:
+                piece = read_once(offset + got, size - got, parts)
+                break
+            except Exception as e:
+                got = sum(map(len, parts))
+                if not is_transient(e) or attempt >= self.policy.retries:
+                    raise explain_storage_error(
+                        handle.url, e, offset + got, attempt, self.policy
+                    ) from e
+                attempt += 1
+                self.on_retry()
+                time.sleep(self.policy.pause(attempt))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return Piece(data, piece.total, piece.version)
+
+
+def explain_storage_error(
+    url: str, e: BaseException, at: int, retries: int, policy: RetryPolicy
+) -> ShardReadError:
+    """The ``ShardReadError`` for a read that failed for good: timeouts say how long and where,
+    connection and credential failures say where the endpoint and credentials come from."""
+    if isinstance(e, ShardReadError):
+        return e
+    tried = f" ({retries} retries)" if retries else ""
+    if isinstance(e, Stalled):
+        return ShardReadError(url, f"timed out after {policy.timeout:g} s reading it{tried}", at)
+    return ShardReadError(url, f"read failed{tried}: {e!r}{storage_hint(e)}", at)
+
+
+# ------------------------------------------------------------------------------ local files
+
+
+class LocalFetcher(Fetcher):
+    """Local files: ``os.pread`` on one descriptor per shard, in a small thread pool.
+
+    The file's size and mtime are checked at open against the shard's ``s:`` version.
+    """
+
+    def __init__(self, policy: RetryPolicy, on_retry: Callable[[], None], threads: int = 2):
+        super().__init__(policy, on_retry)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="driftloader-read")
+
+    def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
+        return self.pool.submit(self._read, handle, offset, size)
+
+    def _open(self, handle: ObjectHandle) -> int:
+        with handle.lock:
+            if handle.state is None:
+                handle.state = _open_local(handle)
+            return handle.state[0]
+
+    def _read(self, handle: ObjectHandle, offset: int, size: int) -> Piece:
+        fd = self._open(handle)
+        data = os.pread(fd, size, offset)
+        return Piece(data, handle.state[1], None)
+
+    def close_handle(self, handle: ObjectHandle) -> None:
+        with handle.lock:
+            if handle.state is not None:
+                os.close(handle.state[0])
+                handle.state = None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def local_path(url: str) -> str:
+    """The filesystem path of a local URL (``file://`` stripped)."""
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def _open_local(handle: ObjectHandle) -> tuple[int, int]:
+    path = local_path(handle.shard.url)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError as e:
+        raise ShardReadError(handle.url, "shard does not exist") from e
+    except IsADirectoryError as e:
+        raise ShardReadError(handle.url, "is a folder, not a tar shard") from e
+    except PermissionError as e:
+        raise ShardReadError(handle.url, f"permission denied: {e}") from e
+    st = os.fstat(fd)
+    now = ShardVersion.from_info({"size": st.st_size, "mtime": st.st_mtime})
+    expected = handle.version
+    if expected is not None and expected.kind == "size_mtime" and now != expected:
+        os.close(fd)
+        raise ShardReadError(
+            handle.url,
+            f"changed since its version was taken: it was {expected}, it is now {now}; "
+            "its drift decision or pin no longer describes these bytes",
+        )
+    if handle.version is None:
+        handle.version = now
+    return fd, st.st_size
+
+
+# ----------------------------------------------------------------------------------- fsspec
+
+
+class FsspecFetcher(Fetcher):
+    """Any fsspec filesystem (or a user ``opener``): ranged reads in threads.
+
+    ``cat_file(path, start, end)`` must return exactly the bytes asked for (fewer only at the
+    end); a longer answer (a server that ignored ``Range``) is refused naming the URL.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        on_retry: Callable[[], None],
+        storage_options: dict | None,
+        opener: Callable[..., Any] | None = None,
+        threads: int = 4,
+    ) -> None:
+        super().__init__(policy, on_retry)
+        self.storage_options = storage_options
+        self.opener = opener
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="driftloader-read")
+
+    def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
+        return self.pool.submit(self._retrying, handle, offset, size, self._reader(handle))
+
+    def _reader(self, handle: ObjectHandle) -> Callable[[int, int, list], Piece]:
+        fs = filesystem(handle.shard.url, self.storage_options)
+        path = fs._strip_protocol(handle.shard.url)
+        kwargs: dict = {}
+        if handle.version is not None and handle.version.version_id:
+            kwargs["version_id"] = handle.version.version_id
+
+        def with_opener(start: int, size: int, parts: list) -> Piece:
+            try:
+                file = self.opener(path, "rb", **kwargs)
+            except FileNotFoundError as e:
+                raise ShardReadError(handle.url, "shard does not exist") from e
+            try:
+                if start:
+                    file.seek(start)
+                while size > 0:
+                    chunk = file.read(size)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    size -= len(chunk)
+            finally:
+                with contextlib.suppress(Exception):
+                    file.close()
+            return Piece(b"")
+
+        def with_cat(start: int, size: int, parts: list) -> Piece:
+            try:
+                data = fs.cat_file(path, start=start, end=start + size, **kwargs)
+            except FileNotFoundError as e:
+                raise ShardReadError(handle.url, "shard does not exist") from e
+            if len(data) > size:
+                raise ShardReadError(
+                    handle.url,
+                    f"the server ignored the byte range: asked for {size} bytes, got {len(data)}",
+                    start,
+                )
+            parts.append(data)
+            return Piece(b"")
+
+        return with_opener if self.opener is not None else with_cat
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -------------------------------------------------------------------------------- read-ahead
+
+
+@dataclass
+class _Request:
+    offset: int
+    size: int
+    future: Future
+
+
+class _Plan:
+    """A shard's requests: those in flight, in order, and the next offset to ask for."""
+
+    def __init__(self, handle: ObjectHandle) -> None:
+        self.handle = handle
+        self.requests: deque[_Request] = deque()
+        self.next_offset = 0
+        self.finished = False  # EOF seen or the consumer is done with it
+        self.running: list[Future] = []  # cancelled too late: waited for before closing
+
+    def wants_more(self) -> bool:
+        """Another block can be asked for: the size is known and not reached, or it is not
+        known and nothing is in flight (one block at a time until an answer tells the size or
+        comes back short)."""
+        if self.finished:
+            return False
+        size = self.handle.size
+        if size is None:
+            return not self.requests
+        return self.next_offset < size
+
+
+class ReadAhead:
+    """Blocks of shards in read order, with requests kept in flight under ``max_inflight``
+    bytes and ``max_requests`` requests (requested and not yet handed to the reader; at least
+    one block is always allowed).
+
+    Shards are added with ``add`` in the order they will be read; ``blocks(handle)`` yields
+    that shard's bytes in order. Requests go first to the shard being read, then to the next
+    ones, as far as ``lookahead`` shards ahead.
+    """
+
+    def __init__(
+        self,
+        block_size: int,
+        max_inflight: int,
+        on_peak: Callable[[int], None] | None = None,
+        lookahead: int = 4,
+        max_requests: int = 8,
+    ) -> None:
+        self.block_size = block_size
+        self.max_inflight = max(max_inflight, block_size)
+        self.max_requests = max(max_requests, 1)
+        self.requests = 0
+        self.lookahead = lookahead
+        self.on_peak = on_peak
+        self.plans: deque[_Plan] = deque()
+        self.inflight = 0
+        self.peak = 0
+
+    def add(self, handle: ObjectHandle) -> None:
+        """Queue a shard to be read after those already added."""
+        self.plans.append(_Plan(handle))
+        self._fill()
+
+    def _fill(self) -> None:
+        for plan in list(self.plans)[: self.lookahead + 1]:
+            while plan.wants_more():
+                size = self.block_size
+                if plan.handle.size is not None:
+                    size = min(size, plan.handle.size - plan.next_offset)
+                if self.inflight and (
+                    self.inflight + size > self.max_inflight or self.requests >= self.max_requests
+                ):
+                    return  # earlier shards keep their place: later ones wait
+                future = plan.handle.fetcher.submit(plan.handle, plan.next_offset, size)
+                plan.requests.append(_Request(plan.next_offset, size, future))
+                plan.next_offset += size
+                self.inflight += size
+                self.requests += 1
+                if self.inflight > self.peak:
+                    self.peak = self.inflight
+                    if self.on_peak is not None:
+                        self.on_peak(self.peak)
+
+    def blocks(self, handle: ObjectHandle) -> Iterator[bytes]:
+        """The shard's bytes, block by block, in order; it must be the oldest one added."""
+        plan = self.plans[0]
+        if plan.handle is not handle:
+            raise ValueError("blocks() must be asked for the shards in the order they were added")
+        try:
+            while True:
+                self._fill()
+                if not plan.requests:
+                    return
+                request = plan.requests.popleft()
+                try:
+                    piece = request.future.result()
+                finally:
+                    self.inflight -= request.size
+                    self.requests -= 1
+                handle.learn(piece, request.offset)
+                if len(piece.data) < request.size:  # the end of the object
+                    plan.finished = True
+                    self._cancel(plan)
+                if piece.data:
+                    yield piece.data
+        finally:
+            self.release(plan)
+
+    def release(self, plan: _Plan) -> None:
+        """Forget a shard: its requests in flight are cancelled, its file closed."""
+        plan.finished = True
+        self._cancel(plan)
+        if self.plans and self.plans[0] is plan:
+            self.plans.popleft()
+        for future in plan.running:  # a read still using the file must end before it closes
+            with contextlib.suppress(BaseException):
+                future.result()
+        closer = getattr(plan.handle.fetcher, "close_handle", None)
+        if closer is not None:
+            closer(plan.handle)
+
+    def skip(self, handle: ObjectHandle) -> None:
+        """The oldest shard will not be read after all (the gate skipped it)."""
+        if self.plans and self.plans[0].handle is handle:
+            self.release(self.plans[0])
+
+    def _cancel(self, plan: _Plan) -> None:
+        while plan.requests:
+            request = plan.requests.pop()
+            if not request.future.cancel():
+                plan.running.append(request.future)
+            self.inflight -= request.size
+            self.requests -= 1
+
+    def close(self) -> None:
+        """Cancel everything in flight."""
+        while self.plans:
+            self.release(self.plans[0])

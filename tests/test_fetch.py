@@ -1,0 +1,185 @@
+"""Reading S3 shards through the fault proxy in front of moto: requests in flight, no HEAD,
+resumes at the byte, stalls, servers that ignore Range, and reads pinned to one version."""
+
+from __future__ import annotations
+
+import pytest
+
+from driftloader.errors import ShardReadError
+from driftloader.reader import ReadStats, read_shard, read_shards
+from driftloader.sources import Shard, stat_shards
+
+from .conftest import write_shard
+
+BLOCK = 16 * 1024
+
+
+@pytest.fixture
+def proxied(s3_proxy, s3_bucket, s3fs_fresh, tmp_path):
+    """Three shards on moto; returns (urls, expected keys per shard, storage options)."""
+    urls, expected = [], []
+    for i in range(3):
+        local = tmp_path / f"s{i}.tar"
+        samples = write_shard(local, 12, seed=i, start=i * 1000)
+        s3fs_fresh.put(str(local), f"{s3_bucket}/s{i}.tar")
+        urls.append(f"s3://{s3_bucket}/s{i}.tar")
+        expected.append([(s["__key__"], s["bin"]) for s in samples])
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.reset_stats()
+    return urls, expected, options
+
+
+def _read_all(shards, options, **kwargs) -> list[list[tuple[str, bytes]]]:
+    return [
+        [(s["__key__"], s["bin"]) for s in samples]
+        for _, samples in read_shards(shards, options, block_size=BLOCK, **kwargs)
+    ]
+
+
+def test_requests_stay_in_flight_under_the_bound_with_no_head(proxied, s3_proxy):
+    urls, expected, options = proxied
+    shards = stat_shards([Shard(u) for u in urls], options)
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 40
+    stats = ReadStats()
+    bound = 4 * BLOCK
+    read = _read_all(shards, options, max_inflight=bound, max_requests=3, stats=stats)
+    assert read == expected
+    assert s3_proxy.counts.get("HEAD", 0) == 0  # sizes and versions known: no HEAD
+    # the proxy counts a request until its last byte is sent: one answered (or cancelled
+    # past a shard's end-of-archive marker) may overlap the next one asked for by at most one
+    assert 2 <= s3_proxy.max_in_flight <= 3 + 1
+    assert 2 * BLOCK < stats.inflight_peak_bytes <= bound
+
+
+def test_no_head_when_nothing_is_known_either(proxied, s3_proxy):
+    urls, expected, options = proxied
+    assert _read_all(urls, options) == expected
+    assert s3_proxy.counts.get("HEAD", 0) == 0 and s3_proxy.counts["GET"] >= 3
+
+
+def test_a_reset_mid_block_resumes_at_the_byte(proxied, s3_proxy):
+    urls, expected, options = proxied
+    s3_proxy.add_fault("reset", method="GET", ranged=True, nth=2, after_bytes=5000)
+    stats = ReadStats()
+    assert _read_all(urls, options, backoff=0.01, stats=stats) == expected  # each sample once
+    assert stats.retries == 1
+    gets = [r for r in s3_proxy.requests if r.method == "GET"]
+    failed = next(i for i, r in enumerate(gets) if r.fault == "reset")
+    # retried at once, in the same block (bytes that reached us before the reset are kept;
+    # the kernel may drop those still unread when the reset arrives)
+    start, end = (int(x) for x in gets[failed].range[6:].split("-"))
+    again = [r for r in gets[failed + 1 :] if r.range.endswith(f"-{end}")][0]
+    assert start <= int(again.range[6:].split("-")[0]) < end
+
+
+def test_5xx_is_retried_and_counted(proxied, s3_proxy):
+    urls, expected, options = proxied
+    s3_proxy.add_fault("status", method="GET", status=503, times=2)
+    stats = ReadStats()
+    assert _read_all(urls, options, backoff=0.01, stats=stats) == expected
+    assert stats.retries == 2
+
+
+def test_a_stall_times_out_is_counted_and_retried(proxied, s3_proxy):
+    urls, expected, options = proxied
+    s3_proxy.add_fault("stall", method="GET", after_bytes=3000, seconds=8)
+    stats = ReadStats()
+    assert _read_all(urls, options, timeout=2, backoff=0.01, stats=stats) == expected
+    assert stats.retries == 1
+    gets = [r for r in s3_proxy.requests if r.method == "GET"]
+    stalled = next(i for i, r in enumerate(gets) if r.fault == "stall")
+    path = gets[stalled].target.split("?")[0]
+    again = next(r for r in gets[stalled + 1 :] if r.target.split("?")[0] == path)
+    assert (gets[stalled].range, again.range) == ("bytes=0-16383", "bytes=3000-16383")
+
+
+def test_a_stall_that_lasts_fails_naming_url_time_and_byte(proxied, s3_proxy):
+    urls, _, options = proxied
+    s3_proxy.add_fault("stall", method="GET", after_bytes=3000, seconds=8, times=None)
+    stats = ReadStats()  # each answer brings 3,000 more bytes, then stalls: 2 tries, 6,000
+    with pytest.raises(
+        ShardReadError,
+        match=r"s0\.tar at byte 6000: timed out after 1\.5 s reading it \(1 retries\)",
+    ):
+        list(read_shard(urls[0], options, timeout=1.5, retries=1, backoff=0.01, stats=stats))
+    assert stats.retries == 1
+
+
+def test_a_server_ignoring_range_gives_each_sample_once(proxied, s3_proxy):
+    urls, expected, options = proxied
+    s3_proxy.add_fault("ignore_range", method="GET", times=None)
+    assert _read_all(urls, options) == expected
+    assert s3_proxy.counts["GET"] > 3  # several blocks per shard, each answered whole
+
+
+def test_reads_are_pinned_to_the_stat_version(proxied, s3fs_fresh, s3_bucket, tmp_path):
+    """On a versioned bucket a shard overwritten after it was stat'ed is still read as the
+    version the decision was made for (its VersionId)."""
+    urls, expected, options = proxied
+    (shard,) = stat_shards([Shard(urls[0])], options)
+    other = tmp_path / "other.tar"
+    write_shard(other, 7, seed=99)
+    s3fs_fresh.put(str(other), f"{s3_bucket}/s0.tar")
+    assert _read_all([shard], options) == expected[:1]
+
+
+def test_an_overwritten_shard_without_versions_fails_naming_it(
+    s3_proxy, s3_env, s3fs_fresh, tmp_path
+):
+    import boto3
+
+    bucket = "unversioned-pin"
+    boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=bucket)
+    local = tmp_path / "a.tar"
+    write_shard(local, 10)
+    s3fs_fresh.put(str(local), f"{bucket}/a.tar")
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    (shard,) = stat_shards([Shard(f"s3://{bucket}/a.tar")], options)
+    assert shard.version.startswith("e:")
+    write_shard(local, 12, seed=5)
+    s3fs_fresh.put(str(local), f"{bucket}/a.tar")
+    with pytest.raises(ShardReadError, match=r"a\.tar.*changed since its version e:"):
+        list(read_shard(shard, options))
+
+
+def test_an_overwritten_local_shard_fails_naming_it(tmp_path):
+    path = tmp_path / "l.tar"
+    write_shard(path, 5)
+    (shard,) = stat_shards([Shard(str(path))])
+    write_shard(path, 9, seed=4)
+    with pytest.raises(ShardReadError, match=r"l\.tar: changed since its version was taken"):
+        list(read_shard(shard))
+
+
+def _closed_port() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_an_unreachable_endpoint_names_aws_endpoint_url(s3_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{_closed_port()}")
+    with pytest.raises(ShardReadError, match=r"s3://b/x\.tar.*cannot connect.*AWS_ENDPOINT_URL"):
+        list(read_shard("s3://b/x.tar", retries=1, backoff=0.01))
+
+
+def test_missing_credentials_say_where_they_come_from(s3_env, monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(
+        ShardReadError, match=r"no AWS credentials.*AWS_ACCESS_KEY_ID.*storage_options"
+    ):
+        list(read_shard("s3://b/y.tar", retries=0))
+
+
+def test_a_refused_http_connection_is_not_a_missing_shard():
+    url = f"http://{_closed_port()}/x.tar"
+    with pytest.raises(ShardReadError, match=r"x\.tar.*(cannot connect|refused)") as caught:
+        list(read_shard(url, retries=1, backoff=0.01))
+    assert "does not exist" not in str(caught.value)
