@@ -7,7 +7,6 @@ seed, epoch, rank and worker so that shuffling is reproducible (and resumable).
 
 from __future__ import annotations
 
-import ast
 import gzip
 import io
 import json
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import DriftloaderError
+from .npy import load_npy
 
 Handler = Callable[[Exception], bool]
 
@@ -63,34 +63,9 @@ class DecodeError(DriftloaderError, ValueError):
     """A field could not be decoded; names the sample and the field."""
 
 
-_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}
-
-
 def npy_loads(data: bytes) -> np.ndarray:
-    """Decode ``.npy`` bytes like ``np.load`` without pickle, caching parsed headers."""
-    if data[:6] != b"\x93NUMPY":
-        raise ValueError("not an .npy file (bad magic)")
-    width = 2 if data[6] == 1 else 4
-    length = int.from_bytes(data[8 : 8 + width], "little")
-    start = 8 + width + length
-    header = data[8 + width : start]
-    meta = _NPY_HEADERS.get(header)
-    if meta is None:
-        meta = _parse_npy_header(header)
-        if len(_NPY_HEADERS) < 1024:
-            _NPY_HEADERS[header] = meta
-    dtype, shape, fortran = meta
-    count = int(np.prod(shape)) if shape else 1
-    array = np.frombuffer(data, dtype, count=count, offset=start)
-    return array.reshape(shape, order="F" if fortran else "C").copy()
-
-
-def _parse_npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    fields = ast.literal_eval(header.decode("latin1"))
-    dtype = np.dtype(np.lib.format.descr_to_dtype(fields["descr"]))
-    if dtype.hasobject:
-        raise ValueError("object arrays need pickle; refused (decode with allow_pickle=True)")
-    return dtype, tuple(fields["shape"]), bool(fields["fortran_order"])
+    """Decode ``.npy`` bytes like ``np.load`` without pickle (strict: ``driftloader.npy``)."""
+    return load_npy(data, copy=True)
 
 
 def _unpickle(data: bytes) -> Any:
