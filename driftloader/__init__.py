@@ -28,6 +28,7 @@ _WHERE = {
     "log_drift": "monitoring",
     "ShardReadError": "errors",
     "VersionMismatch": "errors",
+    "EmbeddingFeaturizer": "features",
     "FeatureSpec": "features",
     "ignore_and_continue": "pipeline",
     "reraise_exception": "pipeline",
@@ -49,6 +50,7 @@ __all__ = [
     "DriftConfig",
     "DriftDataset",
     "DriftloaderError",
+    "EmbeddingFeaturizer",
     "FeatureSpec",
     "FingerprintMismatch",
     "ignore_and_continue",
@@ -96,7 +98,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         ShardReadError,
         VersionMismatch,
     )
-    from .features import FeatureSpec
+    from .features import EmbeddingFeaturizer, FeatureSpec
     from .monitoring import DriftCallback, DriftReport, log_drift
     from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
     from .profile import Profile
