@@ -85,16 +85,13 @@ def test_distinct_json_keys_are_capped_per_field_and_shard_with_one_warning() ->
 
 def test_profile_size_and_feature_count_stay_bounded_with_distinct_keys() -> None:
     # before: 1,000 samples x 100 distinct keys made 100,000 features (57 s, 1.7 GB, 158 MB)
-    samples = distinct_key_samples(400, 50)
-    sizes = []
-    for n in (100, 400):
-        profiler = ShardProfiler(URL, batch_size=256)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FeatureWarning)
-            profiler.add_many(samples[:n])
-            profile = profiler.finish()
-        assert profile.n == n
-        assert len(profile.kinds) <= DefaultFeaturizer().options.max_keys + 2
-        sizes.append(len(profile.to_json()))
-    assert sizes[1] < 1.5 * sizes[0]  # bounded: four times the samples, not four times the size
+    profiler = ShardProfiler(URL, batch_size=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FeatureWarning)
+        profiler.add_many(distinct_key_samples(400, 50))
+        profile = profiler.finish()
+    assert profile.n == 400
+    assert len(profile.kinds) <= DefaultFeaturizer().options.max_keys + 2
+    # bounded by the cap: 20,000 distinct names would have made ~70 MB of sketches
+    assert len(profile.to_json()) < 2_000_000
     assert profile.kinds["json.other_keys.names"] == "tokens"
