@@ -130,7 +130,9 @@ def test_the_readme_spec_snippet_runs() -> None:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    (code,) = [s for s in re.findall(r"```python\n(.*?)```", readme, re.S) if "from_json" in s]
+    (code,) = [
+        s for s in re.findall(r"```python\n(.*?)```", readme, re.S) if "FeatureSpec.from_json" in s
+    ]
     namespace: dict = {}
     exec(code, namespace)
     assert namespace["featurizer"].fingerprint == namespace["spec"].fingerprint
