@@ -30,9 +30,10 @@ _WHERE = {
     "VersionMismatch": "errors",
     "EmbeddingFeaturizer": "features",
     "FeatureSpec": "features",
-    "ignore_and_continue": "pipeline",
-    "reraise_exception": "pipeline",
-    "warn_and_continue": "pipeline",
+    "GateOptions": "gate",
+    "ignore_and_continue": "handlers",
+    "reraise_exception": "handlers",
+    "warn_and_continue": "handlers",
     "Profile": "profile",
     "profile_shards": "profiling",
     "read_shard": "reader",
@@ -53,6 +54,7 @@ __all__ = [
     "EmbeddingFeaturizer",
     "FeatureSpec",
     "FingerprintMismatch",
+    "GateOptions",
     "ignore_and_continue",
     "IncompatibleSketchError",
     "NoShardsError",
@@ -99,8 +101,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         VersionMismatch,
     )
     from .features import EmbeddingFeaturizer, FeatureSpec
+    from .gate import GateOptions
+    from .handlers import ignore_and_continue, reraise_exception, warn_and_continue
     from .monitoring import DriftCallback, DriftReport, log_drift
-    from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
     from .profile import Profile
     from .profiling import profile_shards
     from .reader import read_shard

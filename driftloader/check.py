@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .drift import DriftConfig, ShardDrift, compare
-from .profiling import Metadata, ProfilingSummary, profile_shards
+from .handlers import on_error_name
+from .profiling import ON_ERROR, Metadata, ProfilingSummary, profile_shards
 from .progress import active, track
 from .sources import expand_urls, redact, stat_shards
 from .store import ProfileStore
@@ -40,8 +41,7 @@ def check_shards(
     A shard that cannot be read raises ``ShardReadError``; with ``on_error="skip"`` it is
     listed in the result's ``failed`` and the other shards are still checked.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error={on_error!r}; use 'raise' or 'skip'")
+    on_error_name(on_error, ON_ERROR)
     ref = store.get_reference(reference)
     missing: list[tuple[str, str]] = []
     shards = stat_shards(

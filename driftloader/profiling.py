@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import ShardReadError
 from .features import FeatureBatch, featurizer_from
+from .handlers import on_error_name
 from .profile import Profile, ProfileConfig
 from .progress import Progress
 from .records import read_samples
@@ -42,7 +43,7 @@ from .sources import (
 )
 from .store import ProfileStore, _json_safe, shard_key, unique_shards
 
-ON_ERROR = ("raise", "skip")
+ON_ERROR = ("raise", "skip")  # the names of handlers.ON_ERROR that profiling takes
 PROGRESS_INTERVAL = 0.5
 SIDECAR_SUFFIX = ".json"
 
@@ -234,9 +235,7 @@ class ShardProfiler:
 
 
 def _check_on_error(on_error: str) -> str:
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    return on_error
+    return on_error_name(on_error, ON_ERROR)
 
 
 def _read_target(shard: Shard) -> Shard:
