@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
 
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from . import resume as R
 from . import stages as S
@@ -201,7 +201,7 @@ class DriftDataset(FluidInterface, IterableDataset):
 
     def _publish(self) -> None:
         """In a DataLoader worker: tell the dataset's owner process what reading did."""
-        if not self._reports.in_owner():
+        if not self._reports.in_owner() and get_worker_info() is not None:
             failed = [] if self.gate is None else self.gate.failures()
             self._reports.publish(self._stats, failed)
 
@@ -249,8 +249,6 @@ class DriftDataset(FluidInterface, IterableDataset):
         """Whether items go through ``pipeline.hand_over``: batches that a DataLoader worker
         passes straight to its collate_fn (not to a wrapping dataset, nor single samples,
         which the DataLoader may batch itself in the worker)."""
-        from torch.utils.data import get_worker_info
-
         info = get_worker_info()
         if not self.worker_handoff or info is None or info.dataset is not self:
             return False
