@@ -28,10 +28,12 @@ _WHERE = {
     "log_drift": "monitoring",
     "ShardReadError": "errors",
     "VersionMismatch": "errors",
+    "EmbeddingFeaturizer": "features",
     "FeatureSpec": "features",
-    "ignore_and_continue": "pipeline",
-    "reraise_exception": "pipeline",
-    "warn_and_continue": "pipeline",
+    "GateOptions": "gate",
+    "ignore_and_continue": "handlers",
+    "reraise_exception": "handlers",
+    "warn_and_continue": "handlers",
     "Profile": "profile",
     "profile_shards": "profiling",
     "read_shard": "reader",
@@ -49,8 +51,10 @@ __all__ = [
     "DriftConfig",
     "DriftDataset",
     "DriftloaderError",
+    "EmbeddingFeaturizer",
     "FeatureSpec",
     "FingerprintMismatch",
+    "GateOptions",
     "ignore_and_continue",
     "IncompatibleSketchError",
     "NoShardsError",
@@ -96,9 +100,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         ShardReadError,
         VersionMismatch,
     )
-    from .features import FeatureSpec
+    from .features import EmbeddingFeaturizer, FeatureSpec
+    from .gate import GateOptions
+    from .handlers import ignore_and_continue, reraise_exception, warn_and_continue
     from .monitoring import DriftCallback, DriftReport, log_drift
-    from .pipeline import ignore_and_continue, reraise_exception, warn_and_continue
     from .profile import Profile
     from .profiling import profile_shards
     from .reader import read_shard

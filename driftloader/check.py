@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from .catalog import CatalogRow
 from .drift import DriftConfig, ShardDrift, compare
 from .errors import EmptyShardError, StoreReadOnlyError
+from .handlers import on_error_name
 from .profile import Profile
-from .profiling import EMPTY_SHARD, Metadata, profile_shard, profile_shards
+from .profiling import EMPTY_SHARD, ON_ERROR, Metadata, profile_shard, profile_shards
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
 from .store import ProfileStore
@@ -48,8 +49,7 @@ def check_shards(
     with no samples ``EmptyShardError``; with ``on_error="skip"`` they are listed in the
     result's ``failed`` and the other shards are still checked.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error={on_error!r}; use 'raise' or 'skip'")
+    on_error_name(on_error, ON_ERROR)
     ref = store.get_reference(reference)
     missing: list[tuple[str, str]] = []
     shards = stat_shards(

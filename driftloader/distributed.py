@@ -52,13 +52,25 @@ def placement(
 
     rank, world = (0, 1)
     if split_by_node:
-        rank, world = rank_world if rank_world and not _initialised() else rank_and_world()
+        rank, world = rank_world if rank_world and not is_initialised() else rank_and_world()
     info = get_worker_info() if split_by_worker else None
     worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
     return Placement(rank, world, worker, workers)
 
 
-def _initialised() -> bool:
+def check_single_node(rank_world: tuple[int, int] | None = None) -> None:
+    """webdataset's ``nodesplitter=single_node_only``: more than one rank is an error."""
+    world = placement(True, False, rank_world).world_size  # ranks, as if splitting
+    if world > 1:
+        raise ValueError(
+            f"nodesplitter=single_node_only but there are {world} ranks: pass "
+            "split_by_node=True (or nodesplitter=webdataset.split_by_node) to split shards "
+            "across ranks, or split_by_node=False to read every shard on every rank"
+        )
+
+
+def is_initialised() -> bool:
+    """Whether torch.distributed has an initialised process group here."""
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
@@ -73,7 +85,7 @@ def merge_profiles(profile: Profile | None, group: Any = None) -> Profile:
     """
     from .profile import Profile
 
-    if not _initialised():
+    if not is_initialised():
         if profile is None:
             raise ValueError("merge_profiles got profile=None and there are no other ranks")
         return profile.copy()
@@ -93,7 +105,7 @@ def gather_reports(rows: list[dict], group: Any = None) -> list[dict]:
     A collective: every rank calls it. Rank 0 gets all rows, ordered by rank; others get ``[]``.
     A decision that several ranks report (read back from the shared catalog) is kept once.
     """
-    if not _initialised():
+    if not is_initialised():
         return list(rows)
     import torch.distributed as dist
 

@@ -1,13 +1,10 @@
-"""Per-sample stages with webdataset's semantics: decode, shuffle, map, select, to_tuple, rename,
-batched, unbatched.
-
-Each stage is a small generator ``_stage(data, ctx, ...)``; ``ctx`` carries the iteration's
-seed, epoch, rank and worker so that shuffling is reproducible (and resumable).
+"""What the per-sample stages (``stages.py``) work with: the iteration ``Context``, webdataset's
+decoders without pickle, webdataset's collation, and the hand-over of batches from DataLoader
+workers (``hand_over``). The error handlers live in ``handlers.py`` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import ast
 import gzip
 import io
 import json
@@ -23,24 +20,23 @@ import numpy as np
 import torch
 
 from .errors import DriftloaderError
+from .handlers import Handler, ignore_and_continue, reraise_exception, warn_and_continue
+from .npy import load_npy
 
-Handler = Callable[[Exception], bool]
-
-
-def reraise_exception(exn: Exception) -> bool:
-    """Error handler: stop by raising (the default)."""
-    raise exn
-
-
-def warn_and_continue(exn: Exception) -> bool:
-    """Error handler: warn and go on with the next item."""
-    warnings.warn(repr(exn), stacklevel=2)
-    return True
-
-
-def ignore_and_continue(exn: Exception) -> bool:
-    """Error handler: go on silently (the caller still counts what was skipped)."""
-    return True
+__all__ = [
+    "BASIC_DECODERS",
+    "Context",
+    "Decoder",
+    "DecodeError",
+    "Handler",
+    "as_tensors",
+    "default_collation_fn",
+    "hand_over",
+    "ignore_and_continue",
+    "npy_loads",
+    "reraise_exception",
+    "warn_and_continue",
+]
 
 
 @dataclass(frozen=True)
@@ -63,34 +59,9 @@ class DecodeError(DriftloaderError, ValueError):
     """A field could not be decoded; names the sample and the field."""
 
 
-_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}
-
-
 def npy_loads(data: bytes) -> np.ndarray:
-    """Decode ``.npy`` bytes like ``np.load`` without pickle, caching parsed headers."""
-    if data[:6] != b"\x93NUMPY":
-        raise ValueError("not an .npy file (bad magic)")
-    width = 2 if data[6] == 1 else 4
-    length = int.from_bytes(data[8 : 8 + width], "little")
-    start = 8 + width + length
-    header = data[8 + width : start]
-    meta = _NPY_HEADERS.get(header)
-    if meta is None:
-        meta = _parse_npy_header(header)
-        if len(_NPY_HEADERS) < 1024:
-            _NPY_HEADERS[header] = meta
-    dtype, shape, fortran = meta
-    count = int(np.prod(shape)) if shape else 1
-    array = np.frombuffer(data, dtype, count=count, offset=start)
-    return array.reshape(shape, order="F" if fortran else "C").copy()
-
-
-def _parse_npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    fields = ast.literal_eval(header.decode("latin1"))
-    dtype = np.dtype(np.lib.format.descr_to_dtype(fields["descr"]))
-    if dtype.hasobject:
-        raise ValueError("object arrays need pickle; refused (decode with allow_pickle=True)")
-    return dtype, tuple(fields["shape"]), bool(fields["fortran_order"])
+    """Decode ``.npy`` bytes like ``np.load`` without pickle (strict: ``driftloader.npy``)."""
+    return load_npy(data, copy=True)
 
 
 def _unpickle(data: bytes) -> Any:
@@ -219,168 +190,6 @@ def partial_torch_loads_unsafe(data: bytes) -> Any:
     return _torch_loads(data, weights_only=False)
 
 
-# --------------------------------------------------------------------------------- stages
-
-
-def _apply(data: Iterable, fn: Callable, handler: Handler) -> Iterator:
-    for item in data:
-        try:
-            result = fn(item)
-        except Exception as exn:
-            if handler(exn):
-                continue
-            break
-        if result is not None:
-            yield result
-
-
-def _decode(data: Iterable, ctx: Context, decoder: Decoder, handler: Handler) -> Iterator:
-    return _apply(data, decoder, handler)
-
-
-def _map(data: Iterable, ctx: Context, fn: Callable, handler: Handler) -> Iterator:
-    return _apply(data, fn, handler)
-
-
-def _map_dict(data: Iterable, ctx: Context, fns: dict, handler: Handler) -> Iterator:
-    def apply(sample: dict) -> dict:
-        sample = dict(sample)
-        for key, fn in fns.items():
-            sample[key] = fn(sample[key])
-        return sample
-
-    return _apply(data, apply, handler)
-
-
-def _select(data: Iterable, ctx: Context, predicate: Callable[[Any], bool]) -> Iterator:
-    for item in data:
-        if predicate(item):
-            yield item
-
-
-def _to_tuple(
-    data: Iterable, ctx: Context, keys: tuple[str, ...], missing_is_error: bool, handler: Handler
-) -> Iterator:
-    choices = [key.split(";") for key in keys]
-
-    def pick(sample: dict) -> tuple:
-        out = []
-        for options in choices:
-            for option in options:
-                if option in sample:
-                    out.append(sample[option])
-                    break
-            else:
-                if missing_is_error:
-                    raise ValueError(
-                        f"sample {sample.get('__key__')!r} in {sample.get('__url__')} has no field "
-                        f"{';'.join(options)!r} (fields: {sorted(sample)})"
-                    )
-                out.append(None)
-        return tuple(out)
-
-    return _apply(data, pick, handler)
-
-
-def _rename(
-    data: Iterable, ctx: Context, choices: dict[str, list[str]], keep: bool, handler: Handler
-) -> Iterator:
-    """webdataset's ``rename``: ``choices`` maps each new name to old names, first present wins;
-    ``keep`` keeps the fields not named (every old name listed goes)."""
-    dropped = {old for options in choices.values() for old in options}
-
-    def rename(sample: dict) -> dict:
-        result = {k: v for k, v in sample.items() if k not in dropped} if keep else {}
-        for new, options in choices.items():
-            for option in options:
-                if option in sample:
-                    result[new] = sample[option]
-                    break
-            else:
-                raise ValueError(
-                    f"sample {sample.get('__key__')!r} in {sample.get('__url__')} has no field "
-                    f"{';'.join(options)!r} to rename to {new!r} (fields: {sorted(sample)})"
-                )
-        return result
-
-    return _apply(data, rename, handler)
-
-
-def _shuffle(data: Iterable, ctx: Context, bufsize: int, initial: int, salt: int) -> Iterator:
-    """Buffer shuffle seeded by (seed, epoch, rank, worker): the same order on every rerun."""
-    rng = ctx.rng(salt)
-    buf: list = []
-    start = min(initial, bufsize)
-    for item in data:
-        buf.append(item)
-        if len(buf) < bufsize and len(buf) < start:
-            continue
-        if len(buf) >= start:
-            start = bufsize
-            index = rng.randrange(len(buf))
-            buf[index], buf[-1] = buf[-1], buf[index]
-            yield buf.pop()
-    rng.shuffle(buf)
-    yield from buf
-
-
-def _batched(
-    data: Iterable, ctx: Context, size: int, collation_fn: Callable | None, partial_: bool
-) -> Iterator:
-    batch: list = []
-    for item in data:
-        batch.append(item)
-        if len(batch) == size:
-            yield collation_fn(batch) if collation_fn is not None else batch
-            batch = []
-    if batch and partial_:
-        yield collation_fn(batch) if collation_fn is not None else batch
-
-
-def _unbatched(data: Iterable, ctx: Context) -> Iterator:
-    """webdataset's ``unbatched``: batches (tuples / lists of columns, or dicts of columns of
-    one length) back into samples."""
-    for batch in data:
-        if isinstance(batch, (list, tuple)):
-            for i in range(len(batch[0]) if batch else 0):
-                yield tuple(column[i] for column in batch)
-        elif isinstance(batch, dict):
-            lengths = {len(v) for v in batch.values()}
-            if len(lengths) > 1:
-                sizes = {k: len(v) for k, v in batch.items()}
-                raise ValueError(
-                    f"cannot unbatch a dict with columns of different lengths: {sizes}"
-                )
-            for i in range(lengths.pop() if lengths else 0):
-                yield {k: v[i] for k, v in batch.items()}
-        else:
-            raise ValueError(f"cannot unbatch a {type(batch).__name__}: not a tuple or a dict")
-
-
-def _source_only(data: Iterable, ctx: Context, fn: Callable[[Iterable], Iterable]) -> Iterator:
-    """A webdataset-style stage ``fn(src)``, which takes no context."""
-    return iter(fn(data))
-
-
-def takes_source_only(fn: Callable) -> bool:
-    """Whether ``fn`` can be called with one positional argument but not with two."""
-    import inspect
-
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # some builtins: assume driftloader's (data, ctx)
-        return False
-
-    def binds(*args: Any) -> bool:
-        try:
-            signature.bind(*args)
-        except TypeError:
-            return False
-        return True
-
-    return binds(None) and not binds(None, None)
-
-
 def default_collation_fn(samples: list) -> Any:
     """Webdataset's collation: tensors stacked, numbers into arrays, others into lists."""
     from webdataset.filters import default_collation_fn as collate
@@ -479,13 +288,3 @@ def hand_over(items: Iterable) -> Iterator:
             yield as_tensors(item)
     finally:
         sys.setswitchinterval(switch)
-
-
-class Stage:
-    """A picklable stage ``(data, ctx) -> iterator``: a generator function and its arguments."""
-
-    def __init__(self, fn: Callable, args: tuple, kwargs: dict) -> None:
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-
-    def __call__(self, data: Iterable, ctx: Context) -> Iterator:
-        return self.fn(data, ctx, *self.args, **self.kwargs)

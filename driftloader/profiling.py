@@ -28,6 +28,7 @@ from typing import Any
 from .catalog import json_safe
 from .errors import EmptyShardError, ShardReadError, StoreReadOnlyError
 from .features import FeatureBatch, featurizer_from
+from .handlers import on_error_name
 from .profile import Profile, ProfileConfig
 from .progress import Progress
 from .records import read_samples
@@ -44,7 +45,7 @@ from .sources import (
 )
 from .store import ProfileStore, shard_key, unique_shards
 
-ON_ERROR = ("raise", "skip")
+ON_ERROR = ("raise", "skip")  # the names of handlers.ON_ERROR that profiling takes
 PROGRESS_INTERVAL = 0.5
 SIDECAR_SUFFIX = ".json"
 EMPTY_SHARD = "shard has no samples (an empty tar): nothing to profile"
@@ -238,9 +239,7 @@ class ShardProfiler:
 
 
 def _check_on_error(on_error: str) -> str:
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    return on_error
+    return on_error_name(on_error, ON_ERROR)
 
 
 def _read_target(shard: Shard) -> Shard:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .catalog import CatalogRow
 from .errors import DriftloaderError, NoShardsError, ProfileFormatError
+from .features import joint_name_parts
 from .profile import Profile
 from .profiling import profile_shards
 from .progress import active, track
@@ -60,7 +61,7 @@ def infer_rules(
         rule: dict[str, Any] = {"kind": kind}
         rate = missing_rate(reference, name)
         rule["max_missing_rate"] = round(min(1.0, rate * missing_factor + missing_slack), 6)
-        if kind == "numeric":
+        if kind == "numeric" and joint_name_parts(name) is None:  # projections: drift, no range
             rule.update(_numeric_range(reference, name, margin, quantile, max_outside_rate))
         elif kind == "categorical":
             rule.update(_categories(reference, name))

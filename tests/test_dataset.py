@@ -365,3 +365,19 @@ def test_compose_takes_webdataset_style_stages(local_shards):
     assert got == [k for k in base if k.endswith("0")] and got
     lam = list(dl.DriftDataset(local_shards).compose(lambda src: (s["cls"] for s in src)))
     assert len(lam) == 100
+
+
+def test_one_on_error_table_for_the_package(local_shards, tmp_path):
+    from driftloader.check import check_shards
+    from driftloader.handlers import ON_ERROR
+    from driftloader.profiling import profile_shards
+
+    for name, handler in ON_ERROR.items():
+        assert dl.DriftDataset(local_shards, on_error=name).handler is handler
+    store = dl.ProfileStore(str(tmp_path / "store"))
+    for call in (
+        lambda: profile_shards(local_shards, store, on_error="warn"),
+        lambda: check_shards(local_shards, store, "ref", on_error="warn"),
+    ):
+        with pytest.raises(ValueError, match="on_error='warn'; use one of 'raise', 'skip'"):
+            call()

@@ -11,7 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.parametrize("script", ["weighted_loss.py"])
+@pytest.mark.parametrize("script", ["weighted_loss.py", "embedding_drift.py"])
 def test_example_runs(script):
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=300

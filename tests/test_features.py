@@ -88,7 +88,8 @@ def test_small_vector_becomes_one_feature_per_element() -> None:
     rng = np.random.default_rng(1)
     arrays = [rng.standard_normal(5).astype(np.float32) for _ in range(7)]
     batch = DefaultFeaturizer()([sample(i, **{"x.npy": npy(a)}) for i, a in enumerate(arrays)])
-    assert sorted(batch) == [f"x.npy[{j}]" for j in range(5)]
+    joint = [f"joint:x.npy/dir{j}" for j in range(8)]
+    assert sorted(batch) == sorted([f"x.npy[{j}]" for j in range(5)] + joint)
     stacked = np.stack(arrays).astype(np.float64)
     for j in range(5):
         values = numeric(batch, f"x.npy[{j}]")
@@ -107,7 +108,7 @@ def test_small_vector_becomes_one_feature_per_element() -> None:
     ],
 )
 def test_vector_elements_follow_numpy_ravel(array: np.ndarray) -> None:
-    batch = DefaultFeaturizer()([sample(0, **{"a.npy": npy(array)})])
+    batch = DefaultFeaturizer(joint=None)([sample(0, **{"a.npy": npy(array)})])
     expected = np.asarray(array, dtype=np.float64).ravel()
     got = [numeric(batch, f"a.npy[{j}]")[0] for j in range(expected.size)]
     np.testing.assert_array_equal(got, expected)
@@ -328,17 +329,20 @@ def test_images_byte_size_and_decoded_stats() -> None:
     rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     gray = rng.integers(0, 256, (4, 6), dtype=np.uint8)
     samples = [sample(0, png=png(rgb)), sample(1, png=png(gray)), sample(2, png=b"garbage")]
-    plain = DefaultFeaturizer()(samples)
+    plain = DefaultFeaturizer(decode_images=False)(samples)
     assert sorted(plain) == ["png.bytes"]
     assert numeric(plain, "png.bytes").tolist() == [len(samples[i]["png"]) for i in range(3)]
-    featurizer = DefaultFeaturizer(decode_images=True)
+    featurizer = DefaultFeaturizer()
     batch = featurizer(samples)
     assert featurizer.errors == 1
     assert numeric(batch, "png.width").tolist() == [7.0, 6.0, None]
     assert numeric(batch, "png.height").tolist() == [5.0, 4.0, None]
-    for c, name in enumerate(["png.mean_r", "png.mean_g", "png.mean_b"]):
-        assert numeric(batch, name)[0] == pytest.approx(rgb[..., c].mean())
-        assert numeric(batch, name)[1] == pytest.approx(gray.mean())
+    assert numeric(batch, "png.bytes").tolist() == [len(samples[i]["png"]) for i in range(3)]
+    assert objects(batch, "png.mode", "categorical") == ["RGB/3", "L/1", None]
+    means = rgb.reshape(-1, 3).mean(axis=0)
+    for c, name in enumerate(["png.red", "png.green", "png.blue"]):
+        assert numeric(batch, name)[0] == pytest.approx(means[c] / means.sum())
+        assert numeric(batch, name)[1] == pytest.approx(1 / 3)
 
 
 # -- unknown fields, missing fields, column order ---------------------------------------------
@@ -383,7 +387,7 @@ def test_columns_are_sorted_and_stable_across_batches_and_instances() -> None:
     assert list(a) == sorted(a)
     assert list(a) == list(b) == list(c)
     assert {n: col.kind for n, col in a.items()} == {n: col.kind for n, col in c.items()}
-    assert len(a) == 64 + 1 + 2 + 7  # x.npy[i], cls, json.size/src, txt stats + tokens
+    assert len(a) == 64 + 8 + 1 + 2 + 7  # x.npy[i], joint, cls, json.size/src, txt stats + tokens
     assert set(first.schema) == set(a)
     assert first.schema["x.npy[3]"] == {"kind": "numeric", "field": "x.npy"}
 
@@ -427,7 +431,13 @@ def test_fingerprint_is_stable_and_depends_on_the_spec() -> None:
     assert DefaultFeaturizer().fingerprint == fp
     assert DefaultFeaturizer(fields=None, max_vector=64).fingerprint == fp
     assert DefaultFeaturizer(max_vector=32).fingerprint != fp
-    assert DefaultFeaturizer(decode_images=True).fingerprint != fp
+    assert DefaultFeaturizer(decode_images=False).fingerprint != fp
+    assert DefaultFeaturizer(image_size=64).fingerprint != fp
+    assert DefaultFeaturizer(joint=None).fingerprint != fp
+    assert DefaultFeaturizer(joint={"k": 4}).fingerprint != fp
+    assert DefaultFeaturizer(joint={"seed": 1}).fingerprint != fp
+    assert DefaultFeaturizer(joint={"scales": {"x.npy": [2.0]}}).fingerprint != fp
+    assert DefaultFeaturizer(max_keys=10).fingerprint != fp
     assert DefaultFeaturizer(fields=["cls"]).fingerprint != fp
     assert (
         DefaultFeaturizer(fields=["cls", "txt"]).fingerprint

@@ -73,7 +73,7 @@ def test_monitor_passes_everything_records_and_fills_the_store(corpus):
     assert _keys_by_shard(ds) == {"clean-0.tar": N, "clean-1.tar": N, "drifted.tar": N}
     report = {Path(r["url"]).name: r for r in ds.drift_report()}
     assert report["drifted.tar"]["drifted"] and not report["clean-0.tar"]["drifted"]
-    assert report["drifted.tar"]["top"][0]["name"].startswith("x.npy[")
+    assert report["drifted.tar"]["top"][0]["name"].startswith(("x.npy[", "joint:x.npy/"))
     for url in urls:  # training filled the store at the shards' current versions
         version = dl.Shard(url) and ds.shards[urls.index(url)].version
         assert corpus["store"].get_profile(url, version).n == N
@@ -358,3 +358,33 @@ def test_first_pass_weights_replay_exactly_on_resume(corpus, tmp_path, policy):
     resumed = make(str(tmp_path / "c"))
     resumed.load_state_dict(state)
     assert head + list(resumed) == whole
+
+
+def test_the_gate_profiles_with_the_references_sketch_config(tmp_path):
+    """Profiles written in training use the sketch parameters of the reference (or of
+    GateOptions.profile_config), so they merge with `profile_shards(config=...)` output."""
+    from driftloader.profile import ProfileConfig
+
+    config = ProfileConfig(quantile_k=200, categorical_cap=64)
+    urls = []
+    for i in range(3):
+        write_shard(tmp_path / f"s-{i}.tar", 40, seed=i, start=i * 1000)
+        urls.append(str(tmp_path / f"s-{i}.tar"))
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls[:2], store, config=config, progress=False)
+    store.build_reference("ref", urls[:2])
+    ds = dl.DriftDataset(urls[2:], store=store, reference="ref")
+    assert len(list(ds)) == 40
+    written = store.get_profile(urls[2], ds.shards[0].version)
+    assert written.config == config
+    store.build_reference("all", urls)  # training's profile merges with the others
+    assert store.get_reference("all").n == 120
+    other = ProfileConfig(quantile_k=300)
+    ds = dl.DriftDataset(
+        urls[:1], store=str(tmp_path / "other"), options=dl.GateOptions(profile_config=other)
+    )
+    assert len(list(ds)) == 40
+    assert (
+        ProfileStore(str(tmp_path / "other")).get_profile(urls[0], ds.shards[0].version).config
+        == other
+    )

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 SNIPPETS = re.findall(r"```python\n(.*?)```", README, re.S)
 # The serving snippet continues the store and the requests of its section; tests/test_serving.py
-# runs it with those.
+# runs it with those; tests/test_spec.py runs the FeatureSpec snippet.
 RUN_AS_SCRIPTS = ["before: ds = wds.WebDataset", "dl.profile_shards(", "dl.log_drift("]
 
 
@@ -97,4 +97,5 @@ def test_the_snippets_are_where_the_tests_look(marker):
 
 def test_every_snippet_is_run():
     serving = [s for s in SNIPPETS if "ServingMonitor" in s]
-    assert len(SNIPPETS) == len(RUN_AS_SCRIPTS) + len(serving)
+    spec = [s for s in SNIPPETS if "FeatureSpec.from_json" in s]  # run by tests/test_spec.py
+    assert len(SNIPPETS) == len(RUN_AS_SCRIPTS) + len(serving) + len(spec)

@@ -1,0 +1,671 @@
+"""Peers side by side: the same samples, each peer's own format and writer, read in one run.
+
+    python benchmarks/peers.py --quick                    # local, moto, proxy 40 ms; 0 workers
+    python benchmarks/peers.py                            # every setting, 0 and 2 workers
+    python benchmarks/peers.py --settings local,proxy-40 --workers 0 --corpora vectors
+
+Corpora: "vectors" (a 64-float .npy, a class and a 4 KiB blob per sample) and "images" (a
+~20 KB JPEG and a class). The samples are written with each peer's own writer: webdataset's
+TarWriter (read by webdataset, driftloader and s3torchconnector), ``litdata.optimize`` and
+``streaming.MDSWriter``. Each contender yields (array or decoded image tensor, class) through a
+torch DataLoader (batch 256, 0 or 2 workers); the count, the class sum and the value sum are
+checked against the ground truth on every pass. Settings: local files, moto's S3 server on
+loopback, and moto behind ``latency_proxy`` at 0/10/40/100 ms to the first byte with 50 MB/s per
+connection. Contenders alternate round by round (the order rotates); medians are reported.
+LitData and MosaicML streaming download into a fresh local cache on every pass (cold reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import io
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.latency_proxy import LatencyProxy  # noqa: E402
+
+ALL_SETTINGS = ("local", "moto", "proxy-0", "proxy-10", "proxy-40", "proxy-100")
+CONTENDERS = (
+    "webdataset",
+    "driftloader",
+    "driftloader skip gate",
+    "LitData",
+    "MosaicML streaming",
+    "s3torchconnector",
+)
+BUCKET = "peers"
+BATCH = 256
+MBPS = 50.0
+
+
+# --- the samples (deterministic per shard, so every writer regenerates the same ones) ---
+def shard_samples(
+    corpus: str, shard: int, per_shard: int
+) -> Iterator[tuple[str, bytes, int, bytes]]:
+    """(key, value bytes: .npy or JPEG, class, blob) for each sample of one shard."""
+    rng = np.random.default_rng(shard)
+    for i in range(per_shard):
+        key = f"s{shard:04d}_{i:06d}"
+        cls = int(rng.integers(10))
+        if corpus == "vectors":
+            buf = io.BytesIO()
+            np.save(buf, rng.standard_normal(64).astype(np.float32))
+            yield key, buf.getvalue(), cls, rng.bytes(4096)
+        else:
+            yield key, make_jpeg(rng), cls, b""
+
+
+def make_jpeg(rng: np.random.Generator) -> bytes:
+    """A 160x160 RGB JPEG of about 20 KB: smooth colour blobs plus noise."""
+    from PIL import Image
+
+    coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((160, 160), Image.BILINEAR), np.int16)
+    image = np.clip(image + rng.integers(-80, 80, image.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def decode_value(corpus: str, data: bytes):
+    """.npy -> float32 array; JPEG -> uint8 HWC tensor (PIL), the same for every contender."""
+    if corpus == "vectors":
+        return np.load(io.BytesIO(data))
+    return decode_jpeg(data)
+
+
+def decode_jpeg(data: bytes):
+    import torch
+    from PIL import Image
+
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+@dataclass
+class Checksum:
+    count: int = 0
+    classes: int = 0
+    values: float = 0.0
+
+    def add_batch(self, values, classes) -> None:
+        self.count += len(classes)
+        self.classes += int(classes.sum())
+        self.values += float(values.double().sum())
+
+    def matches(self, other: Checksum) -> bool:
+        close = abs(self.values - other.values) <= 1e-6 * max(1.0, abs(other.values))
+        return self.count == other.count and self.classes == other.classes and close
+
+
+def ground_truth(corpus: str, shards: int, per_shard: int) -> Checksum:
+    truth = Checksum()
+    for shard in range(shards):
+        for _, value, cls, _ in shard_samples(corpus, shard, per_shard):
+            decoded = decode_value(corpus, value)
+            truth.count += 1
+            truth.classes += cls
+            truth.values += float(np.asarray(decoded, dtype=np.float64).sum())
+    return truth
+
+
+# --- writers: each peer's own ---
+def write_tars(corpus: str, shards: int, per_shard: int, folder: Path) -> list[Path]:
+    import webdataset as wds
+
+    ext = "x.npy" if corpus == "vectors" else "jpg"
+    paths = []
+    for shard in range(shards):
+        path = folder / f"shard-{shard:06d}.tar"
+        with wds.TarWriter(str(path)) as sink:
+            for key, value, cls, blob in shard_samples(corpus, shard, per_shard):
+                sample = {"__key__": key, ext: value, "cls": str(cls).encode()}
+                if blob:
+                    sample["bin"] = blob
+                sink.write(sample)
+        paths.append(path)
+    return paths
+
+
+def litdata_items(job: tuple[str, int, int]) -> Iterator[dict]:
+    """litdata.optimize's function: one shard's samples as LitData items."""
+    corpus, shard, per_shard = job
+    for _, value, cls, blob in shard_samples(corpus, shard, per_shard):
+        if corpus == "vectors":
+            yield {"x": np.load(io.BytesIO(value)), "cls": cls, "blob": blob}
+        else:
+            yield {"jpg": value, "cls": cls}
+
+
+def write_litdata(corpus: str, shards: int, per_shard: int, folder: Path) -> None:
+    import litdata
+
+    jobs = [(corpus, shard, per_shard) for shard in range(shards)]
+    litdata.optimize(
+        litdata_items, jobs, str(folder), chunk_bytes="64MB", num_workers=1, verbose=False
+    )
+
+
+def write_mds(corpus: str, shards: int, per_shard: int, folder: Path) -> None:
+    mds_writer = import_streaming().MDSWriter
+    if corpus == "vectors":
+        columns = {"x": "ndarray:float32", "cls": "int", "blob": "bytes"}
+    else:
+        columns = {"jpg": "bytes", "cls": "int"}
+    with mds_writer(out=str(folder), columns=columns) as out:
+        for shard in range(shards):
+            for _, value, cls, blob in shard_samples(corpus, shard, per_shard):
+                if corpus == "vectors":
+                    out.write({"x": np.load(io.BytesIO(value)), "cls": cls, "blob": blob})
+                else:
+                    out.write({"jpg": value, "cls": cls})
+
+
+def import_streaming() -> types.ModuleType:
+    """``streaming.base`` without ``streaming/__init__``: the top-level package imports its
+    vision datasets, which need torchvision, and torchvision does not load beside the CPU torch
+    of this environment. The reader and writer themselves do not use it."""
+    if "streaming" not in sys.modules:
+        spec = importlib.util.find_spec("streaming")
+        if spec is None:
+            raise ImportError("mosaicml-streaming is not installed (pip install .[bench])")
+        package = types.ModuleType("streaming")
+        package.__path__ = list(spec.submodule_search_locations or [])
+        sys.modules["streaming"] = package
+    import streaming.base
+
+    return streaming.base
+
+
+# --- readers: each yields (value, class) per sample ---
+def decode_pair(corpus: str):
+    def decode(pair):
+        value, cls = pair
+        return (decode_jpeg(value) if corpus == "images" else value), int(cls)
+
+    return decode
+
+
+def read_webdataset(corpus: str, urls: list[str], endpoint: str | None):
+    import webdataset as wds
+
+    if endpoint:
+        register_webdataset_s3(endpoint)
+    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node)
+    if corpus == "vectors":
+        return ds.decode().to_tuple("x.npy", "cls")
+    return ds.to_tuple("jpg", "cls").map(decode_pair(corpus))
+
+
+def read_driftloader(corpus: str, urls: list[str], endpoint: str | None, store=None):
+    import driftloader as dl
+
+    options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
+    gate = {"store": store, "reference": "ref", "policy": "skip"} if store is not None else {}
+    ds = dl.DriftDataset(urls, shuffle=False, storage_options=options, **gate)
+    if corpus == "vectors":
+        return ds.decode().to_tuple("x.npy", "cls")
+    return ds.to_tuple("jpg", "cls").map(decode_pair(corpus))
+
+
+class LitDataPairs:
+    """LitData's StreamingDataset mapped to (value, class); a fresh cache for each pass."""
+
+    def __new__(cls, corpus: str, input_dir: str, endpoint: str | None, cache_dir: str):
+        import litdata
+        from litdata.streaming import downloader
+
+        # obstore (LitData's chunk downloader) refuses plain http unless told; real S3 is https.
+        downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
+        options = {"endpoint_url": endpoint} if endpoint else None
+        key = "x" if corpus == "vectors" else "jpg"
+
+        def pair(item: dict):
+            value = decode_jpeg(item[key]) if corpus == "images" else item[key]
+            return value, item["cls"]
+
+        remote = input_dir.startswith("s3://")
+        return litdata.StreamingDataset(
+            input_dir,
+            cache_dir=cache_dir if remote else None,
+            storage_options=options,
+            transform=pair,
+        )
+
+
+def read_mosaic(corpus: str, remote: str, endpoint: str | None, cache_dir: str):
+    import torch
+
+    base = import_streaming()
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    if endpoint:
+        os.environ["S3_ENDPOINT_URL"] = endpoint
+    local = remote if not remote.startswith("s3://") else cache_dir
+    key = "x" if corpus == "vectors" else "jpg"
+    ds = base.StreamingDataset(
+        remote=remote if remote.startswith("s3://") else None,
+        local=local,
+        shuffle=False,
+        batch_size=BATCH,
+    )
+
+    class Pairs(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for item in ds:
+                value = decode_jpeg(item[key]) if corpus == "images" else item[key]
+                yield value, item["cls"]
+
+    return Pairs()
+
+
+def read_s3torch(corpus: str, uris: list[str], endpoint: str):
+    """s3torchconnector's S3IterableDataset over the tar objects, tars expanded with webdataset's
+    own tar iterator (the combination s3torchconnector's documentation shows)."""
+    import torch
+    from s3torchconnector import S3ClientConfig, S3IterableDataset
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    objects = S3IterableDataset.from_objects(
+        uris,
+        region="us-east-1",
+        endpoint=endpoint,
+        s3client_config=S3ClientConfig(force_path_style=True),
+        enable_sharding=True,
+    )
+    ext = "x.npy" if corpus == "vectors" else "jpg"
+
+    class Pairs(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for reader in objects:
+                members = ({**m, "__url__": reader.key} for m in tar_file_iterator(reader))
+                for sample in group_by_keys(members):
+                    yield decode_value(corpus, sample[ext]), int(sample["cls"])
+
+    return Pairs()
+
+
+def register_webdataset_s3(endpoint: str) -> None:
+    """webdataset over s3fs, as its users wire it: an fsspec opener for the s3 scheme."""
+    import importlib
+
+    import fsspec
+
+    gopen_module = importlib.import_module("webdataset.gopen")
+
+    def gopen_s3(url, mode="rb", bufsize=8192, **kw):
+        return fsspec.open(url, mode, client_kwargs={"endpoint_url": endpoint}).open()
+
+    gopen_module.gopen_schemes["s3"] = gopen_s3
+
+
+# --- the run ---
+@dataclass
+class Corpus:
+    name: str
+    root: Path
+    truth: Checksum
+    tar_paths: list[Path]
+
+
+def build_corpus(name: str, shards: int, per_shard: int, root: Path) -> Corpus:
+    folder = root / name
+    for sub in ("tar", "lit", "mds"):
+        (folder / sub).mkdir(parents=True)
+    tars = write_tars(name, shards, per_shard, folder / "tar")
+    write_litdata(name, shards, per_shard, folder / "lit")
+    write_mds(name, shards, per_shard, folder / "mds")
+    return Corpus(name, folder, ground_truth(name, shards, per_shard), tars)
+
+
+def upload_corpus(corpus: Corpus, endpoint: str) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    for sub in ("tar", "lit", "mds"):
+        fs.put(str(corpus.root / sub), f"{BUCKET}/{corpus.name}/", recursive=True)
+
+
+def build_gate_store(corpus: Corpus, urls: list[str], store_url: str, endpoint: str | None):
+    """Profile every shard and build reference "ref" from them all: every shard is clean."""
+    import driftloader as dl
+
+    options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
+    store = dl.ProfileStore(store_url, storage_options=options)
+    dl.profile_shards(urls, store=store, storage_options=options, progress=False)
+    store.build_reference("ref", urls)
+
+
+@dataclass
+class Setting:
+    name: str
+    endpoint: str | None  # None: local files
+    latency_ms: float = 0.0
+
+
+class Run:
+    """Builds each contender's dataset for a (corpus, setting) and times one DataLoader pass."""
+
+    def __init__(self, corpus: Corpus, setting: Setting, scratch: Path):
+        self.corpus, self.setting, self.scratch = corpus, setting, scratch
+        remote = setting.endpoint is not None
+        base = f"s3://{BUCKET}/{corpus.name}" if remote else str(corpus.root)
+        self.base = base
+        self.tar_urls = (
+            [f"{base}/tar/{p.name}" for p in corpus.tar_paths]
+            if remote
+            else [str(p) for p in corpus.tar_paths]
+        )
+
+    def dataset(self, contender: str, cache_dir: str):
+        import driftloader as dl
+
+        corpus, endpoint = self.corpus.name, self.setting.endpoint
+        if contender == "webdataset":
+            return read_webdataset(corpus, self.tar_urls, endpoint)
+        if contender == "driftloader":
+            return read_driftloader(corpus, self.tar_urls, endpoint)
+        if contender == "driftloader skip gate":
+            options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
+            store = dl.ProfileStore(f"{self.base}/store", storage_options=options)
+            return read_driftloader(corpus, self.tar_urls, endpoint, store)
+        if contender == "LitData":
+            return LitDataPairs(corpus, f"{self.base}/lit", endpoint, cache_dir)
+        if contender == "MosaicML streaming":
+            return read_mosaic(corpus, f"{self.base}/mds", endpoint, cache_dir)
+        if contender == "s3torchconnector":
+            return read_s3torch(corpus, self.tar_urls, endpoint)
+        raise ValueError(f"unknown contender {contender!r}")
+
+    def time_pass(self, contender: str, workers: int) -> float:
+        """Samples/s of one full pass, from building the dataset to the last batch."""
+        from torch.utils.data import DataLoader
+
+        cache_dir = tempfile.mkdtemp(dir=self.scratch, prefix="cache-")
+        try:
+            started = time.perf_counter()
+            loader = DataLoader(
+                self.dataset(contender, cache_dir), batch_size=BATCH, num_workers=workers
+            )
+            seen = Checksum()
+            for values, classes in loader:
+                seen.add_batch(values, classes)
+            elapsed = time.perf_counter() - started
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        if not seen.matches(self.corpus.truth):
+            raise RuntimeError(
+                f"{contender} on {self.setting.name}/{self.corpus.name}, {workers} workers: "
+                f"read {seen}, expected {self.corpus.truth}"
+            )
+        return seen.count / elapsed
+
+
+def contenders_for(setting: Setting, chosen: list[str]) -> list[str]:
+    return [c for c in chosen if not (c == "s3torchconnector" and setting.endpoint is None)]
+
+
+def measure(
+    run: Run, workers: int, contenders: list[str], rounds: int, log: Callable[[str], None]
+) -> dict[str, float]:
+    """Median samples/s per contender over alternating rounds (the order rotates each round)."""
+    rates: dict[str, list[float]] = {c: [] for c in contenders}
+    failures: dict[str, str] = {}
+    for round_index in range(rounds):
+        shift = round_index % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
+            if contender in failures:
+                continue
+            try:
+                rates[contender].append(run.time_pass(contender, workers))
+            except Exception as exc:  # a peer that fails here is reported, not fatal
+                failures[contender] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log(f"  {contender} failed: {failures[contender]}")
+                continue
+            log(f"  round {round_index + 1} {contender}: {rates[contender][-1]:,.0f} samples/s")
+    return {c: statistics.median(v) for c, v in rates.items() if v and c not in failures}
+
+
+def start_moto() -> tuple[object, str]:
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+    )
+    return server, f"http://127.0.0.1:{port}"
+
+
+def settings_for(names: list[str], moto: str | None, proxy: LatencyProxy | None) -> list[Setting]:
+    settings = []
+    for name in names:
+        if name == "local":
+            settings.append(Setting(name, None))
+        elif name == "moto":
+            settings.append(Setting(name, moto))
+        else:
+            assert proxy is not None
+            settings.append(Setting(name, proxy.endpoint, float(name.split("-")[1])))
+    return settings
+
+
+def machine_line() -> str:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, Python "
+        f"{platform.python_version()}; load average at the end {load} (the machine was shared "
+        "with other sessions)"
+    )
+
+
+def commit_of_driftloader() -> str:
+    import driftloader
+
+    folder = Path(driftloader.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "driftloader"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out.stdout.strip()[:90] + (" (with local changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions_line() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["webdataset", "litdata", "mosaicml-streaming", "s3torchconnector", "torch", "s3fs"]
+    parts = []
+    for name in names:
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} not installed")
+    return ", ".join(parts)
+
+
+def table(results: dict, settings: list[Setting], contenders: list[str]) -> list[str]:
+    lines = [
+        "| setting | " + " | ".join(contenders) + " |",
+        "| --- |" + " ---: |" * len(contenders),
+    ]
+    for setting in settings:
+        row = results.get(setting.name, {})
+        cells = [f"{row[c]:,.0f}" if c in row else "-" for c in contenders]
+        lines.append(f"| {setting.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ratio_table(results: dict, settings: list[Setting]) -> list[str]:
+    lines = [
+        "| setting | driftloader / webdataset | driftloader / LitData | "
+        "skip gate / plain driftloader |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+
+    def ratio(row: dict, a: str, b: str) -> str:
+        return f"{row[a] / row[b]:.2f}x" if a in row and b in row else "-"
+
+    for setting in settings:
+        row = results.get(setting.name, {})
+        lines.append(
+            f"| {setting.name} | {ratio(row, 'driftloader', 'webdataset')} | "
+            f"{ratio(row, 'driftloader', 'LitData')} | "
+            f"{ratio(row, 'driftloader skip gate', 'driftloader')} |"
+        )
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small corpora; local, moto, 40 ms")
+    parser.add_argument("--settings", help=f"comma list of {','.join(ALL_SETTINGS)}")
+    parser.add_argument("--workers", help="comma list of DataLoader worker counts (default 0,2)")
+    parser.add_argument("--corpora", default="vectors,images")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--vector-shards", type=int)
+    parser.add_argument("--image-shards", type=int)
+    parser.add_argument("-o", "--output", default="benchmarks/results/peers.md")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.settings = (
+        args.settings or ("local,moto,proxy-40" if quick else ",".join(ALL_SETTINGS))
+    ).split(",")
+    args.workers = [int(w) for w in (args.workers or ("0" if quick else "0,2")).split(",")]
+    args.corpora = args.corpora.split(",")
+    args.contenders = args.contenders.split(",")
+    for name in args.settings:
+        if name not in ALL_SETTINGS:
+            raise ValueError(f"setting {name!r} is not one of {ALL_SETTINGS}")
+    for name in args.contenders:
+        if name not in CONTENDERS:
+            raise ValueError(f"contender {name!r} is not one of {CONTENDERS}")
+    # shards x samples per shard
+    args.shape = {
+        "vectors": (args.vector_shards or (8 if quick else 32), 1000),
+        "images": (args.image_shards or (4 if quick else 8), 500),
+    }
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    remote = [s for s in args.settings if s != "local"]
+    moto_server, moto = start_moto() if remote else (None, None)
+    proxied = any(s.startswith("proxy") for s in args.settings)
+    proxy = LatencyProxy(moto, mbps=MBPS, lifetime_s=3 * 3600).start() if proxied else None
+    out: list[str] = []
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+            root, scratch = Path(tmp) / "data", Path(tmp) / "scratch"
+            scratch.mkdir(parents=True)
+            settings = settings_for(args.settings, moto, proxy)
+            for corpus_name in args.corpora:
+                shards, per_shard = args.shape[corpus_name]
+                log(f"writing {corpus_name}: {shards} x {per_shard}")
+                corpus = build_corpus(corpus_name, shards, per_shard, root)
+                prepare_storage(corpus, args, moto, log)
+                for workers in args.workers:
+                    results: dict[str, dict[str, float]] = {}
+                    for setting in settings:
+                        if proxy is not None:
+                            proxy.latency_ms = setting.latency_ms
+                        log(f"{corpus_name}, {setting.name}, {workers} workers")
+                        run = Run(corpus, setting, scratch)
+                        chosen = contenders_for(setting, args.contenders)
+                        results[setting.name] = measure(run, workers, chosen, args.rounds, log)
+                    size = sum(p.stat().st_size for p in corpus.tar_paths) / 1e6
+                    out += [
+                        f"### {corpus_name}: {shards} shards x {per_shard} samples "
+                        f"({size:,.0f} MB of tar), {workers} DataLoader workers",
+                        "",
+                        "Samples/s, median of the rounds:",
+                        "",
+                        *table(results, settings, args.contenders),
+                        "",
+                        *ratio_table(results, settings),
+                        "",
+                    ]
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        if moto_server is not None:
+            moto_server.stop()
+    minutes = (time.perf_counter() - started) / 60
+    header = [
+        f"## Run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+        f"({minutes:.0f} min)",
+        "",
+        f"- command: `python benchmarks/peers.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- driftloader at commit {commit_of_driftloader()}",
+        f"- machine: {machine_line()}",
+        f"- {versions_line()}",
+        f"- settings: {', '.join(args.settings)} (proxy: latency to the first byte of each "
+        f"response, {MBPS:.0f} MB/s per connection); {args.rounds} alternating rounds; "
+        f"DataLoader batch {BATCH}",
+        "",
+    ]
+    text = "\n".join(header + out)
+    print(text)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(text + "\n")
+
+
+def prepare_storage(corpus: Corpus, args: argparse.Namespace, moto: str | None, log) -> None:
+    """Upload the corpus to moto and build the skip gate's stores, as the settings need."""
+    gated = "driftloader skip gate" in args.contenders
+    if gated and "local" in args.settings:
+        log(f"profiling {corpus.name} locally for the skip gate")
+        urls = [str(p) for p in corpus.tar_paths]
+        build_gate_store(corpus, urls, str(corpus.root / "store"), None)
+    if moto is not None:
+        upload_corpus(corpus, moto)
+        if gated:
+            log(f"profiling {corpus.name} on moto for the skip gate")
+            urls = [f"s3://{BUCKET}/{corpus.name}/tar/{p.name}" for p in corpus.tar_paths]
+            build_gate_store(corpus, urls, f"s3://{BUCKET}/{corpus.name}/store", moto)
+
+
+if __name__ == "__main__":
+    main()

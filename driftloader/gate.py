@@ -1,0 +1,510 @@
+"""The shard gate: the one stateful stage. It decides per shard, before and while reading, with
+the policy's hooks (``policy.py``), profiles the shards it reads, and records its decisions.
+
+Decisions made from stored profiles depend only on (profile, reference, config), so every
+worker and rank takes the same ones. Every decision goes to ``report()`` and the store's catalog.
+The gate owns its state (``get_state`` / ``reset``): the epoch and repeat that seed resampling,
+its decisions, and the shards it read on the profiling path.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .drift import DriftConfig, ShardDrift, compare, importance_weights
+from .errors import FingerprintMismatch, ShardReadError
+from .features import featurizer_from
+from .policy import BATCH, Policy, WeightTally, policy_from
+from .profile import Profile, ProfileConfig
+from .profiling import Metadata, ShardProfiler
+from .sources import Shard, redact
+from .store import ProfileStore, shard_key
+
+READ, SKIP, EXCLUDED = "read", "skip", "excluded"  # what the gate does with a shard, unread
+
+
+@dataclass
+class GateOptions:
+    """The gate's settings beyond store, reference and policy.
+
+    ``featurizer``: what sketches see (default: inferred per field; must match the
+    reference's). ``drift_config``: the drift tests' thresholds. ``probe``: samples held back
+    to test a new shard before passing it on (skip, reweight, resample). ``metadata``: per
+    shard URL (a dict, or a callable of the URL), kept in the profiles written. ``profile_config``:
+    the sketch parameters of the profiles written (default: the reference's, so that they
+    merge with the profiles it was built from). ``clip``: the weights' bounds. ``sidecar``:
+    read each shard's ``<url>.json`` metadata sidecar.
+    """
+
+    featurizer: Any = None
+    drift_config: DriftConfig | None = None
+    probe: int = 256
+    metadata: Metadata = None
+    profile_config: ProfileConfig | None = None
+    clip: tuple[float, float] = (0.1, 10.0)
+    sidecar: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.probe, bool) or not isinstance(self.probe, int) or self.probe < 1:
+            raise ValueError(f"probe must be >= 1 samples, got {self.probe!r}")
+        if self.profile_config is not None and not isinstance(self.profile_config, ProfileConfig):
+            raise ValueError(f"profile_config must be a ProfileConfig, got {self.profile_config!r}")
+
+
+@dataclass
+class Verdict:
+    """What the gate does with a shard before reading it, and from what."""
+
+    action: str  # READ, SKIP or EXCLUDED
+    stored: Profile | None = None  # the shard's stored profile at its version
+    drift: ShardDrift | None = None  # the drift of what decided (stored profile or probe)
+    probe: Profile | None = None  # the stored probe that decided a skip
+
+
+def _as_store(store: Any, storage_options: dict | None) -> ProfileStore | None:
+    if store is None or isinstance(store, ProfileStore):
+        return store
+    return ProfileStore(store, storage_options)
+
+
+class ShardGate:
+    """Decides per shard (before and while reading) and records the decisions.
+
+    Example::
+
+        gate = ShardGate(store="s3://bucket/drift", reference="v1", policy="skip")
+        if gate.before(shard):
+            samples = gate.observe(shard, read_shard(shard))
+    """
+
+    EPOCH, REPEAT, DECISIONS, FIRST_PASS = "epoch", "repeat", "decisions", "first_pass"
+
+    def __init__(
+        self,
+        store: Any = None,
+        reference: str | None = None,
+        policy: str | Policy = "monitor",
+        options: GateOptions | None = None,
+        storage_options: dict | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.policy = policy_from(policy)
+        if reference is not None and store is None:
+            raise ValueError(f"reference={reference!r} needs a store= to load it from")
+        if self.policy.NEEDS_REFERENCE and reference is None:
+            raise ValueError(
+                f"policy={self.policy.name!r} needs reference= (the profile to compare with)"
+            )
+        self.options = options if options is not None else GateOptions()
+        self.store = _as_store(store, storage_options)
+        self.reference_name = reference
+        self.featurizer = featurizer_from(self.options.featurizer)
+        self.config = self.options.drift_config or DriftConfig()
+        self.storage_options = storage_options
+        self.seed = seed
+        self._reference: Profile | None = None
+        self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
+        self._exclusions: set[tuple[str, str | None]] | None = None
+        self.reset()
+        if reference is not None:
+            self._check_fingerprint(self.reference)
+
+    # --------------------------------------------------------------------------- state
+
+    def reset(self, state: dict | None = None) -> None:
+        """Start afresh, or from ``get_state()``'s ``state``.
+
+        ``first_pass``: the shards read on the profiling path (no stored profile) in this
+        pass; after a resume, those the saved pass had read so are ``pinned``: replayed the
+        same way even if their profiles are stored by now."""
+        state = state or {}
+        self.epoch = int(state.get(self.EPOCH, 0))  # seed resampling: other draws in each
+        self.repeat = int(state.get(self.REPEAT, 0))  # epoch and each with_epoch pass
+        self.results: list[dict] = copy.deepcopy(list(state.get(self.DECISIONS, [])))
+        self.pinned = {(url, version) for url, version in state.get(self.FIRST_PASS, [])}
+        self.first_pass: set[tuple[str, str | None]] = set(self.pinned)
+
+    def get_state(self) -> dict:
+        """JSON-safe: the pass's epoch and repeat, decisions so far, first-pass shards."""
+        return {
+            self.EPOCH: self.epoch,
+            self.REPEAT: self.repeat,
+            self.DECISIONS: copy.deepcopy(self.results),
+            self.FIRST_PASS: sorted(map(list, self.first_pass)),
+        }
+
+    def start_pass(self, epoch: int, repeat: int, resumed: bool) -> None:
+        """A pass over this iterator's shards begins (``repeat`` under ``with_epoch``); a
+        resumed one profiles again only the shards its saved state had pinned."""
+        self.epoch, self.repeat = epoch, repeat
+        if not resumed:
+            self.pinned = set()
+        self.first_pass = set(self.pinned)
+
+    def replica(self) -> ShardGate:
+        """A copy that records no decisions: to re-read a shard whose decision is taken."""
+        twin = copy.copy(self)
+        twin.results, twin._stored = [], {}
+        return twin
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_reference"] = None  # each worker loads it from the store again
+        state["_stored"] = {}
+        return state
+
+    @property
+    def reference(self) -> Profile | None:
+        if self._reference is None and self.reference_name is not None:
+            self._reference = self.store.get_reference(self.reference_name)
+        return self._reference
+
+    @property
+    def profile_config(self) -> ProfileConfig | None:
+        """The sketch parameters of the profiles the gate writes: the options', else the
+        reference's (so they merge with the profiles it was built from), else the default."""
+        if self.options.profile_config is not None:
+            return self.options.profile_config
+        return self.reference.config if self.reference is not None else None
+
+    def _check_fingerprint(self, reference: Profile) -> None:
+        if reference.fingerprint != self.featurizer.fingerprint:
+            raise FingerprintMismatch(
+                f"reference {self.reference_name!r} in {self.store!r} was featurized with "
+                f"{reference.fingerprint[:12]}..., this dataset's featurizer is "
+                f"{self.featurizer.fingerprint[:12]}...: pass the featurizer the reference was "
+                "built with (featurizer=...), or rebuild the reference"
+            )
+
+    # ------------------------------------------------------------------------ verdicts
+
+    def verdict(self, shard: Shard, pinned: bool = False) -> Verdict:
+        """What to do with ``shard`` before reading it, from the store only (the skip rule):
+        excluded by ``driftloader quarantine``; skipped when the policy skips the drift of its
+        stored profile, else of its stored probe; else read. ``pinned``: read it as the saved
+        state did, whatever is stored."""
+        if self.store is None:
+            return Verdict(READ)
+        if self.reference_name is not None and self._is_excluded(shard):
+            return Verdict(EXCLUDED)
+        if pinned:
+            return Verdict(READ)
+        stored = self.store.get_profile(shard.url, shard.version)
+        if stored is not None:
+            reference = self.reference
+            drift = compare(stored, reference, self.config) if reference is not None else None
+            skip = drift is not None and self.policy.skips(drift)
+            return Verdict(SKIP if skip else READ, stored, drift)
+        if not self.policy.SKIPS_UNREAD or self.reference is None:
+            return Verdict(READ)
+        probe = self.stored_probe(shard)
+        if probe is None:
+            return Verdict(READ)
+        drift = compare(probe, self.reference, self.config)
+        return Verdict(SKIP if self.policy.skips(drift) else READ, None, drift, probe)
+
+    def plan_row(self, shard: Shard) -> dict:
+        """``{"url", "version", "n", "action"}`` for ``DriftDataset.plan``: the stored sample
+        count (None without a stored profile) and the verdict, from the store only."""
+        verdict = self.verdict(shard)
+        stored = verdict.stored
+        if verdict.action == EXCLUDED:
+            stored = self.store.get_profile(shard.url, shard.version)
+        n = None if stored is None else int(stored.n)
+        return {
+            "url": redact(shard.url),
+            "version": shard.version,
+            "n": n,
+            "action": verdict.action,
+        }
+
+    def before(self, shard: Shard) -> bool:
+        """True to read the shard; False to skip it without reading a byte (recorded)."""
+        key = (shard.url, shard.version)
+        verdict = self.verdict(shard, pinned=key in self.pinned)
+        if verdict.action == EXCLUDED:
+            self._record(shard, {"action": "excluded", "drifted": True, "n": 0})
+            return False
+        if verdict.action == SKIP:
+            probe = None if verdict.probe is None else int(verdict.probe.n)
+            n = 0 if verdict.stored is None else verdict.stored.n
+            self._decide(shard, verdict.drift, "skipped", n, probe=probe)
+            return False
+        if verdict.stored is not None:
+            self._stored[key] = (verdict.stored, verdict.drift)
+        return True
+
+    def stored_probe(self, shard: Shard) -> Profile | None:
+        """The stored probe of this shard version, if made with this featurizer (a probe is a
+        cache: one from another featurizer is ignored, and the shard probed again)."""
+        probe = self.store.get_probe(shard.url, shard.version)
+        if probe is None or probe.fingerprint != self.featurizer.fingerprint:
+            return None
+        return probe
+
+    def _is_excluded(self, shard: Shard) -> bool:
+        """True when ``driftloader quarantine`` put this shard version on the exclusion list."""
+        if self._exclusions is None:
+            from .versions import load_exclusions
+
+            self._exclusions = load_exclusions(self.store, self.reference_name)
+        return (shard_key(shard.url), shard.version) in self._exclusions
+
+    # ------------------------------------------------------------------------- observe
+
+    def observe(self, shard: Shard, samples: Iterator[dict]) -> Iterator[dict]:
+        """Pass samples on, profiling, probing, dropping or weighting them per the policy.
+
+        A read error mid-shard ends the shard as a plain read would: the samples read before
+        it are passed on as the policy says (a probe window cut short is tested as it is),
+        the shard's decision row says ``"failed"`` and at which byte, no profile of it is
+        stored, and the error is raised again for the dataset's ``on_error``."""
+        stored, drift = self._stored.pop((shard.url, shard.version), (None, None))
+        failure: list[ShardReadError] = []
+        guarded = _until_read_error(samples, failure)
+        if stored is not None:
+            stream = self._from_stored(shard, guarded, stored, drift, failure)
+        else:
+            stream = self._profiled(shard, guarded, failure)
+        return _then_raise(stream, failure)
+
+    def _failed(self, shard: Shard, error: ShardReadError, n: int) -> None:
+        """Record that the shard failed after ``n`` samples were passed on (not in the
+        catalog: a decision stored there is not overwritten by a failed read)."""
+        offset = getattr(error, "offset", None)
+        row = {"action": FAILED, "n": int(n), "error": str(error), "offset": offset}
+        self._record(shard, row, catalog=False)
+
+    def failures(self) -> list[dict]:
+        """The decision rows of shards that failed mid-read."""
+        return [row for row in self.results if row["action"] == FAILED]
+
+    def _from_stored(
+        self,
+        shard: Shard,
+        samples: Iterator[dict],
+        stored: Profile,
+        drift: ShardDrift | None,
+        failure: list[ShardReadError],
+    ) -> Iterator[dict]:
+        """The shard was profiled before at this version: no need to sketch it again."""
+        policy = self.policy
+        if not (policy.WEIGHS and drift is not None and drift.drifted):
+            count = 0
+            for sample in samples:
+                count += 1
+                yield policy.unweighed(sample)
+            if failure:
+                self._failed(shard, failure[0], count)
+            elif drift is not None:
+                self._decide(shard, drift, "passed", count, **policy.unweighed_summary(count))
+            return
+        tally = policy.tally(self._draws_key(shard))
+        for chunk in _chunks(samples, BATCH):
+            weights = importance_weights(
+                self.featurizer(chunk), stored, self.reference, drift, self.options.clip
+            )
+            yield from tally.apply(chunk, weights)
+        if failure:
+            self._failed(shard, failure[0], tally.n)
+        else:
+            self._decide(shard, drift, policy.ACTED, tally.n, **tally.summary())
+
+    def _profiled(
+        self, shard: Shard, samples: Iterator[dict], failure: list[ShardReadError]
+    ) -> Iterator[dict]:
+        """Sketch the shard as it streams; probe first if the policy does; store its profile
+        at the end and decide."""
+        profiler = self._profiler(shard)
+        self.first_pass.add((shard.url, shard.version))
+        tally = self.policy.tally(self._draws_key(shard))
+        probing = self.policy.PROBES and self.reference is not None
+        chunks = _chunks(samples, self.options.probe if probing else BATCH)
+        basis = None
+        if probing:
+            first = next(chunks, None)
+            if first is not None:
+                basis = yield from self._after_probe(shard, samples, profiler, first, tally)
+                if basis is _DROPPED:
+                    return
+        for chunk in chunks:
+            yield from self._weighed(chunk, profiler.add_batch(chunk), basis, tally)
+        if failure:  # a partial profile is never stored
+            self._failed(shard, failure[0], profiler.finish().n if basis is None else tally.n)
+            return
+        self._finish(shard, profiler.finish(), tally)
+
+    def _profiler(self, shard: Shard) -> ShardProfiler:
+        # Metadata (sidecar ``<url>.json``, the user's mapping) goes into the profile, so a new
+        # source or preprocessing fingerprint is metadata drift here as in `driftloader check`.
+        # One small request, made only for shards that have no stored profile yet.
+        return ShardProfiler(
+            shard,
+            self.featurizer,
+            config=self.profile_config,
+            metadata=self.options.metadata,
+            storage_options=self.storage_options,
+            sidecar=self.options.sidecar,
+        )
+
+    def _after_probe(
+        self,
+        shard: Shard,
+        samples: Iterator[dict],
+        profiler: ShardProfiler,
+        chunk: list[dict],
+        tally: WeightTally,
+    ) -> Iterator[dict]:
+        """Test the probe window; drop the shard (returns ``_DROPPED``) or pass the window on.
+        Returns what weighs the rest: the probe window's profile and drift, under a weighing
+        policy. Up to the quantile sketches' k samples it is exact, so the weights (and draws)
+        are the same in every run and replay on resume; later sketches compact at random."""
+        batch = profiler.add_batch(chunk)
+        drift = compare(profiler.profile, self.reference, self.config)
+        if self.policy.drops(drift):
+            close = getattr(samples, "close", None)
+            if close is not None:
+                close()
+            if self.store is not None:
+                self.store.put_probe(profiler.profile)
+            self._decide(shard, drift, "dropped after probe", profiler.profile.n)
+            return _DROPPED
+        basis = (profiler.profile.copy(), drift) if self.policy.WEIGHS else None
+        yield from self._weighed(chunk, batch, basis, tally)
+        return basis
+
+    def _weighed(
+        self, chunk: list[dict], batch: Any, basis: tuple | None, tally: WeightTally
+    ) -> Iterator[dict]:
+        if basis is None:
+            return iter(chunk)
+        profile, drift = basis
+        weights = importance_weights(batch, profile, self.reference, drift, self.options.clip)
+        return tally.apply(chunk, weights)
+
+    def _finish(self, shard: Shard, profile: Profile, tally: WeightTally) -> None:
+        if self.store is not None:
+            self.store.put_profile(profile)
+        if self.reference is None:
+            return
+        drift = compare(profile, self.reference, self.config)
+        summary = tally.summary() if tally.n else {}
+        # Weights come from the probe window: a shard that ends undrifted may still have had
+        # its samples weighted (or redrawn), and one that ends drifted may not.
+        action = self.policy.action(drift.drifted or tally.changed)
+        self._decide(shard, drift, action, profile.n, **summary)
+
+    # ------------------------------------------------------------------------- records
+
+    def _draws_key(self, shard: Shard) -> list[int]:
+        """Seeds this shard's random draws in this epoch and pass."""
+        where = zlib.crc32(f"{shard_key(shard.url)}\0{shard.version}".encode())
+        return [self.seed, self.epoch, self.repeat, where]
+
+    def _decide(
+        self,
+        shard: Shard,
+        drift: ShardDrift,
+        action: str,
+        n: int,
+        ess: float | None = None,
+        distinct: int | None = None,
+        probe: int | None = None,
+    ) -> None:
+        decision = {
+            "action": action,
+            "n": int(n),
+            "drifted": bool(drift.drifted),
+            "score": float(drift.score),
+            "top": [f.to_dict() for f in drift.top(5)],
+            "schema": drift.schema,
+        }
+        if ess is not None:
+            decision["ess"] = float(ess)
+        if distinct is not None:
+            decision["distinct"] = int(distinct)
+        if probe is not None:  # decided from a stored probe of this many samples
+            decision["probe"] = probe
+        self._record(shard, decision)
+
+    def _record(self, shard: Shard, decision: dict, catalog: bool = True) -> None:
+        row = {
+            "url": redact(shard.url),
+            "version": shard.version,
+            "reference": self.reference_name,
+            "policy": self.policy.name,
+            "epoch": self.epoch,
+            "decided": time.time(),
+            **decision,
+        }
+        self.results.append(row)
+        if self.store is not None and catalog:
+            # The catalog's "n" is the profile's sample count; a decision may have seen fewer.
+            stored = {k: v for k, v in row.items() if k != "n"}
+            self.store.record(shard.url, shard.version, {**stored, "decided_n": row["n"]})
+
+    def report(self, shards: list[Shard] | None = None, since: float = 0.0) -> list[dict]:
+        """Decisions this process took, in order; with ``shards``, then those of other
+        processes (DataLoader workers, other ranks) on them since ``since`` (read back from
+        the catalog, which keeps each shard's latest decision)."""
+        rows = list(self.results)
+        if shards is None or self.store is None or self.reference_name is None:
+            return rows
+        return rows + _catalog_decisions(self.store, self.reference_name, shards, since, rows)
+
+
+def _catalog_decisions(
+    store: ProfileStore, reference: str, shards: list[Shard], since: float, rows: list[dict]
+) -> list[dict]:
+    """Catalog decisions on ``shards`` against ``reference`` since ``since`` not in ``rows``."""
+    seen = {(r["url"], r["version"]) for r in rows}
+    mine = {(redact(s.url), s.version) for s in shards}
+    found = []
+    for row in store.catalog():
+        key = (row.get("url"), row.get("version"))
+        if (
+            key in mine
+            and key not in seen
+            and row.get("reference") == reference
+            and row.get("policy") is not None
+            and float(row.get("decided") or 0) >= since
+        ):
+            found.append(row.to_dict())
+            seen.add(key)
+    return found
+
+
+_DROPPED: Any = object()
+FAILED = "failed"  # the action of a shard that failed mid-read
+
+
+def _until_read_error(samples: Iterator[dict], failure: list) -> Iterator[dict]:
+    """``samples`` until a ``ShardReadError``, which ends them and is kept in ``failure``."""
+    try:
+        yield from samples
+    except ShardReadError as e:
+        failure.append(e)
+
+
+def _then_raise(stream: Iterator[dict], failure: list) -> Iterator[dict]:
+    """``stream``, then the read error that ended it, if any."""
+    yield from stream
+    if failure:
+        raise failure[0]
+
+
+def _chunks(samples: Iterator[dict], first: int) -> Iterator[list[dict]]:
+    """Lists of samples: the first of ``first`` (the probe), then of ``BATCH``."""
+    size, chunk = first, []
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) >= size:
+            yield chunk
+            chunk, size = [], BATCH
+    if chunk:
+        yield chunk

@@ -1,0 +1,144 @@
+"""The one .npy parser (driftloader.npy): numpy's own files load exactly; every refused input
+raises NpyFormatError (a ValueError) without unpickling; features and decode() share it."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+import driftloader as dl
+from driftloader import pipeline
+from driftloader.errors import DriftloaderError
+from driftloader.features import DefaultFeaturizer
+from driftloader.npy import MAX_HEADER, NpyFormatError, load_npy, read_header
+
+
+def npy(array: np.ndarray, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, **kwargs)
+    return buf.getvalue()
+
+
+def with_header(header: str, data: bytes = b"", version: int = 1) -> bytes:
+    text = header.encode("latin1")
+    width = 2 if version == 1 else 4
+    return b"\x93NUMPY" + bytes([version, 0]) + len(text).to_bytes(width, "little") + text + data
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype="<f4").reshape(3, 4),
+        np.asfortranarray(np.arange(6, dtype=">i8").reshape(2, 3)),
+        np.array(2.5),
+        np.zeros((0, 3)),
+        np.array(["ab", "c"]),
+        np.array([1 + 2j]),
+    ],
+)
+def test_numpy_files_load_exactly(array: np.ndarray) -> None:
+    got = load_npy(npy(array))
+    np.testing.assert_array_equal(got, array)
+    assert got.dtype == array.dtype and got.shape == array.shape
+    assert load_npy(npy(array), copy=True).flags.writeable
+
+
+def test_versions_2_and_3_load() -> None:
+    raw = with_header("{'descr': '<i2', 'fortran_order': False, 'shape': (2,), }\n", b"\1\0\2\0", 2)
+    assert load_npy(raw).tolist() == [1, 2]
+    raw3 = with_header("{'descr': '<i2', 'fortran_order': False, 'shape': (1,), }\n", b"\7\0", 3)
+    assert load_npy(raw3).tolist() == [7]
+
+
+REFUSED = {
+    "bad magic": (b"\x93NUMPZ\x01\x00" + b"\0" * 20, "bad magic"),
+    "short": (b"\x93NUMPY\x01", "bad magic"),
+    "version 4": (with_header("{}", version=1)[:6] + b"\x04\x00\x02\x00{}", "version 4"),
+    "huge header": (b"\x93NUMPY\x01\x00" + (60_000).to_bytes(2, "little"), "limit"),
+    "truncated header": (b"\x93NUMPY\x01\x00\x50\x00{'descr'", "truncated .npy header"),
+    "not a dict": (with_header("[1, 2]\n"), "bad .npy header"),
+    "extra key": (
+        with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), 'x': 1}\n"),
+        "bad .npy header",
+    ),
+    "call in header": (
+        with_header("{'descr': __import__('os').system('true'), 'fortran_order': 0}\n"),
+        "bad .npy header",
+    ),
+    "negative dim": (
+        with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (-1,), }\n"),
+        "shape",
+    ),
+    "bool dim": (
+        with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (True,), }\n", b"\0" * 8),
+        "shape",
+    ),
+    "bad order": (
+        with_header("{'descr': '<f8', 'fortran_order': 1, 'shape': (1,), }\n", b"\0" * 8),
+        "fortran_order",
+    ),
+    "bad descr": (
+        with_header("{'descr': 'nonsense', 'fortran_order': False, 'shape': (1,), }\n"),
+        "dtype",
+    ),
+    "object dtype": (npy(np.array([1, None], dtype=object), allow_pickle=True), "pickle"),
+    "truncated data": (npy(np.arange(100.0))[:-8], "truncated .npy data"),
+    "huge shape, no data": (
+        with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }\n"),
+        "truncated .npy data",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_inputs_raise_npy_format_error(name: str) -> None:
+    raw, message = REFUSED[name]
+    with pytest.raises(NpyFormatError, match=message) as info:
+        load_npy(raw)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, DriftloaderError)
+
+
+def test_numeric_only_refuses_strings_and_complex() -> None:
+    for array in (np.array(["a"]), np.array([1j])):
+        with pytest.raises(NpyFormatError, match="unsupported array dtype"):
+            load_npy(npy(array), numeric_only=True)
+    assert load_npy(npy(np.array([True])), numeric_only=True).tolist() == [True]
+
+
+def test_header_limit_and_cache() -> None:
+    head = read_header(npy(np.zeros((2, 3), dtype="<f4")))
+    assert (head.shape, head.dtype, head.count, head.nbytes) == ((2, 3), np.float32, 6, 24)
+    assert read_header(npy(np.zeros((2, 3), dtype="<f4"))) is head
+    assert MAX_HEADER == 10_000
+
+
+class _Tripwire:
+    def __reduce__(self):  # unpickling this would raise
+        return (pytest.fail, ("an .npy payload was unpickled",))
+
+
+def test_pipeline_decode_and_features_share_the_strict_parser(tmp_path) -> None:
+    # before: pipeline.npy_loads had its own parser that read an extra header key, a
+    # truncated payload (as a short array) and a bool dimension without complaint.
+    bad = REFUSED["extra key"][0]
+    with pytest.raises(NpyFormatError):
+        pipeline.npy_loads(bad)
+    with pytest.raises(NpyFormatError):
+        pipeline.npy_loads(REFUSED["truncated data"][0])
+    payload = npy(np.array([_Tripwire()], dtype=object), allow_pickle=True)
+    path = tmp_path / "a.tar"
+    with wds.TarWriter(str(path)) as sink:
+        sink.write({"__key__": "a", "x.npy": payload})
+        sink.write({"__key__": "b", "x.npy": npy(np.arange(3))})
+    with pytest.raises(ValueError, match="pickle"):
+        list(dl.DriftDataset(str(path)).decode(allow_pickle=True))
+    (good,) = list(dl.DriftDataset(str(path)).select(lambda s: s["__key__"] == "b").decode())
+    assert good["x.npy"].tolist() == [0, 1, 2] and good["x.npy"].flags.writeable
+    featurizer = DefaultFeaturizer()
+    featurizer([{"__key__": "a", "x.npy": payload}, {"__key__": "b", "x.npy": bad}])
+    assert featurizer.errors == 2
+    assert pickle.dumps(featurizer)  # still picklable for worker processes

@@ -1,0 +1,90 @@
+"""A shard that fails mid-read under on_error="skip": nothing good is lost with the gate on,
+every sample is counted once, the failure has a report row, and all of it reaches the main
+process from DataLoader workers (issue #15, items 1 and 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch.utils.data import DataLoader
+
+import driftloader as dl
+
+from .conftest import write_gated_corpus, write_shard
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The gated corpus (reference "ref", two clean shards, profiled) and a clean shard of
+    100 samples cut at 60% of its bytes, never profiled."""
+    root = tmp_path_factory.mktemp("failures")
+    corpus = write_gated_corpus(root, [40, 30], 0)
+    bad = root / "data" / "truncated.tar"
+    write_shard(bad, 100, seed=50, start=50_000)
+    data = bad.read_bytes()
+    bad.write_bytes(data[: int(len(data) * 0.6)])
+    return {**corpus, "bad": str(bad)}
+
+
+def _key(sample: dict) -> str:
+    return sample["__key__"]
+
+
+GATES = {
+    "store": {},
+    "monitor": {"reference": "ref"},
+    "skip": {"reference": "ref", "policy": "skip"},
+    "reweight": {"reference": "ref", "policy": "reweight"},
+    "resample": {"reference": "ref", "policy": "resample"},
+}
+
+
+@pytest.mark.parametrize("gate", sorted(GATES))
+def test_the_gate_keeps_the_good_samples_of_a_failing_shard(corpus, gate):
+    urls = [corpus["bad"], *corpus["clean"]]
+    plain = dl.DriftDataset(urls, shuffle=False, on_error="skip")
+    expected = [_key(s) for s in plain]
+    assert 0 < len(expected) - 70 < 100 and plain.stats.errors == 1
+    ds = dl.DriftDataset(urls, shuffle=False, on_error="skip", store=corpus["store"], **GATES[gate])
+    keys = [_key(s) for s in ds]
+    assert sorted(set(keys)) == sorted(expected)
+    if gate != "resample":
+        assert keys == expected
+    assert ds.stats.samples == len(expected) and ds.stats.errors == 1  # each counted once
+    assert ds.stats.skipped_shards == [corpus["bad"]]
+    (row,) = [r for r in ds.drift_report() if r["url"] == corpus["bad"]]
+    assert row["action"] == "failed" and row["n"] == len(expected) - 70
+    assert row["offset"] > 0 and f"at byte {row['offset']}" in row["error"]
+    bad = ds.shards[0]
+    assert not corpus["store"].has_profile(bad.url, bad.version)  # no partial profile stored
+
+
+def test_the_gate_raises_after_the_good_samples_under_raise(corpus):
+    ds = dl.DriftDataset([corpus["bad"]], store=corpus["store"], reference="ref")
+    it = iter(ds)
+    got = []
+    with pytest.raises(dl.ShardReadError, match="truncated.tar"):
+        for sample in it:
+            got.append(_key(sample))
+    assert got == [_key(s) for s in dl.DriftDataset([corpus["bad"]], on_error="skip")]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stats_and_failed_shards_reach_the_main_process(corpus, workers):
+    urls = [corpus["bad"], *corpus["clean"]]
+    plain = [_key(s) for s in dl.DriftDataset(urls, on_error="skip")]
+    for gate in ({}, {"store": corpus["store"], "reference": "ref", "policy": "skip"}):
+        ds = dl.DriftDataset(urls, on_error="skip", **gate)
+        keys = list(DataLoader(ds.map(_key), batch_size=None, num_workers=workers))
+        assert sorted(keys) == sorted(plain)
+        stats = ds.stats
+        assert (stats.samples, stats.shards, stats.errors) == (len(plain), 2, 1)
+        assert stats.skipped_shards == [corpus["bad"]] and stats.bytes > 0
+        if gate:
+            failed = [r for r in ds.drift_report() if r["action"] == "failed"]
+            assert [Path(r["url"]).name for r in failed] == ["truncated.tar"]
+    ds = dl.DriftDataset(urls, on_error="skip")
+    for _ in range(2):  # epochs add up, as without workers
+        list(DataLoader(ds, batch_size=None, num_workers=workers))
+    assert ds.stats.samples == 2 * len(plain) and ds.stats.errors == 2
