@@ -46,7 +46,7 @@ from .errors import (
     ProfileFormatError,
     ReferenceNotFound,
 )
-from .profile import FORMAT as PROFILE_FORMAT
+from .profile import READS as PROFILE_FORMATS
 from .profile import Profile
 from .reference import MissingProfiles, merge_reference, preprocessing_of
 from .sources import Shard, expand_urls, protocol_of, redact, stat_shards
@@ -166,7 +166,7 @@ class ProfileStore(StoreFiles):
             document = self.read_json(path)
             if document is None:
                 return False
-            if document.get("format") != PROFILE_FORMAT:
+            if document.get("format") not in PROFILE_FORMATS or document.get("format") is True:
                 found = document.get("format")
                 raise ProfileFormatError(f"unknown profile format {found!r:.40}")
         except ProfileFormatError as e:

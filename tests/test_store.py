@@ -505,3 +505,14 @@ def test_s3_stores_get_bounded_timeouts_unless_the_caller_sets_them() -> None:
     assert ProfileStore("s3://b/drift").fs.config_kwargs["read_timeout"] == 20  # reaches s3fs
     with pytest.raises(ValueError, match="timeout"):
         ProfileStore("s3://b/drift", timeout=0)
+
+
+def test_a_stored_profile_of_an_older_format_still_counts_as_profiled(tmp_path: Path) -> None:
+    old = json.loads((Path(__file__).parent / "data" / "profile_format1.json").read_text())
+    assert old["format"] == 1
+    store = ProfileStore(str(tmp_path))
+    store.write_json(store.profile_path("/d/a.tar", "v:1"), old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert store.has_profile("/d/a.tar", "v:1")
+        assert store.get_profile("/d/a.tar", "v:1") is not None
