@@ -433,6 +433,5 @@ class DriftDataset(FluidInterface, IterableDataset):
         if self.gate is None:
             return []
         rows = self.gate.report(self.shards if include_store else None, since=self._created)
-        return self._reports.with_failed(
-            rows
-        )  # shards that failed in DataLoader workers if epoch is None else [r for r in rows if r.get("epoch") == epoch]
+        rows = self._reports.with_failed(rows)  # and shards that failed in DataLoader workers
+        return rows if epoch is None else [r for r in rows if r.get("epoch") == epoch]
