@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from .catalog import CatalogRow
 from .drift import DriftConfig, ShardDrift, compare
 from .errors import EmptyShardError, StoreReadOnlyError
+from .executors import ExecutorSpec
 from .handlers import on_error_name
 from .profile import Profile
 from .profiling import EMPTY_SHARD, ON_ERROR, Metadata, profile_shard, profile_shards
@@ -35,6 +36,7 @@ def check_shards(
     storage_options: dict | None = None,
     workers: int = 1,
     record: bool = True,
+    executor: ExecutorSpec = None,
     metadata: Metadata = None,
     on_error: str = "raise",
 ) -> CheckResults:
@@ -58,7 +60,7 @@ def check_shards(
         failed=missing if on_error == "skip" else None,
     )
     options = {"storage_options": storage_options, "metadata": metadata, "on_error": on_error}
-    profiles, failed = _profiles(shards, store, workers, options)
+    profiles, failed = _profiles(shards, store, (workers, executor), options)
     results = CheckResults(failed=[*missing, *failed])
     for shard in track(shards, "checked"):
         profile = profiles.get((shard.url, shard.version))
@@ -77,7 +79,7 @@ def check_shards(
 
 
 def _profiles(
-    shards: list[Shard], store: ProfileStore, workers: int, options: dict
+    shards: list[Shard], store: ProfileStore, runner: tuple[int, ExecutorSpec], options: dict
 ) -> tuple[dict[tuple[str, str | None], Profile], list[tuple[str, str]]]:
     """The profile of every readable shard, by (url, version), and the shards that failed.
 
@@ -87,7 +89,12 @@ def _profiles(
     if shards and store.writable:
         try:
             summary = profile_shards(
-                [s.url for s in shards], store, workers=workers, progress=active(), **options
+                [s.url for s in shards],
+                store,
+                workers=runner[0],
+                executor=runner[1],
+                progress=active(),
+                **options,
             )
             failed = list(summary.failed)
         except StoreReadOnlyError as e:  # refused in a worker: profile in memory below

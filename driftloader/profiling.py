@@ -20,13 +20,14 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import json_safe
 from .errors import EmptyShardError, ShardReadError, StoreReadOnlyError
+from .executors import ExecutorSpec, map_chunked, resolved
 from .features import FeatureBatch, featurizer_from
 from .handlers import on_error_name
 from .profile import Profile, ProfileConfig
@@ -347,9 +348,15 @@ def _profile_task(
     config: ProfileConfig | None,
     storage_options: dict | None,
     metadata: Metadata = None,
+    force: bool = True,
 ) -> _Outcome:
-    """Profile one shard into the store; runs in a worker process (or inline)."""
+    """Profile one shard into the store; runs in a worker process (or inline). Unless
+    ``force``, a shard already stored at its version is not profiled again (a retried task)."""
     store = ProfileStore(store_url, store_options)
+    if not force:
+        stored = store.get_profile(shard.url, shard.version)
+        if stored is not None:
+            return _Outcome(redact(shard.url), stored.n)
     try:
         profile = profile_shard(
             shard,
@@ -388,6 +395,7 @@ def profile_shards(
     progress: bool = True,
     force: bool = False,
     metadata: Metadata = None,
+    executor: ExecutorSpec = None,
 ) -> ProfilingSummary:
     """Profile every shard of ``urls`` into ``store``: one profile per (shard, version).
 
@@ -398,6 +406,9 @@ def profile_shards(
     With ``progress`` a progress line goes to stderr, ending with the summary line.
     Each shard's metadata (sidecar ``<url>.json`` and ``metadata``, see ``shard_metadata``) is
     kept in its profile; with ``workers > 1`` a callable ``metadata`` must be picklable.
+    ``executor`` (any ``concurrent.futures.Executor``, e.g. Dask's ``Client.get_executor()``,
+    or ``"local:N"`` / ``"dask://HOST:PORT"``) runs the shards in tasks of many shards each;
+    ``workers=N`` is the short form of ``executor="local:N"``.
 
     Example::
 
@@ -411,7 +422,7 @@ def profile_shards(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     _check_on_error(on_error)
-    if workers > 1 and multiprocessing.current_process().daemon:
+    if executor is None and workers > 1 and multiprocessing.current_process().daemon:
         warnings.warn(
             f"profile_shards(workers={workers}) in a daemonic process (a DataLoader worker?), "
             "which cannot start processes: profiling in this process instead",
@@ -432,14 +443,15 @@ def profile_shards(
     bar = Progress(len(todo), "profiled", enabled=progress)
     args = (store.url, store.storage_options, featurizer, config, storage_options, metadata)
     try:
-        if workers == 1 or len(todo) <= 1:
+        if executor is None and (workers == 1 or len(todo) <= 1):
             for shard in todo:
                 outcome = _guarded(lambda s=shard: _profile_task(s, *args), shard, on_error)
                 _account(summary, outcome, on_error, bar)
-        else:
+        elif todo:
             _check_picklable(featurizer)
             _check_picklable(metadata, "metadata")
-            _run_pool(todo, args, min(workers, len(todo)), summary, on_error, bar)
+            with resolved(executor, min(workers, len(todo)), _local_pool) as pool:
+                _run_pool(pool, todo, (*args, False), summary, on_error, bar)
     finally:
         summary.seconds = time.monotonic() - started
     bar.close(summary.line())
@@ -487,37 +499,39 @@ def _account(summary: ProfilingSummary, outcome: _Outcome, on_error: str, bar: P
     bar.update(summary.profiled + len(summary.failed), summary.samples)
 
 
-def _run_pool(
-    todo: list[Shard],
-    args: tuple,
-    workers: int,
-    summary: ProfilingSummary,
-    on_error: str,
-    bar: Progress,
-) -> None:
+def _local_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes that exit when this process is gone."""
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
+    return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
         initializer=exit_with_parent,
         initargs=(os.getpid(),),
     )
+
+
+def _run_pool(
+    pool: Executor,
+    todo: list[Shard],
+    args: tuple,
+    summary: ProfilingSummary,
+    on_error: str,
+    bar: Progress,
+) -> None:
+    """Profile ``todo`` on ``pool`` in tasks of many shards (``executors.map_chunked``)."""
     try:
-        pending: dict[Future, Shard] = {pool.submit(_profile_task, s, *args): s for s in todo}
-        while pending:
-            done, _ = wait(pending, timeout=PROGRESS_INTERVAL, return_when=FIRST_COMPLETED)
-            for future in done:
-                shard = pending.pop(future)
-                _account(summary, _guarded(future.result, shard, on_error), on_error, bar)
-            bar.update(summary.profiled + len(summary.failed), summary.samples)
+        for shard, outcome, error in map_chunked(pool, _profile_task, todo, args):
+            if error is not None:
+                if on_error == "raise":
+                    raise RuntimeError(f"profiling {redact(shard.url)} failed: {error}")
+                outcome = _Outcome(redact(shard.url), 0, error)
+            _account(summary, outcome, on_error, bar)
     except BrokenProcessPool as e:
         raise RuntimeError(
             "a profiling worker process died; worker processes import the calling script "
             'again, so guard its top level with `if __name__ == "__main__":` (or pass '
             "workers=1)"
         ) from e
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def exit_with_parent(parent: int, poll: float = PARENT_POLL) -> None:

@@ -33,9 +33,27 @@ def merge_reference(
     """
     missing = [(s.url, s.version) for s, p in zip(shards, profiles) if p is None]
     if missing:
-        raise MissingProfiles(_missing_message(name, missing, len(shards)), missing)
+        raise missing_profiles(name, missing, len(shards))
     found = [p for p in profiles if p is not None]
-    reference = Profile.merged(found)
+    sources, preprocessing = origins(found)
+    return described(name, shards, Profile.merged(found), sources, preprocessing)
+
+
+def origins(profiles: Sequence[Profile]) -> tuple[set[str], set[str]]:
+    """The sources and the preprocessing fingerprints that ``profiles`` declare."""
+    sources = {p.source for p in profiles if p.source is not None}
+    preprocessing = {fp for fp in (preprocessing_of(p) for p in profiles) if fp is not None}
+    return sources, preprocessing
+
+
+def described(
+    name: str,
+    shards: Sequence[Shard],
+    reference: Profile,
+    sources: set[str],
+    preprocessing: set[str],
+) -> Profile:
+    """``reference`` (merged from ``shards``) with its ``meta``; ``ValueError`` when empty."""
     if reference.n == 0:  # every later check would call each shard drifted
         raise ValueError(
             f"cannot build reference {name!r}: its {len(shards)} shard(s) hold no samples "
@@ -45,10 +63,8 @@ def merge_reference(
         "reference": name,
         "count": len(shards),
         "shards": [{"url": redact(s.url), "version": s.version} for s in shards],
-        "sources": sorted({p.source for p in found if p.source is not None}),
-        "preprocessing": sorted(
-            {fp for fp in (preprocessing_of(p) for p in found) if fp is not None}
-        ),
+        "sources": sorted(sources),
+        "preprocessing": sorted(preprocessing),
     }
     return reference
 
@@ -66,6 +82,13 @@ def preprocessing_of(profile: Profile) -> str | None:
     return None
 
 
+def missing_profiles(
+    name: str, missing: list[tuple[str, str | None]], total: int
+) -> MissingProfiles:
+    """The error for reference ``name`` when ``missing`` of ``total`` shards have no profile."""
+    return MissingProfiles(_missing_message(name, missing, total), missing)
+
+
 def _missing_message(name: str, missing: list[tuple[str, str | None]], total: int) -> str:
     listed = "\n  ".join(f"{redact(u)} (version {v})" for u, v in missing[:_MAX_LISTED])
     more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
@@ -76,4 +99,11 @@ def _missing_message(name: str, missing: list[tuple[str, str | None]], total: in
     )
 
 
-__all__ = ["MissingProfiles", "merge_reference", "preprocessing_of"]
+__all__ = [
+    "MissingProfiles",
+    "described",
+    "merge_reference",
+    "missing_profiles",
+    "origins",
+    "preprocessing_of",
+]

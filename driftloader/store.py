@@ -46,6 +46,7 @@ from .errors import (
     ProfileFormatError,
     ReferenceNotFound,
 )
+from .executors import ExecutorSpec, tree_reference
 from .profile import READS as PROFILE_FORMATS
 from .profile import Profile
 from .reference import MissingProfiles, merge_reference, preprocessing_of
@@ -257,7 +258,11 @@ class ProfileStore(StoreFiles):
         return sorted(n for n in names if _NAME.fullmatch(n) and not n.endswith(".rules"))
 
     def build_reference(
-        self, name: str, urls: str | Sequence[str], storage_options: dict | None = None
+        self,
+        name: str,
+        urls: str | Sequence[str],
+        storage_options: dict | None = None,
+        executor: ExecutorSpec = None,
     ) -> Profile:
         """Merge the stored profiles of ``urls`` at their current versions into reference ``name``.
 
@@ -265,13 +270,18 @@ class ProfileStore(StoreFiles):
         of filesystem as the store, the store's options are used. Raises ``MissingProfiles``
         when some shard has no readable profile at its current version (a corrupt one is named
         in a warning; ``driftloader profile`` profiles it again). I/O (stat, concurrent fetch)
-        is here; the merge is ``merge_reference``.
+        is here; the merge is ``merge_reference``. With ``executor`` (an ``Executor``,
+        ``"local:N"`` or ``"dask://HOST:PORT"``) tasks read and merge the profiles, as a tree on
+        the workers (``executors.tree_reference``).
         """
         check_reference_name(name)
         if storage_options is None and protocol_of(first_url(urls)) == protocol_of(self.url):
             storage_options = self.storage_options
         shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
-        reference = merge_reference(name, shards, self.fetch_profiles(shards))
+        if executor is not None:
+            reference = tree_reference(executor, name, self, shards)
+        else:
+            reference = merge_reference(name, shards, self.fetch_profiles(shards))
         self.put_reference(name, reference)
         return reference
 

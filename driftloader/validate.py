@@ -22,6 +22,7 @@ import numpy as np
 
 from .catalog import CatalogRow
 from .errors import DriftloaderError, NoShardsError, ProfileFormatError
+from .executors import ExecutorSpec
 from .features import joint_name_parts
 from .profile import Profile
 from .profiling import profile_shards
@@ -286,6 +287,7 @@ def validate_shards(
     storage_options: dict | None = None,
     workers: int = 1,
     record: bool = True,
+    executor: ExecutorSpec = None,
 ) -> list[ShardValidation]:
     """Validate every shard of ``urls`` at its current version against reference's rules.
 
@@ -298,6 +300,7 @@ def validate_shards(
         [s.url for s in shards],
         store,
         workers=workers,
+        executor=executor,
         storage_options=storage_options,
         on_error="skip",
         progress=active(),

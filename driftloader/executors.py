@@ -1,0 +1,205 @@
+"""Running store work on an executor: resolve one, partition shards into tasks, merge as a tree.
+
+Any ``concurrent.futures.Executor`` works: a ``ProcessPoolExecutor``, a ``ThreadPoolExecutor``
+for I/O-bound stores, or Dask's ``Client.get_executor()``. Tasks receive only picklable
+arguments (the store, its config, lists of shards) and return small answers; the store is the
+meeting point of the data. Partial reference profiles travel between tasks as JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .profile import Profile
+from .reference import described, missing_profiles, origins
+
+TASKS_PER_WORKER = 4  # enough tasks to balance load, few enough that overhead stays small
+MAX_TASK_SHARDS = 512
+MERGE_FANOUT = 16  # partial profiles merged per tree node
+DEFAULT_WORKERS = 8  # assumed parallelism of an executor that does not say
+
+ExecutorSpec = Executor | str | None
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A partial reference sent between tasks: the merged profile as JSON (None when no shard
+    had one), the ``(url, version)`` of shards without a profile, their sources and
+    preprocessing fingerprints."""
+
+    profile: str | None
+    missing: list
+    sources: list
+    preprocessing: list
+
+
+def parse_executor(spec: str) -> tuple[str, Any]:
+    """``"local:N"`` -> ("local", N); ``"dask://HOST:PORT"`` -> ("dask", "tcp://HOST:PORT")."""
+    if not isinstance(spec, str):
+        raise ValueError(f"executor must be an Executor or a string, got {spec!r}")
+    if spec.startswith("local:"):
+        count = spec[len("local:") :]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"executor {spec!r}: expected local:N with N >= 1 processes")
+        return "local", int(count)
+    if spec.startswith("dask://"):
+        address = spec[len("dask://") :]
+        if not address or ":" not in address:
+            raise ValueError(f"executor {spec!r}: expected dask://HOST:PORT of a scheduler")
+        return "dask", f"tcp://{address}"
+    raise ValueError(f"executor {spec!r}: expected local:N or dask://HOST:PORT")
+
+
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes (fsspec clients do not survive ``fork``)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+@contextmanager
+def resolved(
+    executor: ExecutorSpec,
+    workers: int = 1,
+    make_pool: Callable[[int], Executor] = local_pool,
+) -> Iterator[Executor | None]:
+    """The executor to run on (None: inline in this process), shut down after if made here.
+
+    ``executor`` is an ``Executor`` (used as is, never shut down), ``"local:N"`` (a pool from
+    ``make_pool(N)``), ``"dask://HOST:PORT"`` or None: then ``workers > 1`` means
+    ``"local:{workers}"``.
+    """
+    if isinstance(executor, Executor):
+        yield executor
+        return
+    if executor is None:
+        if workers <= 1:
+            yield None
+            return
+        executor = f"local:{workers}"
+    kind, value = parse_executor(executor)
+    if kind == "local":
+        pool = make_pool(value)
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return
+    try:
+        from distributed import Client
+    except ImportError as e:
+        raise ImportError(
+            f"executor {executor!r} needs Dask: pip install 'driftloader[dask]'"
+        ) from e
+    client = Client(value)
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
+
+
+def parallelism(executor: Executor) -> int:
+    """How many tasks ``executor`` runs at once (its workers' threads for Dask)."""
+    client = getattr(executor, "_client", None)
+    if client is not None:  # distributed.client.ClientExecutor
+        workers = client.scheduler_info().get("workers", {})
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+    return int(getattr(executor, "_max_workers", 0) or DEFAULT_WORKERS)
+
+
+def partition(items: Sequence, tasks: int, max_size: int = MAX_TASK_SHARDS) -> list[list]:
+    """``items`` cut into about ``tasks`` contiguous lists (none longer than ``max_size``)."""
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+        raise ValueError(f"tasks must be an int >= 1, got {tasks!r}")
+    items = list(items)
+    size = max(1, min(max_size, -(-len(items) // tasks)))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run_chunk(fn: Callable, items: list, args: tuple) -> list[tuple[Any, Any, str | None]]:
+    """``fn(item, *args)`` for each item, in a worker: ``(item, result, None)`` or, when it
+    raised, ``(item, None, "Type: message")`` (exceptions may not survive pickling)."""
+    out = []
+    for item in items:
+        try:
+            out.append((item, fn(item, *args), None))
+        except Exception as e:
+            out.append((item, None, f"{type(e).__name__}: {e}"))
+    return out
+
+
+def map_chunked(
+    executor: Executor, fn: Callable, items: Sequence, args: tuple = ()
+) -> Iterator[tuple[Any, Any, str | None]]:
+    """``run_chunk`` over ``items`` partitioned into tasks on ``executor``; yields each item's
+    ``(item, result, error)`` as its task completes. ``fn`` must be a top-level function."""
+    chunks = partition(items, parallelism(executor) * TASKS_PER_WORKER)
+    futures = [executor.submit(run_chunk, fn, chunk, args) for chunk in chunks]
+    try:
+        for future in as_completed(futures):
+            yield from future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+# -- reference: a tree of merges ----------------------------------------------------------
+
+
+def merge_stored(store: Any, shards: list) -> Partial:
+    """Read and merge the stored profiles of ``shards`` (a task)."""
+    profiles = store.fetch_profiles(shards)
+    missing = [(s.url, s.version) for s, p in zip(shards, profiles) if p is None]
+    found = [p for p in profiles if p is not None]
+    sources, preprocessing = origins(found)
+    merged = _to_json(Profile.merged(found)) if found else None
+    return Partial(merged, missing, sorted(sources), sorted(preprocessing))
+
+
+def merge_partials(partials: list[Partial]) -> Partial:
+    """Merge partials (a task one level up the tree)."""
+    found = [Profile.from_dict(json.loads(p.profile)) for p in partials if p.profile is not None]
+    return Partial(
+        _to_json(Profile.merged(found)) if found else None,
+        [m for p in partials for m in p.missing],
+        sorted({s for p in partials for s in p.sources}),
+        sorted({f for p in partials for f in p.preprocessing}),
+    )
+
+
+def _to_json(profile: Profile) -> str:
+    return json.dumps(profile.to_dict(), allow_nan=False, separators=(",", ":"))
+
+
+def tree_reference(executor: ExecutorSpec, name: str, store: Any, shards: list) -> Profile:
+    """Reference ``name`` merged from the stored profiles of ``shards`` on ``executor``
+    (see ``merged_tree``); ``MissingProfiles`` when some shard has none."""
+    with resolved(executor) as pool:
+        if pool is None:
+            raise ValueError(f"executor {executor!r}: expected an Executor, local:N or dask://")
+        reference, missing, sources, preprocessing = merged_tree(pool, store, shards)
+    if missing:
+        raise missing_profiles(name, missing, len(shards))
+    if reference is None:
+        raise ValueError(f"cannot build reference {name!r}: no shards")
+    return described(name, shards, reference, sources, preprocessing)
+
+
+def merged_tree(
+    executor: Executor, store: Any, shards: list
+) -> tuple[Profile | None, list, set[str], set[str]]:
+    """The merge of the stored profiles of ``shards``: read and merged in tasks on ``executor``,
+    then ``MERGE_FANOUT`` at a time up a tree on the workers. Returns it (None when no shard has
+    a profile), the ``(url, version)`` of shards without one, their sources and preprocessing."""
+    chunks = partition(shards, parallelism(executor) * TASKS_PER_WORKER)
+    partials = [f.result() for f in [executor.submit(merge_stored, store, c) for c in chunks]]
+    while len(partials) > MERGE_FANOUT:
+        groups = [partials[i : i + MERGE_FANOUT] for i in range(0, len(partials), MERGE_FANOUT)]
+        partials = [f.result() for f in [executor.submit(merge_partials, g) for g in groups]]
+    top = merge_partials(partials)
+    reference = Profile.from_dict(json.loads(top.profile)) if top.profile is not None else None
+    return reference, top.missing, set(top.sources), set(top.preprocessing)
