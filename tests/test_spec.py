@@ -136,3 +136,21 @@ def test_the_readme_spec_snippet_runs() -> None:
     namespace: dict = {}
     exec(code, namespace)
     assert namespace["featurizer"].fingerprint == namespace["spec"].fingerprint
+
+
+def test_nan_in_one_coordinate_is_reported_on_that_coordinate_not_on_its_projections() -> None:
+    from driftloader.drift import compare
+
+    rng = np.random.default_rng(3)
+    featurizer = DefaultFeaturizer()
+
+    def profile(nan_share: float) -> Profile:
+        x = rng.normal(size=(1000, 8))
+        x[rng.random(1000) < nan_share, 5] = np.nan
+        samples = [{"__key__": str(i), "x.npy": row} for i, row in enumerate(x)]
+        return Profile(featurizer.fingerprint).update(featurizer(samples))
+
+    result = compare(profile(0.3), profile(0.0))
+    flagged = [(f.name, f.metric) for f in result.features if f.drifted]
+    assert result.drifted and result.top(1)[0].name == "x.npy[5]"
+    assert all(not name.startswith("joint:") for name, _ in flagged), flagged

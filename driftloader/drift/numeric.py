@@ -32,6 +32,7 @@ from driftloader.drift.views import (
     quantile_reference,
     w1_slice,
 )
+from driftloader.features.joint import JOINT_PREFIX
 from driftloader.profile import Profile
 
 
@@ -45,6 +46,9 @@ class NumericPair:
         self.mr, self.qr = reference.numeric(name)
         counts = (self.ms.count, self.mr.count, self.qs.count, self.qr.count)
         self.enough = min(counts) >= cfg.min_samples  # for the distribution tests
+        # A joint projection is missing whenever one of its coordinates is: the coordinates'
+        # own rate tests name the cause, so a projection is tested on its distribution only.
+        self.projection = name.startswith(JOINT_PREFIX)
 
     @functools.cached_property
     def reference_entry(self) -> ReferenceEntry:
@@ -59,18 +63,24 @@ class NumericPair:
         return NumericSide(self.qs, SortedView(self.qs), grid_points(self.cfg.grid))
 
 
-def missing_rate(pair: NumericPair, cfg: DriftConfig) -> Evidence:
+def missing_rate(pair: NumericPair, cfg: DriftConfig) -> Evidence | None:
     """Change of the missing-value rate."""
+    if pair.projection:
+        return None
     return rate_test(pair.ms.missing, pair.ms.n, pair.mr.missing, pair.mr.n)
 
 
-def nan_rate(pair: NumericPair, cfg: DriftConfig) -> Evidence:
+def nan_rate(pair: NumericPair, cfg: DriftConfig) -> Evidence | None:
     """Change of the NaN rate."""
+    if pair.projection:
+        return None
     return rate_test(pair.ms.nan, pair.ms.n, pair.mr.nan, pair.mr.n)
 
 
-def inf_rate(pair: NumericPair, cfg: DriftConfig) -> Evidence:
+def inf_rate(pair: NumericPair, cfg: DriftConfig) -> Evidence | None:
     """Change of the +-inf rate."""
+    if pair.projection:
+        return None
     ms, mr = pair.ms, pair.mr
     return rate_test(ms.posinf + ms.neginf, ms.n, mr.posinf + mr.neginf, mr.n)
 
