@@ -5,14 +5,15 @@ Accepted: ``shardshuffle`` (a bool, or a shard buffer size: any size > 0 shuffle
 shard list; alias of ``shuffle``), ``handler`` (alias of ``on_error``), ``nodesplitter`` /
 ``workersplitter`` (``None`` for no split, or webdataset's ``split_by_node`` /
 ``split_by_worker`` / ``single_node_only``; other splitters are refused) and ``detshuffle``
-(shuffles here are always deterministic by ``(seed, epoch)``). Giving an argument and its alias
-raises ``ValueError``, and so do ``resampled=True`` / ``repeat=True`` (use
+(shuffles here are always deterministic by ``(seed, epoch)``) and ``resampled`` (shards drawn
+with replacement, forever). Giving an argument and its alias
+raises ``ValueError``, and so do ``repeat=True`` (use
 ``.with_epoch(n)``), ``cache_dir=`` and ``select_files=`` / ``rename_files=`` (profiles see
 whole samples).
 
 ``translate`` takes ``DriftDataset``'s own arguments that have a webdataset alias and the extra
 keywords it was given: webdataset's (``shardshuffle``, ``handler``, ``nodesplitter``,
-``workersplitter``, ``detshuffle``; refused: ``resampled=True``, ``repeat=True``,
+``workersplitter``, ``detshuffle``, ``resampled``; refused: ``repeat=True``,
 ``cache_dir``, ``select_files``, ``rename_files``) and the gate settings that may be given one
 by one instead of as ``GateOptions`` (``featurizer``, ``drift_config``, ``probe``,
 ``metadata``, ``profile_config``).
@@ -52,6 +53,7 @@ class Arguments:
     split_by_node: bool
     split_by_worker: bool
     single_node: bool  # nodesplitter=single_node_only: more than one rank is refused
+    resampled: bool  # shards drawn with replacement, forever (webdataset's resampled=True)
     options: GateOptions
 
 
@@ -94,6 +96,7 @@ def translate(
             True,
         ),
         single_node=_splitter_name(nodesplitter) == "single_node_only",
+        resampled=bool(extra.get("resampled", False)),
         options=gate_options(options, extra),
     )
 
@@ -175,13 +178,6 @@ def refuse_unsupported(extra: dict[str, Any]) -> None:
             f"{'/'.join(given)}=: driftloader profiles whole samples as they are stored, so "
             "profiles from training and from `driftloader profile` agree; drop or rename fields "
             "after reading instead: .map_dict(...), .rename(...), .to_tuple(...)"
-        )
-    if extra.get("resampled"):
-        raise ValueError(
-            "resampled=True (shards drawn with replacement, forever) is not supported: "
-            "driftloader reads each shard exactly once per epoch and resumes exactly; use "
-            ".with_epoch(n) for a fixed number of items per epoch (repeating shards in a new "
-            "order) and set_epoch(e) to reshuffle"
         )
     cache_dir = extra.get("cache_dir")
     if cache_dir is not None:

@@ -14,6 +14,7 @@ import os
 import random
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -38,7 +39,32 @@ SKIPPED = S.SKIPPED
 _END = object()
 
 
-class DriftDataset(FluidInterface, IterableDataset):
+class OpenIterators:
+    """A context manager that closes the iterators it opened (``with ds: ...``)."""
+
+    OPEN = "_open"
+    _open: weakref.WeakSet | None = None
+
+    def opened(self, items: Iterator) -> Iterator:
+        if self._open is None:
+            self._open = weakref.WeakSet()
+        self._open.add(items)
+        return items
+
+    def close(self) -> None:
+        """Close the open iterators (their reads in flight are dropped)."""
+        for items in list(self._open or ()):
+            items.close()
+        self._open = None
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
     """Stream webdataset shards from any fsspec URL; optionally profile and gate them.
 
     Replaces the first call of a webdataset pipeline and keeps the rest::
@@ -53,9 +79,10 @@ class DriftDataset(FluidInterface, IterableDataset):
 
     webdataset's own arguments are accepted where they mean something here (``shardshuffle``,
     ``handler``, ``nodesplitter`` / ``workersplitter``, ``detshuffle``) and the others are
-    refused with what to use instead: see ``compat.py``. ``empty_check`` raises when this
-    rank and worker read no sample (off by default, unlike webdataset's: more workers than
-    shards is legitimate here).
+    refused with what to use instead: see ``compat.py``. ``empty_check`` (on by default, as
+    webdataset's) raises when this rank and worker read no sample: more DataLoader workers or
+    ranks than shards, or every shard empty, skipped or excluded; pass ``empty_check=False``
+    when that is expected.
     With ``store=`` each shard's profile is written to the store as it is read; with
     ``reference=`` and ``policy=`` drifted shards are monitored, skipped, reweighted or
     resampled (``policy.POLICIES``). The gate's other settings go in ``options=GateOptions(
@@ -98,18 +125,14 @@ class DriftDataset(FluidInterface, IterableDataset):
         opener: Callable[..., object] | None = None,
         equalize: bool = False,
         worker_handoff: bool = True,
-        empty_check: bool = False,
+        empty_check: bool = True,
         **webdataset_args: Any,
     ) -> None:
         super().__init__()
         args = translate(
             shuffle, on_error, split_by_node, split_by_worker, options, webdataset_args
         )
-        if equalize and store is None:
-            raise ValueError(
-                "equalize=True needs store= with the shards' profiles (their sample counts); "
-                "without a store use .with_epoch(n) to give every rank n items"
-            )
+        check_equalize(equalize, store is not None, args.resampled)
         if args.options.metadata is not None and store is None:
             raise ValueError(
                 "metadata= is kept in the profiles the loader writes to its store: pass store= too"
@@ -125,6 +148,7 @@ class DriftDataset(FluidInterface, IterableDataset):
         self.split_by_worker = args.split_by_worker
         self.single_node = args.single_node
         self.empty_check = empty_check
+        self.resampled = args.resampled
         self.read_options = dict(
             block_size=block_size, max_member_size=max_member_size, retries=retries, opener=opener
         )
@@ -136,6 +160,7 @@ class DriftDataset(FluidInterface, IterableDataset):
         self._iterations = 0
         self._nsamples: int | None = None
         self._length: int | None = None
+        self._repetitions: int | None = 1
         self.equalize = equalize
         self.worker_handoff = worker_handoff
         self._rank_world: tuple[int, int] | None = None
@@ -160,13 +185,15 @@ class DriftDataset(FluidInterface, IterableDataset):
 
     # -------------------------------------------------------------------------- iteration
 
-    def shards_for(self, where: Placement, epoch: int) -> list[Shard]:
+    def shards_for(self, where: Placement, epoch: int) -> Iterable[Shard]:
         """The shards this rank and worker read in ``epoch``, in order.
 
         Iterator *i* of *N* gets shards ``i, i+N, ...`` of the epoch's order. Under
         ``equalize`` the shards that ``plan()`` reads are dealt out like that among themselves,
         so a skipped or excluded shard never takes a readable one's place (``equal_split``).
         """
+        if self.resampled:
+            return drawn_shards(self.shards, self.seed, where, epoch)
         shards = self._ordered(epoch)
         if self.equalize:
             return equal_split(self._keyed_plan(), shards, where.total)[where.index]
@@ -181,13 +208,14 @@ class DriftDataset(FluidInterface, IterableDataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
+        state[OpenIterators.OPEN] = None  # iterators stay with their process
         if is_initialised():  # spawned DataLoader workers do not inherit the process group
             state["_rank_world"] = rank_and_world()
         return state
 
     def __iter__(self) -> Iterator:
         items = self._iterate()
-        return hand_over(items) if self._hands_over() else items
+        return self.opened(hand_over(items) if self._hands_over() else items)
 
     @property
     def stats(self) -> ReadStats:
@@ -229,7 +257,7 @@ class DriftDataset(FluidInterface, IterableDataset):
                 progress.yielded += 1
                 progress.produced += 1
                 yield item
-            if limit is None or progress.produced >= limit:
+            if last_pass(progress, limit, self._repetitions):
                 progress.complete = True
             elif progress.yielded == 0:
                 warnings.warn(
@@ -239,11 +267,7 @@ class DriftDataset(FluidInterface, IterableDataset):
             else:
                 progress.next_sub()
         if self.empty_check and progress.produced == 0 and not any(progress.counts):
-            raise ValueError(  # as webdataset's: no sample read, whatever the stages drop
-                f"rank {where.rank} worker {where.worker} read no samples ({len(self.shards)} "
-                f"shards for {where.total} ranks x workers, or every shard empty or skipped); "
-                "pass empty_check=False to allow it"
-            )
+            raise empty_error(where, len(self.shards))  # as webdataset's, whatever stages drop
 
     def _hands_over(self) -> bool:
         """Whether items go through ``pipeline.hand_over``: batches that a DataLoader worker
@@ -274,7 +298,7 @@ class DriftDataset(FluidInterface, IterableDataset):
         return self._resumed_stream(shards, ctx, progress, limit)
 
     def _resumed_stream(
-        self, shards: list[Shard], ctx: Context, progress: R.Progress, limit: int | None
+        self, shards: Iterable[Shard], ctx: Context, progress: R.Progress, limit: int | None
     ) -> Iterator:
         """Rebuild the stream and drop what was yielded. When every stage can say from
         positions which samples are still due (``stages.replays_positions``), the others
@@ -435,3 +459,42 @@ class DriftDataset(FluidInterface, IterableDataset):
         rows = self.gate.report(self.shards if include_store else None, since=self._created)
         rows = self._reports.with_failed(rows)  # and shards that failed in DataLoader workers
         return rows if epoch is None else [r for r in rows if r.get("epoch") == epoch]
+
+
+def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -> Iterator[Shard]:
+    """``resampled=True``: shards drawn with replacement, forever, seeded by (seed, epoch, rank,
+    worker) so that a rerun or a resume draws the same ones (as webdataset's
+    ``ResampledShards``: no split, every iterator draws from every shard)."""
+    rng = random.Random(f"{seed}/resampled/{epoch}/{where.rank}/{where.worker}")
+    while True:
+        yield shards[rng.randrange(len(shards))]
+
+
+def last_pass(progress: R.Progress, limit: int | None, repetitions: int | None) -> bool:
+    """Whether the pass that just ended is the last: the item limit (``with_epoch``,
+    ``repeat(nbatches=)``) is reached, or it was the last of ``repeat(nepochs)``."""
+    if limit is not None and progress.produced >= limit:
+        return True
+    return repetitions is not None and progress.sub + 1 >= repetitions
+
+
+def empty_error(where: Placement, nshards: int) -> ValueError:
+    return ValueError(
+        f"rank {where.rank} worker {where.worker} read no samples ({nshards} shards for "
+        f"{where.total} ranks x workers, or every shard empty, skipped or excluded); pass "
+        "empty_check=False to allow it"
+    )
+
+
+def check_equalize(equalize: bool, stored: bool, resampled: bool) -> None:
+    """``equalize=True`` needs a store's counts, and means nothing for a resampled stream."""
+    if equalize and not stored:
+        raise ValueError(
+            "equalize=True needs store= with the shards' profiles (their sample counts); "
+            "without a store use .with_epoch(n) to give every rank n items"
+        )
+    if equalize and resampled:
+        raise ValueError(
+            "resampled=True draws shards at random forever: equal counts come from "
+            ".with_epoch(n), not equalize=True"
+        )

@@ -6,6 +6,7 @@ A class using the mixin has ``stages`` (a list of ``stages.Stage``), ``_nsamples
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ class FluidInterface:
     stages: list[S.Stage]
     _nsamples: int | None
     _length: int | None
+    _repetitions: int | None  # passes per iteration (None: until _nsamples)
 
     def append(self, stage: S.Stage) -> Any:
         """Append a ``stages.Stage``; returns self."""
@@ -109,12 +111,68 @@ class FluidInterface:
             raise ValueError(f"batchsize must be >= 1, got {batchsize}")
         return self.append(S.Batched(batchsize, collation_fn, partial))
 
+    def listed(self, batchsize: int, partial: bool = True) -> Any:
+        """webdataset's ``listed``: lists of ``batchsize`` items, not collated."""
+        return self.batched(batchsize, collation_fn=None, partial=partial)
+
+    def slice(self, *args: int | None) -> Any:
+        """webdataset's ``slice``: ``itertools.islice(items, *args)`` (per rank and worker)."""
+        try:
+            itertools.islice((), *args)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"slice{args!r}: give itertools.islice's stop or start, stop[, step]"
+            ) from e
+        return self.append(S.Slice(tuple(args)))
+
+    def rsample(self, p: float = 0.5) -> Any:
+        """webdataset's ``rsample``: keep each item with probability ``p`` (seeded, so a rerun
+        or a resume keeps the same items)."""
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"rsample(p={p!r}): p must be between 0 and 1")
+        return self.append(S.RSample(float(p), len(self.stages)))
+
+    def map_tuple(self, *fns: Callable | None, handler: Handler = reraise_exception) -> Any:
+        """webdataset's ``map_tuple``: apply function i to field i of tuples (None: as is)."""
+        for fn in fns:
+            if fn is not None and not callable(fn):
+                raise ValueError(f"map_tuple: {fn!r} is not callable")
+        return self.append(S.MapTuple(fns, handler))
+
+    def log_keys(self, logfile: str | None = None) -> Any:
+        """webdataset's ``log_keys``: append ``index, worker, rank, key`` lines to ``logfile``."""
+        return self.append(S.LogKeys(logfile))
+
+    def xdecode(self, *args: Any, **kwargs: Any) -> Any:
+        """webdataset's ``xdecode`` (decoders by file pattern, ``must_decode=True``)."""
+        return self.append(S.XDecode(args, kwargs))
+
+    def mcached(self) -> Any:
+        raise NotImplementedError(
+            "mcached() keeps every sample in memory and replays it, which a streaming, gated "
+            "dataset cannot do: read from local copies of the shards, or use .with_epoch(n)"
+        )
+
+    def lmdb_cached(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "lmdb_cached() caches samples outside the shards, so their profiles and drift "
+            "decisions would no longer apply: copy the shards to local disk and read those"
+        )
+
+    def repeat(self, nepochs: int | None = None, nbatches: int | None = None) -> Any:
+        """webdataset's ``repeat``: iterate the whole pipeline ``nepochs`` times (None or <= 0:
+        forever), each pass in a new shard and shuffle order, stopping after ``nbatches`` items
+        in all (None or <= 0: no limit); stops early when a pass yields nothing."""
+        self._repetitions = nepochs if nepochs is not None and nepochs > 0 else None
+        self._nsamples = nbatches if nbatches is not None and nbatches > 0 else None
+        return self
+
     def with_epoch(self, nsamples: int) -> Any:
         """Make an epoch exactly ``nsamples`` items (per rank and worker), repeating the shards
         in a new shuffle order if they run out: every rank then yields the same count."""
         if nsamples < 1:
             raise ValueError(f"with_epoch needs a positive count, got {nsamples}")
-        self._nsamples = nsamples
+        self._nsamples, self._repetitions = nsamples, None
         return self
 
     def with_length(self, n: int) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from webdataset import DecodingError
 
 from .errors import DriftloaderError
 from .handlers import Handler, ignore_and_continue, reraise_exception, warn_and_continue
@@ -55,8 +56,22 @@ class Context:
 # ------------------------------------------------------------------------------- decoding
 
 
-class DecodeError(DriftloaderError, ValueError):
-    """A field could not be decoded; names the sample and the field."""
+class DecodeError(DriftloaderError, ValueError, DecodingError):
+    """A field could not be decoded; names the sample and the field. It is webdataset's
+    ``DecodingError`` too, so code that catches that catches it."""
+
+    def __init__(
+        self,
+        message: str,
+        url: str | None = None,
+        key: str | None = None,
+        k: str | None = None,
+        sample: dict | None = None,
+    ) -> None:
+        ValueError.__init__(self, message)
+        self.url, self.key, self.k, self.sample = url, key, k, sample
+
+    __str__ = ValueError.__str__
 
 
 def npy_loads(data: bytes) -> np.ndarray:
@@ -179,7 +194,10 @@ class Decoder:
                 except Exception as e:
                     raise DecodeError(
                         f"cannot decode field {key!r} of sample {sample.get('__key__')!r} "
-                        f"in {sample.get('__url__')}: {e}"
+                        f"in {sample.get('__url__')}: {e}",
+                        sample.get("__url__"),
+                        sample.get("__key__"),
+                        key,
                     ) from e
             else:
                 result[key] = value

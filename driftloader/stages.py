@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from .handlers import Handler
+from .handlers import reraise_exception as reraise
 from .pipeline import Context, Decoder
 
 ONE_TO_ONE = "one-to-one"
@@ -360,6 +361,121 @@ def _unbatch(batch: Any) -> Iterator:
             yield {k: v[i] for k, v in batch.items()}
     else:
         raise ValueError(f"cannot unbatch a {type(batch).__name__}: not a tuple or a dict")
+
+
+class Slice(Stage):
+    """webdataset's ``slice``: ``itertools.islice(items, *args)``; by counts only."""
+
+    KIND = "slice"
+    RESUME = POSITIONAL
+    KEEPS_BATCHES = True
+
+    def __init__(self, args: tuple[int | None, ...]) -> None:
+        self.args = args
+
+    def params(self) -> dict:
+        return {"args": list(self.args)}
+
+    def __call__(self, data: Iterable, ctx: Context) -> Iterator:
+        return itertools.islice(data, *self.args)
+
+    def on_positions(self, positions: Iterator, ctx: Context) -> Iterator:
+        return self(positions, ctx)
+
+
+class RSample(Stage):
+    """webdataset's ``rsample``: keeps each item with probability ``p``, one draw per item
+    from a generator seeded by (seed, epoch, rank, worker, salt): by counts only."""
+
+    KIND = "rsample"
+    RESUME = POSITIONAL
+    KEEPS_BATCHES = True
+
+    def __init__(self, p: float, salt: int) -> None:
+        self.p, self.salt = p, salt
+
+    def params(self) -> dict:
+        return {"p": self.p, "salt": self.salt}
+
+    def __call__(self, data: Iterable, ctx: Context) -> Iterator:
+        rng, p = ctx.rng(self.salt), self.p
+        return (item for item in data if rng.random() < p)
+
+    def on_positions(self, positions: Iterator, ctx: Context) -> Iterator:
+        return self(positions, ctx)
+
+
+class MapTuple(OneToOne):
+    """webdataset's ``map_tuple``: function i (None: identity) applied to field i."""
+
+    KIND = "map_tuple"
+    RESUME = ONE_TO_ONE
+
+    def __init__(self, fns: tuple[Callable | None, ...], handler: Handler) -> None:
+        super().__init__(handler)
+        self.fns = fns
+
+    def function(self) -> Callable[[Any], Any]:
+        fns = self.fns
+
+        def apply(sample: Any) -> tuple:
+            if not isinstance(sample, (list, tuple)):
+                raise ValueError(
+                    f"map_tuple needs tuples (use .to_tuple first), got {sample!r:.80}"
+                )
+            out = list(sample)
+            for i in range(min(len(fns), len(out))):
+                if fns[i] is not None:
+                    out[i] = fns[i](out[i])
+            return tuple(out)
+
+        return apply
+
+
+class LogKeys(OneToOne):
+    """webdataset's ``log_keys``: appends ``index, worker, rank, key`` lines to ``logfile``
+    (nothing when it is None or empty). A resume logs only the items it yields again."""
+
+    KIND = "log_keys"
+    RESUME = ONE_TO_ONE
+
+    def __init__(self, logfile: str | None) -> None:
+        super().__init__(reraise)
+        self.logfile = logfile
+
+    def params(self) -> dict:
+        return {"logfile": self.logfile}
+
+    def function(self) -> Callable[[Any], Any]:
+        logfile, counter = self.logfile, itertools.count()
+        if not logfile:
+            return lambda sample: sample
+
+        def log(sample: Any) -> Any:
+            get = sample.get if isinstance(sample, dict) else lambda _: None
+            line = f"{next(counter)}\t{get('__worker__')}\t{get('__rank__')}\t{get('__key__')}\n"
+            with open(logfile, "a") as stream:
+                stream.write(line)
+            return sample
+
+        return log
+
+
+class XDecode(OneToOne):
+    """webdataset's ``xdecode`` (decoders by file pattern), run by webdataset itself."""
+
+    KIND = "xdecode"
+    RESUME = ONE_TO_ONE
+
+    def __init__(self, args: tuple, kwargs: dict) -> None:
+        super().__init__(reraise)
+        self.args, self.kwargs = args, kwargs
+
+    def function(self) -> Callable[[Any], Any]:
+        from webdataset import filters
+
+        decode = filters.xdecode(*self.args, **self.kwargs)
+        return lambda sample: next(iter(decode(iter([sample]))))
 
 
 class Custom(Stage):

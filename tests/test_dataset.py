@@ -274,23 +274,21 @@ def test_empty_check(local_shards, tmp_path):
     empty = tmp_path / "empty.tar"
     with wds.TarWriter(str(empty)):
         pass
-    assert list(dl.DriftDataset(str(empty))) == []  # off by default
     with pytest.raises(ValueError, match="read no samples.*empty_check=False"):
-        list(dl.DriftDataset(str(empty), empty_check=True))
+        list(dl.DriftDataset(str(empty)))  # on by default, as webdataset's
+    assert list(dl.DriftDataset(str(empty), empty_check=False)) == []
     # like webdataset's, the check counts samples read, not what the pipeline keeps
-    kept = dl.DriftDataset(local_shards[:1], empty_check=True).select(lambda s: False)
+    kept = dl.DriftDataset(local_shards[:1]).select(lambda s: False)
     assert list(kept) == []
-    # one shard, two workers: the worker without a shard fails only when asked to check
-    ds = dl.DriftDataset(local_shards[:1], empty_check=True).map(lambda s: s["__key__"])
+    # one shard, two workers: the worker without a shard fails unless told not to check
+    ds = dl.DriftDataset(local_shards[:1]).map(lambda s: s["__key__"])
     with pytest.raises(ValueError, match="worker 1 read no samples"):
         list(DataLoader(ds, batch_size=None, num_workers=2))
-    ds = dl.DriftDataset(local_shards[:1]).map(lambda s: s["__key__"])
+    ds = dl.DriftDataset(local_shards[:1], empty_check=False).map(lambda s: s["__key__"])
     assert len(list(DataLoader(ds, batch_size=None, num_workers=2))) == 25
 
 
-def test_resampled_and_cache_dir_are_refused_clearly(local_shards, tmp_path):
-    with pytest.raises(ValueError, match=r"resampled=True.*\.with_epoch\(n\)"):
-        dl.DriftDataset(local_shards, resampled=True)
+def test_cache_dir_is_refused_clearly(local_shards, tmp_path):
     with pytest.raises(ValueError, match="cache_dir=.*does not cache"):
         dl.DriftDataset(local_shards, cache_dir=str(tmp_path))
     dl.DriftDataset(local_shards, resampled=False, cache_dir=None)

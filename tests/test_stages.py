@@ -4,6 +4,7 @@ own their state: get_state / reset, refusals of other pipelines, old states stil
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import webdataset as wds
@@ -50,6 +51,11 @@ STAGE_CASES = {
     "unbatched": lambda ds: ds.to_tuple("__key__", "cls").batched(4).unbatched(),
     "custom": lambda ds: ds.compose(lambda data, ctx, n: (s for s in data if n), 1).map(_key),
     "webdataset": lambda ds: ds.compose(wds.filters.select(_even)).map(_key),
+    "slice": lambda ds: ds.map(_key).slice(3, None, 2),
+    "rsample": lambda ds: ds.map(_key).rsample(0.6),
+    "map_tuple": lambda ds: ds.to_tuple("__key__", "cls").map_tuple(None, len),
+    "log_keys": lambda ds: ds.log_keys(os.devnull).map(_key),
+    "xdecode": lambda ds: ds.xdecode(must_decode=False).map(lambda s: (s["__key__"], s["cls"])),
 }
 
 
