@@ -24,7 +24,7 @@ from . import resume as R
 from . import stages as S
 from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
-from .equalize import equal_limit, equal_split, keyed_plan
+from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
 from .errors import ShardReadError
 from .fluent import FluidInterface
 from .gate import GateOptions, ShardGate
@@ -178,6 +178,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
             self.gate = ShardGate(
                 store, reference, policy, args.options, self.storage_options, self.seed
             )
+            warn_quarantined(self.gate, self.shards)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds shard and sample shuffling (call it before each epoch)."""
@@ -240,6 +241,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
             check_single_node(self._rank_world)
         where = placement(self.split_by_node, self.split_by_worker, self._rank_world)
         epoch = self.epoch if self.epoch is not None else self._iterations
+        warn_if_uneven(self, where, epoch)
         progress = self._take_resume(epoch, where)
         resumed = progress is not None
         if progress is None:
@@ -367,6 +369,8 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
     def _shard_samples(self, shard: Shard, gate: Any = _END) -> Iterator[dict]:
         gate = self.gate if gate is _END else gate
         if gate is not None and not gate.before(shard):
+            if gate.is_quarantined(shard):
+                self._stats.excluded_shards.append(redact(shard.url))
             return
         samples = read_shard(shard, self.storage_options, stats=self._stats, **self.read_options)
         if gate is not None:
@@ -498,3 +502,41 @@ def check_equalize(equalize: bool, stored: bool, resampled: bool) -> None:
             "resampled=True draws shards at random forever: equal counts come from "
             ".with_epoch(n), not equalize=True"
         )
+
+
+def warn_quarantined(gate: ShardGate, shards: list[Shard]) -> None:
+    """Say once, when the dataset is made, how many of its shards quarantine excludes."""
+    if gate.reference_name is None or gate.store is None:
+        return
+    n = sum(gate.is_quarantined(shard) for shard in shards)
+    if n:
+        warnings.warn(
+            f"{n} of {len(shards)} shards are quarantined for reference "
+            f"{gate.reference_name!r} (`driftloader quarantine` put their versions on its "
+            f"exclusion list): policy {gate.policy.name!r} does not read them; they are listed "
+            "in ds.stats.excluded_shards and drift_report() as 'excluded'",
+            stacklevel=3,
+        )
+
+
+def warn_if_uneven(ds: DriftDataset, where: Placement, epoch: int) -> None:
+    """Under a split by node without equal counts (``equalize``, ``with_epoch``), warn (in
+    worker 0) when the ranks get different numbers of samples, or of shards if unknown."""
+    fixed = ds.equalize or ds.resampled or ds._nsamples is not None
+    if where.worker or not ds.split_by_node or where.world_size < 2 or fixed:
+        return
+    rows = ds.plan() if ds.gate is not None else None
+    warn_uneven_ranks(where, *rank_counts(ds.shards, rows, ds._ordered(epoch), where.world_size))
+
+
+def warn_uneven_ranks(where: Placement, counts: list[int], unit: str) -> None:
+    """Warn (once per process: the message repeats) when ranks get different counts of
+    samples (from stored profiles) or of shards (without them)."""
+    if len(set(counts)) == 1:
+        return
+    warnings.warn(
+        f"rank {where.rank} of {where.world_size}: split by node, the ranks get {counts} "
+        f"{unit}; DDP hangs when ranks yield different numbers of batches: pass "
+        "equalize=True (with store=) or .with_epoch(n)",
+        stacklevel=3,
+    )

@@ -67,3 +67,16 @@ def _why_empty(readable: int, shards: int, where: Placement) -> str:
             "more (smaller) shards"
         )
     return f"a slice of the {iterators} has only empty shards"
+
+
+def rank_counts(
+    shards: list[Shard], rows: list[dict] | None, ordered: list[Shard], world: int
+) -> tuple[list[int], str]:
+    """Per rank when ``ordered`` is split by node: samples, from ``plan()`` rows (one per
+    shard of ``shards``) when every shard to read has a stored count; else shards."""
+    ranks = [ordered[r::world] for r in range(world)]
+    if rows is None or any(r["n"] is None and r["action"] == "read" for r in rows):
+        return [len(rank) for rank in ranks], "shards"
+    plan = {(s.url, s.version): row for s, row in zip(shards, rows)}
+    read = [[plan[(s.url, s.version)] for s in rank] for rank in ranks]
+    return [sum(r["n"] for r in rank if r["action"] == "read") for rank in read], "samples"

@@ -190,7 +190,7 @@ class ShardGate:
         state did, whatever is stored."""
         if self.store is None:
             return Verdict(READ)
-        if self.reference_name is not None and self._is_excluded(shard):
+        if self.reference_name is not None and self.is_quarantined(shard):
             return Verdict(EXCLUDED)
         if pinned:
             return Verdict(READ)
@@ -247,7 +247,7 @@ class ShardGate:
             return None
         return probe
 
-    def _is_excluded(self, shard: Shard) -> bool:
+    def is_quarantined(self, shard: Shard) -> bool:
         """True when ``driftloader quarantine`` put this shard version on the exclusion list."""
         if self._exclusions is None:
             from .versions import load_exclusions

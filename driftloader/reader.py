@@ -69,6 +69,7 @@ class ReadStats:
     errors: int = 0
     skipped_shards: list[str] = field(default_factory=list)
     inflight_peak_bytes: int = 0
+    excluded_shards: list[str] = field(default_factory=list)  # quarantined: never read
 
     def merge(self, other: ReadStats) -> ReadStats:
         """Add another worker's counts to these."""
@@ -78,6 +79,7 @@ class ReadStats:
         self.retries += other.retries
         self.errors += other.errors
         self.skipped_shards.extend(other.skipped_shards)
+        self.excluded_shards.extend(other.excluded_shards)
         self.inflight_peak_bytes = max(self.inflight_peak_bytes, other.inflight_peak_bytes)
         return self
 

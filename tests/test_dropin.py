@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import warnings
 
 import pytest
 import webdataset as wds
@@ -215,3 +216,50 @@ def test_methods_that_cannot_stream_name_the_alternative(shard_dir):
         ds.mcached()
     with pytest.raises(NotImplementedError, match="local disk"):
         ds.lmdb_cached("x")
+
+
+# ------------------------------------------------------------------ issue #14: what is silent
+
+
+def test_uneven_ranks_under_split_by_node_warn(shard_dir):
+    def iterate(ds: dl.DriftDataset, rank: int) -> list:
+        ds._rank_world = (rank, 2)  # as carried to a spawned worker of rank 0 of 2
+        return list(ds)
+
+    three = urls(shard_dir, *ALL)
+    with pytest.warns(UserWarning, match=r"ranks get \[2, 1\] shards.*equalize=True"):
+        iterate(dl.DriftDataset(three, shardshuffle=False, nodesplitter=wds.split_by_node), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        two = urls(shard_dir, "a.tar", "b.tar.gz")
+        assert len(iterate(dl.DriftDataset(two, shardshuffle=False), 1)) == 5
+        assert len(iterate(dl.DriftDataset(three).with_epoch(4), 1)) == 4
+
+
+@pytest.fixture(scope="module")
+def quarantined(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from driftloader.check import check_shards
+    from driftloader.versions import quarantine
+
+    from .conftest import write_gated_corpus
+
+    corpus = write_gated_corpus(tmp_path_factory.mktemp("quarantine"), [40, 30], 1)
+    urls = [*corpus["clean"], *corpus["drifted"]]
+    check_shards(urls, corpus["store"], "ref")
+    assert len(quarantine(corpus["store"], "ref").shards) == 1
+    return {**corpus, "urls": urls}
+
+
+@pytest.mark.parametrize("policy", ["monitor", "reweight"])
+def test_quarantined_shards_warn_and_are_counted(quarantined, policy):
+    with pytest.warns(UserWarning, match=r"1 of 3 shards are quarantined for reference 'ref'"):
+        ds = dl.DriftDataset(
+            quarantined["urls"], store=quarantined["store"], reference="ref", policy=policy
+        )
+    assert len(list(ds)) == 70  # the clean shards' samples, not an empty iterator
+    assert ds.stats.excluded_shards == quarantined["drifted"]
+    only = dl.DriftDataset(
+        quarantined["drifted"], store=quarantined["store"], reference="ref", policy=policy
+    )
+    with pytest.raises(ValueError, match="read no samples.*excluded"):
+        list(only)  # everything quarantined: said, not silently empty
