@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from .catalog import CatalogRow
 from .drift import DriftConfig, ShardDrift, compare
@@ -15,7 +16,7 @@ from .profile import Profile
 from .profiling import EMPTY_SHARD, ON_ERROR, Metadata, profile_shard, profile_shards
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
-from .store import ProfileStore
+from .store import ProfileStore, featurizer_of, recorded_featurizer
 
 
 class CheckResults(list):
@@ -39,6 +40,7 @@ def check_shards(
     executor: ExecutorSpec = None,
     metadata: Metadata = None,
     on_error: str = "raise",
+    featurizer: Any = None,
 ) -> CheckResults:
     """Compare every shard of ``urls`` (at its current version) with reference ``reference``.
 
@@ -49,17 +51,25 @@ def check_shards(
     read-only store nothing is stored: missing profiles are made in memory (in this process)
     and results are only returned. A shard that cannot be read raises ``ShardReadError``, one
     with no samples ``EmptyShardError``; with ``on_error="skip"`` they are listed in the
-    result's ``failed`` and the other shards are still checked.
+    result's ``failed`` and the other shards are still checked. Shards are profiled with the
+    reference's featurizer (``recorded_featurizer``) unless ``featurizer`` is given; a shard
+    stored only with another featurizer's profile is profiled again (one warning line).
     """
     on_error_name(on_error, ON_ERROR)
     ref = store.get_reference(reference)
+    featurizer = featurizer_of(featurizer) if featurizer is not None else recorded_featurizer(ref)
     missing: list[tuple[str, str]] = []
     shards = stat_shards(
         expand_urls(urls, storage_options),
         storage_options,
         failed=missing if on_error == "skip" else None,
     )
-    options = {"storage_options": storage_options, "metadata": metadata, "on_error": on_error}
+    options = {
+        "storage_options": storage_options,
+        "metadata": metadata,
+        "on_error": on_error,
+        "featurizer": featurizer,
+    }
     profiles, failed = _profiles(shards, store, (workers, executor), options)
     results = CheckResults(failed=[*missing, *failed])
     for shard in track(shards, "checked"):
@@ -101,7 +111,12 @@ def _profiles(
             store.mark_read_only(str(e))
     gone = {url for url, _ in failed}
     todo = [s for s in shards if redact(s.url) not in gone]
-    profiles = dict(zip([(s.url, s.version) for s in todo], store.fetch_profiles(todo)))
+    profiles = dict(
+        zip(
+            [(s.url, s.version) for s in todo],
+            store.fetch_profiles(todo, options["featurizer"].fingerprint),
+        )
+    )
     for shard in todo:
         if profiles[(shard.url, shard.version)] is None:
             profile = _profile_here(shard, store, options, failed)

@@ -53,10 +53,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         progress=not args.quiet,
         force=args.force,
+        featurizer=_features(args),
     )
     for url, error in summary.failed:
         print(f"failed: {_failure(url, error)}", file=sys.stderr)
     return EXIT_ERROR if summary.failed else EXIT_OK
+
+
+def _features(args: argparse.Namespace):
+    """The ``FeatureSpec`` of ``--features FILE`` (None when not given: the default, or for
+    ``check`` the reference's featurizer)."""
+    if getattr(args, "features", None) is None:
+        return None
+    from .features import FeatureSpec
+
+    try:
+        with open(args.features, encoding="utf-8") as f:
+            return FeatureSpec.from_json(f.read())
+    except OSError as e:
+        raise ValueError(f"--features {args.features}: cannot read it ({e})") from e
+    except ValueError as e:
+        raise ValueError(f"--features {args.features}: not a FeatureSpec ({e})") from e
+
+
+def _with_features(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--features",
+        metavar="SPEC.json",
+        help=f"a FeatureSpec as JSON (FeatureSpec.to_json()); default: {default}",
+    )
 
 
 def _failure(url: str, error: str) -> str:
@@ -67,7 +92,10 @@ def _failure(url: str, error: str) -> str:
 def cmd_reference(args: argparse.Namespace) -> int:
     store = _store(args)
     reference = store.build_reference(
-        args.name, args.urls, _storage_options(args.storage_option) or None
+        args.name,
+        args.urls,
+        _storage_options(args.storage_option) or None,
+        featurizer=_features(args),
     )
     print(
         f"reference {args.name!r}: {reference.meta.get('count')} shards, {reference.n:,} samples, "
@@ -106,6 +134,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         storage_options=_storage_options(args.storage_option) or None,
         workers=args.workers,
         on_error="skip",
+        featurizer=_features(args),
     )
     if args.json:
         _print_json(args.reference, results, results.failed)
@@ -223,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "raise: stop at the first unreadable shard",
     )
     p.add_argument("--force", action="store_true", help="re-profile shards already stored")
+    _with_features(p, "the default featurizer")
     _quiet(p)
     p.set_defaults(func=cmd_profile)
 
@@ -230,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the reference's name, e.g. clean or v1 (letters, digits, ._-)")
     p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP + " (profiled already)")
     with_store(p)
+    _with_features(p, "the default featurizer (the shards' profiles must be made with it)")
     p.set_defaults(func=cmd_reference)
 
     p = _command(sub, "check", "compare shards with a reference (exit 1 on drift)")
@@ -238,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reference(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
+    _with_features(p, "the featurizer the reference recorded")
     _quiet(p)
     p.set_defaults(func=cmd_check)
 

@@ -23,7 +23,7 @@ from .policy import BATCH, Policy, WeightTally, policy_from
 from .profile import Profile, ProfileConfig
 from .profiling import Metadata, ShardProfiler
 from .sources import Shard, redact
-from .store import ProfileStore, shard_key
+from .store import ProfileStore, recorded_featurizer, shard_key
 
 READ, SKIP, EXCLUDED = "read", "skip", "excluded"  # what the gate does with a shard, unread
 
@@ -112,6 +112,8 @@ class ShardGate:
         self._exclusions: set[tuple[str, str | None]] | None = None
         self.reset()
         if reference is not None:
+            if self.options.featurizer is None:  # the featurizer the reference recorded
+                self.featurizer = recorded_featurizer(self.reference)
             self._check_fingerprint(self.reference)
 
     # --------------------------------------------------------------------------- state
@@ -194,7 +196,7 @@ class ShardGate:
             return Verdict(EXCLUDED)
         if pinned:
             return Verdict(READ)
-        stored = self.store.get_profile(shard.url, shard.version)
+        stored = self.store.get_profile(shard.url, shard.version, self.featurizer.fingerprint)
         if stored is not None:
             reference = self.reference
             drift = compare(stored, reference, self.config) if reference is not None else None
@@ -214,7 +216,7 @@ class ShardGate:
         verdict = self.verdict(shard)
         stored = verdict.stored
         if verdict.action == EXCLUDED:
-            stored = self.store.get_profile(shard.url, shard.version)
+            stored = self.store.get_profile(shard.url, shard.version, self.featurizer.fingerprint)
         n = None if stored is None else int(stored.n)
         return {
             "url": redact(shard.url),

@@ -438,7 +438,7 @@ def profile_shards(
     if missing and on_error == "raise":
         raise _unreadable(missing)
     shards = unique_shards(found)
-    todo = shards if force else _unprofiled(store, shards)
+    todo = shards if force else _unprofiled(store, shards, featurizer.fingerprint)
     summary = ProfilingSummary(skipped=len(shards) - len(todo), failed=missing)
     bar = Progress(len(todo), "profiled", enabled=progress)
     args = (store.url, store.storage_options, featurizer, config, storage_options, metadata)
@@ -468,8 +468,8 @@ def _unreadable(missing: list[tuple[str, str]]) -> ShardReadError:
     return ShardReadError(url, message)
 
 
-def _unprofiled(store: ProfileStore, shards: list[Shard]) -> list[Shard]:
-    have = store.map(lambda s: store.has_profile(s.url, s.version), shards)
+def _unprofiled(store: ProfileStore, shards: list[Shard], fingerprint: str) -> list[Shard]:
+    have = store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), shards)
     return [s for s, h in zip(shards, have) if not h]
 
 

@@ -105,7 +105,7 @@ def _compare_stored(
     out: ShardRow, store: ProfileStore, ref: Profile, config: DriftConfig | None
 ) -> None:
     """Fill ``out`` by comparing the stored profile with the reference (no result recorded)."""
-    profile = store.get_profile(out.url, out.version)
+    profile = store.get_profile(out.url, out.version, ref.fingerprint)
     if profile is None:
         out.error = "no stored profile at this version"
         return
@@ -473,7 +473,7 @@ def _feature_section(
     for row in _shards_for(feature, rows, _SHARDS_PER_FEATURE):
         key = (row.url, row.version)
         if key not in cache:
-            cache[key] = store.get_profile(row.url, row.version)
+            cache[key] = store.get_profile(row.url, row.version, ref.fingerprint)
         p = cache[key]
         if p is not None and p.kinds.get(feature) == kind:
             profiles.append(p)

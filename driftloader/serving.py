@@ -44,7 +44,7 @@ from .features import DefaultFeaturizer, FeatureSpec, Featurizer, featurizer_fro
 from .profile import Profile, ProfileConfig
 from .records import as_shard_sample
 from .sources import redact
-from .store import ProfileStore
+from .store import ProfileStore, recorded_featurizer
 
 SOURCE = "serving"
 TOP_FEATURES = 5
@@ -113,9 +113,10 @@ def without_unserved(result: ShardDrift, unserved: tuple[str, ...]) -> ShardDrif
 
 
 def reference_featurizer(reference: Profile, name: str, featurizer: Any = None) -> Featurizer:
-    """The featurizer to use against ``reference``: ``featurizer`` (or the default one), refused
-    with ``FingerprintMismatch`` when its fingerprint is not the reference's."""
-    chosen = featurizer_from(featurizer)
+    """The featurizer to use against ``reference``: ``featurizer``, or when None the one the
+    reference recorded (``store.recorded_featurizer``), refused with ``FingerprintMismatch``
+    when its fingerprint is not the reference's."""
+    chosen = recorded_featurizer(reference) if featurizer is None else featurizer_from(featurizer)
     if chosen.fingerprint != reference.fingerprint:
         raise FingerprintMismatch(
             f"reference {name!r} was profiled with featurizer {reference.fingerprint[:12]}..., "

@@ -39,6 +39,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from .catalog import CatalogRow, json_safe
@@ -47,6 +48,13 @@ from .errors import (
     ReferenceNotFound,
 )
 from .executors import ExecutorSpec, tree_reference
+from .features import (
+    DefaultFeaturizer,
+    FeatureSpec,
+    Featurizer,
+    featurizer_from,
+    featurizer_from_spec,
+)
 from .profile import READS as PROFILE_FORMATS
 from .profile import Profile
 from .reference import MissingProfiles, merge_reference, preprocessing_of
@@ -94,10 +102,17 @@ class ProfileStore(StoreFiles):
 
     # -- paths ---------------------------------------------------------------------------------
 
-    def profile_path(self, url: str, version: str | None) -> str:
-        """Where the profile of shard ``url`` at ``version`` lives (a path in the store's fs)."""
+    def profile_path(self, url: str, version: str | None, fingerprint: str | None = None) -> str:
+        """Where the profile of shard ``url`` at ``version`` lives (a path in the store's fs).
+
+        The first featurizer to profile a shard-version takes the plain name
+        ``<version>.json`` (``fingerprint`` None); another featurizer's profile sits beside it
+        as ``<version>.f-<fingerprint[:16]>.json``, so several featurizers share one store."""
         digest = url_hash(url)
-        return self.path("shards", digest[:2], digest, f"{version_name(version)}.json")
+        name = version_name(version)
+        if fingerprint is not None:
+            name = f"{name}.f-{fingerprint[:16]}"
+        return self.path("shards", digest[:2], digest, f"{name}.json")
 
     def probe_path(self, url: str, version: str | None) -> str:
         """Where the probe profile of shard ``url`` at ``version`` lives."""
@@ -125,7 +140,7 @@ class ProfileStore(StoreFiles):
             raise ValueError(f"put_profile needs a Profile, got {type(profile).__name__}")
         if not profile.url:
             raise ValueError("put_profile needs a profile with a shard url (profile.url is None)")
-        path = self.profile_path(profile.url, profile.version)
+        path = self._slot(profile.url, profile.version, profile.fingerprint)
         if strict:
             self.write_json(path, self._stored_form(profile))
         elif self._put(path, profile) is None:
@@ -134,14 +149,20 @@ class ProfileStore(StoreFiles):
         self.record(CatalogRow.from_dict(summary))
         return path
 
-    def get_profile(self, url: str, version: str | None) -> Profile | None:
-        """The stored profile of shard ``url`` at ``version``; None if absent or corrupt.
+    def get_profile(
+        self, url: str, version: str | None, fingerprint: str | None = None
+    ) -> Profile | None:
+        """The stored profile of shard ``url`` at ``version``; None if absent or corrupt. With
+        ``fingerprint``, the profile made by that featurizer (None when only others' are).
 
         A corrupt file (truncated, empty, not JSON, ``null``, another format, too large or too
         deeply nested) is reported with a ``RuntimeWarning`` naming its path, never a crash: the
         shard will simply be profiled again (``has_profile`` says False for it too).
         """
-        return self._load(self.profile_path(url, version))
+        profile = self._load(self.profile_path(url, version))
+        if fingerprint is None or (profile is not None and profile.fingerprint == fingerprint):
+            return profile
+        return self._load(self.profile_path(url, version, fingerprint))
 
     def put_probe(self, profile: Profile) -> str | None:
         """Store the profile of a shard's probe window (its first samples), which the skip
@@ -156,24 +177,55 @@ class ProfileStore(StoreFiles):
         """The stored probe profile of shard ``url`` at ``version``; None if absent or corrupt."""
         return self._load(self.probe_path(url, version), "the shard will be probed again")
 
-    def has_profile(self, url: str, version: str | None) -> bool:
-        """True if a readable profile is stored for shard ``url`` at ``version``.
+    def has_profile(self, url: str, version: str | None, fingerprint: str | None = None) -> bool:
+        """True if a readable profile is stored for shard ``url`` at ``version`` (made by the
+        featurizer of ``fingerprint`` when given: when only another featurizer's is stored, a
+        one-line warning says the shard will be profiled again).
 
         The file is read and checked as JSON of the profile format (not its sketches, which
         ``get_profile`` decodes): a corrupt one warns naming it and counts as absent, so that
         ``profile_shards`` profiles the shard again instead of skipping it for good."""
-        path = self.profile_path(url, version)
+        plain = self._profile_document(self.profile_path(url, version))
+        if fingerprint is None or (plain is not None and plain.get("fingerprint") == fingerprint):
+            return plain is not None
+        if self._profile_document(self.profile_path(url, version, fingerprint)) is not None:
+            return True
+        if plain is not None:
+            warnings.warn(
+                f"{redact(url)} was profiled with featurizer {str(plain.get('fingerprint'))[:12]}"
+                f"..., not {fingerprint[:12]}...: profiling it again with the latter",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
+
+    def _profile_document(self, path: str) -> dict | None:
+        """The JSON at ``path`` if it is a profile of a format this version reads; None when
+        absent, or corrupt (with a warning naming it)."""
         try:
             document = self.read_json(path)
             if document is None:
-                return False
+                return None
             if document.get("format") not in PROFILE_FORMATS or document.get("format") is True:
                 found = document.get("format")
                 raise ProfileFormatError(f"unknown profile format {found!r:.40}")
         except ProfileFormatError as e:
             self._warn_corrupt(path, e)
-            return False
-        return True
+            return None
+        return document
+
+    def _slot(self, url: str, version: str | None, fingerprint: str) -> str:
+        """Where a profile of featurizer ``fingerprint`` goes: the plain name when it is free
+        (or corrupt) or holds the same featurizer's, else the name keyed by fingerprint."""
+        plain = self.profile_path(url, version)
+        try:
+            document = self.read_json(plain)
+        except ProfileFormatError:
+            document = None
+        stored = document.get("fingerprint") if isinstance(document, dict) else None
+        return (
+            plain if stored in (None, fingerprint) else self.profile_path(url, version, fingerprint)
+        )
 
     def _put(self, path: str, profile: Profile) -> str | None:
         """Write a shard's profile to ``path`` atomically, or warn once on a read-only store."""
@@ -201,10 +253,12 @@ class ProfileStore(StoreFiles):
             stacklevel=4,
         )
 
-    def fetch_profiles(self, shards: Sequence[Shard]) -> list[Profile | None]:
-        """The stored profile of each shard at its version (None where absent or corrupt),
-        fetched concurrently on object stores."""
-        return self.map(lambda s: self.get_profile(s.url, s.version), shards)
+    def fetch_profiles(
+        self, shards: Sequence[Shard], fingerprint: str | None = None
+    ) -> list[Profile | None]:
+        """The stored profile of each shard at its version (None where absent or corrupt), of
+        the featurizer of ``fingerprint`` when given, fetched concurrently on object stores."""
+        return self.map(lambda s: self.get_profile(s.url, s.version, fingerprint), shards)
 
     # -- references ----------------------------------------------------------------------------
 
@@ -263,6 +317,7 @@ class ProfileStore(StoreFiles):
         urls: str | Sequence[str],
         storage_options: dict | None = None,
         executor: ExecutorSpec = None,
+        featurizer: Any = None,
     ) -> Profile:
         """Merge the stored profiles of ``urls`` at their current versions into reference ``name``.
 
@@ -272,16 +327,25 @@ class ProfileStore(StoreFiles):
         in a warning; ``driftloader profile`` profiles it again). I/O (stat, concurrent fetch)
         is here; the merge is ``merge_reference``. With ``executor`` (an ``Executor``,
         ``"local:N"`` or ``"dask://HOST:PORT"``) tasks read and merge the profiles, as a tree on
-        the workers (``executors.tree_reference``).
+        the workers (``executors.tree_reference``; not with ``featurizer``: merged here).
+        ``featurizer`` (a featurizer, FeatureSpec or
+        its JSON) picks whose profiles are merged (default: the stored ones, whichever featurizer
+        made them); the reference records the spec of ``featurizer``, or of the default
+        featurizer when its profiles were merged, in ``meta["featurizer"]``
+        (see ``recorded_featurizer``).
         """
         check_reference_name(name)
         if storage_options is None and protocol_of(first_url(urls)) == protocol_of(self.url):
             storage_options = self.storage_options
         shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
-        if executor is not None:
+        chosen = featurizer_of(featurizer)
+        fingerprint = None if featurizer is None else chosen.fingerprint  # None: as stored
+        if executor is not None and fingerprint is None:
             reference = tree_reference(executor, name, self, shards)
         else:
-            reference = merge_reference(name, shards, self.fetch_profiles(shards))
+            reference = merge_reference(name, shards, self.fetch_profiles(shards, fingerprint))
+        if chosen.spec is not None and reference.fingerprint == chosen.fingerprint:
+            reference.meta["featurizer"] = chosen.spec.to_dict()
         self.put_reference(name, reference)
         return reference
 
@@ -341,6 +405,21 @@ class ProfileStore(StoreFiles):
                 2,
             )
         return row
+
+
+def featurizer_of(featurizer: Any = None) -> Featurizer:
+    """A featurizer from a featurizer, a ``FeatureSpec``, a spec's JSON (dict or text) or
+    None (the default)."""
+    if isinstance(featurizer, (FeatureSpec, str, bytes, Mapping)):
+        return featurizer_from_spec(featurizer)
+    return featurizer_from(featurizer)
+
+
+def recorded_featurizer(reference: Profile) -> Featurizer:
+    """The featurizer reference ``reference`` was built with: the spec it recorded in
+    ``meta["featurizer"]``, else the default featurizer (references made before recording)."""
+    spec = reference.meta.get("featurizer")
+    return featurizer_from_spec(spec) if spec is not None else DefaultFeaturizer()
 
 
 def first_url(urls: str | Sequence[str]) -> str:

@@ -28,7 +28,7 @@ from .profile import Profile
 from .profiling import profile_shards
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shards
-from .store import ProfileStore, check_reference_name, unique_shards
+from .store import ProfileStore, check_reference_name, recorded_featurizer, unique_shards
 
 RULES_FORMAT = 1
 _MAX_LISTED = 5
@@ -292,21 +292,27 @@ def validate_shards(
     """Validate every shard of ``urls`` at its current version against reference's rules.
 
     Unprofiled shards are profiled first; a shard that cannot be read fails (it never stops
-    the others). Results go to the catalog as ``{"validation": failures, ...}``.
+    the others), with the featurizer the reference recorded. Results go to the catalog as
+    ``{"validation": failures, ...}``.
     """
     rules = ensure_rules(store, reference)
+    featurizer = recorded_featurizer(store.get_reference(reference))
     shards = _stat(urls, storage_options)
     summary = profile_shards(
         [s.url for s in shards],
         store,
         workers=workers,
         executor=executor,
+        featurizer=featurizer,
         storage_options=storage_options,
         on_error="skip",
         progress=active(),
     )
     errors = dict(summary.failed)
-    results = [_validate_one(s, store, rules, errors) for s in track(shards, "validated")]
+    fingerprint = featurizer.fingerprint
+    results = [
+        _validate_one(s, store, rules, errors, fingerprint) for s in track(shards, "validated")
+    ]
     if record:
         for r in results:
             _record(store, reference, r)
@@ -321,9 +327,9 @@ def _stat(urls: Any, storage_options: dict | None) -> list[Shard]:
 
 
 def _validate_one(
-    shard: Shard, store: ProfileStore, rules: dict, errors: dict[str, str]
+    shard: Shard, store: ProfileStore, rules: dict, errors: dict[str, str], fingerprint: str
 ) -> ShardValidation:
-    profile = store.get_profile(shard.url, shard.version)
+    profile = store.get_profile(shard.url, shard.version, fingerprint)
     if profile is None:
         error = errors.get(redact(shard.url), "no profile at its current version")
         return ShardValidation(shard.url, shard.version, 0, [f"{UNREADABLE}: {error}"])
