@@ -42,6 +42,27 @@ def _store(args: argparse.Namespace):
     return ProfileStore(args.store, _storage_options(args.storage_option))
 
 
+def _executor_spec(value: str) -> str:
+    from .executors import parse_executor
+
+    try:
+        parse_executor(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return value
+
+
+def _executor(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        type=_executor_spec,
+        default=None,
+        metavar="SPEC",
+        help="where the work runs: local:N (N processes; --workers N is short for it) or "
+        "dask://HOST:PORT (a running Dask scheduler; see docs/dask.md)",
+    )
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from .profiling import profile_shards
 
@@ -49,6 +70,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         args.urls,
         _store(args),
         workers=args.workers,
+        executor=args.executor,
         storage_options=_storage_options(args.storage_option) or None,
         on_error=args.on_error,
         progress=not args.quiet,
@@ -96,6 +118,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
         args.urls,
         _storage_options(args.storage_option) or None,
         featurizer=_features(args),
+        executor=args.executor,
     )
     print(
         f"reference {args.name!r}: {reference.meta.get('count')} shards, {reference.n:,} samples, "
@@ -133,6 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         args.reference,
         storage_options=_storage_options(args.storage_option) or None,
         workers=args.workers,
+        executor=args.executor,
         on_error="skip",
         featurizer=_features(args),
     )
@@ -244,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP)
     with_store(p)
     p.add_argument("--workers", type=int, default=1, help="processes profiling in parallel")
+    _executor(p)
     p.add_argument(
         "--on-error",
         choices=["raise", "skip"],
@@ -261,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("urls", nargs="+", metavar="URL", help=URL_HELP + " (profiled already)")
     with_store(p)
     _with_features(p, "the default featurizer (the shards' profiles must be made with it)")
+    _executor(p)
     p.set_defaults(func=cmd_reference)
 
     p = _command(sub, "check", "compare shards with a reference (exit 1 on drift)")
@@ -270,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
     _with_features(p, "the featurizer the reference recorded")
+    _executor(p)
     _quiet(p)
     p.set_defaults(func=cmd_check)
 
@@ -356,6 +383,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         args.reference,
         storage_options=_storage_options(args.storage_option) or None,
         workers=args.workers,
+        executor=args.executor,
     )
     if args.json:
         _print_json(args.reference, results)
@@ -474,6 +502,7 @@ def _add_version_commands(sub, with_store) -> None:
     _reference(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--workers", type=int, default=1, help="processes profiling unprofiled shards")
+    _executor(p)
     _quiet(p)
     p.set_defaults(func=cmd_validate)
 

@@ -354,7 +354,7 @@ def _profile_task(
     ``force``, a shard already stored at its version is not profiled again (a retried task)."""
     store = ProfileStore(store_url, store_options)
     if not force:
-        stored = store.get_profile(shard.url, shard.version)
+        stored = store.get_profile(shard.url, shard.version, featurizer.fingerprint)
         if stored is not None:
             return _Outcome(redact(shard.url), stored.n)
     try:
@@ -451,7 +451,7 @@ def profile_shards(
             _check_picklable(featurizer)
             _check_picklable(metadata, "metadata")
             with resolved(executor, min(workers, len(todo)), _local_pool) as pool:
-                _run_pool(pool, todo, (*args, False), summary, on_error, bar)
+                _run_pool(pool, todo, (*args, force), summary, on_error, bar)
     finally:
         summary.seconds = time.monotonic() - started
     bar.close(summary.line())

@@ -187,3 +187,37 @@ def test_dask_worker_killed_mid_task_loses_and_rewrites_nothing(
     listed = client.list_object_versions(Bucket=s3_bucket, Prefix="drift/shards/")
     writes = [v["Key"] for v in listed.get("Versions", [])]
     assert len(writes) == N_SHARDS == len(set(writes))
+
+
+def test_cli_executor_local_and_dask(dask_cluster, tmp_path: Path, capsys) -> None:
+    from driftloader.cli import main
+
+    for i in range(4):
+        write_shard(tmp_path / f"s-{i}.tar", 6, seed=i, start=i * 100)
+    urls, store = str(tmp_path / "s-{0..3}.tar"), str(tmp_path / "store")
+    scheduler = "dask://" + dask_cluster.scheduler_address.removeprefix("tcp://")
+    assert main(["profile", urls, "--store", store, "--executor", "local:2", "--quiet"]) == 0
+    assert main(["reference", "v1", urls, "--store", store, "--executor", scheduler]) == 0
+    assert "4 shards, 24 samples" in capsys.readouterr().out
+    assert (
+        main(["check", urls, "--store", store, "--reference", "v1", "--executor", scheduler]) == 0
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main(["profile", urls, "--store", store, "--executor", "spark://h:1"])
+    assert exit_.value.code == 2
+    assert "expected local:N or dask://HOST:PORT" in capsys.readouterr().err
+
+
+def test_force_on_an_executor_profiles_stored_shards_again(tmp_path: Path) -> None:
+    for i in range(4):
+        write_shard(tmp_path / f"s-{i}.tar", 5, seed=i, start=i * 100)
+    urls = str(tmp_path / "s-{0..3}.tar")
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls, store, progress=False)
+    before = {u: p["n"] for u, p in stored_profiles(store, urls).items()}
+    shards = stat_shards(expand_urls(urls))
+    created = [store.get_profile(s.url, s.version).created for s in shards]
+    with ThreadPoolExecutor(2) as pool:
+        profile_shards(urls, store, progress=False, executor=pool, force=True)
+    assert [store.get_profile(s.url, s.version).created for s in shards] != created
+    assert {u: p["n"] for u, p in stored_profiles(store, urls).items()} == before
