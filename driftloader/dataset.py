@@ -457,12 +457,15 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         """Per-shard decisions taken since this dataset was made: by this process and, with
         ``include_store``, by DataLoader workers and other ranks (read back from the catalog;
         the catalog keeps each shard's latest decision). Each row names its ``epoch``; pass
-        ``epoch=`` for that epoch's rows only."""
+        ``epoch=`` for that epoch's rows only. ``print(ds.drift_report())`` shows a table;
+        ``pandas.DataFrame(ds.drift_report().flat())`` one column per field."""
+        from .monitoring import DriftRows
+
         if self.gate is None:
-            return []
+            return DriftRows()
         rows = self.gate.report(self.shards if include_store else None, since=self._created)
         rows = self._reports.with_failed(rows)  # and shards that failed in DataLoader workers
-        return rows if epoch is None else [r for r in rows if r.get("epoch") == epoch]
+        return DriftRows(r for r in rows if epoch is None or r.get("epoch") == epoch)
 
 
 def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -> Iterator[Shard]:

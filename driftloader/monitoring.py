@@ -137,6 +137,18 @@ class DriftReport(list):
         return format_table(self, columns)
 
 
+class DriftRows(list):
+    """What ``ds.drift_report()`` returns: its rows as they are (nested ``top`` feature dicts),
+    printed as a table; ``flat()`` gives the ``DriftReport`` for ``pandas.DataFrame(...)``."""
+
+    def __str__(self) -> str:
+        return format_table(DriftReport(self))
+
+    def flat(self) -> DriftReport:
+        """One flat row per decision (``flatten_row``)."""
+        return DriftReport(self)
+
+
 # ------------------------------------------------------------------------------ scalars
 
 

@@ -49,6 +49,8 @@ def test_drift_report_rows_are_flat_print_as_a_table_and_make_a_dataframe(corpus
     (drifted,) = [line for line in table if "drift-0.tar" in line]
     assert "skipped" in drifted and "yes" in drifted and "x.npy[" in drifted
     assert DriftReport(report) == report  # flat rows stay as they are
+    assert str(ds.drift_report()) == str(report)  # print(ds.drift_report()) shows the table
+    assert ds.drift_report().flat() == report
     frame = pd.DataFrame(report)
     assert len(frame) == 2 and frame.loc[frame["drifted"], "shard"].tolist() == ["drift-0.tar"]
     assert frame["score"].dtype == float and frame["top_feature"].notna().sum() == 1
