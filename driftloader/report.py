@@ -190,7 +190,8 @@ def _rows(
 
 
 def top_features(rows: list[ShardRow], k: int) -> list[str]:
-    """The ``k`` features drifted in most shards (ties: highest score), from the rows' top lists."""
+    """The ``k`` features drifted in most shards (ties: highest score), from the rows' top
+    lists; a feature that drifted in no shard is not listed."""
     drifted: dict[str, int] = {}
     best: dict[str, float] = {}
     for row in rows:
@@ -199,7 +200,7 @@ def top_features(rows: list[ShardRow], k: int) -> list[str]:
             drifted[name] = drifted.get(name, 0) + bool(t.get("drifted"))
             best[name] = max(best.get(name, 0.0), _float(t.get("score")) or 0.0)
     ranked = sorted(best, key=lambda n: (-drifted[n], -best[n], n))
-    return [n for n in ranked if drifted[n] or best[n] > 0][:k]
+    return [n for n in ranked if drifted[n]][:k]  # only features that drifted somewhere
 
 
 def _shards_for(feature: str, rows: list[ShardRow], k: int) -> list[ShardRow]:

@@ -276,7 +276,11 @@ def quarantine(
     """
     check_reference_name(reference)
     tags = dict(tags or {QUARANTINE_TAG: reference})
-    rows = [r for r in store.catalog() if r.reference == reference and r.drifted]
+    rows = [
+        r
+        for r in store.catalog()
+        if r.reference == reference and r.drifted and r.action != "served"
+    ]  # serving windows are not objects to tag
     result = QuarantineResult(reference)
     for row in track(rows, "quarantined"):
         url, version = row.url, row.version

@@ -279,3 +279,22 @@ def test_chromium_renders_the_report(store, tmp_path):
     assert len(colours) > 100  # text alone is a few greys; the plots bring many colours
     saturated = (pixels.max(axis=2).astype(int) - pixels.min(axis=2)) > 60
     assert saturated.mean() > 0.001  # coloured plot lines and bars were painted
+
+
+def test_most_drifted_features_lists_only_features_that_drifted(store):
+    from driftloader.report import top_features
+
+    rows = shard_rows(store, "ref")
+    listed = top_features(rows, 10)
+    drifted = {t["name"] for r in rows for t in r.top if t.get("drifted")}
+    assert listed and set(listed) == drifted  # every drifted feature, and nothing else
+    assert "f1" not in listed  # f1 never moves in any shard
+
+
+def test_quarantine_leaves_serving_windows_alone(store):
+    from driftloader.versions import quarantine
+
+    window = {"reference": "ref", "action": "served", "drifted": True, "score": 3.0}
+    store.record("serving://run/window-1", None, window)
+    result = quarantine(store, "ref")
+    assert result.shards and all(not s["url"].startswith("serving://") for s in result.shards)
