@@ -29,6 +29,7 @@ from .errors import ShardReadError
 from .fluent import FluidInterface
 from .gate import GateOptions, ShardGate
 from .handlers import error_handler
+from .monitoring import DriftRows
 from .pipeline import Context, hand_over
 from .policy import policy_from
 from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadStats, read_shard
@@ -457,10 +458,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         """Per-shard decisions taken since this dataset was made: by this process and, with
         ``include_store``, by DataLoader workers and other ranks (read back from the catalog;
         the catalog keeps each shard's latest decision). Each row names its ``epoch``; pass
-        ``epoch=`` for that epoch's rows only. ``print(ds.drift_report())`` shows a table;
-        ``pandas.DataFrame(ds.drift_report().flat())`` one column per field."""
-        from .monitoring import DriftRows
-
+        ``epoch=`` for that epoch's rows only; ``print(...)`` shows them as a table."""
         if self.gate is None:
             return DriftRows()
         rows = self.gate.report(self.shards if include_store else None, since=self._created)
