@@ -436,7 +436,7 @@ class ShardGate:
 
     def _record(self, shard: Shard, decision: dict, catalog: bool = True) -> None:
         row = {
-            "url": redact(shard.url),
+            "url": shard_key(shard.url),  # the catalog's form, whatever form the user gave
             "version": shard.version,
             "reference": self.reference_name,
             "policy": self.policy.name,
@@ -464,8 +464,8 @@ def _catalog_decisions(
     store: ProfileStore, reference: str, shards: list[Shard], since: float, rows: list[dict]
 ) -> list[dict]:
     """Catalog decisions on ``shards`` against ``reference`` since ``since`` not in ``rows``."""
-    seen = {(r["url"], r["version"]) for r in rows}
-    mine = {(redact(s.url), s.version) for s in shards}
+    seen = {(shard_key(r["url"]), r["version"]) for r in rows}
+    mine = {(shard_key(s.url), s.version) for s in shards}
     found = []
     for row in store.catalog():
         key = (row.get("url"), row.get("version"))

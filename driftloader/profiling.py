@@ -38,13 +38,12 @@ from .sources import (
     Shard,
     expand_urls,
     filesystem,
-    protocol_of,
     redact,
     stat_shard,
     stat_shards,
     strip_protocol,
 )
-from .store import ProfileStore, shard_key, unique_shards
+from .store import ProfileStore, shard_key, source_label, unique_shards
 
 ON_ERROR = ("raise", "skip")  # the names of handlers.ON_ERROR that profiling takes
 PROGRESS_INTERVAL = 0.5
@@ -53,20 +52,6 @@ EMPTY_SHARD = "shard has no samples (an empty tar): nothing to profile"
 PARENT_POLL = 0.2  # seconds between a worker's checks that the process that started it lives
 
 Metadata = dict[str, dict] | Callable[[str], dict | None] | None
-
-
-def source_label(url: str) -> str:
-    """Where a shard comes from: ``s3://bucket/train`` for ``s3://bucket/train/shard-000.tar``
-    (scheme, bucket and first folder); the parent folder for local paths."""
-    url = redact(url)
-    if protocol_of(url) == "file" and not url.startswith("file://"):
-        parent = url.replace("\\", "/").rsplit("/", 1)[0] if "/" in url else "."
-        return parent or "/"
-    scheme, _, rest = url.partition("://")
-    if scheme == "file":
-        return f"file://{rest.rsplit('/', 1)[0]}" if "/" in rest else url
-    parts = rest.split("/")
-    return f"{scheme}://" + "/".join(parts[:2] if len(parts) > 2 else parts[:1])
 
 
 def sidecar_url(url: str) -> str:
@@ -193,7 +178,7 @@ class ShardProfiler:
             self.featurizer.fingerprint,
             url=shard.url,
             version=shard.version,
-            source=source if source is not None else source_label(shard.url),
+            source=source if source is not None else source_label(shard_key(shard.url)),
             config=config,
             meta={"metadata": meta} if meta is not None else None,
         )

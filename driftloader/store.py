@@ -79,6 +79,20 @@ def shard_key(url: str) -> str:
     return redact(url)
 
 
+def source_label(url: str) -> str:
+    """Where a shard comes from: ``s3://bucket/train`` for ``s3://bucket/train/shard-000.tar``
+    (scheme, bucket and first folder); the parent folder for local paths."""
+    url = redact(url)
+    if protocol_of(url) == "file" and not url.startswith("file://"):
+        parent = url.replace("\\", "/").rsplit("/", 1)[0] if "/" in url else "."
+        return parent or "/"
+    scheme, _, rest = url.partition("://")
+    if scheme == "file":
+        return f"file://{rest.rsplit('/', 1)[0]}" if "/" in rest else url
+    parts = rest.split("/")
+    return f"{scheme}://" + "/".join(parts[:2] if len(parts) > 2 else parts[:1])
+
+
 def url_hash(url: str) -> str:
     """sha1 hex of the shard's storage key."""
     return hashlib.sha1(shard_key(url).encode("utf-8")).hexdigest()
@@ -145,7 +159,11 @@ class ProfileStore(StoreFiles):
             self.write_json(path, self._stored_form(profile))
         elif self._put(path, profile) is None:
             return None
-        summary = {**profile.summary(), "url": redact(profile.url), "profile": self.display(path)}
+        summary = {
+            **profile.summary(),
+            "url": shard_key(profile.url),
+            "profile": self.display(path),
+        }
         self.record(CatalogRow.from_dict(summary))
         return path
 
@@ -367,11 +385,11 @@ class ProfileStore(StoreFiles):
                     f"record needs a CatalogRow (or url, version, dict), got {type(row).__name__}"
                 )
             row = CatalogRow.from_dict({**fields, "url": row, "version": version})
-        key = dataclasses.replace(row, url=redact(row.url))
+        key = dataclasses.replace(row, url=shard_key(row.url))
         if not self.writable:
             self._warn_read_only("the catalog row")
             return False
-        path = self.catalog_path(row.url, row.version)
+        path = self.catalog_path(key.url, key.version)
         current = self._load_row(path)
         merged = key if current is None else current.merged(key)
         merged.url, merged.version = key.url, key.version
@@ -392,7 +410,7 @@ class ProfileStore(StoreFiles):
                 return None
             if not isinstance(document.get("url"), str):
                 raise ProfileFormatError("no url")
-            row = CatalogRow.from_dict(document, problems)
+            row = canonical_row(CatalogRow.from_dict(document, problems))
         except ProfileFormatError as e:
             warnings.warn(
                 f"ignoring corrupt catalog row {self.display(path)}: {e}", RuntimeWarning, 2
@@ -405,6 +423,19 @@ class ProfileStore(StoreFiles):
                 2,
             )
         return row
+
+
+def canonical_row(row: CatalogRow) -> CatalogRow:
+    """``row`` with its URL in the stored form (``shard_key``): rows written before URLs were
+    stored canonically kept a relative path as the user gave it (made absolute here, against
+    the current folder), and the source label derived from it follows."""
+    key = shard_key(row.url) if row.url else row.url
+    if key == row.url:
+        return row
+    if row.source is not None and row.source == source_label(row.url):
+        row.source = source_label(key)
+    row.url = key
+    return row
 
 
 def featurizer_of(featurizer: Any = None) -> Featurizer:

@@ -28,7 +28,13 @@ from .profile import Profile
 from .profiling import profile_shards
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shards
-from .store import ProfileStore, check_reference_name, recorded_featurizer, unique_shards
+from .store import (
+    ProfileStore,
+    check_reference_name,
+    recorded_featurizer,
+    shard_key,
+    unique_shards,
+)
 
 RULES_FORMAT = 1
 _MAX_LISTED = 5
@@ -385,11 +391,11 @@ def pending_shards(
     except NoShardsError:
         return []
     done = {
-        (r.url, r.version)
+        (shard_key(r.url), r.version)
         for r in store.catalog()
         if r.validation_reference == reference and r.validation is not None
     }
-    return [s for s in shards if (redact(s.url), s.version) not in done]
+    return [s for s in shards if (shard_key(s.url), s.version) not in done]
 
 
 def watch(

@@ -123,3 +123,69 @@ def test_merge_reference_is_pure() -> None:
     with pytest.raises(MissingProfiles) as info:
         merge_reference("r", shards, [profiles[0], None])
     assert info.value.shards == [("/d/b.tar", "v:1")]
+
+
+# -- one canonical URL form (#14) --------------------------------------------------------------
+
+
+def test_relative_brace_and_absolute_glob_give_one_set_of_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from driftloader.check import check_shards
+    from driftloader.gate import ShardGate
+    from driftloader.profiling import profile_shards
+    from driftloader.report import shard_rows
+    from driftloader.sources import expand_urls, stat_shards
+    from driftloader.validate import pending_shards, validate_shards
+
+    from .conftest import write_shard
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    for i in range(3):
+        write_shard(tmp_path / "shards" / f"s-{i}.tar", 30, seed=i)
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards("shards/s-{0..2}.tar", store, progress=False)  # relative, as given
+    store.build_reference("ref", "shards/s-{0..2}.tar")
+    glob = str(tmp_path / "shards" / "*.tar")
+    check_shards(glob, store, "ref")  # absolute: the same shards
+    rows = store.catalog()
+    absolute = [str(tmp_path / "shards" / f"s-{i}.tar") for i in range(3)]
+    assert [r.url for r in rows] == absolute
+    assert {r.source for r in rows} == {str(tmp_path / "shards")}  # one folder
+    assert all(r.action == "checked" and r.n == 30 for r in rows)  # one row each, merged
+    report = shard_rows(store, "ref")
+    assert sorted(r.url for r in report) == absolute
+    assert len({r.source for r in report}) == 1
+    # the catalog's rows are recognised as the shards given either way
+    gate = ShardGate(store, "ref", "monitor")
+    assert len(gate.report(stat_shards(expand_urls("shards/s-{0..2}.tar")))) == 0  # checks
+    store.record(CatalogRow("shards/s-0.tar", rows[0].version, reference="ref", policy="skip"))
+    decided = ShardGate(store, "ref").report(stat_shards(expand_urls(glob)))
+    assert [r["url"] for r in decided] == absolute[:1]
+    validate_shards("shards/s-{0..2}.tar", store, "ref")
+    assert pending_shards(str(tmp_path / "shards"), store, "ref") == []
+
+
+def test_rows_stored_in_the_old_relative_form_still_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from driftloader.gate import ShardGate
+    from driftloader.sources import expand_urls, stat_shards
+    from driftloader.store import shard_key
+
+    from .conftest import write_shard
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    write_shard(tmp_path / "shards" / "a.tar", 5)
+    (shard,) = stat_shards(expand_urls(str(tmp_path / "shards" / "a.tar")))
+    store = ProfileStore(str(tmp_path / "store"))
+    old = {"url": "shards/a.tar", "version": shard.version, "source": "shards"}
+    old.update(reference="ref", policy="skip", action="skipped", decided=1.0)
+    store.write_json(store.catalog_path(shard.url, shard.version), old)  # as written before
+    (row,) = store.catalog()
+    assert (row.url, row.source) == (shard_key("shards/a.tar"), str(tmp_path / "shards"))
+    gate = ShardGate.__new__(ShardGate)  # only report() and its store are used
+    gate.store, gate.reference_name, gate.results = store, "ref", []
+    assert [r["url"] for r in gate.report([shard])] == [str(tmp_path / "shards" / "a.tar")]
