@@ -7,8 +7,11 @@ Invariants, kept by ``update``, ``merge`` and checked by ``from_dict``:
 
 * every sketch of every feature has ``n == profile.n``: a feature first seen late, or absent
   from a batch or from one side of a merge, counts as missing for those samples;
-* ``reservoir`` is None iff there is no numeric feature; otherwise its columns are the sorted
-  numeric feature names and it has seen ``profile.n`` rows (NaN where a feature was missing).
+* ``reservoir`` is None iff there is no numeric feature outside the joint projections;
+  otherwise its columns are the sorted numeric feature names except ``joint:<group>/dir<j>``
+  (recomputable from the coordinates they project, so not stored twice) and it has seen
+  ``profile.n`` rows (NaN where a feature was missing). Profiles stored with the joint columns
+  in their reservoir (before this rule) load with those columns dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 import driftloader
 from driftloader.errors import FingerprintMismatch, IncompatibleSketchError, ProfileFormatError
-from driftloader.features import Column, FeatureBatch
+from driftloader.features import Column, FeatureBatch, joint_name_parts
 from driftloader.sketches import (
     DEFAULT_CATEGORICAL_CAP,
     DEFAULT_QUANTILE_K,
@@ -120,12 +123,14 @@ def _nan_reservoir(config: ProfileConfig, n: int, width: int) -> Reservoir:
     return res
 
 
-def _widen(res: Reservoir, old: list[str], new: list[str]) -> Reservoir:
-    """The same sample laid out on columns ``new`` (a superset of ``old``), NaN where absent."""
+def _relayout(res: Reservoir, old: list[str], new: list[str]) -> Reservoir:
+    """The same sample laid out on columns ``new``: columns of ``old`` absent from ``new`` are
+    dropped, columns of ``new`` absent from ``old`` are NaN."""
     if old == new or not res.seen:
         return res
     rows = np.full((res.rows.shape[0], len(new)), np.nan)
-    rows[:, [new.index(c) for c in old]] = res.rows
+    kept = [c for c in old if c in new]
+    rows[:, [new.index(c) for c in kept]] = res.rows[:, [old.index(c) for c in kept]]
     out = Reservoir(res.k, res.seed)
     out.seen, out.rows, out.priorities = res.seen, rows, res.priorities.copy()
     return out
@@ -231,19 +236,28 @@ class Profile:
     def _numeric_names(self) -> list[str]:
         return sorted(name for name, kind in self.kinds.items() if kind == "numeric")
 
+    def _reservoir_names(self) -> list[str]:
+        """The reservoir's columns: numeric features except the joint projections."""
+        return [name for name in self._numeric_names() if joint_name_parts(name) is None]
+
+    @property
+    def reservoir_columns(self) -> list[str]:
+        """The feature names of the reservoir's columns, in order."""
+        return list(self._reservoir_columns)
+
     def _prepare_reservoir(self) -> None:
         """Create the reservoir on the first numeric feature, or widen it for new ones."""
-        names = self._numeric_names()
+        names = self._reservoir_names()
         if not names:
             return
         if self.reservoir is None:
             self.reservoir = _nan_reservoir(self.config, self.n, len(names))
         else:
-            self.reservoir = _widen(self.reservoir, self._reservoir_columns, names)
+            self.reservoir = _relayout(self.reservoir, self._reservoir_columns, names)
         self._reservoir_columns = names
 
     def _numeric_rows(self, batch: FeatureBatch, n_samples: int) -> np.ndarray:
-        names = self._numeric_names()
+        names = self._reservoir_names()
         rows = np.full((n_samples, len(names)), np.nan)
         for j, name in enumerate(names):
             if name in batch:
@@ -336,7 +350,7 @@ class Profile:
         return self
 
     def _merge_reservoirs(self, others: list[Profile], total: int) -> None:
-        names = self._numeric_names()
+        names = self._reservoir_names()
         if not names:
             return
         parts = [self._aligned_reservoir(p, names) for p in [self, *others]]
@@ -352,7 +366,7 @@ class Profile:
             return None
         if p.reservoir is None:
             return _nan_reservoir(p.config, p.n, len(names))
-        return _widen(p.reservoir, p._numeric_names(), names)
+        return _relayout(p.reservoir, p._reservoir_names(), names)
 
     def _merge_metadata(self, others: list[Profile]) -> None:
         for attr in ("url", "version", "source"):
@@ -508,20 +522,30 @@ class Profile:
         self.kinds[name], self.features[name] = kind, loaded
 
     def _load_reservoir(self, raw: Any) -> None:
-        names = self._numeric_names()
+        names = self._reservoir_names()
         if raw is None:
             if names:
                 raise ValueError("profile has numeric features but no reservoir")
             return
-        res = sketch_from_dict(raw)
-        if not isinstance(res, Reservoir) or res.params() != self.config.new_reservoir().params():
-            raise ValueError("'reservoir' is not a reservoir matching the profile config")
-        if not names or res.seen != self.n or (res.seen and res.width != len(names)):
-            raise ValueError(
-                f"reservoir ({res.seen} rows, width {res.width}) does not fit {len(names)} numeric features, n={self.n}"
-            )
-        self.reservoir = res
+        self.reservoir = _loaded_reservoir(raw, self, self._numeric_names(), names)
         self._reservoir_columns = names
+
+
+def _loaded_reservoir(raw: Any, p: Profile, numeric: list[str], names: list[str]) -> Reservoir:
+    """The stored reservoir of ``p`` on columns ``names``; one stored with the joint columns
+    (all of ``numeric``, before they were left out) loads with those dropped."""
+    res = sketch_from_dict(raw)
+    if not isinstance(res, Reservoir) or res.params() != p.config.new_reservoir().params():
+        raise ValueError("'reservoir' is not a reservoir matching the profile config")
+    if res.seen != p.n:
+        raise ValueError(f"reservoir saw {res.seen} rows, profile n={p.n}")
+    if res.seen and res.width == len(numeric) != len(names):
+        res = _relayout(res, numeric, names)
+    if not names or (res.seen and res.width != len(names)):
+        raise ValueError(
+            f"reservoir ({res.seen} rows, width {res.width}) does not fit {len(names)} numeric features, n={p.n}"
+        )
+    return res
 
 
 def _count(d: dict[str, Any], key: str) -> int:

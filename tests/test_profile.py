@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 
 from driftloader.errors import FingerprintMismatch, IncompatibleSketchError, ProfileFormatError
-from driftloader.features import Column
+from driftloader.features import Column, DefaultFeaturizer, joint_name_parts
 from driftloader.profile import Profile, ProfileConfig
+from driftloader.sketches import sketch_from_dict
 
 CONFIG = ProfileConfig(quantile_k=64, categorical_cap=8, token_buckets=32, reservoir_k=16)
 
@@ -327,3 +329,58 @@ def test_a_corrupt_reservoir_payload_is_a_format_error() -> None:
     loaded = Profile.from_dict(bad)  # the length fits: the payload is read on first use
     with pytest.raises(ProfileFormatError, match="reservoir"):
         loaded.reservoir.rows  # noqa: B018
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_a_vector_shard_profile_with_joint_projections_is_at_most_8_kib_per_feature() -> None:
+    """20,000 samples of a 64-float32 .npy with the default featurizer (64 coordinates and 8
+    joint projections): the joint columns are not in the reservoir, which keeps it under 8 KiB
+    per feature (it was 8.6 KiB with them)."""
+    rng = np.random.default_rng(5)
+    featurizer = DefaultFeaturizer()
+    p = Profile(featurizer.fingerprint)
+    for _ in range(20):
+        vectors = rng.standard_normal((1000, 64)).astype(np.float32)
+        p.update(
+            featurizer([{"__key__": str(i), "x.npy": npy_bytes(v)} for i, v in enumerate(vectors)])
+        )
+    joint = [name for name in p.kinds if joint_name_parts(name) is not None]
+    assert len(joint) == 8 and len(p.kinds) == 72
+    assert p.reservoir_columns == sorted(f"x.npy[{j}]" for j in range(64))
+    assert p.reservoir.width == 64
+    assert len(p.to_json()) / len(p.kinds) <= 8192
+
+
+JOINT_RESERVOIR = Path(__file__).parent / "data" / "profile_joint_reservoir.json"
+
+
+def test_a_profile_stored_with_joint_columns_in_its_reservoir_loads_without_them() -> None:
+    """tests/data/profile_joint_reservoir.json was written at commit 48a9a08, when the reservoir
+    also held the joint projections: it loads with those columns dropped and merges with a
+    profile of today's layout."""
+    raw = json.loads(JOINT_RESERVOIR.read_text())
+    old = Profile.from_json(JOINT_RESERVOIR.read_text())
+    assert old.reservoir_columns == ["x.npy[0]", "x.npy[1]", "x.npy[2]"]
+    assert old.reservoir.width == 3 and old.reservoir.seen == old.n == 30
+    sorted_names = sorted(n for n, f in raw["features"].items() if f["kind"] == "numeric")
+    full = sketch_from_dict(raw["reservoir"])
+    keep = [sorted_names.index(c) for c in old.reservoir_columns]
+    np.testing.assert_array_equal(old.reservoir.rows, full.rows[:, keep])
+    np.testing.assert_array_equal(old.reservoir.priorities, full.priorities)
+    again = Profile.from_json(old.to_json())
+    np.testing.assert_array_equal(again.reservoir.rows, old.reservoir.rows)
+    fresh = Profile("joint-fp", config=old.config).update(
+        {
+            **{f"x.npy[{j}]": Column("numeric", np.ma.asarray(np.ones(5) * j)) for j in range(3)},
+            "joint:x.npy/dir0": Column("numeric", np.ma.asarray(np.zeros(5))),
+            "joint:x.npy/dir1": Column("numeric", np.ma.asarray(np.zeros(5))),
+            "cls": Column("categorical", np.array(["a"] * 5, dtype=object)),
+        }
+    )
+    merged = Profile.merged([old, fresh])
+    assert merged.n == 35 and merged.reservoir.seen == 35 and merged.reservoir.width == 3
