@@ -8,6 +8,10 @@ A second background thread stores each window's profile in the store (source ``s
 time range in ``meta["serving"]``) and its result in the catalog, so ``driftloader report``
 shows serving windows beside the training shards.
 
+Closed windows survive a crash: the caller's thread keeps each window's samples in a local
+write-ahead spool (``serving_spool``) until the window is stored, and the next monitor of the
+same store and reference stores what a dead process left there.
+
 Backpressure never reaches the caller: when more than ``max_pending`` samples wait to be
 featurized, new ones are dropped and counted (``dropped`` in the window's row), with a warning.
 
@@ -36,18 +40,20 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .drift import DriftConfig, ShardDrift, compare
+from .drift import DriftConfig, compare
 from .errors import FingerprintMismatch
 from .features import DefaultFeaturizer, FeatureSpec, Featurizer, featurizer_from
 from .profile import Profile, ProfileConfig
 from .records import as_shard_sample
+from .serving_spool import RunSpool, default_root, orphaned_runs, read_window
+from .serving_windows import MonitorWarning, Row, window_row, without_unserved, write_loop
 from .sources import redact
 from .store import ProfileStore, recorded_featurizer
 
 SOURCE = "serving"
-TOP_FEATURES = 5
 WRITE_BACKLOG = 8  # closed windows waiting for storage before the featurizing thread waits
 
 
@@ -55,12 +61,6 @@ class PreprocessingWarning(UserWarning):
     """The monitor's preprocessing fingerprint is not one the reference was built with."""
 
 
-class MonitorWarning(RuntimeWarning):
-    """Something the monitor could not do in the background (samples dropped, a store write or a
-    callback failed); the monitor goes on."""
-
-
-Row = dict[str, Any]
 DriftCallback = Callable[[Row], Any]
 
 
@@ -85,31 +85,6 @@ def _check_names(names: Sequence[str]) -> tuple[str, ...]:
     if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"unserved must be a list of field or feature names, got {names!r}")
     return tuple(names)
-
-
-def _is_unserved(feature: str, unserved: tuple[str, ...]) -> bool:
-    """True when ``feature`` is one of ``unserved`` or a feature of one of those fields."""
-    return any(feature == u or feature.startswith((u + ".", u + "[")) for u in unserved)
-
-
-def without_unserved(result: ShardDrift, unserved: tuple[str, ...]) -> ShardDrift:
-    """``result`` without the schema drift of features missing because they are ``unserved``
-    (labels a request does not carry); ``drifted`` and ``score`` recomputed from the rest."""
-    gone = {n for n in result.schema.get("missing", ()) if _is_unserved(n, unserved)}
-    if not gone:
-        return result
-    features = [f for f in result.features if not (f.metric == "schema" and f.name in gone)]
-    schema = dict(result.schema)
-    schema["missing"] = [n for n in schema["missing"] if n not in gone]
-    if not schema["missing"]:
-        del schema["missing"]
-    return dataclasses.replace(
-        result,
-        features=features,
-        schema=schema,
-        drifted=bool(schema) or any(f.drifted for f in features),
-        score=max((f.score for f in features), default=0.0),
-    )
 
 
 def reference_featurizer(reference: Profile, name: str, featurizer: Any = None) -> Featurizer:
@@ -155,6 +130,11 @@ class ServingMonitor:
     fields (or features) of training samples that requests do not carry, such as labels
     (``unserved=["cls"]``): their absence from a window is expected, not schema drift.
 
+    ``spool`` is the local folder where closed windows wait until stored (None: a folder per
+    store, reference and source under ``$DRIFTLOADER_SPOOL`` or ``~/.cache``; False: none): a
+    window is on disk when the ``observe`` that closed it returns, and windows a killed process
+    left there are compared and stored by the next monitor (``recover``).
+
     Thread-safe. ``close()`` (or leaving a ``with`` block, or interpreter exit) closes the open
     window and waits until every window is compared and stored.
     """
@@ -175,6 +155,7 @@ class ServingMonitor:
         max_pending: int = 100_000,
         profile_config: ProfileConfig | None = None,
         storage_options: dict | None = None,
+        spool: str | os.PathLike | bool | None = None,
     ) -> None:
         self._check_args(window, interval, batch_size, max_pending, source, config)
         self.store = (
@@ -198,6 +179,7 @@ class ServingMonitor:
         self.profile_config = profile_config
         self.run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
         self._warn_preprocessing()
+        self._open_spool(spool)
         self._start_threads()
 
     @staticmethod
@@ -228,6 +210,28 @@ class ServingMonitor:
                 stacklevel=3,
             )
 
+    def _open_spool(self, spool: str | os.PathLike | bool | None) -> None:
+        """The run's write-ahead spool folder (``serving_spool``), or none with ``spool=False``."""
+        self._spool_header = {
+            "run": self.run,
+            "store": redact(self.store.url),
+            "reference": self.reference_name,
+            "source": self.source,
+            "fingerprint": self.featurizer.fingerprint,
+            "preprocessing": self.preprocessing,
+        }
+        if spool is False:
+            self.spool_root, self._spool = None, None
+            return
+        if spool is None or spool is True:
+            root = default_root(self.store.url, self.reference_name, self.source)
+        elif isinstance(spool, (str, os.PathLike)):
+            root = Path(spool)
+        else:
+            raise ValueError(f"spool must be a folder, True, False or None, got {spool!r}")
+        self.spool_root = root
+        self._spool = RunSpool.create(root, self.run)
+
     def _start_threads(self) -> None:
         self._lock = threading.Lock()  # the open window, the chunk and the pending count
         self._rows_lock = threading.Lock()  # rows and callbacks
@@ -239,10 +243,11 @@ class ServingMonitor:
         self._rows: list[Row] = []
         self._callbacks: list[DriftCallback] = []
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._recovery_asked = self._spool is None  # nothing to recover without a spool
         self._writes: queue.Queue = queue.Queue(maxsize=WRITE_BACKLOG)
         self._worker = _Worker(self)
         self._writer = threading.Thread(
-            target=_write_loop, args=(self._writes,), name="driftloader-serving-store", daemon=True
+            target=write_loop, args=(self._writes,), name="driftloader-serving-store", daemon=True
         )
         self._worker.thread.start()
         self._writer.start()
@@ -284,6 +289,8 @@ class ServingMonitor:
             win.n += 1
             win.end = wall
             return
+        if not self._recovery_asked:
+            self._ask_recovery()
         if win.deadline is not None and now >= win.deadline:
             win = self._close_window()
         i, total = 0, len(samples)
@@ -325,18 +332,42 @@ class ServingMonitor:
             )
             return
         self._pending += len(chunk)
-        self._inbox.put(("chunk", self._open.index, chunk))
+        self._inbox.put(("chunk", (self.run, self._open.index), chunk))
+        self._spooled("append", self._open.index, self._spool_header, chunk)
+
+    def _spooled(self, method: str, *args: Any) -> Any:
+        """``spool.method(*args)``; on a disk error, warn once and stop spooling."""
+        if self._spool is None:
+            return None
+        try:
+            return getattr(self._spool, method)(*args)
+        except OSError as e:
+            self._warn_once(
+                "spool",
+                f"ServingMonitor: cannot write to the spool {self.spool_root} ({e!r}); closed "
+                "windows are no longer kept on disk until stored",
+            )
+            self._spool = None
+            return None
 
     def _close_window(self) -> _OpenWindow:
         """Send the open window to be compared and stored; returns the new open window."""
         self._send_chunk()
         win = self._open
         if win.n:
-            self._inbox.put(("close", win.index, win.start, win.end, win.n, win.dropped))
+            end = {"start": win.start, "end": win.end, "observed": win.n, "dropped": win.dropped}
+            path = self._spooled("seal", win.index, self._spool_header, end)
+            self._inbox.put(("close", (self.run, win.index), end, self.preprocessing, path))
             self._open = _OpenWindow(win.index + 1)
         else:
             win.deadline = None
         return self._open
+
+    def _ask_recovery(self) -> None:
+        """Have the worker take the windows crashed runs left in the spool (under the lock)."""
+        self._recovery_asked = True
+        if self._spool is not None:
+            self._inbox.put(("recover",))
 
     def _rotate_if_due(self) -> None:
         """Close the open window if its interval has passed (called from the worker's tick)."""
@@ -376,6 +407,8 @@ class ServingMonitor:
         with self._lock:
             if self._closed:
                 return True
+            if not self._recovery_asked:
+                self._ask_recovery()
             self._close_window()
             self._inbox.put(("flush", done))
         return done.wait(timeout)
@@ -386,11 +419,30 @@ class ServingMonitor:
             if self._closed:
                 return
             self._closed = True
+            if not self._recovery_asked:
+                self._ask_recovery()
             self._close_window()
             self._inbox.put(("stop", None))
         atexit.unregister(self._at_exit)
         self._worker.thread.join(timeout)
         self._writer.join(timeout)
+        if self._spool is not None and not self._writer.is_alive():
+            self._spool.release()  # windows not stored stay in it for the next monitor
+
+    def recover(self, timeout: float | None = None) -> list[Row]:
+        """Compare and store the closed windows that crashed monitors of this store, reference
+        and source left in the spool, and wait until they are stored; returns the rows of every
+        window recovered so far (``recovered`` True). Also done in the background at the first
+        ``observe``, ``flush`` or ``close``."""
+        done = threading.Event()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this ServingMonitor is closed; recover needs an open one")
+            self._ask_recovery()
+            self._inbox.put(("flush", done))
+        done.wait(timeout)
+        with self._rows_lock:
+            return [dict(r, top=list(r["top"])) for r in self._rows if r.get("recovered")]
 
     def __enter__(self) -> ServingMonitor:
         return self
@@ -441,7 +493,7 @@ class _Worker:
         self.monitor = weakref.proxy(monitor)
         self.inbox, self.writes = monitor._inbox, monitor._writes
         self.tick = None if monitor.interval is None else min(monitor.interval / 4, 1.0)
-        self.building: dict[int, tuple[Profile, int]] = {}  # window -> (profile, errors)
+        self.building: dict[tuple, tuple[Profile, int]] = {}  # (run, window) -> profile, errors
         self.thread = threading.Thread(target=self.run, name="driftloader-serving", daemon=True)
 
     def run(self) -> None:
@@ -475,31 +527,29 @@ class _Worker:
                 self.monitor._done_with(len(message[2]))
         elif kind == "close":
             self._finish(*message[1:])
+        elif kind == "recover":
+            self._recover()
         elif kind == "flush":
             done = threading.Event()
             self.writes.put(done.set)  # the writer sets it once earlier writes are done
             done.wait()
             message[1].set()
 
-    def _profile(self, index: int) -> tuple[Profile, int]:
-        if index not in self.building:
+    def _profile(self, key: tuple[str, int]) -> tuple[Profile, int]:
+        if key not in self.building:
             m = self.monitor
-            meta: dict[str, Any] = {}
-            if m.preprocessing is not None:
-                meta["metadata"] = {"preprocessing": m.preprocessing}
             profile = Profile(
                 m.featurizer.fingerprint,
-                url=f"serving://{m.run}/window-{index:06d}",
+                url=f"serving://{key[0]}/window-{key[1]:06d}",
                 source=m.source,
                 config=m.profile_config,
-                meta=meta,
             )
-            self.building[index] = (profile, 0)
-        return self.building[index]
+            self.building[key] = (profile, 0)
+        return self.building[key]
 
-    def _featurize(self, index: int, samples: list[Mapping[str, Any]]) -> None:
+    def _featurize(self, key: tuple[str, int], samples: list[Mapping[str, Any]]) -> None:
         m = self.monitor
-        profile, errors = self._profile(index)
+        profile, errors = self._profile(key)
         rows = [as_shard_sample(s, m._npy_bytes) for s in samples]
         before = int(getattr(m.featurizer, "errors", 0) or 0)
         try:
@@ -508,7 +558,7 @@ class _Worker:
             m._warn_once("featurize", f"ServingMonitor: featurizing failed: {e}; counted")
             errors += self._one_by_one(profile, rows)
         errors += int(getattr(m.featurizer, "errors", 0) or 0) - before
-        self.building[index] = (profile, errors)
+        self.building[key] = (profile, errors)
 
     def _one_by_one(self, profile: Profile, rows: list[dict[str, Any]]) -> int:
         """Featurize ``rows`` one at a time after a batch failed; returns how many failed."""
@@ -522,95 +572,80 @@ class _Worker:
             profile.update(batch, n_samples=1)
         return failed
 
-    def _finish(self, index: int, start: float, end: float, observed: int, dropped: int) -> None:
+    def _finish(
+        self,
+        key: tuple[str, int],
+        end: Mapping[str, Any],
+        preprocessing: str | None,
+        spooled: Path | None,
+        recovered: bool = False,
+    ) -> None:
+        """Compare the closed window ``key``, publish its row, and queue it to be stored (and
+        its spool file ``spooled`` deleted once stored)."""
         m = self.monitor
-        profile, errors = self.building.pop(index, None) or self._profile(index)
-        self.building.pop(index, None)
+        profile, errors = self.building.pop(key, None) or self._profile(key)
+        self.building.pop(key, None)
         profile.count_errors(errors)
-        profile.created = end
+        profile.created = end["end"]
+        if preprocessing is not None:
+            profile.meta["metadata"] = {"preprocessing": preprocessing}
         profile.meta["serving"] = {
-            "run": m.run,
-            "window": index,
-            "start": start,
-            "end": end,
+            "run": key[0],
+            "window": key[1],
+            "start": end["start"],
+            "end": end["end"],
             "reference": m.reference_name,
-            "observed": observed,
-            "dropped": dropped,
+            "observed": end["observed"],
+            "dropped": end["dropped"],
         }
         result = None
         if profile.n:
             result = without_unserved(compare(profile, m.reference, m.config), m.unserved)
-        row = _row(profile, result, m.preprocessing)
+        row = window_row(profile, result, preprocessing)
+        if recovered:
+            row["recovered"] = True
         m._publish(row)
         if result is not None:
-            self.writes.put((m.store, profile, result, m.reference_name, row, m._set_stored))
+            job = (m.store, profile, result, m.reference_name, row, m._set_stored, spooled)
+            self.writes.put(job)
+        elif spooled is not None:  # nothing could be featurized: retrying would not help
+            spooled.unlink(missing_ok=True)
 
+    def _recover(self) -> None:
+        """Take the run folders of dead monitors in the spool, and finish their closed windows
+        (each featurized from its file, compared, published and queued to be stored)."""
+        m = self.monitor
+        for folder in orphaned_runs(m.spool_root, exclude=m.run):
+            spool = RunSpool.take(folder)
+            if spool is None:  # a live monitor's, or being recovered by another one
+                continue
+            lost = spool.drop_open()
+            if lost:
+                m._warn_once(
+                    f"lost {folder}",
+                    f"ServingMonitor: run {folder.name} ended with an open window of {lost} "
+                    "samples, lost (only closed windows are kept until stored)",
+                )
+            for path in spool.sealed():
+                self._recover_window(path)
+            self.writes.put(spool.release)  # once the writer has stored its windows
 
-def _row(profile: Profile, result: ShardDrift | None, preprocessing: str | None) -> Row:
-    info = profile.meta["serving"]
-    top = [] if result is None else [f.name for f in result.top(TOP_FEATURES) if f.drifted]
-    row: Row = {
-        "window": info["window"],
-        "start": info["start"],
-        "end": info["end"],
-        "n": profile.n,
-        "observed": info["observed"],
-        "dropped": info["dropped"],
-        "errors": profile.errors,
-        "drifted": bool(result is not None and result.drifted),
-        "score": float(result.score) if result is not None else math.nan,
-        "top": top,
-        "preprocessing": preprocessing,
-        "stored": False,
-        "url": profile.url,
-        "run": info["run"],
-    }
-    if result is None:
-        row["error"] = "no sample of the window could be featurized"
-    return row
-
-
-def _write_loop(writes: queue.Queue) -> None:
-    """The storing thread: each closed window's profile and catalog row, in order."""
-    while True:
-        job = writes.get()
-        if job is None:
-            return
-        if callable(job):  # a flush marker: everything before it is written
-            job()
-            continue
-        store, profile, result, reference, row, done = job
+    def _recover_window(self, path: Path) -> None:
+        m = self.monitor
         try:
-            _store_window(store, profile, result, reference, row)
-        except Exception as e:  # storage down: the window's row says so; the monitor goes on
-            warnings.warn(
-                f"ServingMonitor: could not store window {row['window']} in {store!r}: {e!r}",
-                MonitorWarning,
-                stacklevel=2,
+            header, end, chunks = read_window(path)
+        except (OSError, ValueError) as e:
+            m._warn_once(str(path), f"ServingMonitor: cannot recover {path}: {e}; left there")
+            return
+        mine = {k: v for k, v in m._spool_header.items() if k not in ("run", "preprocessing")}
+        if any(header.get(k) != v for k, v in mine.items()):
+            m._warn_once(
+                str(path),
+                f"ServingMonitor: {path} is a window of another store, reference, source or "
+                "featurizer; left there",
             )
-            done(row, f"not stored: {e!r}")
-            continue
-        done(row, None)
-
-
-def _store_window(
-    store: ProfileStore, profile: Profile, result: ShardDrift, reference: str, row: Row
-) -> None:
-    store.put_profile(profile)
-    store.record(
-        profile.url,
-        profile.version,
-        {
-            "reference": reference,
-            "action": "served",
-            "decided": row["end"],
-            "start": row["start"],
-            "end": row["end"],
-            "window": row["window"],
-            "run": row["run"],
-            "preprocessing": row["preprocessing"],
-            "drifted": result.drifted,
-            "score": result.score,
-            "top": [f.to_dict() for f in result.top(TOP_FEATURES)],
-        },
-    )
+            return
+        key = (header["run"], header["window"])
+        for chunk in chunks:
+            self._featurize(key, chunk)
+        self._finish(key, end, header.get("preprocessing"), path, recovered=True)

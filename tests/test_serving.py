@@ -22,6 +22,13 @@ from .test_records import npy, rows, write_tar
 N = 300
 
 
+@pytest.fixture(autouse=True)
+def spool_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's default spool folder under its tmp_path, not the user's cache."""
+    monkeypatch.setenv("DRIFTLOADER_SPOOL", str(tmp_path / "spool"))
+    return tmp_path / "spool"
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> ProfileStore:
     """Reference "v1" of 3 x 300 samples (4-vector and label), preprocessing "resize-v1"."""
@@ -277,3 +284,147 @@ def test_exit_without_close_stores_the_open_window(store, tmp_path):
     subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=120)
     served = sorted((r["window"], r["n"]) for r in store.catalog() if r.get("action") == "served")
     assert served == [(0, N), (1, 150)]
+
+
+CRASHING_SERVER = """
+import sys, time
+import numpy as np
+import driftloader as dl
+
+url, spool, spooling = sys.argv[1], sys.argv[2], sys.argv[3] == "spool"
+monitor = dl.ServingMonitor(
+    url, "v1", window=50, unserved=["cls"], spool=spool if spooling else False
+)
+x = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
+for row in x:
+    monitor.observe({"x.npy": row})
+print("observed", flush=True)  # 4 windows closed; the parent kills us now
+time.sleep(600)
+"""
+
+
+def serve_and_get_killed(tmp_path: Path, url: str, endpoint: str, spooling: bool) -> None:
+    """Run CRASHING_SERVER against the store at ``url`` through S3 ``endpoint`` and SIGKILL it
+    right after its 4 windows closed."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "crashing_server.py"
+    script.write_text(CRASHING_SERVER)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "AWS_ENDPOINT_URL": endpoint}
+    mode = "spool" if spooling else "none"
+    args = [sys.executable, str(script), url, str(tmp_path / "spool"), mode]
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            line = server.stdout.readline()
+        finally:
+            server.kill()  # SIGKILL: no atexit, no close()
+    assert line.strip() == "observed"
+
+
+def served_windows(store: ProfileStore) -> list[tuple[str, int, int]]:
+    rows = [r for r in store.catalog() if r.get("action") == "served"]
+    return sorted((r["run"], r["window"], r["n"]) for r in rows)
+
+
+@pytest.mark.parametrize("spooling", [True, False], ids=["spool", "no-spool"])
+def test_a_killed_server_loses_no_closed_window(s3_proxy, s3_bucket, tmp_path, spooling):
+    refs = [write_tar(tmp_path / "ref.tar", rows(N, 0))]
+    url = f"s3://{s3_bucket}/drift"
+    store = ProfileStore(url)
+    profile_shards(refs, store, progress=False)
+    store.build_reference("v1", refs)
+    s3_proxy.latency_ms = 400  # the server's store answers slowly: windows queue for it
+    serve_and_get_killed(tmp_path, url, s3_proxy.endpoint, spooling)
+    assert len(served_windows(store)) < 4  # killed before the slow store took them all
+    s3_proxy.latency_ms = 0
+    seen: list[int] = []
+    monitor = ServingMonitor(url, "v1", window=50, unserved=["cls"], spool=tmp_path / "spool")
+    monitor.on_drift(lambda row: seen.append(row["window"]))
+    recovered = monitor.recover()
+    monitor.close()
+    served = served_windows(store)
+    if not spooling:  # what the monitor did before the spool: closed windows lost
+        assert len(served) < 4 and recovered == []
+        return
+    assert [(w, n) for _, w, n in served] == [(0, 50), (1, 50), (2, 50), (3, 50)]
+    assert len({run for run, _, _ in served}) == 1  # the crashed run's keys, each stored once
+    assert {r["window"] for r in recovered} | {w for _, w, _ in served} == {0, 1, 2, 3}
+    assert all(r["recovered"] and r["stored"] and not r["drifted"] for r in recovered)
+    assert seen == []
+    assert not list((tmp_path / "spool").rglob("window-*"))  # stored, so deleted
+    again = ServingMonitor(url, "v1", window=50, unserved=["cls"], spool=tmp_path / "spool")
+    assert again.recover() == []  # nothing is recovered twice
+    again.close()
+    assert served_windows(store) == served
+
+
+def test_spooled_samples_come_back_as_they_were():
+    from PIL import Image
+
+    from driftloader.serving_spool import Unkept, decode_chunk, encode_chunk
+
+    image = Image.new("RGB", (5, 4), (10, 20, 30))
+    samples = [
+        {"x.npy": np.arange(4, dtype=np.float32), "a.jpg": image, "cls": 3, "txt": "hi"},
+        {"x.npy": np.ones((2, 2)), "b.bin": b"\x00\xff", "meta.json": {"k": [1, None]}},
+        {"cls": None, "odd": object()},
+    ]
+    line, parts = encode_chunk(samples)
+    back = decode_chunk(__import__("json").loads(line), b"".join(bytes(p) for p in parts))
+    assert [set(s) for s in back] == [set(s) for s in samples]
+    assert back[0]["x.npy"].dtype == np.float32 and back[0]["x.npy"].tolist() == [0, 1, 2, 3]
+    assert back[1]["x.npy"].tolist() == [[1, 1], [1, 1]]
+    assert back[0]["a.jpg"].mode == "RGB" and back[0]["a.jpg"].tobytes() == image.tobytes()
+    assert (back[0]["cls"], back[0]["txt"], back[1]["b.bin"]) == (3, "hi", b"\x00\xff")
+    assert back[1]["meta.json"] == {"k": [1, None]} and back[2]["cls"] is None
+    assert isinstance(back[2]["odd"], Unkept)
+    stacked = [{"x.npy": np.full(3, i, dtype=np.int16)} for i in range(5)]
+    line, parts = encode_chunk(stacked)
+    assert b'"stack"' in line
+    back = decode_chunk(__import__("json").loads(line), b"".join(bytes(p) for p in parts))
+    assert [s["x.npy"].tolist() for s in back] == [[i] * 3 for i in range(5)]
+
+
+def test_a_recovered_window_is_the_window_the_dead_run_would_have_stored(store, tmp_path):
+    from driftloader.serving_spool import RunSpool
+
+    samples = requests(N, 44, shift=1.0)
+    with ServingMonitor(store, "v1", window=N, unserved=["cls"], spool=False) as live:
+        live.observe(samples)
+    (expected,) = live.report()
+    # a dead run's spool, written as a monitor writes it: one closed window, one open one
+    header = {
+        "run": "dead-run",
+        "store": store.url,
+        "reference": "v1",
+        "source": "serving",
+        "fingerprint": store.get_reference("v1").fingerprint,
+        "preprocessing": "resize-v9",
+    }
+    dead = RunSpool.create(tmp_path / "spool", "dead-run")
+    dead.append(0, header, samples[:100])
+    dead.append(0, header, samples[100:])
+    end = {"start": 10.0, "end": 20.0, "observed": N, "dropped": 0}
+    dead.seal(0, header, end)
+    dead.append(1, header, samples[:7])
+    assert RunSpool.take(tmp_path / "spool" / "dead-run") is None  # alive: never taken
+    seen = []
+    monitor = ServingMonitor(store, "v1", window=N, unserved=["cls"], spool=tmp_path / "spool")
+    monitor.on_drift(lambda row: seen.append(row["url"]))
+    assert monitor.recover() == []  # the run still holds its lock
+    dead.release()  # the process dies: its lock goes, its files stay
+    with pytest.warns(MonitorWarning, match="open window of 7 samples, lost"):
+        (row,) = monitor.recover()
+    monitor.close()
+    assert row["url"] == "serving://dead-run/window-000000" and seen == [row["url"]]
+    assert (row["window"], row["run"], row["start"], row["end"]) == (0, "dead-run", 10.0, 20.0)
+    assert row["preprocessing"] == "resize-v9" and row["stored"] and row["recovered"]
+    assert (row["n"], row["drifted"], row["top"]) == (N, True, expected["top"])
+    assert row["score"] == pytest.approx(expected["score"])
+    stored = store.get_profile(row["url"], None)
+    assert stored.meta["serving"]["run"] == "dead-run" and stored.n == N
+    assert stored.meta["metadata"] == {"preprocessing": "resize-v9"}
+    assert not (tmp_path / "spool" / "dead-run").exists()
