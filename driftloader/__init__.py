@@ -37,6 +37,7 @@ _WHERE = {
     "Profile": "profile",
     "profile_shards": "profiling",
     "read_shard": "reader",
+    "ReadOptions": "reader",
     "read_records": "records",
     "ServingMonitor": "serving",
     "Shard": "sources",
@@ -64,6 +65,7 @@ __all__ = [
     "ProfileStore",
     "read_records",
     "read_shard",
+    "ReadOptions",
     "ReferenceNotFound",
     "reraise_exception",
     "ServingMonitor",
@@ -106,7 +108,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .monitoring import DriftCallback, DriftReport, log_drift
     from .profile import Profile
     from .profiling import profile_shards
-    from .reader import read_shard
+    from .reader import ReadOptions, read_shard
     from .records import read_records
     from .serving import ServingMonitor
     from .sources import Shard

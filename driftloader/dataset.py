@@ -25,14 +25,14 @@ from . import stages as S
 from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
 from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
-from .errors import ShardReadError
 from .fluent import FluidInterface
 from .gate import GateOptions, ShardGate
 from .handlers import error_handler
 from .monitoring import DriftRows
 from .pipeline import Context, hand_over
 from .policy import policy_from
-from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadStats, read_shard
+from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadOptions, ReadStats
+from .shardstream import EpochReader
 from .sources import Shard, expand_urls, redact, stat_shards
 from .worker_reports import WorkerReports
 
@@ -77,6 +77,10 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
     DataLoader workers so that each is read exactly once per epoch. ``on_error`` decides what a
     corrupt or unreadable shard does: ``"raise"`` (default), ``"skip"`` the rest of the shard
     (counted in ``stats``), ``"warn"``, or a webdataset-style ``handler(exn) -> bool``.
+
+    Each iterator keeps ranged requests in flight across shard boundaries, bounded by
+    ``read_options=ReadOptions(max_inflight=, max_requests=, lookahead=, timeout=, ...)`` (the
+    peak is ``stats.inflight_peak_bytes``); a shard the gate skips is never requested.
 
     webdataset's own arguments are accepted where they mean something here (``shardshuffle``,
     ``handler``, ``nodesplitter`` / ``workersplitter``, ``detshuffle``) and the others are
@@ -124,6 +128,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         retries: int = 5,
         opener: Callable[..., object] | None = None,
+        read_options: ReadOptions | None = None,
         equalize: bool = False,
         worker_handoff: bool = True,
         empty_check: bool = True,
@@ -138,8 +143,6 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
             raise ValueError(
                 "metadata= is kept in the profiles the loader writes to its store: pass store= too"
             )
-        if block_size < 4096:
-            raise ValueError(f"block_size={block_size} is too small; use at least 4096 bytes")
         self.storage_options = storage_options
         self.shards: list[Shard] = expand_urls(urls, storage_options)
         self.shardshuffle = args.shuffle
@@ -150,7 +153,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         self.single_node = args.single_node
         self.empty_check = empty_check
         self.resampled = args.resampled
-        self.read_options = dict(
+        self.read_options = (read_options or ReadOptions()).with_given(
             block_size=block_size, max_member_size=max_member_size, retries=retries, opener=opener
         )
         self.stages: list[S.Stage] = []
@@ -325,58 +328,15 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         limit: int | None = None,
         needed: Container[int] | None = None,
     ) -> Iterator[Any]:
-        counts, pos = progress.counts, 0
-        known = len(counts) if progress.source_done else len(counts) - 1
-        for j, shard in enumerate(shards):
-            if limit is not None and pos >= limit:
-                break
-            if needed is not None and j < known:  # finished before the state was saved
-                yield from self._replay_shard(shard, pos, counts[j], needed)
-                pos += counts[j]
-                continue
-            if j >= len(counts):
-                counts.append(0)
-            seen = counts[j]
-            try:
-                for i, sample in enumerate(self._shard_samples(shard)):
-                    if i < seen:  # resuming inside this shard
-                        yield sample if needed is not None and pos + i in needed else SKIPPED
-                        continue
-                    if limit is not None and pos + i >= limit:
-                        break
-                    counts[j] += 1
-                    yield sample
-            except ShardReadError as exn:
-                self._stats.errors += 1
-                self._stats.skipped_shards.append(redact(shard.url))
-                self._publish()
-                if not self.handler(exn):
-                    break
-            self._publish()
-            pos += counts[j]
-        progress.source_done = True
-
-    def _replay_shard(self, shard: Shard, pos: int, count: int, needed: Container[int]) -> Iterator:
-        """A shard finished before the state was saved: re-read it only if a sample of it is
-        still due (in a shuffle buffer), through a copy of the gate that keeps no decisions."""
-        if count == 0 or not any(i in needed for i in range(pos, pos + count)):
-            yield from itertools.repeat(SKIPPED, count)
-            return
-        gate = None if self.gate is None else self.gate.replica()
-        samples = itertools.islice(self._shard_samples(shard, gate), count)
-        for i, sample in enumerate(samples):
-            yield sample if pos + i in needed else SKIPPED
-
-    def _shard_samples(self, shard: Shard, gate: Any = _END) -> Iterator[dict]:
-        gate = self.gate if gate is _END else gate
-        if gate is not None and not gate.before(shard):
-            if gate.is_quarantined(shard):
-                self._stats.excluded_shards.append(redact(shard.url))
-            return
-        samples = read_shard(shard, self.storage_options, stats=self._stats, **self.read_options)
-        if gate is not None:
-            samples = gate.observe(shard, samples)
-        yield from samples
+        reader = EpochReader(
+            self.gate,
+            self.storage_options,
+            self.read_options,
+            self._stats,
+            self.handler,
+            self._publish,
+        )
+        return reader.samples(shards, progress, limit, needed, SKIPPED)
 
     # -------------------------------------------------------------------------- equalizing
 

@@ -225,10 +225,13 @@ class ShardGate:
             "action": verdict.action,
         }
 
-    def before(self, shard: Shard) -> bool:
-        """True to read the shard; False to skip it without reading a byte (recorded)."""
+    def before(self, shard: Shard, verdict: Verdict | None = None) -> bool:
+        """True to read the shard; False to skip it without reading a byte (recorded).
+        ``verdict``: the one ``ahead(shard)`` gave (the reader asks while earlier shards
+        are read, to fetch only admitted shards), else it is taken now."""
         key = (shard.url, shard.version)
-        verdict = self.verdict(shard, pinned=key in self.pinned)
+        if verdict is None:
+            verdict = self.ahead(shard)
         if verdict.action == EXCLUDED:
             self._record(shard, {"action": "excluded", "drifted": True, "n": 0})
             return False
@@ -240,6 +243,10 @@ class ShardGate:
         if verdict.stored is not None:
             self._stored[key] = (verdict.stored, verdict.drift)
         return True
+
+    def ahead(self, shard: Shard) -> Verdict:
+        """``verdict`` as ``before`` takes it, recording nothing: asked ahead of reading."""
+        return self.verdict(shard, pinned=(shard.url, shard.version) in self.pinned)
 
     def stored_probe(self, shard: Shard) -> Profile | None:
         """The stored probe of this shard version, if made with this featurizer (a probe is a

@@ -12,12 +12,14 @@ output of a shell command, as in webdataset.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ShardReadError
 from .fetch import (
@@ -32,7 +34,7 @@ from .fetch import (
 )
 from .sources import Shard, is_pipe, protocol_of, redact
 
-__all__ = ["ReadStats", "is_transient", "read_shard", "read_shards"]
+__all__ = ["ReadOptions", "ReadStats", "is_transient", "read_shard", "read_shards"]
 
 BLOCK = 512
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
@@ -52,6 +54,60 @@ _OTHER_COMPRESSIONS = {
 }
 
 Handler = Callable[[Exception], bool]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How shards are read: ``read_shards``' keywords as one value (``DriftDataset(read_options=)``).
+
+    ``max_inflight`` bytes and ``max_requests`` ranged requests are kept in flight (requested
+    and not yet parsed), for the current shard's next ``block_size`` blocks and the next
+    ``lookahead`` shards; ``timeout`` seconds without data is a stall, retried ``retries`` times
+    with ``backoff`` from the byte reached. Members over ``max_member_size`` bytes are refused.
+    """
+
+    block_size: int = DEFAULT_BLOCK_SIZE
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    max_requests: int = DEFAULT_MAX_REQUESTS
+    lookahead: int = 4
+    max_member_size: int = DEFAULT_MAX_MEMBER_SIZE
+    retries: int = 5
+    backoff: float = 0.2
+    timeout: float = DEFAULT_TIMEOUT
+    opener: Callable[..., object] | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_size < 4096:
+            raise ValueError(f"block_size={self.block_size} is too small; use at least 4096 bytes")
+        for name in ("max_inflight", "lookahead", "retries", "max_member_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.max_requests < 1:
+            raise ValueError(f"max_requests={self.max_requests} must be >= 1")
+        if self.timeout <= 0 or self.backoff < 0:
+            raise ValueError(
+                f"timeout={self.timeout} must be > 0 and backoff={self.backoff} >= 0 seconds"
+            )
+
+    def keywords(self) -> dict[str, Any]:
+        """These options as ``read_shards`` keywords."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def with_given(self, **given: Any) -> ReadOptions:
+        """These options with the keywords given one by one (``DriftDataset(block_size=...)``)
+        applied; a keyword left at its default changes nothing, one set both ways to different
+        values raises ``ValueError`` naming it."""
+        default, changes = ReadOptions(), {}
+        for name, value in given.items():
+            if value == getattr(default, name):
+                continue
+            mine = getattr(self, name)
+            if mine != getattr(default, name) and mine != value:
+                raise ValueError(
+                    f"{name}={value!r} and read_options.{name}={mine!r} disagree: give it once"
+                )
+            changes[name] = value
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 @dataclass
@@ -422,7 +478,8 @@ def read_shards(
 
     Ranged requests for the current shard's next blocks and the next ``lookahead`` shards'
     blocks stay in flight: at most ``max_requests`` of them and ``max_inflight`` bytes
-    requested and not yet parsed (at least one ``block_size`` block). ``shards`` is consumed lazily, ``lookahead`` ahead.
+    requested and not yet parsed (at least one ``block_size`` block). ``shards`` is consumed
+    lazily, ``lookahead`` shards ahead of the one being read.
     Read each ``samples`` before asking for the next pair; one left unread (a shard the
     caller decided to skip) is dropped with its requests. A shard that fails raises
     ``ShardReadError`` from its ``samples`` only: the next pair still comes.
@@ -431,10 +488,16 @@ def read_shards(
     with no data for ``timeout`` seconds counts as one. Every read of a shard is pinned to
     one version (see ``fetch``).
     """
-    if block_size < 4096:
-        raise ValueError(f"block_size={block_size} is too small; use at least 4096 bytes")
-    if max_inflight < 0 or lookahead < 0:
-        raise ValueError(f"max_inflight={max_inflight} and lookahead={lookahead} must be >= 0")
+    ReadOptions(  # checks them, naming the value
+        block_size,
+        max_inflight,
+        max_requests,
+        lookahead,
+        max_member_size,
+        retries,
+        backoff,
+        timeout,
+    )
     stats = stats if stats is not None else ReadStats()
     lock = threading.Lock()
 
@@ -509,36 +572,20 @@ def read_shard(
     shard: Shard | str,
     storage_options: dict | None = None,
     *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    max_inflight: int = DEFAULT_MAX_INFLIGHT,
-    max_requests: int = DEFAULT_MAX_REQUESTS,
-    max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
-    retries: int = 5,
-    backoff: float = 0.2,
-    timeout: float = DEFAULT_TIMEOUT,
     stats: ReadStats | None = None,
-    opener: Callable[..., object] | None = None,
+    **options: Any,
 ) -> Iterator[dict]:
     """Yield the samples of one shard; raise ``ShardReadError`` naming URL and byte offset.
+
+    ``options`` are ``read_shards``' keywords (``block_size``, ``max_inflight``, ``retries``,
+    ``timeout``, ``opener``, ...; ``lookahead`` means nothing for one shard).
 
     Example:
         >>> for sample in read_shard("data/shard-000000.tar"):
         ...     sample["__key__"], sorted(sample)
     """
-    pairs = read_shards(
-        [shard],
-        storage_options,
-        block_size=block_size,
-        max_inflight=max_inflight,
-        max_requests=max_requests,
-        max_member_size=max_member_size,
-        retries=retries,
-        backoff=backoff,
-        timeout=timeout,
-        lookahead=0,
-        stats=stats,
-        opener=opener,
-    )
+    options["lookahead"] = 0
+    pairs = read_shards([shard], storage_options, stats=stats, **options)
     with contextlib.closing(pairs):
         for _, samples in pairs:
             yield from samples

@@ -1,0 +1,239 @@
+"""A worker's pass over its shards: gate verdicts taken ahead, ``read_shards`` fed only the
+shards they admit, so ranged requests stay in flight across shard boundaries.
+
+``EpochReader.samples`` is the dataset's source stage. Each shard of the worker's epoch order
+becomes a ``Step``; the gate's verdict on it is asked (``ShardGate.ahead``, which records
+nothing) when the reader's lookahead reaches it, and only the shards it admits are fetched.
+When the stream reaches a step, the gate decides with that verdict (``ShardGate.before``, which
+records) and the shard's samples pass through ``gate.observe``. A shard seen twice inside the
+lookahead window (``resampled=True`` draws) is decided only when reached, and read then.
+Exact-once counts, resumption (``needed``: replayed shards) and ``on_error`` are the dataset's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ShardReadError
+from .gate import READ, ShardGate, Verdict
+from .reader import ReadOptions, ReadStats, read_shard, read_shards
+from .sources import Shard, redact
+
+
+@dataclass
+class Step:
+    """One shard of the pass: where it is in the order, which gate decides it, and whether its
+    bytes are fetched ahead (``fetch``) on the verdict taken ahead."""
+
+    index: int
+    shard: Shard
+    gate: ShardGate | None = None
+    verdict: Verdict | None = None  # taken ahead; None: decided when reached
+    fetch: bool = True
+    replay: bool = False  # finished before the state was saved: re-read only if still due
+    due: bool = True  # a replayed shard with a sample still due (in a shuffle buffer)
+
+
+class ShardStream:
+    """``(step, samples)`` in the steps' order; ``samples`` is None for a step not fetched.
+
+    The steps are pulled lazily by ``read_shards`` (its lookahead), which is given only the
+    shards of steps marked ``fetch``; the others are queued in between, in order.
+    """
+
+    def __init__(
+        self, steps: Iterable[Step], storage_options: dict | None, options: ReadOptions, stats
+    ) -> None:
+        self.steps = iter(steps)
+        self.storage_options = storage_options
+        self.options = options
+        self.stats = stats
+        self.queue: deque[Step] = deque()
+
+    def _fetched(self) -> Iterator[Shard]:
+        for step in self.steps:
+            self.queue.append(step)
+            if step.fetch:
+                yield step.shard
+
+    def __iter__(self) -> Iterator[tuple[Step, Iterator[dict] | None]]:
+        pairs = read_shards(
+            self._fetched(), self.storage_options, stats=self.stats, **self.options.keywords()
+        )
+        with contextlib.closing(pairs):
+            waiting: tuple[Shard, Iterator[dict]] | None = None
+            while True:
+                if not self.queue:
+                    waiting = next(pairs, None)  # pulls steps into the queue
+                    if not self.queue:
+                        return
+                step = self.queue.popleft()
+                if not step.fetch:
+                    yield step, None
+                    continue
+                shard, samples = waiting if waiting is not None else next(pairs)
+                waiting = None
+                yield step, samples
+
+    def pending(self, shard: Shard) -> bool:
+        """Whether ``shard`` (url and version) is queued, decided ahead and not yet reached."""
+        return any(
+            s.shard.url == shard.url and s.shard.version == shard.version for s in self.queue
+        )
+
+
+class EpochReader:
+    """The samples of one pass over a worker's shards, counted per shard for resumption."""
+
+    def __init__(
+        self,
+        gate: ShardGate | None,
+        storage_options: dict | None,
+        options: ReadOptions,
+        stats: ReadStats,
+        handler: Callable[[Exception], bool],
+        publish: Callable[[], None],
+    ) -> None:
+        self.gate = gate
+        self.storage_options = storage_options
+        self.options = options
+        self.stats = stats
+        self.handler = handler
+        self.publish = publish
+        self.current: Shard | None = None
+
+    def samples(
+        self,
+        shards: Iterable[Shard],
+        progress: Any,
+        limit: int | None = None,
+        needed: Container[int] | None = None,
+        skipped: Any = None,
+    ) -> Iterator[Any]:
+        """Samples in order, ``progress.counts[j]`` counting those of the j-th shard; on
+        resume (``needed``), shards finished before the state was saved give ``skipped``
+        placeholders, re-read only for the samples still due."""
+        counts = progress.counts
+        stream = ShardStream([], self.storage_options, self.options, self.stats)
+        stream.steps = self._steps(shards, counts, progress.source_done, needed, stream)
+        pairs = iter(stream)
+        with contextlib.closing(pairs):
+            yield from self._counted(pairs, counts, limit, needed, skipped)
+        progress.source_done = True
+
+    def _counted(
+        self,
+        pairs: Iterator[tuple[Step, Iterator[dict] | None]],
+        counts: list[int],
+        limit: int | None,
+        needed: Container[int] | None,
+        skipped: Any,
+    ) -> Iterator[Any]:
+        pos = 0
+        for step, fetched in pairs:
+            j, shard = step.index, step.shard
+            if limit is not None and pos >= limit:
+                break
+            self.current = shard
+            if step.replay:
+                yield from self._replayed(step, fetched, pos, counts[j], needed, skipped)
+                pos += counts[j]
+                continue
+            if j >= len(counts):
+                counts.append(0)
+            seen = counts[j]
+            try:
+                for i, sample in enumerate(self._admitted(step, fetched)):
+                    if i < seen:  # resuming inside this shard
+                        yield sample if needed is not None and pos + i in needed else skipped
+                        continue
+                    if limit is not None and pos + i >= limit:
+                        break
+                    counts[j] += 1
+                    yield sample
+            except ShardReadError as exn:
+                self.stats.errors += 1
+                self.stats.skipped_shards.append(redact(shard.url))
+                self.publish()
+                if not self.handler(exn):
+                    break
+            self.publish()
+            pos += counts[j]
+
+    def _steps(
+        self,
+        shards: Iterable[Shard],
+        counts: list[int],
+        source_done: bool,
+        needed: Container[int] | None,
+        stream: ShardStream,
+    ) -> Iterator[Step]:
+        known = len(counts) if source_done else len(counts) - 1
+        pos = 0
+        for j, shard in enumerate(shards):
+            if needed is None or j >= known:
+                yield self._decided(Step(j, shard, self.gate), stream)
+                continue
+            count, start = counts[j], pos  # finished before the state was saved
+            pos += count
+            if not any(i in needed for i in range(start, start + count)):
+                yield Step(j, shard, fetch=False, replay=True, due=False)
+                continue
+            gate = None if self.gate is None else self.gate.replica()  # keeps no decisions
+            yield self._decided(Step(j, shard, gate, replay=True), stream)
+
+    def _decided(self, step: Step, stream: ShardStream) -> Step:
+        """The step with its verdict taken ahead, fetched only if the gate admits it; a shard
+        already queued or being read is decided when reached (its profile may be stored by
+        then) and read on its own."""
+        if step.gate is None:
+            return step
+        shard = step.shard
+        current = self.current
+        if stream.pending(shard) or (
+            current is not None and (current.url, current.version) == (shard.url, shard.version)
+        ):
+            step.fetch = False
+            return step
+        step.verdict = step.gate.ahead(shard)
+        step.fetch = step.verdict.action == READ
+        return step
+
+    def _admitted(self, step: Step, fetched: Iterator[dict] | None) -> Iterator[dict]:
+        """The shard's samples if the gate reads it (through ``observe``); none if it skips."""
+        gate, shard = step.gate, step.shard
+        if gate is not None and not gate.before(shard, step.verdict):
+            if gate.is_quarantined(shard):
+                self.stats.excluded_shards.append(redact(shard.url))
+            return
+        samples = fetched
+        if samples is None:  # decided when reached: read on its own
+            samples = read_shard(
+                shard, self.storage_options, stats=self.stats, **self.options.keywords()
+            )
+        if gate is not None:
+            samples = gate.observe(shard, samples)
+        yield from samples
+
+    def _replayed(
+        self,
+        step: Step,
+        fetched: Iterator[dict] | None,
+        pos: int,
+        count: int,
+        needed: Container[int] | None,
+        skipped: Any,
+    ) -> Iterator[Any]:
+        """A shard finished before the state was saved: placeholders, and the samples of it
+        still due (in a shuffle buffer) read again through a gate that keeps no decisions."""
+        if not step.due:
+            yield from itertools.repeat(skipped, count)
+            return
+        samples = itertools.islice(self._admitted(step, fetched), count)
+        for i, sample in enumerate(samples):
+            yield sample if needed is not None and pos + i in needed else skipped

@@ -1,0 +1,121 @@
+"""DriftDataset reads ahead across shards on the latency proxy in front of moto: requests in
+flight across shard boundaries under the bound, gate-skipped shards never requested, no HEAD
+per shard under a gate, and every sample exactly once through a reset mid-block."""
+
+from __future__ import annotations
+
+import pytest
+
+import driftloader as dl
+from driftloader.reader import ReadOptions
+
+from .conftest import write_shard
+
+BLOCK = 16 * 1024
+
+
+def _upload(s3fs_fresh, bucket: str, tmp_path, name: str, n: int, seed: int, shift=0.0) -> tuple:
+    local = tmp_path / f"{name}.tar"
+    samples = write_shard(local, n, seed=seed, start=seed * 1000, shift=shift)
+    s3fs_fresh.put(str(local), f"{bucket}/{name}.tar")
+    return f"s3://{bucket}/{name}.tar", [s["__key__"] for s in samples]
+
+
+def _gets(proxy, name: str) -> list:
+    return [r for r in proxy.requests if r.method == "GET" and f"/{name}.tar" in r.target]
+
+
+def test_requests_in_flight_across_shard_boundaries_under_the_bound(
+    s3_proxy, s3_bucket, s3fs_fresh, tmp_path
+):
+    """Shards of one block each: two requests at once can only be two shards' (lookahead)."""
+    shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"one-{i}", 3, i) for i in range(6)]
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    block = 64 * 1024
+    read = ReadOptions(block_size=block, max_requests=2, max_inflight=2 * block)
+    ds = dl.DriftDataset(
+        [u for u, _ in shards], shuffle=False, storage_options=options, read_options=read
+    )
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 40
+    keys = [s["__key__"] for s in ds]
+    assert keys == [k for _, ks in shards for k in ks]  # each once, in order
+    # the proxy counts a request until its last byte is written: the next one asked for
+    # after an answer was read may overlap it by one
+    assert 2 <= s3_proxy.max_in_flight <= 2 + 1
+    assert s3_proxy.counts.get("HEAD", 0) == 0
+    assert block < ds.stats.inflight_peak_bytes <= 2 * block  # reported, within the bound
+
+
+def test_read_options_are_checked_and_merged_with_the_keywords(tmp_path):
+    path = tmp_path / "a.tar"
+    write_shard(path, 2)
+    ds = dl.DriftDataset(str(path), retries=2, read_options=ReadOptions(max_inflight=1 << 20))
+    assert (ds.read_options.retries, ds.read_options.max_inflight) == (2, 1 << 20)
+    with pytest.raises(ValueError, match=r"retries=2 and read_options\.retries=3 disagree"):
+        dl.DriftDataset(str(path), retries=2, read_options=ReadOptions(retries=3))
+    with pytest.raises(ValueError, match="max_requests=0"):
+        ReadOptions(max_requests=0)
+    with pytest.raises(ValueError, match="block_size=100"):
+        dl.DriftDataset(str(path), block_size=100)
+
+
+@pytest.fixture
+def gated_on_s3(s3_proxy, s3_bucket, s3fs_fresh, s3_env, tmp_path):
+    """On moto: reference shards, clean and drifted shards, all profiled (through moto
+    directly) in a local store with reference "ref"; the proxy's counts zeroed."""
+    from driftloader.profiling import profile_shards
+    from driftloader.store import ProfileStore
+
+    ref = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"ref-{i}", 300, i)[0] for i in range(3)]
+    clean = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"clean-{i}", 60, 10 + i) for i in range(3)]
+    drifted = [
+        _upload(s3fs_fresh, s3_bucket, tmp_path, f"drift-{i}", 60, 30 + i, shift=2.0)
+        for i in range(2)
+    ]
+    store = ProfileStore(str(tmp_path / "store"))
+    direct = {"client_kwargs": {"endpoint_url": s3_env}}
+    urls = ref + [u for u, _ in clean + drifted]
+    profile_shards(urls, store, progress=False, storage_options=direct)
+    store.build_reference("ref", ref, storage_options=direct)
+    # the order read: drifted shards between clean ones
+    order = [clean[0], drifted[0], clean[1], drifted[1], clean[2]]
+    s3_proxy.reset_stats()
+    return store, order
+
+
+def test_a_gate_skipped_shard_is_never_requested_and_no_head_is_sent(gated_on_s3, s3_proxy):
+    store, order = gated_on_s3
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.latency_ms = 20
+    ds = dl.DriftDataset(
+        [u for u, _ in order],
+        shuffle=False,
+        storage_options=options,
+        store=store,
+        reference="ref",
+        policy="skip",
+        read_options=dl.ReadOptions(block_size=BLOCK, lookahead=4),
+    )
+    keys = [s["__key__"] for s in ds]
+    assert keys == [k for u, ks in order if "clean" in u for k in ks]
+    assert _gets(s3_proxy, "drift-0") == [] and _gets(s3_proxy, "drift-1") == []
+    assert all(_gets(s3_proxy, f"clean-{i}") for i in range(3))
+    assert s3_proxy.counts.get("HEAD", 0) == 0  # versions from one listing, not a HEAD each
+    rows = {r["url"].rsplit("/", 1)[-1]: r["action"] for r in ds.drift_report()}
+    assert rows["drift-0.tar"] == rows["drift-1.tar"] == "skipped"
+
+
+def test_every_sample_once_through_a_reset_mid_block(s3_proxy, s3_bucket, s3fs_fresh, tmp_path):
+    shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"r-{i}", 12, i) for i in range(3)]
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.reset_stats()
+    s3_proxy.add_fault("reset", method="GET", ranged=True, nth=3, after_bytes=5000)
+    read = ReadOptions(block_size=BLOCK, backoff=0.01)
+    ds = dl.DriftDataset(
+        [u for u, _ in shards], shuffle=False, storage_options=options, read_options=read
+    )
+    keys = [s["__key__"] for s in ds]
+    assert keys == [k for _, ks in shards for k in ks]
+    assert ds.stats.retries == 1 and ds.stats.errors == 0
+    assert [r.fault for r in s3_proxy.requests].count("reset") == 1
