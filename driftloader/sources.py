@@ -384,12 +384,15 @@ def stat_shards(
     threads: int = 16,
     failed: list[tuple[str, str]] | None = None,
 ) -> list[Shard]:
-    """Stat many shards concurrently (object stores answer HEADs in parallel).
+    """Stat many shards: S3 shards from one listing per folder (``listed_shards``), the
+    others (and those a listing does not show) with a HEAD each, concurrently.
 
     With a ``failed`` list, a shard that cannot be stat'ed (missing, a changed pinned version)
     is left out and appended to it as ``(url, message)`` instead of raising."""
 
     def stat(shard: Shard) -> Shard | tuple[str, str]:
+        if shard.url in listed:
+            return listed[shard.url]
         if failed is None:
             return stat_shard(shard, storage_options)
         try:
@@ -398,6 +401,9 @@ def stat_shards(
             return (redact(shard.url), str(e))
 
     shards = list(shards)
+    listed = listed_shards(shards, storage_options)
+    if len(listed) == len(shards):
+        return [listed[s.url] for s in shards]
     if len(shards) <= 1:
         found = [stat(s) for s in shards]
     else:
@@ -406,3 +412,44 @@ def stat_shards(
     if failed is not None:
         failed.extend(f for f in found if isinstance(f, tuple))
     return [s for s in found if isinstance(s, Shard)]
+
+
+def listed_shards(shards: Sequence[Shard], storage_options: dict | None = None) -> dict[str, Shard]:
+    """Versions and sizes of unpinned S3 shards from one listing per folder instead of a HEAD
+    each: ``{url: Shard}`` for the shards the listing shows.
+
+    The listing is fresh (never a cached one) and, on a version-aware filesystem, lists object
+    versions, so each entry gives what a HEAD gives: the latest VersionId, the ETag and the
+    size (the same version string). Folders with one shard, and listings refused (no list
+    permission) or failing, are left to ``stat_shard``."""
+    folders: dict[tuple[str, str], list[Shard]] = {}
+    for shard in shards:
+        if shard.pinned or is_pipe(shard.url) or protocol_of(shard.url) not in ("s3", "s3a"):
+            continue
+        folder, _, name = shard.url.rpartition("/")
+        if folder and name:
+            folders.setdefault((folder, protocol_of(shard.url)), []).append(shard)
+    found: dict[str, Shard] = {}
+    for (folder, _), members in folders.items():
+        if len({s.url for s in members}) > 1:
+            found.update(_listed_folder(folder, members, storage_options))
+    return found
+
+
+def _listed_folder(folder: str, members: list[Shard], storage_options: dict | None) -> dict:
+    fs = filesystem(folder, storage_options)
+    names = [s.url.rpartition("/")[2] for s in members]
+    prefix = os.path.commonprefix(names)
+    try:
+        infos = fs.find(
+            fs._strip_protocol(folder), maxdepth=1, prefix=prefix, detail=True, refresh=True
+        )
+    except Exception:  # noqa: BLE001 - no list permission, an old s3fs: a HEAD each instead
+        return {}
+    by_name = {path.rpartition("/")[2]: info for path, info in infos.items()}
+    found = {}
+    for shard, name in zip(members, names):
+        info = by_name.get(name)
+        if info is not None and info.get("type", "file") == "file":
+            found[shard.url] = Shard(shard.url, shard_version(info), info.get("size"), False)
+    return found

@@ -139,3 +139,38 @@ def test_a_refused_http_connection_is_not_reported_as_a_missing_shard():
     with pytest.raises(ShardReadError, match=r"x\.tar: cannot stat shard.*cannot connect") as e:
         stat_shard(Shard(url))
     assert "does not exist" not in str(e.value)
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
+def test_s3_shards_are_stat_from_one_listing_as_a_head_would(
+    s3_proxy, s3_env, s3fs_fresh, tmp_path, versioned
+):
+    """A brace over N shards: one listing request and no HEAD, and the same versions and
+    sizes a HEAD per shard gives (an overwritten shard's latest version; a missing one still
+    fails naming it)."""
+    import uuid
+
+    import boto3
+
+    bucket = f"list-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=s3_env)
+    client.create_bucket(Bucket=bucket)
+    if versioned:
+        status = {"Status": "Enabled"}
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=status)
+    for i in range(4):
+        write_shard(tmp_path / f"s{i}.tar", 3 + i, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"s{i}.tar"), f"{bucket}/s{i}.tar")
+    s3fs_fresh.put(str(tmp_path / "s0.tar"), f"{bucket}/s1.tar")  # a second version of s1
+    s3fs_fresh.put(str(tmp_path / "s0.tar"), f"{bucket}/other.tar")
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    shards = expand_urls(f"s3://{bucket}/s{{0..3}}.tar", options)
+    s3_proxy.reset_stats()
+    listed = stat_shards(shards, options)
+    assert s3_proxy.counts == {"GET": 1}  # one listing, no HEAD
+    headed = [stat_shard(s, options) for s in shards]
+    assert listed == headed
+    assert [s.version[:2] for s in listed] == (["v:"] * 4 if versioned else ["e:"] * 4)
+    assert listed[1].size == listed[0].size
+    with pytest.raises(ShardReadError, match=r"s9\.tar: shard does not exist"):
+        stat_shards(shards + [Shard(f"s3://{bucket}/s9.tar")], options)
