@@ -7,7 +7,9 @@ What it shows, for one reference:
 * a table of shards sorted by score: decision, top features, version, validation;
 * for the most drifted features, the reference's distribution against the most drifted shards'
   (density and CDF from the quantile sketches; category shares for categorical features);
-* validation failures recorded in the catalog.
+* validation failures recorded in the catalog;
+* serving windows stored by ``ServingMonitor``, over time beside the shards and in a table,
+  each labelled with its preprocessing (``report_serving.py``).
 
 Shard results come from the catalog when it holds one for this reference; other stored profiles
 are compared with ``drift.compare``. Only the few profiles plotted are loaded, so a report over
@@ -40,6 +42,7 @@ from .drift import DriftConfig, compare
 from .errors import FingerprintMismatch
 from .profile import Profile
 from .progress import track
+from .report_serving import serving_section
 from .sources import expand_urls, protocol_of, redact, stat_shards
 from .store import ProfileStore, first_url, unique_shards, url_hash
 
@@ -166,6 +169,7 @@ def _rows(
     storage_options: dict | None,
     config: DriftConfig | None,
     compare_stored: bool = True,
+    catalog: list[CatalogRow] | None = None,
 ) -> list[ShardRow]:
     shards = None
     if urls is not None:
@@ -173,7 +177,8 @@ def _rows(
             storage_options = store.storage_options
         shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
     rows = []
-    for url, version, row in track(_selected_rows(store.catalog(), shards, reference), "read"):
+    catalog = store.catalog() if catalog is None else catalog
+    for url, version, row in track(_selected_rows(catalog, shards, reference), "read"):
         out = _row_from_catalog(dataclasses.replace(row, url=url, version=version), reference)
         if out.score is None:
             if row.fingerprint not in (None, ref.fingerprint):
@@ -504,13 +509,15 @@ def render_report(
     if isinstance(top_features, bool) or not isinstance(top_features, int) or top_features < 0:
         raise ValueError(f"top_features must be an int >= 0, got {top_features!r}")
     ref = store.get_reference(reference)
-    rows = _rows(store, ref, reference, urls, storage_options, config, compare_stored)
+    catalog = store.catalog()
+    rows = _rows(store, ref, reference, urls, storage_options, config, compare_stored, catalog)
     overview = _img(overview_plot(rows), "drift score over time and by source")
     cache: dict = {}
     features = [
         _feature_section(f, store, ref, rows, cache) for f in _top_names(rows, top_features)
     ]
-    return _document(reference, ref, rows, overview, features)
+    serving = serving_section(catalog, reference, rows)  # report_serving.py
+    return _document(reference, ref, rows, overview, features, serving)
 
 
 def _top_names(rows: list[ShardRow], k: int) -> list[str]:
@@ -518,7 +525,12 @@ def _top_names(rows: list[ShardRow], k: int) -> list[str]:
 
 
 def _document(
-    reference: str, ref: Profile, rows: list[ShardRow], overview: str, features: list[str]
+    reference: str,
+    ref: Profile,
+    rows: list[ShardRow],
+    overview: str,
+    features: list[str],
+    serving: str = "",
 ) -> str:
     title = f"driftloader report: reference {_e(reference)}"
     feature_html = "".join(features) or '<p class="note">no feature moved.</p>'
@@ -530,7 +542,7 @@ def _document(
         f'<p class="note">generated {_e(_when(_now()))}</p>'
         f"<h2>Summary</h2>{_summary(reference, ref, rows)}"
         f"<h2>Drift score over time and by source</h2>{overview}"
-        f"<h2>Shards by score</h2>{_table(rows)}"
+        f"<h2>Shards by score</h2>{_table(rows)}{serving}"
         f"<h2>Most drifted features</h2>{feature_html}"
         f"<h2>Validation failures</h2>{_validation(rows)}"
         "</body></html>\n"

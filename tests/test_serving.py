@@ -428,3 +428,44 @@ def test_a_recovered_window_is_the_window_the_dead_run_would_have_stored(store, 
     assert stored.meta["serving"]["run"] == "dead-run" and stored.n == N
     assert stored.meta["metadata"] == {"preprocessing": "resize-v9"}
     assert not (tmp_path / "spool" / "dead-run").exists()
+
+
+def test_report_shows_serving_windows_with_their_preprocessing(store):
+    import re
+
+    from driftloader.report import render_report
+
+    with ServingMonitor(store, "v1", window=N, unserved=["cls"], preprocessing="resize-v1") as m:
+        m.observe(requests(2 * N, 50))
+    with pytest.warns(PreprocessingWarning):
+        late = ServingMonitor(store, "v1", window=N, unserved=["cls"], preprocessing="<b>v2")
+    with late:
+        late.observe(requests(N, 51, shift=1.0))
+    html = render_report(store, "v1", top_features=0)
+    assert (
+        "<h2>Serving windows</h2>" in html
+        and "3 windows stored by ServingMonitor, 1 drifted" in html
+    )
+    table = re.search(r'<table id="serving">.*?</table>', html, re.S).group(0)
+    heads = re.findall(r"<th>(.*?)</th>", table)
+    assert heads[:8] == [
+        "window",
+        "start",
+        "end",
+        "n",
+        "drifted",
+        "score",
+        "top features",
+        "preprocessing",
+    ]
+    rows = re.findall(r"<tr( class=\"drifted\")?>(.*?)</tr>", table.split("<tbody>")[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", body) for _, body in rows]
+    assert [c[7] for c in cells] == ["resize-v1", "resize-v1", "&lt;b&gt;v2"]  # in time order
+    assert [c[0] for c in cells] == ["0", "1", "0"] and [c[3] for c in cells] == [str(N)] * 3
+    assert [c[4] for c in cells] == ["no", "no", "yes"] and [bool(d) for d, _ in rows] == [0, 0, 1]
+    assert cells[2][6].startswith(("x.npy[", "joint:x.npy/")) and float(cells[2][5]) >= 1
+    assert cells[0][1].endswith("UTC") and "<b>v2" not in html
+    assert 'alt="serving windows and training shards over time"' in html
+    no_windows = ProfileStore(store.url + "-empty")
+    no_windows.put_reference("v1", store.get_reference("v1"))
+    assert "Serving windows" not in render_report(no_windows, "v1", top_features=0)
