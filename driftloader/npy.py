@@ -135,7 +135,9 @@ def load_npy(raw: Any, *, numeric_only: bool = False, copy: bool = False) -> np.
     Raises ``NpyFormatError`` (a ``ValueError``) for bad magic, versions, headers, shapes or
     dtypes, object dtypes, and data shorter than the shape says. ``numeric_only`` also refuses
     non-numeric dtypes (strings, complex, dates). Without ``copy`` the array is a read-only view
-    of ``raw``. An ``np.ndarray`` passes through after the dtype check.
+    of ``raw`` (zero-copy) where that is safe: C order, and the data aligned for its dtype;
+    else (Fortran order, misaligned data) a copy. An ``np.ndarray`` passes through after the
+    dtype check.
     """
     if isinstance(raw, np.ndarray):
         check_dtype(raw.dtype, numeric_only)
@@ -150,5 +152,10 @@ def load_npy(raw: Any, *, numeric_only: bool = False, copy: bool = False) -> np.
     if head.count == 0:
         return np.empty(head.shape, head.dtype)
     flat = np.frombuffer(buf, dtype=head.dtype, count=head.count, offset=head.data_offset)
-    array = flat.reshape(head.shape[::-1]).T if head.fortran_order else flat.reshape(head.shape)
-    return array.copy() if copy else array
+    if head.fortran_order:
+        return flat.reshape(head.shape[::-1]).T.copy(order="F")
+    array = flat.reshape(head.shape)
+    if copy or not array.flags.aligned:
+        return array.copy()
+    array.flags.writeable = False  # a view of a bytearray too: never writes through
+    return array

@@ -75,8 +75,9 @@ class DecodeError(DriftloaderError, ValueError, DecodingError):
 
 
 def npy_loads(data: bytes) -> np.ndarray:
-    """Decode ``.npy`` bytes like ``np.load`` without pickle (strict: ``driftloader.npy``)."""
-    return load_npy(data, copy=True)
+    """Decode ``.npy`` bytes like ``np.load`` without pickle (strict: ``driftloader.npy``):
+    a read-only view of the sample's bytes where safe (no copy), else a copy."""
+    return load_npy(data)
 
 
 def _unpickle(data: bytes) -> Any:

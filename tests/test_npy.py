@@ -137,8 +137,47 @@ def test_pipeline_decode_and_features_share_the_strict_parser(tmp_path) -> None:
     with pytest.raises(ValueError, match="pickle"):
         list(dl.DriftDataset(str(path)).decode(allow_pickle=True))
     (good,) = list(dl.DriftDataset(str(path)).select(lambda s: s["__key__"] == "b").decode())
-    assert good["x.npy"].tolist() == [0, 1, 2] and good["x.npy"].flags.writeable
+    assert good["x.npy"].tolist() == [0, 1, 2] and not good["x.npy"].flags.writeable  # a view
     featurizer = DefaultFeaturizer()
     featurizer([{"__key__": "a", "x.npy": payload}, {"__key__": "b", "x.npy": bad}])
     assert featurizer.errors == 2
     assert pickle.dumps(featurizer)  # still picklable for worker processes
+
+
+def test_c_order_aligned_arrays_are_read_only_views_of_the_bytes() -> None:
+    array = np.arange(24, dtype="<f8").reshape(4, 6)
+    raw = npy(array)
+    got = load_npy(raw)
+    assert np.shares_memory(got, np.frombuffer(raw, np.uint8))  # no copy
+    assert not got.flags.writeable and got.flags.c_contiguous and got.flags.aligned
+    np.testing.assert_array_equal(got, array)
+    writable = bytearray(raw)  # a view of a mutable buffer does not write through either
+    assert not load_npy(writable).flags.writeable
+    assert pipeline.npy_loads(raw).base is not None  # decode() gives the view too
+    np.testing.assert_array_equal(pipeline.npy_loads(raw), array)
+
+
+def test_misaligned_and_fortran_data_are_copied() -> None:
+    array = np.arange(6, dtype="<f8")
+    shifted = memoryview(b"x" + npy(array))[1:]  # the data one byte off its 8-byte alignment
+    got = load_npy(shifted)
+    assert got.flags.aligned and not np.shares_memory(got, np.frombuffer(shifted, np.uint8))
+    np.testing.assert_array_equal(got, array)
+    fortran = np.asfortranarray(np.arange(6, dtype="<i4").reshape(2, 3))
+    raw = npy(fortran)
+    got = load_npy(raw)
+    assert got.flags.f_contiguous and not np.shares_memory(got, np.frombuffer(raw, np.uint8))
+    np.testing.assert_array_equal(got, fortran)
+
+
+def test_decoded_samples_share_the_sample_bytes(tmp_path) -> None:
+    path = tmp_path / "v.tar"
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(3):
+            sink.write({"__key__": f"k{i}", "x.npy": npy(np.full(5, i, dtype="<f4"))})
+    samples = list(dl.DriftDataset(str(path), shuffle=False))
+    for i, sample in enumerate(dl.DriftDataset(str(path), shuffle=False).decode()):
+        x = sample["x.npy"]
+        assert not x.flags.writeable and x.tolist() == [float(i)] * 5
+        assert isinstance(x.base, (bytes, memoryview, np.ndarray))
+    assert all(isinstance(s["x.npy"], bytes) for s in samples)
