@@ -160,24 +160,48 @@ class Fetcher:
     def _retrying(self, handle: ObjectHandle, offset: int, size: int, read_once) -> Piece:
         """Call ``read_once(offset, size, parts)`` until ``size`` bytes or EOF, resuming at the
         byte where a transient failure stopped it (``parts`` keeps what arrived)."""
-        parts: list[bytes] = []
-        attempt, piece = 0, Piece(b"")
+        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry)
         while True:
-            got = sum(map(len, parts))
+            start, left = tries.remaining()
             try:
-                piece = read_once(offset + got, size - got, parts)
-                break
+                piece = read_once(start, left, tries.parts)
+                return tries.piece(piece.total, piece.version)
             except Exception as e:
-                got = sum(map(len, parts))
-                if not is_transient(e) or attempt >= self.policy.retries:
-                    raise explain_storage_error(
-                        handle.url, e, offset + got, attempt, self.policy
-                    ) from e
-                attempt += 1
-                self.on_retry()
-                time.sleep(self.policy.pause(attempt))
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        return Piece(data, piece.total, piece.version)
+                time.sleep(tries.failed(e))
+
+
+class Attempts:
+    """One ranged request's tries, shared by the threaded and the async fetchers: the bytes
+    that arrived so far (``parts``: a retry resumes after them), the retries counted, and the
+    pause before the next one."""
+
+    def __init__(
+        self, url: str, offset: int, size: int, policy: RetryPolicy, on_retry: Callable[[], None]
+    ) -> None:
+        self.url, self.offset, self.size = url, offset, size
+        self.policy, self.on_retry = policy, on_retry
+        self.parts: list[bytes] = []
+        self.attempt = 0
+
+    def remaining(self) -> tuple[int, int]:
+        """``(offset, size)`` still to read: after the bytes that arrived."""
+        got = sum(map(len, self.parts))
+        return self.offset + got, self.size - got
+
+    def failed(self, e: Exception) -> float:
+        """Count a failed try and return the seconds to wait before the next; raise the
+        ``ShardReadError`` (at the byte reached) when it is not transient or retries are spent."""
+        at = self.remaining()[0]
+        if not is_transient(e) or self.attempt >= self.policy.retries:
+            raise explain_storage_error(self.url, e, at, self.attempt, self.policy) from e
+        self.attempt += 1
+        self.on_retry()
+        return self.policy.pause(self.attempt)
+
+    def piece(self, total: int | None, version: ShardVersion | None) -> Piece:
+        """The bytes read, in one piece, with what the last answer said about the object."""
+        data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        return Piece(data, total, version)
 
 
 def explain_storage_error(

@@ -14,15 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from .errors import ShardReadError
-from .fetch import (
-    Fetcher,
-    ObjectHandle,
-    Piece,
-    RetryPolicy,
-    Stalled,
-    explain_storage_error,
-    is_transient,
-)
+from .fetch import Attempts, Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled
 from .shardversion import ShardVersion
 from .sources import filesystem
 
@@ -44,26 +36,14 @@ class S3Fetcher(Fetcher):
 
     async def _get(self, handle: ObjectHandle, offset: int, size: int) -> Piece:
         bucket, key, _ = self.fs.split_path(handle.shard.url)
-        parts: list[bytes] = []
-        attempt = 0
+        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry)
         while True:
-            got = sum(map(len, parts))
+            start, left = tries.remaining()
             try:
-                total, version = await self._get_once(
-                    bucket, key, handle, offset + got, size - got, parts
-                )
-                break
+                total, version = await self._get_once(bucket, key, handle, start, left, tries.parts)
+                return tries.piece(total, version)
             except Exception as e:
-                got = sum(map(len, parts))
-                if not is_transient(e) or attempt >= self.policy.retries:
-                    raise explain_storage_error(
-                        handle.url, e, offset + got, attempt, self.policy
-                    ) from e
-                attempt += 1
-                self.on_retry()
-                await asyncio.sleep(self.policy.pause(attempt))
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        return Piece(data, total, version)
+                await asyncio.sleep(tries.failed(e))
 
     def _pin(self, handle: ObjectHandle) -> dict:
         version = handle.version

@@ -183,3 +183,23 @@ def test_a_refused_http_connection_is_not_a_missing_shard():
     with pytest.raises(ShardReadError, match=r"x\.tar.*(cannot connect|refused)") as caught:
         list(read_shard(url, retries=1, backoff=0.01))
     assert "does not exist" not in str(caught.value)
+
+
+def test_attempts_resume_after_the_bytes_received_and_stop_at_the_limit():
+    """The retry state both fetchers share: resume offset, counted retries, the final error."""
+    from driftloader.fetch import Attempts, RetryPolicy
+
+    retried = []
+    tries = Attempts(
+        "s3://b/x.tar", 1000, 500, RetryPolicy(retries=2, backoff=0.0), lambda: retried.append(1)
+    )
+    assert tries.remaining() == (1000, 500)
+    tries.parts.append(b"a" * 120)
+    assert tries.failed(ConnectionResetError()) == 0.0 and tries.remaining() == (1120, 380)
+    tries.parts.append(b"b" * 80)
+    tries.failed(TimeoutError())
+    with pytest.raises(ShardReadError, match=r"x\.tar at byte 1200: read failed \(2 retries\)"):
+        tries.failed(ConnectionResetError())
+    with pytest.raises(ShardReadError, match=r"at byte 1200: read failed: FileNotFoundError"):
+        Attempts("s3://b/x.tar", 1200, 1, RetryPolicy(), lambda: None).failed(FileNotFoundError())
+    assert len(retried) == 2 and tries.piece(500, None).data == b"a" * 120 + b"b" * 80
