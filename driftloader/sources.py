@@ -415,22 +415,24 @@ def stat_shards(
 
 
 def listed_shards(shards: Sequence[Shard], storage_options: dict | None = None) -> dict[str, Shard]:
-    """Versions and sizes of unpinned S3 shards from one listing per folder instead of a HEAD
-    each: ``{url: Shard}`` for the shards the listing shows.
+    """Versions and sizes of S3 shards from one listing per folder instead of a HEAD each:
+    ``{url: Shard}`` for the shards the listing answers for.
 
     The listing is fresh (never a cached one) and, on a version-aware filesystem, lists object
     versions, so each entry gives what a HEAD gives: the latest VersionId, the ETag and the
-    size (the same version string). Folders with one shard, and listings refused (no list
-    permission) or failing, are left to ``stat_shard``."""
-    folders: dict[tuple[str, str], list[Shard]] = {}
+    size (the same version string). A pinned shard is answered for when the listing shows its
+    pinned VersionId (or, for an ETag pin, its current ETag is the pinned one). Folders with
+    one shard, shards the listing does not answer for (missing, a pin that no longer holds)
+    and listings refused (no list permission) or failing are left to ``stat_shard``."""
+    folders: dict[str, list[Shard]] = {}
     for shard in shards:
-        if shard.pinned or is_pipe(shard.url) or protocol_of(shard.url) not in ("s3", "s3a"):
+        if is_pipe(shard.url) or protocol_of(shard.url) not in ("s3", "s3a"):
             continue
         folder, _, name = shard.url.rpartition("/")
         if folder and name:
-            folders.setdefault((folder, protocol_of(shard.url)), []).append(shard)
+            folders.setdefault(folder, []).append(shard)
     found: dict[str, Shard] = {}
-    for (folder, _), members in folders.items():
+    for folder, members in folders.items():
         if len({s.url for s in members}) > 1:
             found.update(_listed_folder(folder, members, storage_options))
     return found
@@ -439,17 +441,43 @@ def listed_shards(shards: Sequence[Shard], storage_options: dict | None = None) 
 def _listed_folder(folder: str, members: list[Shard], storage_options: dict | None) -> dict:
     fs = filesystem(folder, storage_options)
     names = [s.url.rpartition("/")[2] for s in members]
-    prefix = os.path.commonprefix(names)
+    every_version = _version_aware(fs) and any(s.pinned for s in members)
     try:
         infos = fs.find(
-            fs._strip_protocol(folder), maxdepth=1, prefix=prefix, detail=True, refresh=True
+            fs._strip_protocol(folder),
+            maxdepth=1,
+            prefix=os.path.commonprefix(names),
+            detail=True,
+            refresh=True,
+            **({"versions": True} if every_version else {}),
         )
     except Exception:  # noqa: BLE001 - no list permission, an old s3fs: a HEAD each instead
         return {}
-    by_name = {path.rpartition("/")[2]: info for path, info in infos.items()}
+    by_name: dict[str, list[dict]] = {}
+    for info in infos.values():
+        if info.get("type", "file") == "file":
+            key = str(info.get("Key") or info["name"]).split("?versionId=", 1)[0]
+            by_name.setdefault(key.rpartition("/")[2], []).append(info)
     found = {}
     for shard, name in zip(members, names):
-        info = by_name.get(name)
-        if info is not None and info.get("type", "file") == "file":
-            found[shard.url] = Shard(shard.url, shard_version(info), info.get("size"), False)
+        listed = _answer(shard, by_name.get(name, []), every_version)
+        if listed is not None:
+            found[shard.url] = listed
     return found
+
+
+def _answer(shard: Shard, infos: list[dict], every_version: bool) -> Shard | None:
+    """The shard as the listing's entries for its key describe it, or None to stat it."""
+    latest = [i for i in infos if i.get("IsLatest", True) or not every_version]
+    if not shard.pinned:
+        return Shard(shard.url, shard_version(latest[0]), latest[0].get("size")) if latest else None
+    pin = shard.parsed_version
+    if pin is not None and pin.version_id and every_version:
+        match = [i for i in infos if i.get("VersionId") == pin.version_id]
+    elif pin is not None and pin.etag:
+        match = [i for i in latest if str(i.get("ETag", "")).strip('"') == pin.etag]
+    else:
+        return None
+    if not match:
+        return None
+    return Shard(shard.url, shard.version, shard.size or match[0].get("size"), True)

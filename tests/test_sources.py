@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from driftloader.errors import NoShardsError, ShardReadError
+from driftloader.errors import NoShardsError, ShardReadError, VersionMismatch
 from driftloader.shardversion import ShardVersion, version_id_of
 from driftloader.sources import (
     Shard,
@@ -174,3 +174,30 @@ def test_s3_shards_are_stat_from_one_listing_as_a_head_would(
     assert listed[1].size == listed[0].size
     with pytest.raises(ShardReadError, match=r"s9\.tar: shard does not exist"):
         stat_shards(shards + [Shard(f"s3://{bucket}/s9.tar")], options)
+
+
+def test_pinned_manifest_shards_are_checked_from_one_listing(
+    s3_proxy, s3_bucket, s3fs_fresh, tmp_path
+):
+    """A snapshot manifest pins VersionIds: one versions listing checks them all (an
+    overwritten shard keeps its pinned version), no HEAD; a deleted version still fails."""
+    import boto3
+
+    for i in range(3):
+        write_shard(tmp_path / f"p{i}.tar", 2 + i, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"p{i}.tar"), f"{s3_bucket}/p{i}.tar")
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    pinned = stat_shards(expand_urls(f"s3://{s3_bucket}/p{{0..2}}.tar", options), options)
+    manifest = tmp_path / "snap.json"
+    entries = [{"url": s.url, "version": s.version, "size": s.size} for s in pinned]
+    manifest.write_text(json.dumps({"shards": entries}))
+    s3fs_fresh.put(str(tmp_path / "p0.tar"), f"{s3_bucket}/p1.tar")  # p1 overwritten since
+    shards = expand_urls(str(manifest), options)
+    s3_proxy.reset_stats()
+    checked = stat_shards(shards, options)
+    assert s3_proxy.counts == {"GET": 1}  # one listing of versions, no HEAD
+    assert checked == [Shard(s.url, s.version, s.size, True) for s in pinned]
+    client = boto3.client("s3", endpoint_url=s3_proxy.endpoint)
+    client.delete_object(Bucket=s3_bucket, Key="p2.tar", VersionId=pinned[2].version[2:])
+    with pytest.raises(VersionMismatch, match=r"p2\.tar: pinned version v:.* no longer exists"):
+        stat_shards(shards, options)
