@@ -48,7 +48,7 @@ from .errors import FingerprintMismatch
 from .features import DefaultFeaturizer, FeatureSpec, Featurizer, featurizer_from
 from .profile import Profile, ProfileConfig
 from .records import as_shard_sample
-from .serving_spool import RunSpool, default_root, orphaned_runs, read_window
+from .serving_spool import RunSpool, SealedWindow, SpooledWindow, default_root, orphaned_runs
 from .serving_windows import MonitorWarning, Row, window_row, without_unserved, write_loop
 from .sources import redact
 from .store import ProfileStore, recorded_featurizer
@@ -132,8 +132,10 @@ class ServingMonitor:
 
     ``spool`` is the local folder where closed windows wait until stored (None: a folder per
     store, reference and source under ``$DRIFTLOADER_SPOOL`` or ``~/.cache``; False: none): a
-    window is on disk when the ``observe`` that closed it returns, and windows a killed process
-    left there are compared and stored by the next monitor (``recover``).
+    window is written to it when the ``observe`` that closed it returns, and windows a killed process
+    left there are compared and stored by the next monitor (``recover``). The storing thread
+    fsyncs it before storing; ``spool_fsync=True`` fsyncs on the caller's thread instead, so a
+    closed window also survives a machine crash from the moment ``observe`` returns.
 
     Thread-safe. ``close()`` (or leaving a ``with`` block, or interpreter exit) closes the open
     window and waits until every window is compared and stored.
@@ -156,6 +158,7 @@ class ServingMonitor:
         profile_config: ProfileConfig | None = None,
         storage_options: dict | None = None,
         spool: str | os.PathLike | bool | None = None,
+        spool_fsync: bool = False,
     ) -> None:
         self._check_args(window, interval, batch_size, max_pending, source, config)
         self.store = (
@@ -179,6 +182,7 @@ class ServingMonitor:
         self.profile_config = profile_config
         self.run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
         self._warn_preprocessing()
+        self.spool_fsync = bool(spool_fsync)
         self._open_spool(spool)
         self._start_threads()
 
@@ -230,7 +234,7 @@ class ServingMonitor:
         else:
             raise ValueError(f"spool must be a folder, True, False or None, got {spool!r}")
         self.spool_root = root
-        self._spool = RunSpool.create(root, self.run)
+        self._spool = RunSpool.create(root, self.run, self._spool_header)
 
     def _start_threads(self) -> None:
         self._lock = threading.Lock()  # the open window, the chunk and the pending count
@@ -333,7 +337,7 @@ class ServingMonitor:
             return
         self._pending += len(chunk)
         self._inbox.put(("chunk", (self.run, self._open.index), chunk))
-        self._spooled("append", self._open.index, self._spool_header, chunk)
+        self._spooled("append", self._open.index, chunk)
 
     def _spooled(self, method: str, *args: Any) -> Any:
         """``spool.method(*args)``; on a disk error, warn once and stop spooling."""
@@ -356,8 +360,8 @@ class ServingMonitor:
         win = self._open
         if win.n:
             end = {"start": win.start, "end": win.end, "observed": win.n, "dropped": win.dropped}
-            path = self._spooled("seal", win.index, self._spool_header, end)
-            self._inbox.put(("close", (self.run, win.index), end, self.preprocessing, path))
+            sealed = self._spooled("seal", win.index, end, self.spool_fsync)
+            self._inbox.put(("close", (self.run, win.index), end, self.preprocessing, sealed))
             self._open = _OpenWindow(win.index + 1)
         else:
             win.deadline = None
@@ -577,11 +581,11 @@ class _Worker:
         key: tuple[str, int],
         end: Mapping[str, Any],
         preprocessing: str | None,
-        spooled: Path | None,
+        spooled: SealedWindow | None,
         recovered: bool = False,
     ) -> None:
-        """Compare the closed window ``key``, publish its row, and queue it to be stored (and
-        its spool file ``spooled`` deleted once stored)."""
+        """Compare the closed window ``key``, publish its row, and queue it to be stored (then
+        marked stored in the spool, ``spooled.done()``)."""
         m = self.monitor
         profile, errors = self.building.pop(key, None) or self._profile(key)
         self.building.pop(key, None)
@@ -609,43 +613,41 @@ class _Worker:
             job = (m.store, profile, result, m.reference_name, row, m._set_stored, spooled)
             self.writes.put(job)
         elif spooled is not None:  # nothing could be featurized: retrying would not help
-            spooled.unlink(missing_ok=True)
+            spooled.done()
 
     def _recover(self) -> None:
-        """Take the run folders of dead monitors in the spool, and finish their closed windows
-        (each featurized from its file, compared, published and queued to be stored)."""
+        """Take the run folders of dead monitors in the spool and finish their closed windows
+        (featurized from the log, compared, published, queued to be stored)."""
         m = self.monitor
         for folder in orphaned_runs(m.spool_root, exclude=m.run):
             spool = RunSpool.take(folder)
             if spool is None:  # a live monitor's, or being recovered by another one
                 continue
-            lost = spool.drop_open()
+            windows, lost, unreadable = spool.recoverable()
+            for problem in unreadable:
+                m._warn_once(problem, f"ServingMonitor: cannot recover {problem}; left there")
             if lost:
                 m._warn_once(
                     f"lost {folder}",
                     f"ServingMonitor: run {folder.name} ended with an open window of {lost} "
                     "samples, lost (only closed windows are kept until stored)",
                 )
-            for path in spool.sealed():
-                self._recover_window(path)
+            for window in windows:
+                self._recover_window(window)
             self.writes.put(spool.release)  # once the writer has stored its windows
 
-    def _recover_window(self, path: Path) -> None:
+    def _recover_window(self, spooled: SpooledWindow) -> None:
         m = self.monitor
-        try:
-            header, end, chunks = read_window(path)
-        except (OSError, ValueError) as e:
-            m._warn_once(str(path), f"ServingMonitor: cannot recover {path}: {e}; left there")
-            return
+        header = spooled.header
         mine = {k: v for k, v in m._spool_header.items() if k not in ("run", "preprocessing")}
         if any(header.get(k) != v for k, v in mine.items()):
             m._warn_once(
-                str(path),
-                f"ServingMonitor: {path} is a window of another store, reference, source or "
-                "featurizer; left there",
+                str(spooled.sealed.segment),
+                f"ServingMonitor: {spooled.sealed.segment} holds windows of another store, "
+                "reference, source or featurizer; left there",
             )
             return
-        key = (header["run"], header["window"])
-        for chunk in chunks:
+        key = (header["run"], spooled.window)
+        for chunk in spooled.chunks:
             self._featurize(key, chunk)
-        self._finish(key, end, header.get("preprocessing"), path, recovered=True)
+        self._finish(key, spooled.end, header.get("preprocessing"), spooled.sealed, True)

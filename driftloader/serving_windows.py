@@ -83,9 +83,11 @@ def write_loop(writes: queue.Queue) -> None:
             continue
         store, profile, result, reference, row, done, spooled = job
         try:
+            if spooled is not None:
+                spooled.sync()  # on the disk while it waits for the store
             store_window(store, profile, result, reference, row)
             if spooled is not None:
-                spooled.unlink(missing_ok=True)
+                spooled.done()  # the spool may forget it
         except Exception as e:  # storage down: the window's row says so; the monitor goes on
             warnings.warn(
                 f"ServingMonitor: could not store window {row['window']} in {store!r}: {e!r}",

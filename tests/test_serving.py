@@ -354,7 +354,7 @@ def test_a_killed_server_loses_no_closed_window(s3_proxy, s3_bucket, tmp_path, s
     assert {r["window"] for r in recovered} | {w for _, w, _ in served} == {0, 1, 2, 3}
     assert all(r["recovered"] and r["stored"] and not r["drifted"] for r in recovered)
     assert seen == []
-    assert not list((tmp_path / "spool").rglob("window-*"))  # stored, so deleted
+    assert not list((tmp_path / "spool").rglob("*.log"))  # stored, so deleted
     again = ServingMonitor(url, "v1", window=50, unserved=["cls"], spool=tmp_path / "spool")
     assert again.recover() == []  # nothing is recovered twice
     again.close()
@@ -404,12 +404,11 @@ def test_a_recovered_window_is_the_window_the_dead_run_would_have_stored(store, 
         "fingerprint": store.get_reference("v1").fingerprint,
         "preprocessing": "resize-v9",
     }
-    dead = RunSpool.create(tmp_path / "spool", "dead-run")
-    dead.append(0, header, samples[:100])
-    dead.append(0, header, samples[100:])
-    end = {"start": 10.0, "end": 20.0, "observed": N, "dropped": 0}
-    dead.seal(0, header, end)
-    dead.append(1, header, samples[:7])
+    dead = RunSpool.create(tmp_path / "spool", "dead-run", header)
+    dead.append(0, samples[:100])
+    dead.append(0, samples[100:])
+    dead.seal(0, {"start": 10.0, "end": 20.0, "observed": N, "dropped": 0})
+    dead.append(1, samples[:7])
     assert RunSpool.take(tmp_path / "spool" / "dead-run") is None  # alive: never taken
     seen = []
     monitor = ServingMonitor(store, "v1", window=N, unserved=["cls"], spool=tmp_path / "spool")
