@@ -132,6 +132,17 @@ def shard_metadata(
     return found
 
 
+def profile_meta(featurizer: Any, metadata: dict | None) -> dict:
+    """A new shard profile's ``meta``: the shard's ``metadata`` (when it has some) and the
+    ``FeatureSpec`` of its featurizer as JSON under ``"featurizer"`` (when it has one), so a
+    reference merged from the profiles records the featurizer they were made with."""
+    meta: dict = {} if metadata is None else {"metadata": metadata}
+    spec = getattr(featurizer, "spec", None)
+    if spec is not None:
+        meta["featurizer"] = spec.to_dict()
+    return meta
+
+
 class ShardProfiler:
     """Builds one shard's profile incrementally as samples stream by (used by the loader's gate too).
 
@@ -180,7 +191,7 @@ class ShardProfiler:
             version=shard.version,
             source=source if source is not None else source_label(shard_key(shard.url)),
             config=config,
-            meta={"metadata": meta} if meta is not None else None,
+            meta=profile_meta(self.featurizer, meta),
         )
         self._buffer: list[dict] = []
 

@@ -13,6 +13,10 @@ from .sources import Shard, redact
 _MAX_LISTED = 10
 
 
+class FeaturizerDisagreement(DriftloaderError, ValueError):
+    """The shard profiles to merge were made by different featurizers."""
+
+
 class MissingProfiles(DriftloaderError, LookupError):
     """Some shards have no stored profile at their current version."""
 
@@ -30,13 +34,51 @@ def merge_reference(
     ``reference.meta`` records the shards, the sorted set of their ``sources`` and of their
     ``preprocessing`` fingerprints (from their metadata, see ``profiling.shard_metadata``);
     ``drift.compare`` flags a shard declaring a source or fingerprint outside these sets.
+    ``meta["featurizer"]`` is the ``FeatureSpec`` JSON the profiles carry (``featurizer_spec``),
+    when they carry one.
     """
     missing = [(s.url, s.version) for s, p in zip(shards, profiles) if p is None]
     if missing:
         raise missing_profiles(name, missing, len(shards))
     found = [p for p in profiles if p is not None]
+    spec = featurizer_spec(name, [s for s, p in zip(shards, profiles) if p is not None], found)
     sources, preprocessing = origins(found)
-    return described(name, shards, Profile.merged(found), sources, preprocessing)
+    reference = described(name, shards, Profile.merged(found), sources, preprocessing)
+    if spec is not None:
+        reference.meta["featurizer"] = spec
+    return reference
+
+
+def featurizer_spec(name: str, shards: Sequence[Shard], profiles: Sequence[Profile]) -> dict | None:
+    """The ``FeatureSpec`` JSON the shard ``profiles`` were made with (``meta["featurizer"]``;
+    profiles made before it was recorded have none), None when none records one.
+    ``FeaturizerDisagreement`` when they were made by different featurizers (other fingerprints
+    or other specs), naming a shard of each."""
+    by_key: dict[str, tuple[Shard, Profile]] = {}
+    for shard, profile in zip(shards, profiles):
+        spec = profile.meta.get("featurizer")
+        by_key.setdefault(json.dumps([profile.fingerprint, spec], sort_keys=True), (shard, profile))
+    specs = {
+        json.dumps(p.meta["featurizer"], sort_keys=True): p.meta["featurizer"]
+        for _, p in by_key.values()
+        if p.meta.get("featurizer") is not None
+    }
+    if len({p.fingerprint for _, p in by_key.values()}) > 1 or len(specs) > 1:
+        raise FeaturizerDisagreement(_disagreement_message(name, list(by_key.values())))
+    return next(iter(specs.values()), None)
+
+
+def _disagreement_message(name: str, examples: list[tuple[Shard, Profile]]) -> str:
+    listed = "\n  ".join(
+        f"{redact(s.url)}: featurizer {p.fingerprint[:12]}, spec "
+        + json.dumps(p.meta.get("featurizer"), sort_keys=True)[:200]
+        for s, p in examples[:_MAX_LISTED]
+    )
+    return (
+        f"cannot build reference {name!r}: its shards were profiled with different featurizers, "
+        f"e.g.\n  {listed}\nprofile them again with one featurizer (driftloader profile "
+        "--features SPEC.json), or pick whose profiles to merge (reference --features SPEC.json)"
+    )
 
 
 def origins(profiles: Sequence[Profile]) -> tuple[set[str], set[str]]:
@@ -59,6 +101,7 @@ def described(
             f"cannot build reference {name!r}: its {len(shards)} shard(s) hold no samples "
             f"(first: {redact(shards[0].url)})"
         )
+    spec = reference.meta.get("featurizer")  # kept by the merge when every profile agrees
     reference.meta = {
         "reference": name,
         "count": len(shards),
@@ -66,6 +109,8 @@ def described(
         "sources": sorted(sources),
         "preprocessing": sorted(preprocessing),
     }
+    if spec is not None:
+        reference.meta["featurizer"] = spec
     return reference
 
 
@@ -100,8 +145,10 @@ def _missing_message(name: str, missing: list[tuple[str, str | None]], total: in
 
 
 __all__ = [
+    "FeaturizerDisagreement",
     "MissingProfiles",
     "described",
+    "featurizer_spec",
     "merge_reference",
     "missing_profiles",
     "origins",

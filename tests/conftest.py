@@ -6,7 +6,7 @@ import io
 import json
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,28 @@ def write_shard(
         for sample in samples:
             sink.write(sample)
     return samples
+
+
+@pytest.fixture
+def shard_families(tmp_path: Path) -> Callable[..., dict[str, list[str]]]:
+    """A factory: ``shard_families(n, refs)`` writes under ``tmp_path/data`` ``refs`` reference
+    shards ``ref-<i>.tar``, one clean ``clean-0.tar`` and one shifted ``bad-0.tar`` of ``n``
+    samples each, and returns their paths by family (``"ref"``, ``"clean"``, ``"bad"``)."""
+
+    def make(n: int, refs: int) -> dict[str, list[str]]:
+        data = tmp_path / "data"
+        data.mkdir(exist_ok=True)
+        out: dict[str, list[str]] = {"ref": [], "clean": [], "bad": []}
+        for i in range(refs):
+            write_shard(data / f"ref-{i}.tar", n, seed=i, start=i * 1000)
+            out["ref"].append(str(data / f"ref-{i}.tar"))
+        write_shard(data / "clean-0.tar", n, seed=11, start=11_000)
+        out["clean"].append(str(data / "clean-0.tar"))
+        write_shard(data / "bad-0.tar", n, seed=12, start=12_000, shift=1.0)
+        out["bad"].append(str(data / "bad-0.tar"))
+        return out
+
+    return make
 
 
 @pytest.fixture

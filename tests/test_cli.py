@@ -14,24 +14,12 @@ import webdataset as wds
 
 from driftloader.cli import main
 
-from .conftest import write_shard
-
 N = 300
 
 
 @pytest.fixture
-def shards(tmp_path: Path) -> dict[str, list[str]]:
-    data = tmp_path / "data"
-    data.mkdir()
-    out: dict[str, list[str]] = {"ref": [], "clean": [], "bad": []}
-    for i in range(4):
-        write_shard(data / f"ref-{i}.tar", N, seed=i, start=i * 1000)
-        out["ref"].append(str(data / f"ref-{i}.tar"))
-    write_shard(data / "clean-0.tar", N, seed=11, start=11_000)
-    out["clean"].append(str(data / "clean-0.tar"))
-    write_shard(data / "bad-0.tar", N, seed=12, start=12_000, shift=1.0)
-    out["bad"].append(str(data / "bad-0.tar"))
-    return out
+def shards(shard_families) -> dict[str, list[str]]:
+    return shard_families(N, refs=4)
 
 
 def test_profile_reference_check(shards, tmp_path, capsys):

@@ -13,30 +13,19 @@ from driftloader.check import check_shards
 from driftloader.cli import main
 from driftloader.features import DefaultFeaturizer, FeatureSpec
 from driftloader.profiling import profile_shards
+from driftloader.reference import FeaturizerDisagreement
 from driftloader.report import write_report
 from driftloader.sources import stat_shard
 from driftloader.store import ProfileStore
 from driftloader.validate import validate_shards
-
-from .conftest import write_shard
 
 N = 200
 SPEC = FeatureSpec({"x.npy": "summary", "cls": "categorical"})
 
 
 @pytest.fixture
-def shards(tmp_path: Path) -> dict[str, list[str]]:
-    data = tmp_path / "data"
-    data.mkdir()
-    out: dict[str, list[str]] = {"ref": [], "clean": [], "bad": []}
-    for i in range(3):
-        write_shard(data / f"ref-{i}.tar", N, seed=i, start=i * 1000)
-        out["ref"].append(str(data / f"ref-{i}.tar"))
-    write_shard(data / "clean-0.tar", N, seed=11, start=11_000)
-    out["clean"].append(str(data / "clean-0.tar"))
-    write_shard(data / "bad-0.tar", N, seed=12, start=12_000, shift=1.0)
-    out["bad"].append(str(data / "bad-0.tar"))
-    return out
+def shards(shard_families) -> dict[str, list[str]]:
+    return shard_families(N, refs=3)
 
 
 def _spec_reference(shards: dict, store: ProfileStore) -> dl.Profile:
@@ -66,6 +55,48 @@ def test_cli_round_trip_with_features_check_uses_the_references_spec(shards, tmp
     assert by_name["bad-0.tar"]["drifted"] and not by_name["clean-0.tar"]["drifted"]
     names = {f["name"] for f in by_name["bad-0.tar"]["features"]}
     assert names <= set(ref.kinds) and not any(n.startswith("txt") for n in names)
+
+
+def test_a_reference_takes_the_spec_its_shard_profiles_carry(shards, tmp_path, capsys):
+    """Profiled with --features, the reference built without it records the profiles' spec,
+    and check (no --features either) compares with the same featurizer."""
+    store = str(tmp_path / "store")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(SPEC.to_json())
+    assert main(["profile", *shards["ref"], "--store", store, "--features", str(spec_file)]) == 0
+    assert main(["reference", "v1", *shards["ref"], "--store", store]) == 0
+    capsys.readouterr()
+    ref = ProfileStore(store).get_reference("v1")
+    assert ref.fingerprint == SPEC.fingerprint
+    assert ref.meta["featurizer"] == json.loads(SPEC.to_json())
+    shard = stat_shard(dl.Shard(shards["ref"][0]))
+    stored = ProfileStore(store).get_profile(shard.url, shard.version)
+    assert stored.meta["featurizer"] == json.loads(SPEC.to_json())
+    code = main(["check", *shards["bad"], "--store", store, "--reference", "v1", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["errors"] == [] and report["shards"][0]["drifted"]
+    assert {f["name"] for f in report["shards"][0]["features"]} <= set(ref.kinds)
+
+
+def test_a_reference_of_shards_profiled_by_different_featurizers_is_refused(
+    shards, tmp_path, capsys
+):
+    store = str(tmp_path / "store")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(SPEC.to_json())
+    first, rest = shards["ref"][:1], shards["ref"][1:]
+    assert main(["profile", *first, "--store", store, "--features", str(spec_file)]) == 0
+    assert main(["profile", *rest, "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["reference", "v1", *shards["ref"], "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert "different featurizers" in err and "ref-0.tar" in err and "--features" in err
+    with pytest.raises(FeaturizerDisagreement, match="ref-1.tar"):
+        ProfileStore(store).build_reference("v1", shards["ref"])
+    # picking one featurizer's profiles still works
+    assert main(["profile", *first, "--store", store]) == 0
+    ref = ProfileStore(store).build_reference("v1", shards["ref"], featurizer=DefaultFeaturizer())
+    assert ref.meta["featurizer"] == DefaultFeaturizer().spec.to_dict()
 
 
 def test_a_bad_features_file_is_a_clear_error(shards, tmp_path, capsys):
