@@ -47,6 +47,8 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     from typing_extensions import Self
 
+from driftloader.thumbnails import checked_thumbnails, merge_thumbnails
+
 FORMAT = 2  # format 1 (before typed-array sketches) still loads: its envelope is the same
 READS = (1, 2)
 KINDS = ("numeric", "categorical", "tokens")
@@ -177,6 +179,7 @@ class Profile:
         self.features: dict[str, dict[str, Sketch]] = {}
         self.reservoir: Reservoir | None = None
         self._reservoir_columns: list[str] = []
+        self.thumbnails: dict[str, list[str]] = {}  # image field -> base64 JPEGs (thumbnails.py)
 
     # -- building ------------------------------------------------------------------------------
 
@@ -344,6 +347,7 @@ class Profile:
         for name, kind in self.kinds.items():
             _backfill(kind, mine[name], total - next(iter(mine[name].values())).n)
         self._merge_reservoirs(others, total)
+        self.thumbnails = merge_thumbnails([self.thumbnails, *(o.thumbnails for o in others)])
         self._merge_metadata(others)
         self.n = total
         self.errors += sum(o.errors for o in others)
@@ -446,6 +450,7 @@ class Profile:
                 for name, sk in self.features.items()
             },
             "reservoir": None if self.reservoir is None else self.reservoir.to_dict(),
+            **({"thumbnails": self.thumbnails} if self.thumbnails else {}),
         }
 
     def to_json(self) -> str:
@@ -501,6 +506,7 @@ class Profile:
         for name, feature in d["features"].items():
             p._load_feature(name, feature)
         p._load_reservoir(d["reservoir"])
+        p.thumbnails = checked_thumbnails(d.get("thumbnails", {}))
         return p
 
     def _load_feature(self, name: str, feature: Any) -> None:

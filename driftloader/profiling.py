@@ -44,6 +44,7 @@ from .sources import (
     strip_protocol,
 )
 from .store import ProfileStore, shard_key, source_label, unique_shards
+from .thumbnails import add_thumbnails
 
 ON_ERROR = ("raise", "skip")  # the names of handlers.ON_ERROR that profiling takes
 PROGRESS_INTERVAL = 0.5
@@ -224,6 +225,7 @@ class ShardProfiler:
         before = int(getattr(self.featurizer, "errors", 0) or 0)
         batch = self.featurizer(samples)
         self.profile.update(batch, n_samples=len(samples))
+        add_thumbnails(self.profile.thumbnails, samples)
         after = int(getattr(self.featurizer, "errors", 0) or 0)
         if after > before:
             self.profile.count_errors(after - before)

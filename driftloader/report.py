@@ -42,6 +42,7 @@ from .drift import DriftConfig, compare
 from .errors import FingerprintMismatch
 from .profile import Profile
 from .progress import track
+from .report_images import content_sections
 from .report_serving import serving_section
 from .sources import expand_urls, protocol_of, redact, stat_shards
 from .store import ProfileStore, first_url, unique_shards, url_hash
@@ -517,6 +518,7 @@ def render_report(
         _feature_section(f, store, ref, rows, cache) for f in _top_names(rows, top_features)
     ]
     serving = serving_section(catalog, reference, rows)  # report_serving.py
+    features.append(content_sections(store, ref, rows, cache))  # report_images.py
     return _document(reference, ref, rows, overview, features, serving)
 
 

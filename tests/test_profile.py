@@ -384,3 +384,31 @@ def test_a_profile_stored_with_joint_columns_in_its_reservoir_loads_without_them
     )
     merged = Profile.merged([old, fresh])
     assert merged.n == 35 and merged.reservoir.seen == 35 and merged.reservoir.width == 3
+
+
+def test_thumbnails_merge_like_sketches_and_round_trip() -> None:
+    from driftloader.thumbnails import PER_FIELD, thumbnail
+
+    def jpeg(level: int) -> bytes:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.full((40, 60, 3), level, dtype=np.uint8)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    parts = []
+    for s in range(3):
+        p = profile(make_batch(20, s))
+        p.thumbnails = {"jpg": [thumbnail(jpeg(40 * s + j)) for j in range(3)]}
+        parts.append(p)
+    ab_c = Profile.merged([Profile.merged(parts[:2]), parts[2]])
+    a_bc = Profile.merged([parts[0], Profile.merged(parts[1:])])
+    c_ba = Profile.merged([parts[2], parts[1], parts[0]])
+    assert ab_c.thumbnails == a_bc.thumbnails == c_ba.thumbnails
+    assert len(ab_c.thumbnails["jpg"]) == PER_FIELD
+    assert Profile.from_json(ab_c.to_json()).thumbnails == ab_c.thumbnails
+    assert "thumbnails" not in json.loads(profile(make_batch(5)).to_json())  # none, none stored
+    bad = json.loads(ab_c.to_json())
+    bad["thumbnails"] = {"jpg": ["not base64!"]}
+    with pytest.raises(ProfileFormatError, match="thumbnail"):
+        Profile.from_dict(bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -298,3 +299,72 @@ def test_quarantine_leaves_serving_windows_alone(store):
     store.record("serving://run/window-1", None, window)
     result = quarantine(store, "ref")
     assert result.shards and all(not s["url"].startswith("serving://") for s in result.shards)
+
+
+def _jpeg_samples(seed: int, n: int, brighter: int = 0) -> list[dict]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:48, 0:64] / 64
+    out = []
+    for i in range(n):
+        img = np.stack([110 + 60 * np.sin(3 * rng.uniform(-1, 1) * x + 6 * y)] * 3, axis=-1)
+        img = np.clip(img + rng.normal(0, 4, img.shape) + brighter, 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=90)
+        out.append({"__key__": str(i), "jpg": buf.getvalue()})
+    return out
+
+
+def _vector_samples(seed: int, n: int, rho: float) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 2))
+    x[:, 1] = rho * x[:, 0] + np.sqrt(1 - rho**2) * x[:, 1]
+    out = []
+    for i, row in enumerate(x):
+        buf = io.BytesIO()
+        np.save(buf, row)
+        out.append({"__key__": str(i), "x.npy": buf.getvalue()})
+    return out
+
+
+def _content_profile(url: str, seed: int, brighter: int = 0, rho: float = 0.8) -> Profile:
+    from driftloader.profiling import ShardProfiler
+
+    jpegs, vectors = _jpeg_samples(seed, 200, brighter), _vector_samples(seed, 200, rho)
+    profiler = ShardProfiler(Shard(url, "v1"))
+    profiler.add_many([{**a, **b} for a, b in zip(jpegs, vectors)])
+    return profiler.finish()
+
+
+def test_image_and_joint_sections_for_a_brightened_and_a_flipped_shard(tmp_path):
+    store = ProfileStore(str(tmp_path / "store"))
+    reference = Profile.merged([_content_profile(f"/ref/{i}.tar", i) for i in range(3)])
+    store.put_reference("ref", reference)
+    bright = _content_profile("/data/bright.tar", 10, brighter=20)
+    flipped = _content_profile("/data/flipped.tar", 11, rho=-0.8)
+    for p in (bright, flipped):
+        store.put_profile(p)
+        record(store, p, reference, "passed")
+    doc = render_report(store, "ref")
+    text = "".join(parse(doc).text)
+    assert "Image features" in text and "image field jpg" in text
+    assert "jpg.brightness" in text and "jpg.sharpness" in text and "/data/bright.tar" in text
+    assert 'alt="jpg: brightness, contrast and sharpness' in doc
+    assert "Joint drift" in text and "joint: x.npy (direction" in text
+    assert "scatter of x.npy[0] and x.npy[1]" in doc or "scatter of x.npy[1] and x.npy[0]" in doc
+    # the contact sheet: the reference's and the brightened shard's stored thumbnails
+    for label in ("reference", "/data/bright.tar"):
+        sheet = re.findall(
+            rf'alt="jpg thumbnail, {label}" src="data:image/jpeg;base64,([^"]+)"', doc
+        )
+        assert len(sheet) == 4
+        assert all(base64.b64decode(t)[:2] == b"\xff\xd8" for t in sheet)  # JPEG
+    assert len(bright.thumbnails["jpg"]) == 4 and "x.npy" not in bright.thumbnails
+    # thumbnails count in the size bound
+    assert len(bright.to_json()) / len(bright.kinds) <= 8192
+
+
+def test_no_image_or_joint_section_without_such_drift(store):
+    doc = render_report(store, "ref")
+    assert "Image features" not in doc and "Joint drift" not in doc
