@@ -349,10 +349,20 @@ def write_table(rows: list, rw: dict, tw: dict, args: argparse.Namespace, elapse
         f"{len(NAMES) + 4} features, on the raw values of the same shards and the raw reference sample.",
         f"Runtime {elapsed:.0f} s.",
     ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + kept_sections()
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
+
+
+KEPT = "\n## Images and joint drift"  # measured by benchmarks/images.py and joint.py
+
+
+def kept_sections() -> str:
+    """The sections of the results file this script does not measure (kept as they are)."""
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    at = old.find(KEPT)
+    return old[at:] if at >= 0 else ""
 
 
 if __name__ == "__main__":
