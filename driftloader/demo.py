@@ -155,10 +155,18 @@ def _four_ways(roles: dict[str, list[str]], store, seed: int, epochs: int = 3) -
         ('DriftDataset policy="resample"', gated("resample", ("x.npy", "cls")), False),
     ]
     rows = []
-    for label, make, weighted in ways:
-        start = time.perf_counter()
-        model, seen = train(make, weighted, epochs, seed)
-        rows.append((label, seen, accuracy(model, roles["holdout"]), time.perf_counter() - start))
+    threads = torch.get_num_threads()
+    # a 16-64-4 MLP on batches of 64 runs fastest on one thread: with two, torch's intra-op
+    # threads spin against the loader (30x the CPU time on a busy 2-core machine, measured)
+    torch.set_num_threads(1)
+    try:
+        for label, make, weighted in ways:
+            start = time.perf_counter()
+            model, seen = train(make, weighted, epochs, seed)
+            elapsed = time.perf_counter() - start
+            rows.append((label, seen, accuracy(model, roles["holdout"]), elapsed))
+    finally:
+        torch.set_num_threads(threads)
     return rows
 
 

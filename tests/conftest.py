@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-import pytest
-import webdataset as wds
+# The tests run in parallel (pytest-xdist) on a 2-core machine and start many subprocesses
+# (DataLoader workers, torchrun, examples): one intra-op thread each keeps them from spinning
+# against each other. Subprocesses inherit the variable; this process sets torch's own below.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import webdataset as wds  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+torch.set_num_threads(1)
+# Hypothesis deadlines are timings: on a loaded machine they fail tests that are correct.
+settings.register_profile("driftloader", deadline=None)
+settings.load_profile("driftloader")
 
 
 def _free_port() -> int:
