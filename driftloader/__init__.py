@@ -27,6 +27,7 @@ _WHERE = {
     "DriftReport": "monitoring",
     "log_drift": "monitoring",
     "ShardReadError": "errors",
+    "StorageUnreachable": "errors",
     "VersionMismatch": "errors",
     "EmbeddingFeaturizer": "features",
     "FeatureSpec": "features",
@@ -72,6 +73,7 @@ __all__ = [
     "Shard",
     "ShardDrift",
     "ShardReadError",
+    "StorageUnreachable",
     "VersionMismatch",
     "warn_and_continue",
 ]

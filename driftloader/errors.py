@@ -45,6 +45,11 @@ class StoreReadOnlyError(DriftloaderError, PermissionError):
     """The profile store cannot be written: opened ``read_only``, or it refused a write."""
 
 
+class StorageUnreachable(DriftloaderError, ConnectionError):
+    """Storage could not be reached at all (no connection, no credentials); the message says
+    what to set (``AWS_ENDPOINT_URL``, ``storage_options``, credentials)."""
+
+
 class StoreTimeoutError(DriftloaderError, TimeoutError):
     """A profile store operation did not finish within the store's ``timeout``."""
 

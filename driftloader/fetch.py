@@ -37,7 +37,7 @@ from typing import Any
 
 from .errors import ShardReadError
 from .shardversion import ShardVersion
-from .sources import Shard, filesystem, redact, storage_hint
+from .sources import Shard, filesystem, is_connect_failure, redact, storage_hint
 
 _TRANSIENT_NAMES = {
     "ClientPayloadError",
@@ -160,7 +160,7 @@ class Fetcher:
     def _retrying(self, handle: ObjectHandle, offset: int, size: int, read_once) -> Piece:
         """Call ``read_once(offset, size, parts)`` until ``size`` bytes or EOF, resuming at the
         byte where a transient failure stopped it (``parts`` keeps what arrived)."""
-        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry)
+        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry, type(self).__name__)
         while True:
             start, left = tries.remaining()
             try:
@@ -170,16 +170,30 @@ class Fetcher:
                 time.sleep(tries.failed(e))
 
 
+ANSWERED: set[str] = set()
+"""Fetcher kinds that storage has answered in this process. Before the first answer a failed
+connection is retried once (a wrong or firewalled endpoint fails in seconds); after it, as often
+as any transient failure (a blip during a long run)."""
+FIRST_CONTACT_RETRIES = 1
+
+
 class Attempts:
     """One ranged request's tries, shared by the threaded and the async fetchers: the bytes
     that arrived so far (``parts``: a retry resumes after them), the retries counted, and the
     pause before the next one."""
 
     def __init__(
-        self, url: str, offset: int, size: int, policy: RetryPolicy, on_retry: Callable[[], None]
+        self,
+        url: str,
+        offset: int,
+        size: int,
+        policy: RetryPolicy,
+        on_retry: Callable[[], None],
+        kind: str = "",
     ) -> None:
         self.url, self.offset, self.size = url, offset, size
         self.policy, self.on_retry = policy, on_retry
+        self.kind = kind
         self.parts: list[bytes] = []
         self.attempt = 0
 
@@ -192,29 +206,41 @@ class Attempts:
         """Count a failed try and return the seconds to wait before the next; raise the
         ``ShardReadError`` (at the byte reached) when it is not transient or retries are spent."""
         at = self.remaining()[0]
-        if not is_transient(e) or self.attempt >= self.policy.retries:
-            raise explain_storage_error(self.url, e, at, self.attempt, self.policy) from e
+        unanswered = self.kind not in ANSWERED and is_connect_failure(e)
+        limit = (
+            min(self.policy.retries, FIRST_CONTACT_RETRIES) if unanswered else self.policy.retries
+        )
+        if not is_transient(e) or self.attempt >= limit:
+            error = explain_storage_error(self.url, e, at, self.attempt, self.policy, unanswered)
+            raise error from e
         self.attempt += 1
         self.on_retry()
         return self.policy.pause(self.attempt)
 
     def piece(self, total: int | None, version: ShardVersion | None) -> Piece:
         """The bytes read, in one piece, with what the last answer said about the object."""
+        ANSWERED.add(self.kind)
         data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         return Piece(data, total, version)
 
 
 def explain_storage_error(
-    url: str, e: BaseException, at: int, retries: int, policy: RetryPolicy
+    url: str,
+    e: BaseException,
+    at: int,
+    retries: int,
+    policy: RetryPolicy,
+    unanswered: bool = False,
 ) -> ShardReadError:
     """The ``ShardReadError`` for a read that failed for good: timeouts say how long and where,
     connection and credential failures say where the endpoint and credentials come from."""
     if isinstance(e, ShardReadError):
         return e
-    tried = f" ({retries} retries)" if retries else ""
+    tried = f" ({retries} {'retry' if retries == 1 else 'retries'})" if retries else ""
     if isinstance(e, Stalled):
         return ShardReadError(url, f"timed out after {policy.timeout:g} s reading it{tried}", at)
-    return ShardReadError(url, f"read failed{tried}: {e!r}{storage_hint(e)}", at)
+    never = "; storage was never reached from this process" if unanswered else ""
+    return ShardReadError(url, f"read failed{tried}: {e!r}{never}{storage_hint(e)}", at)
 
 
 # ------------------------------------------------------------------------------ local files

@@ -36,7 +36,7 @@ class S3Fetcher(Fetcher):
 
     async def _get(self, handle: ObjectHandle, offset: int, size: int) -> Piece:
         bucket, key, _ = self.fs.split_path(handle.shard.url)
-        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry)
+        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry, type(self).__name__)
         while True:
             start, left = tries.remaining()
             try:

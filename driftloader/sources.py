@@ -12,7 +12,13 @@ from typing import Any
 
 import fsspec
 
-from .errors import DriftloaderError, NoShardsError, ShardReadError, VersionMismatch
+from .errors import (
+    DriftloaderError,
+    NoShardsError,
+    ShardReadError,
+    StorageUnreachable,
+    VersionMismatch,
+)
 from .shardversion import ShardVersion
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
@@ -82,6 +88,9 @@ def _brace_alternatives(body: str) -> list[str]:
 # ---------------------------------------------------------------------------- filesystems
 
 _FS_CACHE: dict[tuple, Any] = {}
+CONNECT_TIMEOUT = 3
+"""Seconds to open a connection to S3 (botocore's default is 60): a wrong or firewalled
+endpoint then fails in seconds, where S3 itself connects in milliseconds."""
 _CREDENTIAL_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -117,7 +126,7 @@ def _s3_options(storage_options: dict | None) -> dict:
     # botocore's own retries would hide failures from ours (which count them and resume at
     # the byte) and multiply the time a dead endpoint takes to fail; s3fs retries its calls.
     config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
-    config.setdefault("connect_timeout", 5)
+    config.setdefault("connect_timeout", CONNECT_TIMEOUT)
     config.setdefault("read_timeout", 20)
     config.setdefault("max_pool_connections", 32)  # the reader keeps requests in flight
     options["config_kwargs"] = config
@@ -151,6 +160,22 @@ def filesystem(url: str, storage_options: dict | None = None):
 def strip_protocol(url: str, storage_options: dict | None = None) -> str:
     """The path of ``url`` inside its filesystem."""
     return filesystem(url, storage_options)._strip_protocol(url)
+
+
+_CONNECT_FAILURES = {
+    "EndpointConnectionError",  # botocore: DNS failure, refused
+    "ConnectTimeoutError",  # botocore: no answer to the connection attempt
+    "ConnectionTimeoutError",  # aiohttp's name for the same
+    "ClientConnectorError",  # aiohttp: DNS failure, refused
+    "ConnectionRefusedError",
+    "gaierror",
+}
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """True when no connection was made at all (wrong or firewalled endpoint, no DNS): an
+    error worth one retry, not five, while the endpoint has never answered."""
+    return any(cls.__name__ in _CONNECT_FAILURES for cls in type(exc).__mro__)
 
 
 def storage_hint(exc: BaseException) -> str:
@@ -253,7 +278,13 @@ def _folder_shards(url: str, storage_options: dict | None) -> list[Shard]:
 def _glob(url: str, storage_options: dict | None) -> list[str]:
     fs = filesystem(url, storage_options)
     protocol = protocol_of(url)
-    matches = sorted(fs.glob(fs._strip_protocol(url)))
+    try:
+        matches = sorted(fs.glob(fs._strip_protocol(url)))
+    except Exception as e:
+        hint = storage_hint(e)
+        if not hint:
+            raise
+        raise StorageUnreachable(f"cannot list {redact(url)}: {e}{hint}") from e
     if protocol == "file" and "://" not in url:
         return matches
     return [fs.unstrip_protocol(m) for m in matches]

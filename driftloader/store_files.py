@@ -20,8 +20,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import ProfileFormatError, StoreReadOnlyError, StoreTimeoutError
-from .sources import filesystem, protocol_of, redact
+from .errors import (
+    ProfileFormatError,
+    StorageUnreachable,
+    StoreReadOnlyError,
+    StoreTimeoutError,
+)
+from .sources import CONNECT_TIMEOUT, filesystem, protocol_of, redact, storage_hint
 
 MAX_JSON_BYTES = 256 * 2**20
 """The largest store file read (bytes): a profile of a few hundred features is a few MB."""
@@ -32,7 +37,7 @@ DEFAULT_TIMEOUT = 60.0
 included, on object stores; then ``StoreTimeoutError``. ``ProfileStore(timeout=...)``."""
 S3_STORE_OPTIONS: dict[str, Any] = {
     "config_kwargs": {
-        "connect_timeout": 5,
+        "connect_timeout": CONNECT_TIMEOUT,
         "read_timeout": 20,
         "retries": {"max_attempts": 2, "mode": "standard"},
     },
@@ -40,7 +45,7 @@ S3_STORE_OPTIONS: dict[str, Any] = {
 """storage_options the store adds on S3 unless the caller sets them (per key of
 ``config_kwargs``). s3fs's defaults (a 15 s read timeout, botocore's 5 legacy attempts, inside
 s3fs's own 5 retries) kept a stalled PUT or HEAD going for about 7 minutes; here a connection
-takes at most 5 s, a stalled answer 20 s, botocore tries twice, and ``DEFAULT_TIMEOUT`` bounds
+takes at most 3 s, a stalled answer 20 s, botocore tries twice, and ``DEFAULT_TIMEOUT`` bounds
 the whole operation (s3fs's retries included) anyway."""
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -316,6 +321,11 @@ class StoreFiles:
                 f"store {redact(self.url)}: {what} did not finish within {self.timeout:g} s "
                 "(ProfileStore(timeout=...) sets the limit)"
             ) from None
+        except Exception as e:
+            hint = storage_hint(e)
+            if not hint:
+                raise
+            raise StorageUnreachable(f"store {redact(self.url)}: {e}{hint}") from e
 
     def _warn_read_only(self, what: str) -> None:
         """One RuntimeWarning per store object that ``what`` is not stored because the store

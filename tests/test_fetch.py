@@ -100,7 +100,7 @@ def test_a_stall_that_lasts_fails_naming_url_time_and_byte(proxied, s3_proxy):
     stats = ReadStats()  # each answer brings 3,000 more bytes, then stalls: 2 tries, 6,000
     with pytest.raises(
         ShardReadError,
-        match=r"s0\.tar at byte 6000: timed out after 1\.5 s reading it \(1 retries\)",
+        match=r"s0\.tar at byte 6000: timed out after 1\.5 s reading it \(1 retry\)",
     ):
         list(read_shard(urls[0], options, timeout=1.5, retries=1, backoff=0.01, stats=stats))
     assert stats.retries == 1
