@@ -119,3 +119,16 @@ def test_every_sample_once_through_a_reset_mid_block(s3_proxy, s3_bucket, s3fs_f
     assert keys == [k for _, ks in shards for k in ks]
     assert ds.stats.retries == 1 and ds.stats.errors == 0
     assert [r.fault for r in s3_proxy.requests].count("reset") == 1
+
+
+def test_a_gated_glob_is_stat_without_a_head_per_shard(gated_on_s3, s3_proxy, s3_bucket):
+    """Construction under a gate: the glob's listing and one listing for the versions, never
+    a HEAD per shard, whatever the number of shards."""
+    store, order = gated_on_s3
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    ds = dl.DriftDataset(
+        f"s3://{s3_bucket}/clean-*.tar", storage_options=options, store=store, reference="ref"
+    )
+    assert len(ds.shards) == 3 and all(s.version.startswith("v:") for s in ds.shards)
+    assert s3_proxy.counts.get("HEAD", 0) == 0
+    assert s3_proxy.counts["GET"] <= 2  # listings only
