@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -234,23 +235,28 @@ class LitDataPairs:
         downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
         options = {"endpoint_url": endpoint} if endpoint else None
         key = "x" if corpus == "vectors" else "jpg"
-
-        def pair(item: dict):
-            value = decode_jpeg(item[key]) if corpus == "images" else item[key]
-            return value, item["cls"]
-
         remote = input_dir.startswith("s3://")
         return litdata.StreamingDataset(
             input_dir,
             cache_dir=cache_dir if remote else None,
             storage_options=options,
-            transform=pair,
+            transform=ItemPair(corpus, key),
         )
 
 
-def read_mosaic(corpus: str, remote: str, endpoint: str | None, cache_dir: str):
-    import torch
+class ItemPair:
+    """(value, class) of a LitData or MosaicML item; a module-level class, so DataLoader
+    workers started by spawn (as LitData's and streaming's are) can unpickle it."""
 
+    def __init__(self, corpus: str, key: str) -> None:
+        self.corpus, self.key = corpus, key
+
+    def __call__(self, item: dict):
+        value = decode_jpeg(item[self.key]) if self.corpus == "images" else item[self.key]
+        return value, item["cls"]
+
+
+def read_mosaic(corpus: str, remote: str, endpoint: str | None, cache_dir: str):
     base = import_streaming()
     from streaming.base.util import clean_stale_shared_memory
 
@@ -266,21 +272,24 @@ def read_mosaic(corpus: str, remote: str, endpoint: str | None, cache_dir: str):
         batch_size=BATCH,
     )
 
-    class Pairs(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            for item in ds:
-                value = decode_jpeg(item[key]) if corpus == "images" else item[key]
-                yield value, item["cls"]
+    return MosaicPairs(ds, ItemPair(corpus, key))
 
-    return Pairs()
+
+class MosaicPairs(torch.utils.data.IterableDataset):
+    """A MosaicML StreamingDataset's items as (value, class) (module-level: picklable)."""
+
+    def __init__(self, ds, pair: ItemPair) -> None:
+        self.ds, self.pair = ds, pair
+
+    def __iter__(self):
+        for item in self.ds:
+            yield self.pair(item)
 
 
 def read_s3torch(corpus: str, uris: list[str], endpoint: str):
     """s3torchconnector's S3IterableDataset over the tar objects, tars expanded with webdataset's
     own tar iterator (the combination s3torchconnector's documentation shows)."""
-    import torch
     from s3torchconnector import S3ClientConfig, S3IterableDataset
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
 
     objects = S3IterableDataset.from_objects(
         uris,
@@ -289,16 +298,23 @@ def read_s3torch(corpus: str, uris: list[str], endpoint: str):
         s3client_config=S3ClientConfig(force_path_style=True),
         enable_sharding=True,
     )
-    ext = "x.npy" if corpus == "vectors" else "jpg"
+    return S3TarPairs(objects, corpus)
 
-    class Pairs(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            for reader in objects:
-                members = ({**m, "__url__": reader.key} for m in tar_file_iterator(reader))
-                for sample in group_by_keys(members):
-                    yield decode_value(corpus, sample[ext]), int(sample["cls"])
 
-    return Pairs()
+class S3TarPairs(torch.utils.data.IterableDataset):
+    """s3torchconnector's tar objects expanded to (value, class) (module-level: picklable)."""
+
+    def __init__(self, objects, corpus: str) -> None:
+        self.objects, self.corpus = objects, corpus
+
+    def __iter__(self):
+        from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+        ext = "x.npy" if self.corpus == "vectors" else "jpg"
+        for reader in self.objects:
+            members = ({**m, "__url__": reader.key} for m in tar_file_iterator(reader))
+            for sample in group_by_keys(members):
+                yield decode_value(self.corpus, sample[ext]), int(sample["cls"])
 
 
 def register_webdataset_s3(endpoint: str) -> None:
