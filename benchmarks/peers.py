@@ -50,6 +50,7 @@ CONTENDERS = (
     "MosaicML streaming",
     "s3torchconnector",
 )
+WORKER_START = "fork" if sys.platform == "linux" else None  # DataLoader workers' start method
 BUCKET = "peers"
 BATCH = 256
 MBPS = 50.0
@@ -246,7 +247,7 @@ class LitDataPairs:
 
 class ItemPair:
     """(value, class) of a LitData or MosaicML item; a module-level class, so DataLoader
-    workers started by spawn (as LitData's and streaming's are) can unpickle it."""
+    workers started by spawn can unpickle it."""
 
     def __init__(self, corpus: str, key: str) -> None:
         self.corpus, self.key = corpus, key
@@ -419,7 +420,12 @@ class Run:
         try:
             started = time.perf_counter()
             loader = DataLoader(
-                self.dataset(contender, cache_dir), batch_size=BATCH, num_workers=workers
+                self.dataset(contender, cache_dir),
+                batch_size=BATCH,
+                num_workers=workers,
+                # litdata.optimize (the LitData writer) sets the process's start method to
+                # spawn; every contender gets the platform's default workers instead
+                multiprocessing_context=WORKER_START if workers else None,
             )
             seen = Checksum()
             for values, classes in loader:
