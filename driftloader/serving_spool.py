@@ -23,7 +23,8 @@ window without its end record was open and is lost, as documented.
 A log holds no pickle: a JSON header line, then records, each one JSON line (``window`` and
 either a chunk, ``end`` or ``stored``), a chunk's line followed by exactly ``size`` bytes of raw
 payload it describes. Per field, a chunk's values are one stacked array when all are arrays of
-one dtype and shape (``["stack", dtype, shape, offset, nbytes]``), else one entry per sample:
+one dtype and shape (``["stack", dtype, shape, offset, nbytes]``) and all bytes are one blob (``["blob", offset, nbytes, lengths]``), else one entry
+per sample:
 ``null`` (field absent), ``["b", offset, len]`` bytes, ``["s", text]``, ``["j", json]``,
 ``["a", dtype, shape, offset, nbytes]`` an array, ``["i", mode, dtype, shape, offset, nbytes]``
 a PIL image's pixels, ``["x", type]`` a value that cannot be kept (featurized as an error, as
@@ -354,7 +355,10 @@ def encode_chunk(samples: Sequence[Mapping[str, Any]], window: int = 0) -> tuple
 
 
 def _stacked(values: list[Any], payload: _Payload) -> list | None:
+    """One entry for a column of same-shape arrays, or of bytes; None for anything else."""
     first = values[0]
+    if type(first) is bytes and all(type(v) is bytes for v in values):
+        return ["blob", *payload.add(b"".join(values)), [len(v) for v in values]]
     if not isinstance(first, np.ndarray) or first.dtype.hasobject:
         return None
     dtype, shape = first.dtype, first.shape
@@ -398,6 +402,12 @@ def decode_chunk(record: Mapping[str, Any], payload: bytes) -> list[dict[str, An
     n = record["n"]
     samples: list[dict[str, Any]] = [{} for _ in range(n)]
     for name, column in record["fields"].items():
+        if column and column[0] == "blob":
+            _, offset, _size, lengths = column
+            for sample, length in zip(samples, lengths):
+                sample[name] = payload[offset : offset + length]
+                offset += length
+            continue
         if column and column[0] == "stack":
             _, dtype, shape, offset, size = column
             block = np.frombuffer(payload[offset : offset + size], dtype=np.dtype(dtype))
