@@ -3,7 +3,8 @@
 Samples are the demo's (``driftloader.demo.make_samples``): 16 numeric features in one
 ``x.npy`` field (a 4-class mixture, per-feature std ~1.1). The reference "v1" is 20 x 1,000
 clean samples featurized by the default featurizer and stored in a local ``ProfileStore``; every
-monitor runs as users run it (background featurizing, comparison and storage of every window).
+monitor runs as users run it (background featurizing, comparison and storage of every window,
+each window spooled to local disk by the caller's thread until stored).
 
 * cost: ``--samples`` samples observed one call each (decoded float32 arrays, then ``.npy``
   bytes), and in lists of 100; caller's time per sample (mean, and per-call p50 / p99 / max), the
@@ -12,7 +13,8 @@ monitor runs as users run it (background featurizing, comparison and storage of 
   shift in one of the 16 features (feature ``trial % 16``); flagged by the first / second window;
 * false alarms: one monitor sees ``--clean`` clean windows of 1,000 samples (fresh draws).
 
-Detection and false alarms run with the default ``DriftConfig`` and with ``alpha=0.001``.
+Detection and false alarms run with the monitor's default (``alpha=0.001``) and with the
+shards' ``alpha=0.01``.
 
 Run ``python benchmarks/serving.py`` (defaults: 100,000 samples, 50 trials, 1,000 clean
 windows, of which the first 100 are the goal's); prints a markdown table and writes
@@ -25,6 +27,7 @@ import argparse
 import io
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -45,13 +48,16 @@ idle time; a server doing inference between calls gives it its gaps), so it is h
 single-call p50 / p99. The "compared and stored after" column is the background's throughput on
 this machine: sustained traffic faster than that fills `max_pending` and drops samples, counted
 in each window's `dropped`. The load average shows how many other processes shared the 2 cores.
-A per-window false-alarm rate r gives P(no alarm in 100 windows) = (1 - r)^100: at the default
-alpha's 0.4% that is ~67%; at alpha=0.001, 0 of 1,000 measured bounds r below 0.3% (95%
-confidence), so at least ~74%, with the same detection of a 0.25 sigma shift.
+The "spool" column: "on" (the default) writes each closed window to the local spool on the
+caller's thread when the window closes, "fsync" also fsyncs it there (`spool_fsync=True`),
+"off" is `spool=False`.
 """
 WINDOW, REFERENCE_WINDOWS, SHIFT = 1000, 20, 0.25
 CENTERS = class_centers(0)
-CONFIGS = {"default (alpha 0.01)": None, "DriftConfig(alpha=0.001)": DriftConfig(alpha=0.001)}
+CONFIGS = {
+    "default (alpha 0.001)": None,
+    "DriftConfig(alpha=0.01) (the shards' alpha)": DriftConfig(alpha=0.01),
+}
 
 
 def vectors(n: int, seed: int) -> np.ndarray:
@@ -76,12 +82,20 @@ def npy(row: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def cost(store: ProfileStore, samples: list[dict], per_call: int) -> dict:
-    """Caller's time per sample observing ``samples`` in calls of ``per_call``."""
+def cost(store: ProfileStore, samples: list[dict], per_call: int, spool: str = "on") -> dict:
+    """Caller's time per sample observing ``samples`` in calls of ``per_call``, each closed
+    window written to the local spool by the caller (``spool`` "on"), also fsynced there
+    ("fsync"), or not spooled ("off")."""
     calls = [samples[i : i + per_call] for i in range(0, len(samples), per_call)]
     if per_call == 1:
         calls = [c[0] for c in calls]
-    monitor = ServingMonitor(store, "v1", window=WINDOW)
+    monitor = ServingMonitor(
+        store,
+        "v1",
+        window=WINDOW,
+        spool=None if spool != "off" else False,
+        spool_fsync=spool == "fsync",
+    )
     monitor.observe(calls[0])  # warm up: first window's imports happen in the background
     monitor.flush()
     lap = np.empty(len(calls), dtype=np.int64)
@@ -138,6 +152,22 @@ def false_alarms(store: ProfileStore, windows: int, config=None) -> list[dict]:
     return rows
 
 
+def alarm_odds(label: str, clean: list[dict]) -> str:
+    """What the measured per-window false-alarm rate means for 100 windows."""
+    n, alarms = len(clean), sum(r["drifted"] for r in clean)
+    if alarms:
+        rate = alarms / n
+        return (
+            f"{label}: per-window false-alarm rate r = {rate:.2%}, so P(no alarm in 100 "
+            f"windows) = (1 - r)^100 = {(1 - rate) ** 100:.0%}."
+        )
+    bound = 3 / n  # the rule of three: 0 events in n bounds the rate below 3/n at 95%
+    return (
+        f"{label}: 0 of {n:,} clean windows alarmed, which bounds r below {bound:.2%} (95% "
+        f"confidence), so P(no alarm in 100 windows) >= {(1 - bound) ** 100:.0%}."
+    )
+
+
 def render(costs: dict, outcomes: dict, args, seconds: float) -> str:
     lines = [
         f"# ServingMonitor (16 numeric features in `x.npy`, windows of {WINDOW:,}, reference "
@@ -145,13 +175,14 @@ def render(costs: dict, outcomes: dict, args, seconds: float) -> str:
         "",
         "## What `observe` costs the caller's thread",
         "",
-        "| samples as | per call | caller per sample | call p50 | call p99 | call max | "
+        "| samples as | per call | spool | caller per sample | call p50 | call p99 | call max | "
         "all windows compared and stored after | dropped |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for (label, per_call), c in costs.items():
+    for (label, per_call, spool), c in costs.items():
         lines.append(
-            f"| {label} | {per_call} | {c['per_sample_us']:.2f} us | {c['p50_us']:.1f} us | "
+            f"| {label} | {per_call} | {spool} | "
+            f"{c['per_sample_us']:.2f} us | {c['p50_us']:.1f} us | "
             f"{c['p99_us']:.1f} us | {c['max_ms']:.1f} ms | {c['drained_s']:.2f} s "
             f"({c['stored']}/{c['windows']} windows) | {c['dropped']:,} |"
         )
@@ -186,11 +217,23 @@ def render(costs: dict, outcomes: dict, args, seconds: float) -> str:
             f"{max(scores):.2f} (drifted when >= 1)."
         )
     lines += ["", NOTES]
+    lines += [alarm_odds(label, clean) for label, (_, clean) in outcomes.items()]
+    lines.append("")
     lines += [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.1f} at the end. Runtime {seconds:.0f} s.",
+        f"`uptime` at the start: {args.uptime_start}; at the end: {uptime()}. "
+        f"Runtime {seconds:.0f} s.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def uptime() -> str:
+    """The machine's load as `uptime` prints it (load averages over 1, 5, 15 minutes)."""
+    try:
+        out = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out.strip() or "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -199,21 +242,31 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--clean", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cost-only", action="store_true", help="skip detection")
     args = parser.parse_args()
+    args.uptime_start = uptime()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DRIFTLOADER_SPOOL"] = str(Path(tmp) / "spool")  # the spool on local disk
         store, std = reference_store(Path(tmp))
         x = vectors(args.samples, 7)
         decoded = [{"x.npy": row} for row in x]
         encoded = [{"x.npy": npy(row)} for row in x]
         costs = {
-            ("decoded float32 array", 1): cost(store, decoded, 1),
-            (".npy bytes", 1): cost(store, encoded, 1),
-            ("decoded float32 array", 100): cost(store, decoded, 100),
+            (label, per_call, spool): cost(store, samples, per_call, spool)
+            for label, samples, per_call, spool in [
+                ("decoded float32 array", decoded, 1, "on"),
+                ("decoded float32 array", decoded, 1, "off"),
+                ("decoded float32 array", decoded, 1, "fsync"),
+                (".npy bytes", encoded, 1, "on"),
+                ("decoded float32 array", decoded, 100, "on"),
+                ("decoded float32 array", decoded, 100, "off"),
+            ]
         }
         outcomes = {
             label: (detection(store, std, args.trials, cfg), false_alarms(store, args.clean, cfg))
             for label, cfg in CONFIGS.items()
+            if not args.cost_only
         }
     text = render(costs, outcomes, args, time.perf_counter() - started)
     print(text)

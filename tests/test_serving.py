@@ -386,6 +386,11 @@ def test_spooled_samples_come_back_as_they_were():
     assert b'"stack"' in line
     back = decode_chunk(__import__("json").loads(line), b"".join(bytes(p) for p in parts))
     assert [s["x.npy"].tolist() for s in back] == [[i] * 3 for i in range(5)]
+    blobs = [{"x.npy": bytes([i]) * i} for i in range(4)]
+    line, parts = encode_chunk(blobs)
+    assert b'"blob"' in line
+    back = decode_chunk(__import__("json").loads(line), b"".join(bytes(p) for p in parts))
+    assert back == blobs
 
 
 def test_a_recovered_window_is_the_window_the_dead_run_would_have_stored(store, tmp_path):
@@ -468,3 +473,17 @@ def test_report_shows_serving_windows_with_their_preprocessing(store):
     no_windows = ProfileStore(store.url + "-empty")
     no_windows.put_reference("v1", store.get_reference("v1"))
     assert "Serving windows" not in render_report(no_windows, "v1", top_features=0)
+
+
+def test_default_alpha_is_the_documented_serving_alpha(store):
+    import re
+
+    from driftloader.drift import DriftConfig
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "serving.md").read_text()
+    (documented,) = set(re.findall(r"default `alpha=([0-9.]+)`", docs))
+    with ServingMonitor(store, "v1", spool=False) as monitor:
+        assert monitor.config.alpha == float(documented) == 0.001  # not the shards' 0.01
+        assert DriftConfig().alpha == 0.01
+    with ServingMonitor(store, "v1", config=DriftConfig(alpha=0.01), spool=False) as monitor:
+        assert monitor.config.alpha == 0.01 and monitor.config.metadata is False
