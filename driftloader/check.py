@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .catalog import CatalogRow
+from .decisions import DecisionIndex, compact_if_large
 from .drift import DriftConfig, ShardDrift, compare
 from .errors import EmptyShardError, StoreReadOnlyError
 from .executors import ExecutorSpec
@@ -54,6 +55,9 @@ def check_shards(
     result's ``failed`` and the other shards are still checked. Shards are profiled with the
     reference's featurizer (``recorded_featurizer``) unless ``featurizer`` is given; a shard
     stored only with another featurizer's profile is profiled again (one warning line).
+    Each result also goes to the decision index (``decisions.py``), so the loader's gate
+    decides these shards without loading their profiles; past ``COMPACT_OVER`` small records
+    the store is compacted.
     """
     on_error_name(on_error, ON_ERROR)
     ref = store.get_reference(reference)
@@ -72,6 +76,9 @@ def check_shards(
     }
     profiles, failed = _profiles(shards, store, (workers, executor), options)
     results = CheckResults(failed=[*missing, *failed])
+    index = DecisionIndex.of(store, reference, ref, config) if record and store.writable else None
+    if index is not None:
+        index.load_all()
     for shard in track(shards, "checked"):
         profile = profiles.get((shard.url, shard.version))
         if profile is None:
@@ -85,6 +92,10 @@ def check_shards(
         results.append(result)
         if record:
             _record(store, shard, reference, result)
+        if index is not None:  # the gate then decides this shard without loading its profile
+            index.add(shard.url, shard.version, profile.n, result)
+    if index is not None:
+        compact_if_large(store, index)
     return results
 
 

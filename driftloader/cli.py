@@ -193,6 +193,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .decisions import compact_store
+
+    result = compact_store(_store(args))
+    if args.json:
+        print(json.dumps({**result.to_dict(), "errors": []}))
+    else:
+        files = ", ".join(f"{path} ({n} records)" for path, n in result.files.items())
+        print(f"compacted {result.folded} small records into {files}; removed {result.removed}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -208,6 +220,7 @@ EXAMPLES = {
     "reference": f"driftloader reference clean 'shards/train-{{000..049}}.tar' {STORE}",
     "check": f"driftloader check 'shards/new-*.tar' {STORE} --reference clean --json",
     "report": f"driftloader report {STORE} --reference clean -o report.html",
+    "compact": f"driftloader compact {STORE}",
     "demo": "driftloader demo --folder ./driftloader-demo",
     "snapshot": "driftloader snapshot 's3://bucket/train/*.tar' -o snapshot-v1.json",
     "diff": f"driftloader diff snapshot-v1.json snapshot-v2.json {STORE}",
@@ -313,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _quiet(p)
     p.set_defaults(func=cmd_report)
+
+    p = _command(sub, "compact", "fold the catalog's and decisions' small records into one file")
+    with_store(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_compact)
 
     p = _command(sub, "demo", "generate data with drift, train four ways, show the value")
     p.add_argument(

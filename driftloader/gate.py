@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .decisions import DecisionIndex
 from .drift import DriftConfig, ShardDrift, compare, importance_weights
 from .errors import FingerprintMismatch, ShardReadError
 from .features import featurizer_from
@@ -64,6 +65,7 @@ class Verdict:
     stored: Profile | None = None  # the shard's stored profile at its version
     drift: ShardDrift | None = None  # the drift of what decided (stored profile or probe)
     probe: Profile | None = None  # the stored probe that decided a skip
+    n: int | None = None  # samples of the shard's stored profile, when it has one
 
 
 def _as_store(store: Any, storage_options: dict | None) -> ProfileStore | None:
@@ -110,6 +112,7 @@ class ShardGate:
         self._reference: Profile | None = None
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
         self._exclusions: set[tuple[str, str | None]] | None = None
+        self._index: DecisionIndex | None = None
         self.reset()
         if reference is not None:
             if self.options.featurizer is None:  # the featurizer the reference recorded
@@ -147,6 +150,8 @@ class ShardGate:
         if not resumed:
             self.pinned = set()
         self.first_pass = set(self.pinned)
+        if self._index is not None:
+            self._index.forget()  # read the decision index once per pass
 
     def replica(self) -> ShardGate:
         """A copy that records no decisions: to re-read a shard whose decision is taken."""
@@ -158,6 +163,7 @@ class ShardGate:
         state = dict(self.__dict__)
         state["_reference"] = None  # each worker loads it from the store again
         state["_stored"] = {}
+        state["_index"] = None
         return state
 
     @property
@@ -196,12 +202,17 @@ class ShardGate:
             return Verdict(EXCLUDED)
         if pinned:
             return Verdict(READ)
+        known = indexed_verdict(self, shard)
+        if known is not None:
+            return known
         stored = self.store.get_profile(shard.url, shard.version, self.featurizer.fingerprint)
         if stored is not None:
             reference = self.reference
             drift = compare(stored, reference, self.config) if reference is not None else None
+            if drift is not None:
+                self.decisions.add(shard.url, shard.version, stored.n, drift)
             skip = drift is not None and self.policy.skips(drift)
-            return Verdict(SKIP if skip else READ, stored, drift)
+            return Verdict(SKIP if skip else READ, stored, drift, n=int(stored.n))
         if not self.policy.SKIPS_UNREAD or self.reference is None:
             return Verdict(READ)
         probe = self.stored_probe(shard)
@@ -210,14 +221,23 @@ class ShardGate:
         drift = compare(probe, self.reference, self.config)
         return Verdict(SKIP if self.policy.skips(drift) else READ, None, drift, probe)
 
+    @property
+    def decisions(self) -> DecisionIndex:
+        """The decision index of this reference and drift config (read once per pass)."""
+        if self._index is None:
+            self._index = DecisionIndex.of(
+                self.store, self.reference_name, self.reference, self.config
+            )
+        return self._index
+
     def plan_row(self, shard: Shard) -> dict:
         """``{"url", "version", "n", "action"}`` for ``DriftDataset.plan``: the stored sample
         count (None without a stored profile) and the verdict, from the store only."""
         verdict = self.verdict(shard)
-        stored = verdict.stored
+        n = verdict.n
         if verdict.action == EXCLUDED:
             stored = self.store.get_profile(shard.url, shard.version, self.featurizer.fingerprint)
-        n = None if stored is None else int(stored.n)
+            n = None if stored is None else int(stored.n)
         return {
             "url": redact(shard.url),
             "version": shard.version,
@@ -237,10 +257,9 @@ class ShardGate:
             return False
         if verdict.action == SKIP:
             probe = None if verdict.probe is None else int(verdict.probe.n)
-            n = 0 if verdict.stored is None else verdict.stored.n
-            self._decide(shard, verdict.drift, "skipped", n, probe=probe)
+            self._decide(shard, verdict.drift, "skipped", verdict.n or 0, probe=probe)
             return False
-        if verdict.stored is not None:
+        if verdict.n is not None:  # a stored profile or an indexed decision: no sketching
             self._stored[key] = (verdict.stored, verdict.drift)
         return True
 
@@ -273,11 +292,11 @@ class ShardGate:
         it are passed on as the policy says (a probe window cut short is tested as it is),
         the shard's decision row says ``"failed"`` and at which byte, no profile of it is
         stored, and the error is raised again for the dataset's ``on_error``."""
-        stored, drift = self._stored.pop((shard.url, shard.version), (None, None))
+        known = self._stored.pop((shard.url, shard.version), None)
         failure: list[ShardReadError] = []
         guarded = _until_read_error(samples, failure)
-        if stored is not None:
-            stream = self._from_stored(shard, guarded, stored, drift, failure)
+        if known is not None:
+            stream = self._from_stored(shard, guarded, *known, failure)
         else:
             stream = self._profiled(shard, guarded, failure)
         return _then_raise(stream, failure)
@@ -297,11 +316,13 @@ class ShardGate:
         self,
         shard: Shard,
         samples: Iterator[dict],
-        stored: Profile,
+        stored: Profile | None,
         drift: ShardDrift | None,
         failure: list[ShardReadError],
     ) -> Iterator[dict]:
-        """The shard was profiled before at this version: no need to sketch it again."""
+        """The shard was profiled before at this version: no need to sketch it again
+        (``stored`` is None when an indexed decision stood in for its profile; it is loaded
+        only when the policy weighs a drifted shard)."""
         policy = self.policy
         if not (policy.WEIGHS and drift is not None and drift.drifted):
             count = 0
@@ -342,7 +363,7 @@ class ShardGate:
                 if basis is _DROPPED:
                     return
         for chunk in chunks:
-            yield from self._weighed(chunk, profiler.add_batch(chunk), basis, tally)
+            yield from _weighed(self, chunk, profiler.add_batch(chunk), basis, tally)
         if failure:  # a partial profile is never stored
             self._failed(shard, failure[0], profiler.finish().n if basis is None else tally.n)
             return
@@ -384,17 +405,8 @@ class ShardGate:
             self._decide(shard, drift, "dropped after probe", profiler.profile.n)
             return _DROPPED
         basis = (profiler.profile.copy(), drift) if self.policy.WEIGHS else None
-        yield from self._weighed(chunk, batch, basis, tally)
+        yield from _weighed(self, chunk, batch, basis, tally)
         return basis
-
-    def _weighed(
-        self, chunk: list[dict], batch: Any, basis: tuple | None, tally: WeightTally
-    ) -> Iterator[dict]:
-        if basis is None:
-            return iter(chunk)
-        profile, drift = basis
-        weights = importance_weights(batch, profile, self.reference, drift, self.options.clip)
-        return tally.apply(chunk, weights)
 
     def _finish(self, shard: Shard, profile: Profile, tally: WeightTally) -> None:
         if self.store is not None:
@@ -402,6 +414,8 @@ class ShardGate:
         if self.reference is None:
             return
         drift = compare(profile, self.reference, self.config)
+        if self.store is not None and self.store.writable:
+            self.decisions.add(shard.url, shard.version, profile.n, drift)
         summary = tally.summary() if tally.n else {}
         # Weights come from the probe window: a shard that ends undrifted may still have had
         # its samples weighted (or redrawn), and one that ends drifted may not.
@@ -465,6 +479,32 @@ class ShardGate:
         if shards is None or self.store is None or self.reference_name is None:
             return rows
         return rows + _catalog_decisions(self.store, self.reference_name, shards, since, rows)
+
+
+def _weighed(
+    gate: ShardGate, chunk: list[dict], batch: Any, basis: tuple | None, tally: WeightTally
+) -> Iterator[dict]:
+    """``chunk`` as it is, or weighed (or redrawn) from ``basis``: (probe profile, drift)."""
+    if basis is None:
+        return iter(chunk)
+    profile, drift = basis
+    weights = importance_weights(batch, profile, gate.reference, drift, gate.options.clip)
+    return tally.apply(chunk, weights)
+
+
+def indexed_verdict(gate: ShardGate, shard: Shard) -> Verdict | None:
+    """The verdict from the shard's indexed decision, without loading its profile; None when
+    it has none, or when the gate's policy weighs a drifted shard (that needs the profile)."""
+    if gate.reference is None:
+        return None
+    known = gate.decisions.get(shard.url, shard.version)
+    if known is None:
+        return None
+    drift = known.drift()
+    skip = gate.policy.skips(drift)
+    if gate.policy.WEIGHS and drift.drifted and not skip:
+        return None
+    return Verdict(SKIP if skip else READ, None, drift, n=known.n)
 
 
 def _catalog_decisions(

@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .catalog import CatalogRow, json_safe
+from .compaction import catalog_file, fold, merged_rows, read_lines
 from .errors import (
     ProfileFormatError,
     ReferenceNotFound,
@@ -275,8 +276,30 @@ class ProfileStore(StoreFiles):
         self, shards: Sequence[Shard], fingerprint: str | None = None
     ) -> list[Profile | None]:
         """The stored profile of each shard at its version (None where absent or corrupt), of
-        the featurizer of ``fingerprint`` when given, fetched concurrently on object stores."""
-        return self.map(lambda s: self.get_profile(s.url, s.version, fingerprint), shards)
+        the featurizer of ``fingerprint`` when given (as ``get_profile``), read in batches
+        (``read_many``: one ``cat`` on the list on object stores, never one at a time)."""
+        shards = list(shards)
+        found = self._load_many([self.profile_path(s.url, s.version) for s in shards])
+        if fingerprint is None:
+            return found
+        again = [i for i, p in enumerate(found) if p is None or p.fingerprint != fingerprint]
+        paths = [self.profile_path(shards[i].url, shards[i].version, fingerprint) for i in again]
+        for i, profile in zip(again, self._load_many(paths)):
+            found[i] = profile
+        return found
+
+    def _load_many(self, paths: list[str]) -> list[Profile | None]:
+        """``_load`` of each of ``paths`` from one batched read."""
+        out: list[Profile | None] = []
+        for path, document in zip(paths, self.read_json_many(paths)):
+            try:
+                if isinstance(document, ProfileFormatError):
+                    raise document
+                out.append(None if document is None else Profile.from_dict(document))
+            except ProfileFormatError as e:
+                self._warn_corrupt(path, e)
+                out.append(None)
+        return out
 
     # -- references ----------------------------------------------------------------------------
 
@@ -396,18 +419,46 @@ class ProfileStore(StoreFiles):
         return self._best_effort(path, merged.to_dict(), "the catalog row")
 
     def catalog(self) -> list[CatalogRow]:
-        """Every catalog row, sorted by url, version. Rows of other versions of driftloader are
-        read as they are (see ``CatalogRow.from_dict``); unreadable ones warn and are left out."""
-        rows = self.map(self._load_row, self.list_json(self.path("catalog")))
-        rows = [r for r in rows if r is not None]
-        return sorted(rows, key=lambda r: (str(r.url), str(r.version)))
+        """Every catalog row, sorted by url, version: the compacted catalog (one GET, see
+        ``compact_catalog``) with the small rows written since merged in (one listing, one
+        batched read). Rows of other versions of driftloader are read as they are (see
+        ``CatalogRow.from_dict``); unreadable ones warn and are left out."""
+        compacted = [self._row(d, catalog_file(self)) for d in read_lines(self, catalog_file(self))]
+        paths = self.list_json(self.path("catalog"))
+        small = [self._row(d, p) for p, d in zip(paths, self.read_json_many(paths))]
+        return merged_rows(
+            (r for r in compacted if r is not None), (r for r in small if r is not None)
+        )
+
+    def compact_catalog(self) -> tuple[int, int, int]:
+        """Fold the small catalog rows into ``catalog/compacted.jsonl`` (``compaction.fold``):
+        (rows in it, small rows folded, small objects removed). Reads see the same rows before
+        and after."""
+
+        def merge(compacted: list[dict], small: list[dict]) -> list[dict]:
+            old = (self._row(d, catalog_file(self)) for d in compacted)
+            new = (self._row(d, self.path("catalog")) for d in small)
+            rows = merged_rows((r for r in old if r is not None), (r for r in new if r is not None))
+            return [r.to_dict() for r in rows]
+
+        return fold(self, catalog_file(self), self.path("catalog"), merge)
 
     def _load_row(self, path: str) -> CatalogRow | None:
-        problems: list[str] = []
         try:
             document = self.read_json(path)
+        except ProfileFormatError as e:
+            document = e
+        return self._row(document, path)
+
+    def _row(self, document: dict | ProfileFormatError | None, path: str) -> CatalogRow | None:
+        """The row in ``document`` (read from ``path``) in the stored URL form; None (with a
+        warning when corrupt) when there is none."""
+        problems: list[str] = []
+        try:
             if document is None:
                 return None
+            if isinstance(document, ProfileFormatError):
+                raise document
             if not isinstance(document.get("url"), str):
                 raise ProfileFormatError("no url")
             row = canonical_row(CatalogRow.from_dict(document, problems))

@@ -8,6 +8,7 @@ versions.py keep their files in the store through its public ``path`` / ``read_j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,12 +42,19 @@ S3_STORE_OPTIONS: dict[str, Any] = {
         "read_timeout": 20,
         "retries": {"max_attempts": 2, "mode": "standard"},
     },
+    "max_concurrency": 1,
 }
 """storage_options the store adds on S3 unless the caller sets them (per key of
 ``config_kwargs``). s3fs's defaults (a 15 s read timeout, botocore's 5 legacy attempts, inside
 s3fs's own 5 retries) kept a stalled PUT or HEAD going for about 7 minutes; here a connection
 takes at most 3 s, a stalled answer 20 s, botocore tries twice, and ``DEFAULT_TIMEOUT`` bounds
-the whole operation (s3fs's retries included) anyway."""
+the whole operation (s3fs's retries included) anyway. ``max_concurrency`` 1: a store file is read
+with one GET (s3fs sends a HEAD first to split larger reads otherwise); many files are read
+concurrently by ``read_many`` instead."""
+
+READ_BATCH = 64
+"""Requests in flight at once when ``read_many`` reads a list of store files on an object
+store (fsspec's ``cat`` on the list, on s3fs's event loop)."""
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _THREADS = 16
@@ -133,6 +141,8 @@ class StoreFiles:
         self._refused: str | None = None  # why writes are refused, once a write was
         self._warned = threading.Lock()
         self._said = False  # the read-only warning was given
+        self.reads = 0  # files asked for through read_many (counters for tests and benchmarks)
+        self.batches = 0  # read_many calls
         if self.local:
             path = self.url[len("file://") :] if self.url.startswith("file://") else self.url
             self.root = os.path.abspath(os.path.expanduser(path)).rstrip(os.sep) or os.sep
@@ -201,13 +211,15 @@ class StoreFiles:
 
     # -- reading and writing -------------------------------------------------------------------
 
-    def read_bytes(self, path: str) -> bytes | None:
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
         """The bytes at ``path`` (a store path, see ``path``), or None if there is no such file.
-        At most ``MAX_JSON_BYTES`` + 1 bytes are kept; ``StoreTimeoutError`` past ``timeout``."""
+        At most ``limit`` (default ``MAX_JSON_BYTES``) + 1 bytes are kept; ``StoreTimeoutError``
+        past ``timeout``."""
+        limit = MAX_JSON_BYTES if limit is None else limit
         if self.local:
             try:
                 with open(path, "rb") as f:
-                    return f.read(MAX_JSON_BYTES + 1)
+                    return f.read(limit + 1)
             except (FileNotFoundError, NotADirectoryError):
                 return None
         try:
@@ -220,14 +232,69 @@ class StoreFiles:
         naming the file when it is not JSON, not an object (every store file is one), or
         exceeds ``MAX_JSON_BYTES`` / ``MAX_JSON_DEPTH``."""
         data = self.read_bytes(path)
-        if data is None:
+        return None if data is None else self._json_object(data, path)
+
+    def read_many(self, paths: Sequence[str]) -> list[bytes | None]:
+        """The bytes at each of ``paths``, in order (None where there is no such file). On an
+        async object store they are read with one ``cat`` on the whole list (``READ_BATCH``
+        requests in flight, one deadline of ``timeout`` per batch), never one at a time;
+        locally they are read in turn. ``reads`` counts the files asked for, ``batches`` the
+        calls that read them."""
+        paths = list(paths)
+        self.reads += len(paths)
+        self.batches += 1
+        if self.local or len(paths) <= 1 or not getattr(self.fs, "async_impl", False):
+            return [self.read_bytes(p) for p in paths]
+        out: list[bytes | None] = []
+        for start in range(0, len(paths), READ_BATCH * 16):
+            batch = paths[start : start + READ_BATCH * 16]
+            found = self._call("_cat", batch, on_error="return", batch_size=READ_BATCH)
+            out.extend(self._answer(found.get(self.fs._strip_protocol(p)), p) for p in batch)
+        return out
+
+    def _answer(self, value: Any, path: str) -> bytes | None:
+        """One file's answer from ``cat``: its bytes, None when absent, else the error raised."""
+        if isinstance(value, (FileNotFoundError, type(None))):
             return None
+        if isinstance(value, BaseException):
+            raise value
+        if len(value) > MAX_JSON_BYTES:
+            return value[: MAX_JSON_BYTES + 1]
+        return value
+
+    def read_json_many(self, paths: Sequence[str]) -> list[dict | ProfileFormatError | None]:
+        """``read_json`` of each of ``paths`` from one ``read_many``: the JSON object, None
+        when absent, or the ``ProfileFormatError`` naming a corrupt file (returned, not
+        raised, so one bad file does not hide the others)."""
+        out: list[dict | ProfileFormatError | None] = []
+        for path, data in zip(paths, self.read_many(paths)):
+            try:
+                out.append(None if data is None else self._json_object(data, path))
+            except ProfileFormatError as e:
+                out.append(e)
+        return out
+
+    def _json_object(self, data: bytes, path: str) -> dict:
         document = parse_store_json(data, self.display(path))
         if not isinstance(document, dict):
             raise ProfileFormatError(
                 f"{self.display(path)} holds a JSON {type(document).__name__}, not an object"
             )
         return document
+
+    def delete(self, paths: Sequence[str]) -> None:
+        """Remove the files ``paths`` (absent ones are ignored); one batch on object stores."""
+        paths = list(paths)
+        if not paths or not self.writable:
+            return
+        if self.local:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            return
+        self._call("_rm", paths)
+        for path in paths:
+            self.fs.invalidate_cache(path)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically. ``StoreReadOnlyError`` (a ``PermissionError``)
@@ -272,6 +339,25 @@ class StoreFiles:
         except FileNotFoundError:
             return []
         return sorted(p for p in paths if p.endswith(".json"))
+
+    def list_folders(self, folder: str) -> list[str]:
+        """Names of the folders directly in ``folder``, sorted ([] when there is none)."""
+        if self.local:
+            try:
+                return sorted(
+                    n for n in os.listdir(folder) if os.path.isdir(os.path.join(folder, n))
+                )
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        self.fs.invalidate_cache(folder)
+        try:
+            entries = self._call("_ls", folder, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = (
+            e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"
+        )
+        return sorted(names)
 
     def map(self, fn: Callable[[Any], T], items: Sequence) -> list[T]:
         """``[fn(x) for x in items]``, with threads on object stores (one request each)."""
@@ -366,6 +452,7 @@ def _rebuild(
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "READ_BATCH",
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
     "S3_STORE_OPTIONS",

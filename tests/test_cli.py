@@ -304,3 +304,19 @@ def test_long_commands_show_progress_on_a_terminal_only(
         assert "\r" in capsys.readouterr().err, command[0]
         assert main([*args, "--store", checked, "--quiet"]) == 0
         assert "\r" not in capsys.readouterr().err, command[0]
+
+
+def test_compact_folds_small_records_and_exits_like_the_others(shards, checked, tmp_path, capsys):
+    assert main(["check", *shards["clean"], "--store", checked, "--reference", "v1"]) == 0
+    capsys.readouterr()
+    catalog = tmp_path / "store" / "catalog"
+    assert len(list(catalog.glob("*.json"))) == 5  # four reference shards and the checked one
+    assert main(["compact", "--store", checked, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["errors"] == [] and summary["folded"] == 6  # 5 rows and 1 decision
+    assert list(catalog.glob("*.json")) == [] and (catalog / "compacted.jsonl").exists()
+    assert main(["compact", "--store", checked]) == 0
+    assert "compacted 0 small records" in capsys.readouterr().out
+    assert (
+        main(["compact", "--store", str(tmp_path / "store" / "catalog" / "compacted.jsonl")]) == 2
+    )

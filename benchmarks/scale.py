@@ -1,0 +1,318 @@
+"""The store's scale curve on moto: profile, reference, check, compact, report and the gate.
+
+    python benchmarks/scale.py [--sizes 1000 10000] [--profile-shards 1000]
+                               [--index-decisions 100000] [--out benchmarks/results/scale.md]
+
+For each size N it uploads N tiny shards (8 samples: a 16-float ``.npy`` and a class) to a moto
+S3 server (its own process), stores a profile and catalog row for each (written directly from a
+few templates: profiling itself is measured separately), then times on that store, each through
+a counting proxy (``latency_proxy.LatencyProxy``, no latency) so every request is counted:
+
+* ``reference``: ``build_reference`` over the N shards (listing, batched profile reads, merge);
+* ``check``: ``check_shards`` over the N shards (every profile stored: reads and compares);
+* ``compact``: ``driftloader compact`` (catalog rows and the decisions ``check`` wrote);
+* ``report``: ``report.shard_rows(..., compare_stored=False)`` (the compacted catalog);
+* ``gate first sample``: ``DriftDataset(glob, store, reference, policy="skip")`` made and its
+  first sample drawn (listing the N shards, the reference, the decision index).
+
+Profiling is timed on the first ``--profile-shards`` shards with ``executor="local:2"`` and with a
+Dask ``LocalCluster`` of 2 worker processes. ``--index-decisions`` writes a compacted catalog and
+a decision index of that many synthetic decisions (one object each) and times ``report`` over it
+and the gate's read of the index. Peak memory is the process's max RSS (``resource``), which
+only grows: read it as the peak up to that step. Figures depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.latency_proxy import LatencyProxy  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """moto's server in a process of its own (not sharing this process's GIL)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                return proc, endpoint
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def tiny_shard(seed: int) -> bytes:
+    """A tar of 8 samples: a 16-float .npy and a class."""
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for i in range(8):
+            npy = io.BytesIO()
+            np.save(npy, rng.standard_normal(16).astype(np.float32))
+            for ext, data in (("x.npy", npy.getvalue()), ("cls", str(i % 3).encode())):
+                info = tarfile.TarInfo(f"s{seed:07d}-{i}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Steps:
+    """Timed steps with the proxy's request counts; rows for the results table."""
+
+    def __init__(self, proxy: LatencyProxy) -> None:
+        self.proxy = proxy
+        self.rows: list[dict] = []
+
+    def run(self, size: int, name: str, fn, per: int | None = None):
+        self.proxy.reset_stats()
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+        counts = self.proxy.counts
+        row = {
+            "shards": size,
+            "step": name,
+            "seconds": seconds,
+            "ms_per_shard": 1000 * seconds / (per or size),
+            "requests": sum(counts.values()),
+            "GET": counts.get("GET", 0),
+            "PUT": counts.get("PUT", 0),
+            "peak_mb": peak_mb(),
+        }
+        self.rows.append(row)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+        return result
+
+
+def upload(fs, bucket: str, size: int) -> list[str]:
+    blobs = {f"{bucket}/data/shard-{i:07d}.tar": tiny_shard(i % 64) for i in range(size)}
+    keys = list(blobs)
+    for start in range(0, size, 2000):
+        fs.pipe({k: blobs[k] for k in keys[start : start + 2000]})
+    return [f"s3://{k}" for k in keys]
+
+
+def fill_store(store, fs, urls: list[str], options: dict) -> None:
+    """A profile and a catalog row per shard, from 64 templates (profiles of the 64 contents)."""
+    from driftloader.catalog import CatalogRow
+    from driftloader.profiling import profile_shard
+    from driftloader.sources import expand_urls, stat_shards
+
+    shards = stat_shards(expand_urls(urls[0].rsplit("/", 1)[0] + "/*.tar", options), options)
+    templates = {}
+    for shard in shards[:64]:
+        templates[int(shard.url[-11:-4]) % 64] = profile_shard(shard, None, storage_options=options)
+    documents = {}
+    for shard in shards:
+        profile = templates[int(shard.url[-11:-4]) % 64]
+        document = {**profile.to_dict(), "url": shard.url, "version": shard.version}
+        path = store.profile_path(shard.url, shard.version)
+        documents[path] = json.dumps(document, separators=(",", ":")).encode()
+        row = CatalogRow.from_dict({**profile.summary(), "url": shard.url})
+        row.version, row.profile = shard.version, store.display(path)
+        documents[store.catalog_path(shard.url, shard.version)] = json.dumps(row.to_dict()).encode()
+    keys = list(documents)
+    for start in range(0, len(keys), 2000):
+        fs.pipe({k: documents[k] for k in keys[start : start + 2000]})
+
+
+def first_sample(glob: str, store, options: dict):
+    from driftloader.dataset import DriftDataset  # imported before the clock starts (run_size)
+
+    ds = DriftDataset(glob, store=store, reference="ref", policy="skip", storage_options=options)
+    return next(iter(ds))
+
+
+def profile_both(steps: Steps, urls: list[str], store_url: str, options: dict) -> None:
+    from driftloader.profiling import profile_shards
+    from driftloader.store import ProfileStore
+
+    count = len(urls)
+    local = ProfileStore(store_url + "-local2", options)
+    steps.run(
+        count,
+        "profile local:2",
+        lambda: profile_shards(
+            urls, local, executor="local:2", storage_options=options, progress=False
+        ),
+    )
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        dask = ProfileStore(store_url + "-dask2", options)
+        steps.run(
+            count,
+            "profile Dask LocalCluster(2)",
+            lambda: profile_shards(
+                urls, dask, executor=client.get_executor(), storage_options=options, progress=False
+            ),
+        )
+
+
+def synthetic_index(steps: Steps, fs, store, count: int) -> None:
+    """A compacted catalog and decision index of ``count`` decisions: report and gate reads."""
+    from driftloader.decisions import DecisionIndex
+    from driftloader.report import shard_rows
+
+    reference = store.get_reference("ref")
+    index = DecisionIndex.of(store, "ref", reference, None)
+    rows, decisions = [], []
+    for i in range(count):
+        url = f"s3://elsewhere/data/shard-{i:07d}.tar"
+        drifted = i % 50 == 0
+        decisions.append(
+            {
+                "url": url,
+                "version": f"e:{i:032x}",
+                "n": 8,
+                "drifted": drifted,
+                "score": 3.0 if drifted else 0.4,
+            }
+        )
+        rows.append(
+            {
+                **decisions[-1],
+                "reference": "ref",
+                "policy": "skip",
+                "epoch": 0,
+                "decided": 1.7e9,
+                "action": "skipped" if drifted else "passed",
+                "source": "s3://elsewhere/data",
+                "fingerprint": reference.fingerprint,
+            }
+        )
+    lines = "\n".join(json.dumps(r, separators=(",", ":")) for r in rows) + "\n"
+    fs.pipe(store.path("catalog", "compacted.jsonl"), lines.encode())
+    lines = "\n".join(json.dumps(d, separators=(",", ":")) for d in decisions) + "\n"
+    fs.pipe(index.index_path, lines.encode())
+    fresh = type(store)(store.url, store.storage_options)
+    steps.run(
+        count,
+        f"report over {count:,} decisions",
+        lambda: shard_rows(fresh, "ref", compare_stored=False),
+    )
+    again = DecisionIndex.of(fresh, "ref", reference, None)
+    steps.run(count, f"gate reads an index of {count:,}", again.known)
+
+
+def run_size(
+    steps: Steps, fs, bucket: str, size: int, options: dict, profile_shards_n: int
+) -> None:
+    import driftloader.dataset  # noqa: F401  (torch and the loader: not part of the gate's time)
+    from driftloader.check import check_shards
+    from driftloader.decisions import compact_store
+    from driftloader.report import shard_rows
+    from driftloader.store import ProfileStore
+
+    prefix = f"{bucket}/n{size}"
+    urls = steps.run(size, "upload shards (setup)", lambda: upload(fs, prefix, size))
+    glob = f"s3://{prefix}/data/*.tar"
+    store = ProfileStore(f"s3://{prefix}/drift", options)
+    if profile_shards_n:
+        profile_both(steps, urls[:profile_shards_n], f"s3://{prefix}/profiled", options)
+    steps.run(size, "store profiles + rows (setup)", lambda: fill_store(store, fs, urls, options))
+    store = ProfileStore(store.url, options)
+    steps.run(
+        size, "reference", lambda: store.build_reference("ref", glob, storage_options=options)
+    )
+    steps.run(size, "check", lambda: check_shards(glob, store, "ref", storage_options=options))
+    steps.run(size, "compact", lambda: compact_store(store))
+    steps.run(
+        size,
+        "report",
+        lambda: shard_rows(ProfileStore(store.url, options), "ref", compare_stored=False),
+    )
+    steps.run(
+        size,
+        "gate first sample",
+        lambda: first_sample(glob, ProfileStore(store.url, options), options),
+    )
+
+
+def write_markdown(rows: list[dict], path: Path, load: str) -> None:
+    head = "| shards | step | s | ms/shard | requests | GET | PUT | peak RSS MB |\n|---|---|---|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {r['shards']:,} | {r['step']} | {r['seconds']:.2f} | {r['ms_per_shard']:.3f} | "
+        f"{r['requests']:,} | {r['GET']:,} | {r['PUT']:,} | {r['peak_mb']:.0f} |\n"
+        for r in rows
+    )
+    path.write_text(f"<!-- raw; load at start: {load} -->\n\n" + head + body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--profile-shards", type=int, default=1000)
+    parser.add_argument("--index-decisions", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=None, help="write the raw table here")
+    args = parser.parse_args()
+    import s3fs
+
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print("load:", load)
+    moto, endpoint = start_moto()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    try:
+        with LatencyProxy(endpoint, lifetime_s=7200) as proxy:
+            options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
+            os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
+            fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+            bucket = "scale"
+            fs.mkdir(bucket)
+            steps = Steps(proxy)
+            for i, size in enumerate(args.sizes):
+                run_size(steps, fs, bucket, size, options, args.profile_shards if i == 0 else 0)
+                if i == 0 and args.index_decisions:
+                    from driftloader.store import ProfileStore
+
+                    store = ProfileStore(f"s3://{bucket}/n{size}/drift", options)
+                    synthetic_index(steps, fs, store, args.index_decisions)
+            if args.out:
+                write_markdown(steps.rows, args.out, load)
+    finally:
+        moto.kill()
+        moto.wait()
+    print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        main()

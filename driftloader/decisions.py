@@ -1,0 +1,322 @@
+"""The decision index: each shard's drift against a reference, decided once and kept beside the
+catalog, so that the gate decides shards from memory instead of loading every profile.
+
+A decision is a pure result of (shard profile, reference, drift config), so it is decided once
+per (shard key, shard version, reference name and content, drift config). Layout under the
+store root::
+
+    decisions/<reference>/<context>/index.jsonl                      compacted, one per line
+    decisions/<reference>/<context>/new/<sha1(url)>.<version>.json   one small record each
+
+``context`` is a digest of the reference's content and of the drift config (its fields, the
+registered drift tests and the library version): a rebuilt reference or another config is
+another folder, so a cached decision never outlives what it was decided against. Two writers
+of one record write the same bytes (it is deterministic), so concurrent writers never lose
+each other's work. The gate reads ``index.jsonl`` once per pass (one request) and falls back to
+profile + ``compare`` for shards not in it; ``check`` reads the index and the new records and
+adds what it decides; ``compact_store`` (``driftloader compact``) folds the new records into the
+index and the catalog's small rows into ``catalog/compacted.jsonl`` (``compaction.py``).
+A record keeps of the features only those that drifted (what ``top`` shows for a clean shard
+is then empty), which keeps the index ~150 bytes per clean shard.
+
+Example::
+
+    index = DecisionIndex.of(store, "v1", store.get_reference("v1"), DriftConfig())
+    decision = index.get(shard.url, shard.version)     # None: not decided yet
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .compaction import COMPACT_OVER, CompactionResult, catalog_file, fold, read_lines
+from .drift import DriftConfig, FeatureDrift, ShardDrift
+from .drift.registry import DRIFT_TESTS
+from .errors import ProfileFormatError, StoreReadOnlyError
+from .profile import Profile
+from .sketches.encoding import decode_float, encode_float
+from .store import ProfileStore, check_reference_name, shard_key, url_hash, version_name
+
+DECISION_FORMAT = 1
+INDEX_FILE = "index.jsonl"
+TOP = 5  # features a decision keeps at most (those that drifted)
+
+Key = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One shard-version's drift against a reference: what the gate needs to act on it.
+
+    ``url`` is the shard's stored key (``store.shard_key``), ``n`` its profile's sample count,
+    ``top`` the most drifted features that drifted (``FeatureDrift.to_dict`` each)."""
+
+    url: str
+    version: str | None
+    n: int
+    drifted: bool
+    score: float
+    top: list[dict] = field(default_factory=list)
+    schema: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, url: str, version: str | None, n: int, drift: ShardDrift) -> Decision:
+        """The decision of ``drift`` (of the profile of shard ``url`` at ``version``)."""
+        top = [f.to_dict() for f in drift.top(TOP) if f.drifted]
+        schema = {
+            k: list(v) if isinstance(v, (list, tuple, set)) else v for k, v in drift.schema.items()
+        }
+        return cls(
+            shard_key(url), version, int(n), bool(drift.drifted), float(drift.score), top, schema
+        )
+
+    @property
+    def key(self) -> Key:
+        return (self.url, self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "url": self.url,
+            "version": self.version,
+            "n": self.n,
+            "drifted": self.drifted,
+            "score": encode_float(self.score),
+        }
+        if self.top:
+            out["top"] = self.top
+        if self.schema:
+            out["schema"] = self.schema
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Decision:
+        """A decision from its record; ``ProfileFormatError`` when it is not one."""
+        try:
+            url, version = d["url"], d.get("version")
+            if not isinstance(url, str) or not (version is None or isinstance(version, str)):
+                raise TypeError("url / version")
+            top, schema = d.get("top", []), d.get("schema", {})
+            if not isinstance(top, list) or not isinstance(schema, dict):
+                raise TypeError("top / schema")
+            n, drifted = d["n"], d["drifted"]
+            if isinstance(n, bool) or not isinstance(n, int) or not isinstance(drifted, bool):
+                raise TypeError("n / drifted")
+            return cls(url, version, n, drifted, decode_float(d["score"]), top, schema)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProfileFormatError(f"not a decision record ({e}): {str(d)[:80]}") from None
+
+    def drift(self) -> ShardDrift:
+        """The ``ShardDrift`` this decision keeps (features: the drifted ones only)."""
+        features = [_feature(t) for t in self.top]
+        return ShardDrift(
+            self.url, self.version, self.n, self.drifted, self.score, features, dict(self.schema)
+        )
+
+
+def _feature(d: dict) -> FeatureDrift:
+    number = {k: decode_float(d.get(k)) for k in ("value", "effect", "p_value", "score")}
+    return FeatureDrift(
+        str(d.get("name")),
+        str(d.get("kind")),
+        str(d.get("metric")),
+        number["value"],
+        number["effect"],
+        number["p_value"],
+        bool(d.get("drifted")),
+        {},
+        number["score"],
+    )
+
+
+# -- what a decision depends on ---------------------------------------------------------------
+
+
+def _digest(document: Any) -> str:
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def config_fingerprint(config: DriftConfig | None) -> str:
+    """A digest of ``config``'s fields, the registered drift tests and the library version."""
+    config = config or DriftConfig()
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    fields["floors"] = dict(fields["floors"])
+    tests = [(t.kind, t.metric, getattr(t.run, "__qualname__", ""), t.floor) for t in DRIFT_TESTS]
+    return _digest({"config": fields, "tests": tests, "version": __version__})
+
+
+def reference_digest(reference: Profile) -> str:
+    """A digest of the reference's content (a rebuilt reference has another)."""
+    return _digest(reference.to_dict())
+
+
+def context_of(reference: Profile, config: DriftConfig | None) -> str:
+    """The folder name of the decisions against ``reference`` under ``config``."""
+    parts = [DECISION_FORMAT, reference_digest(reference), config_fingerprint(config)]
+    return _digest(parts)[:20]
+
+
+# -- the index --------------------------------------------------------------------------------
+
+
+class DecisionIndex:
+    """The decisions against one reference under one drift config, in a store.
+
+    ``get`` answers from memory after reading the compacted index once (one request; ``forget``
+    makes the next ``get`` read it again: the gate does so at each pass). ``add`` keeps a new
+    decision in memory and writes its small record (best effort: a read-only store keeps it
+    in memory only). ``load_all`` reads the index and the new records too. ``loads`` counts
+    the reads of the index."""
+
+    def __init__(self, store: ProfileStore, name: str, context: str) -> None:
+        self.store = store
+        self.name = check_reference_name(name)
+        self.context = context
+        self.loads = 0
+        self.unfolded = 0  # new records ``load_all`` found (not compacted yet)
+        self._known: dict[Key, Decision] | None = None
+
+    @classmethod
+    def of(
+        cls, store: ProfileStore, name: str, reference: Profile, config: DriftConfig | None
+    ) -> DecisionIndex:
+        """The index of the decisions against ``reference`` (stored as ``name``) under
+        ``config``."""
+        return cls(store, name, context_of(reference, config))
+
+    @property
+    def index_path(self) -> str:
+        return self.store.path("decisions", self.name, self.context, INDEX_FILE)
+
+    @property
+    def new_folder(self) -> str:
+        return self.store.path("decisions", self.name, self.context, "new")
+
+    def record_path(self, url: str, version: str | None) -> str:
+        """Where the small record of shard ``url`` at ``version`` goes."""
+        name = f"{url_hash(url)}.{version_name(version)}.json"
+        return self.store.path("decisions", self.name, self.context, "new", name)
+
+    def forget(self) -> None:
+        """Read the index again on the next ``get`` (a new pass may find it compacted)."""
+        self._known = None
+
+    def known(self) -> dict[Key, Decision]:
+        """The decisions in memory, reading the compacted index first if not yet read."""
+        if self._known is None:
+            self.loads += 1
+            self._known = {d.key: d for d in self._records(self.index_path)}
+        return self._known
+
+    def _records(self, path: str) -> list[Decision]:
+        try:
+            return [Decision.from_dict(r) for r in read_lines(self.store, path)]
+        except ProfileFormatError as e:
+            warnings.warn(
+                f"ignoring decision index: {e}; decisions are taken again", RuntimeWarning, 3
+            )
+            return []
+
+    def get(self, url: str, version: str | None) -> Decision | None:
+        """The decision on shard ``url`` at ``version``, or None when not decided yet."""
+        return self.known().get((shard_key(url), version))
+
+    def load_all(self) -> dict[Key, Decision]:
+        """The index and every new record (one GET, one listing, one batched read)."""
+        known = dict(self.known())
+        paths = self.store.list_json(self.new_folder)
+        for document in self.store.read_json_many(paths):
+            if isinstance(document, dict):
+                try:
+                    decision = Decision.from_dict(document)
+                except ProfileFormatError:
+                    continue
+                known[decision.key] = decision
+        self._known = known
+        self.unfolded = len(paths)
+        return known
+
+    def add(self, url: str, version: str | None, n: int, drift: ShardDrift) -> Decision:
+        """Keep the decision of ``drift`` and write its record unless it is known already."""
+        decision = Decision.of(url, version, n, drift)
+        known = self.known()
+        if known.get(decision.key) == decision:
+            return decision
+        known[decision.key] = decision
+        if self.store.writable:  # a cache: a failed write means it is decided again next time
+            with contextlib.suppress(StoreReadOnlyError, OSError):
+                self.store.write_json(self.record_path(url, version), decision.to_dict())
+        return decision
+
+    def compact(self) -> tuple[int, int, int]:
+        """Fold the new records into the index (``compaction.fold``)."""
+
+        def merge(compacted: list[dict], small: list[dict]) -> list[dict]:
+            out: dict[Key, dict] = {}
+            for record in [*compacted, *small]:
+                try:
+                    out[Decision.from_dict(record).key] = record
+                except ProfileFormatError:
+                    continue
+            return [out[k] for k in sorted(out, key=lambda k: (k[0], str(k[1])))]
+
+        result = fold(self.store, self.index_path, self.new_folder, merge)
+        self._known = None
+        return result
+
+
+def compact_decisions(store: ProfileStore) -> list[tuple[str, tuple[int, int, int]]]:
+    """Compact every decision index of the store: ``[(index path, (records, folded,
+    removed))]``."""
+    out = []
+    for name in store.list_folders(store.path("decisions")):
+        for context in store.list_folders(store.path("decisions", name)):
+            index = DecisionIndex(store, name, context)
+            out.append((index.index_path, index.compact()))
+    return out
+
+
+def compact_store(store: ProfileStore) -> CompactionResult:
+    """Compact the catalog and every decision index (what ``driftloader compact`` runs).
+    ``ValueError`` naming the store when it cannot be written (read-only, a file, no bucket);
+    reads give the same answers after."""
+    store.check_writable()
+    result = CompactionResult()
+    parts = [(catalog_file(store), store.compact_catalog())]
+    for target, (count, folded, removed) in [*parts, *compact_decisions(store)]:
+        result.files[store.display(target)] = count
+        result.folded += folded
+        result.removed += removed
+    return result
+
+
+def compact_if_large(store: ProfileStore, index: DecisionIndex | None = None) -> bool:
+    """Compact when more than ``COMPACT_OVER`` small records wait (catalog rows, or the new
+    records ``index.load_all`` saw); True when it did. Nothing on a read-only store."""
+    if not store.writable:
+        return False
+    waiting = getattr(index, "unfolded", 0) if index is not None else 0
+    if waiting <= COMPACT_OVER and len(store.list_json(store.path("catalog"))) <= COMPACT_OVER:
+        return False
+    compact_store(store)
+    return True
+
+
+__all__ = [
+    "DECISION_FORMAT",
+    "Decision",
+    "DecisionIndex",
+    "compact_decisions",
+    "compact_if_large",
+    "compact_store",
+    "config_fingerprint",
+    "context_of",
+    "reference_digest",
+]

@@ -1,0 +1,196 @@
+"""The decision index and compaction: decided once, read in one request, compacted losslessly."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from driftloader.catalog import CatalogRow
+from driftloader.check import check_shards
+from driftloader.decisions import DecisionIndex, compact_store
+from driftloader.drift import DriftConfig
+from driftloader.gate import ShardGate
+from driftloader.profile import Profile
+from driftloader.profiling import profile_shards
+from driftloader.sources import expand_urls, stat_shards
+from driftloader.store import ProfileStore
+
+from .conftest import write_shard
+from .test_store import Env, env, small_profile  # noqa: F401  (env is a fixture)
+
+pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
+
+
+def _rows(store: ProfileStore) -> list[dict]:
+    return [r.to_dict() for r in store.catalog()]
+
+
+# -- compaction ------------------------------------------------------------------------------
+
+
+def test_compaction_is_lossless_and_later_rows_are_seen(env: Env) -> None:  # noqa: F811
+    store = env.store
+    for i in range(4):
+        store.put_profile(small_profile(f"{env.data}/s-{i}.tar", f"v:{i}", seed=i))
+        store.record(CatalogRow(f"{env.data}/s-{i}.tar", f"v:{i}", reference="r", score=i / 2))
+    before = _rows(store)
+    result = compact_store(store)
+    assert result.folded == 4 and result.removed == 4
+    assert store.list_json(store.path("catalog")) == []  # only the compacted file is left
+    assert _rows(store) == before  # the report reads the same rows
+    # rows written after compaction land as small objects and are merged over the compacted
+    store.record(CatalogRow(f"{env.data}/s-1.tar", "v:1", action="checked", drifted=True))
+    store.record(CatalogRow(f"{env.data}/s-9.tar", "v:9", reference="r"))
+    after = {(r.url, r.version): r for r in store.catalog()}
+    assert len(after) == 5
+    one = after[(f"{env.data}/s-1.tar", "v:1")]
+    assert (one.score, one.action, one.drifted, one.n) == (0.5, "checked", True, 50)
+    compact_store(store)  # a second compaction folds the new rows in as well
+    assert {(r.url, r.version): r.to_dict() for r in store.catalog()} == {
+        k: r.to_dict() for k, r in after.items()
+    }
+
+
+def test_two_writers_never_overwrite_each_other(env: Env) -> None:  # noqa: F811
+    first = env.store
+    second = ProfileStore(first.url, first.storage_options)
+
+    def write(store: ProfileStore, name: str) -> None:
+        for i in range(6):
+            store.record(CatalogRow(f"{env.data}/{name}-{i}.tar", "v:1", reference=name))
+
+    writers = [
+        threading.Thread(target=write, args=(s, n)) for s, n in [(first, "a"), (second, "b")]
+    ]
+    for t in writers:
+        t.start()
+    compact_store(first)  # compacting while they write loses nothing
+    for t in writers:
+        t.join()
+    compact_store(second)
+    urls = sorted(r.url for r in first.catalog())
+    assert urls == sorted(f"{env.data}/{n}-{i}.tar" for n in "ab" for i in range(6))
+
+
+# -- the decision index ----------------------------------------------------------------------
+
+
+def _corpus(tmp_path: Path, store: ProfileStore) -> tuple[list[str], list[str]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    ref = [str(data / f"ref-{i}.tar") for i in range(2)]
+    clean = [str(data / f"clean-{i}.tar") for i in range(4)]
+    drifted = [str(data / "drift-0.tar")]
+    for i, url in enumerate(ref):
+        write_shard(url, 200, seed=i)
+    for i, url in enumerate(clean):
+        write_shard(url, 80, seed=10 + i)
+    write_shard(drifted[0], 80, seed=30, shift=3.0)
+    profile_shards(ref + clean + drifted, store, progress=False)
+    store.build_reference("ref", ref)
+    return clean, drifted
+
+
+def _profile_gets(proxy) -> int:
+    return sum(r.method == "GET" and "/shards/" in r.target for r in proxy.requests)
+
+
+def test_gate_decides_indexed_shards_without_loading_profiles(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    clean, drifted = _corpus(tmp_path, store)
+    shards = stat_shards(expand_urls(clean + drifted))
+    plain = ShardGate(store, "ref", "skip")
+    expected = [(s.url, plain.verdict(s).action, plain.verdict(s).drift.score) for s in shards]
+    check_shards(clean + drifted, store, "ref")  # decides every shard into the index
+    compact_store(store)
+    s3_proxy.reset_stats()
+    gate = ShardGate(ProfileStore(store.url, options), "ref", "skip")
+    got = [(s.url, gate.verdict(s).action, gate.verdict(s).drift.score) for s in shards]
+    assert got == expected  # the same decisions: 4 clean read, the drifted one skipped
+    assert [a for _, a, _ in got] == ["read"] * 4 + ["skip"]
+    assert _profile_gets(s3_proxy) == 0  # no profile loaded
+    index_gets = [r for r in s3_proxy.requests if r.target.split("?")[0].endswith("index.jsonl")]
+    assert len(index_gets) == 1 and gate.decisions.loads == 1  # the index, read once
+    gate.start_pass(1, 0, resumed=False)  # a new epoch reads it once more
+    gate.verdict(shards[0])
+    assert gate.decisions.loads == 2
+    # a shard read from an indexed decision passes its samples and records its decision
+    assert gate.before(shards[0])
+    samples = list(gate.observe(shards[0], iter([{"__key__": "a"}, {"__key__": "b"}])))
+    assert len(samples) == 2 and gate.results[-1]["action"] == "passed"
+    assert _profile_gets(s3_proxy) == 0
+
+
+def test_a_new_config_or_reference_invalidates_the_cached_decisions(tmp_path: Path) -> None:
+    store = ProfileStore(str(tmp_path / "store"))
+    clean, drifted = _corpus(tmp_path, store)
+    check_shards(clean + drifted, store, "ref")
+    ref = store.get_reference("ref")
+    (shard,) = stat_shards(expand_urls(drifted))
+    assert DecisionIndex.of(store, "ref", ref, None).get(shard.url, shard.version) is None
+    assert DecisionIndex.of(store, "ref", ref, None).load_all()  # new records, not compacted
+    compact_store(store)
+    index = DecisionIndex.of(store, "ref", ref, None)
+    assert index.get(shard.url, shard.version).drifted
+    assert (
+        DecisionIndex.of(store, "ref", ref, DriftConfig(alpha=0.001)).get(shard.url, shard.version)
+        is None
+    )  # another config: decided again
+    store.build_reference("ref", clean)  # rebuilt: other content under the same name
+    rebuilt = store.get_reference("ref")
+    assert DecisionIndex.of(store, "ref", rebuilt, None).get(shard.url, shard.version) is None
+    gate = ShardGate(store, "ref", "skip", options=None)
+    assert gate.verdict(shard).action == "skip"  # decided from the profile again
+    assert gate.decisions.get(shard.url, shard.version) is not None
+
+
+def test_compacted_decisions_and_new_records_are_both_read(tmp_path: Path) -> None:
+    store = ProfileStore(str(tmp_path / "store"))
+    clean, drifted = _corpus(tmp_path, store)
+    check_shards(clean[:2], store, "ref")
+    compact_store(store)
+    check_shards(clean[2:] + drifted, store, "ref")  # after compaction: small records
+    index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
+    assert len(index.known()) == 2  # the gate's one read: the compacted index only
+    assert len(index.load_all()) == 5  # check and report: the new records too
+    first = {k: d.to_dict() for k, d in index.load_all().items()}
+    compact_store(store)
+    again = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
+    assert {k: d.to_dict() for k, d in again.known().items()} == first
+
+
+# -- many small objects are read in batches --------------------------------------------------
+
+
+def test_references_and_catalogs_read_many_objects_in_concurrent_batches(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    urls = [str(tmp_path / f"s-{i}.tar") for i in range(12)]
+    for i, url in enumerate(urls):
+        write_shard(url, 5, seed=i)
+    profile_shards(urls, store, progress=False)
+    shards = stat_shards(expand_urls(urls))
+    one_by_one = [store.get_profile(s.url, s.version) for s in shards]
+    s3_proxy.latency_ms = 30
+    s3_proxy.reset_stats()
+    fresh = ProfileStore(store.url, options)
+    reference = fresh.build_reference("ref", urls)
+    assert (fresh.reads, fresh.batches) == (12, 1)  # one batched read of the 12 profiles
+    assert s3_proxy.max_in_flight >= 2  # in flight together, not one at a time
+    gets = [r for r in s3_proxy.requests if r.method == "GET" and "/shards/" in r.target]
+    assert len(gets) == 12 and not [r for r in s3_proxy.requests if r.method == "HEAD"]
+    merged = Profile.merged(one_by_one)
+    assert reference.n == merged.n == 60
+    assert reference.to_dict()["features"] == merged.to_dict()["features"]  # the same merge
+    fresh.reads = fresh.batches = 0
+    s3_proxy.reset_stats()
+    rows = fresh.catalog()
+    assert len(rows) == 12 and (fresh.reads, fresh.batches) == (12, 1)
+    assert s3_proxy.max_in_flight >= 2
