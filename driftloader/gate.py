@@ -210,7 +210,7 @@ class ShardGate:
             reference = self.reference
             drift = compare(stored, reference, self.config) if reference is not None else None
             if drift is not None:
-                self.decisions.add(shard.url, shard.version, stored.n, drift)
+                decisions_of(self).add(shard.url, shard.version, stored.n, drift)
             skip = drift is not None and self.policy.skips(drift)
             return Verdict(SKIP if skip else READ, stored, drift, n=int(stored.n))
         if not self.policy.SKIPS_UNREAD or self.reference is None:
@@ -220,15 +220,6 @@ class ShardGate:
             return Verdict(READ)
         drift = compare(probe, self.reference, self.config)
         return Verdict(SKIP if self.policy.skips(drift) else READ, None, drift, probe)
-
-    @property
-    def decisions(self) -> DecisionIndex:
-        """The decision index of this reference and drift config (read once per pass)."""
-        if self._index is None:
-            self._index = DecisionIndex.of(
-                self.store, self.reference_name, self.reference, self.config
-            )
-        return self._index
 
     def plan_row(self, shard: Shard) -> dict:
         """``{"url", "version", "n", "action"}`` for ``DriftDataset.plan``: the stored sample
@@ -415,7 +406,7 @@ class ShardGate:
             return
         drift = compare(profile, self.reference, self.config)
         if self.store is not None and self.store.writable:
-            self.decisions.add(shard.url, shard.version, profile.n, drift)
+            decisions_of(self).add(shard.url, shard.version, profile.n, drift)
         summary = tally.summary() if tally.n else {}
         # Weights come from the probe window: a shard that ends undrifted may still have had
         # its samples weighted (or redrawn), and one that ends drifted may not.
@@ -492,12 +483,19 @@ def _weighed(
     return tally.apply(chunk, weights)
 
 
+def decisions_of(gate: ShardGate) -> DecisionIndex:
+    """The gate's decision index (its reference and drift config), read once per pass."""
+    if gate._index is None:
+        gate._index = DecisionIndex.of(gate.store, gate.reference_name, gate.reference, gate.config)
+    return gate._index
+
+
 def indexed_verdict(gate: ShardGate, shard: Shard) -> Verdict | None:
     """The verdict from the shard's indexed decision, without loading its profile; None when
     it has none, or when the gate's policy weighs a drifted shard (that needs the profile)."""
     if gate.reference is None:
         return None
-    known = gate.decisions.get(shard.url, shard.version)
+    known = decisions_of(gate).get(shard.url, shard.version)
     if known is None:
         return None
     drift = known.drift()

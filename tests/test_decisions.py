@@ -11,7 +11,7 @@ from driftloader.catalog import CatalogRow
 from driftloader.check import check_shards
 from driftloader.decisions import DecisionIndex, compact_store
 from driftloader.drift import DriftConfig
-from driftloader.gate import ShardGate
+from driftloader.gate import ShardGate, decisions_of
 from driftloader.profile import Profile
 from driftloader.profiling import profile_shards
 from driftloader.sources import expand_urls, stat_shards
@@ -115,10 +115,10 @@ def test_gate_decides_indexed_shards_without_loading_profiles(
     assert [a for _, a, _ in got] == ["read"] * 4 + ["skip"]
     assert _profile_gets(s3_proxy) == 0  # no profile loaded
     index_gets = [r for r in s3_proxy.requests if r.target.split("?")[0].endswith("index.jsonl")]
-    assert len(index_gets) == 1 and gate.decisions.loads == 1  # the index, read once
+    assert len(index_gets) == 1 and decisions_of(gate).loads == 1  # the index, read once
     gate.start_pass(1, 0, resumed=False)  # a new epoch reads it once more
     gate.verdict(shards[0])
-    assert gate.decisions.loads == 2
+    assert decisions_of(gate).loads == 2
     # a shard read from an indexed decision passes its samples and records its decision
     assert gate.before(shards[0])
     samples = list(gate.observe(shards[0], iter([{"__key__": "a"}, {"__key__": "b"}])))
@@ -146,7 +146,7 @@ def test_a_new_config_or_reference_invalidates_the_cached_decisions(tmp_path: Pa
     assert DecisionIndex.of(store, "ref", rebuilt, None).get(shard.url, shard.version) is None
     gate = ShardGate(store, "ref", "skip", options=None)
     assert gate.verdict(shard).action == "skip"  # decided from the profile again
-    assert gate.decisions.get(shard.url, shard.version) is not None
+    assert decisions_of(gate).get(shard.url, shard.version) is not None
 
 
 def test_compacted_decisions_and_new_records_are_both_read(tmp_path: Path) -> None:
