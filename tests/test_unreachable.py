@@ -3,7 +3,9 @@
 The endpoint is a real listening socket whose accept queue is full: the kernel then drops new
 connection attempts, so a client waits for its connect timeout exactly as it does against a
 firewalled host. Before the fix, reading four shards from it took about 45 s (five retries of a
-5 s connect timeout) and a glob raised botocore's bare ``ConnectTimeoutError``.
+5 s connect timeout) and a glob raised botocore's bare ``ConnectTimeoutError``. The tests check
+the bound by its parts (the connect timeout, the tries counted in the error), not by the clock:
+on a loaded machine setting up the client alone can take seconds.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 import driftloader as dl
-from driftloader.errors import DriftloaderError, ShardReadError
-
-FAST = 15.0
-"""Generous bound (s) for "fails within a few seconds": the old behaviour took 45 s or more."""
+from driftloader.errors import ShardReadError, StorageUnreachable
+from driftloader.sources import filesystem
 
 
 @pytest.fixture
@@ -49,24 +49,24 @@ def dropping_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             sock.close()
 
 
-def test_reading_shards_from_a_dropping_endpoint_fails_fast(dropping_endpoint):
+def test_connections_to_s3_time_out_in_seconds(dropping_endpoint):
+    for fs in (filesystem("s3://data/x.tar"), dl.ProfileStore("s3://data/store").fs):
+        assert fs.config_kwargs["connect_timeout"] <= 3  # botocore's default is 60 s
+
+
+def test_reading_shards_from_a_dropping_endpoint_fails_after_one_retry(dropping_endpoint):
     dataset = dl.DriftDataset("s3://data/x-{000..003}.tar")
-    start = time.monotonic()
     with pytest.raises(ShardReadError, match=r"s3://data/x-00\d\.tar.*AWS_ENDPOINT_URL") as caught:
         next(iter(dataset))
-    assert time.monotonic() - start < FAST
-    assert "never reached" in str(caught.value)
+    message = str(caught.value)
+    assert "(1 retry)" in message and "never reached" in message  # was "(5 retries)"
 
 
 def test_a_glob_on_a_dropping_endpoint_names_the_endpoint(dropping_endpoint):
-    start = time.monotonic()
-    with pytest.raises(DriftloaderError, match=r"s3://data/x-\*\.tar.*AWS_ENDPOINT_URL"):
+    with pytest.raises(StorageUnreachable, match=r"s3://data/x-\*\.tar.*AWS_ENDPOINT_URL"):
         dl.DriftDataset("s3://data/x-*.tar")
-    assert time.monotonic() - start < FAST
 
 
-def test_a_store_on_a_dropping_endpoint_fails_fast_naming_the_endpoint(dropping_endpoint):
-    start = time.monotonic()
-    with pytest.raises(DriftloaderError, match=r"AWS_ENDPOINT_URL"):
+def test_a_store_on_a_dropping_endpoint_names_the_endpoint(dropping_endpoint):
+    with pytest.raises(StorageUnreachable, match=r"store s3://data/store.*AWS_ENDPOINT_URL"):
         dl.ProfileStore("s3://data/store").references()
-    assert time.monotonic() - start < FAST
