@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ShardReadError
 from .shardversion import ShardVersion
@@ -154,13 +155,20 @@ class Fetcher:
     def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
         raise NotImplementedError
 
+    def endpoint(self, handle: ObjectHandle) -> str:
+        """Where ``handle``'s requests go (a key of ``ANSWERED``): scheme and host."""
+        parts = urlsplit(handle.shard.url)
+        return f"{parts.scheme or 'file'}://{parts.netloc}"
+
     def close(self) -> None:
         """Release threads and files."""
 
     def _retrying(self, handle: ObjectHandle, offset: int, size: int, read_once) -> Piece:
         """Call ``read_once(offset, size, parts)`` until ``size`` bytes or EOF, resuming at the
         byte where a transient failure stopped it (``parts`` keeps what arrived)."""
-        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry, type(self).__name__)
+        tries = Attempts(
+            handle.url, offset, size, self.policy, self.on_retry, self.endpoint(handle)
+        )
         while True:
             start, left = tries.remaining()
             try:
@@ -171,7 +179,7 @@ class Fetcher:
 
 
 ANSWERED: set[str] = set()
-"""Fetcher kinds that storage has answered in this process. Before the first answer a failed
+"""Endpoints (``Fetcher.endpoint``) that have answered in this process. Before the first answer a failed
 connection is retried once (a wrong or firewalled endpoint fails in seconds); after it, as often
 as any transient failure (a blip during a long run)."""
 FIRST_CONTACT_RETRIES = 1
@@ -189,11 +197,11 @@ class Attempts:
         size: int,
         policy: RetryPolicy,
         on_retry: Callable[[], None],
-        kind: str = "",
+        endpoint: str = "",
     ) -> None:
         self.url, self.offset, self.size = url, offset, size
         self.policy, self.on_retry = policy, on_retry
-        self.kind = kind
+        self.endpoint = endpoint
         self.parts: list[bytes] = []
         self.attempt = 0
 
@@ -206,7 +214,7 @@ class Attempts:
         """Count a failed try and return the seconds to wait before the next; raise the
         ``ShardReadError`` (at the byte reached) when it is not transient or retries are spent."""
         at = self.remaining()[0]
-        unanswered = self.kind not in ANSWERED and is_connect_failure(e)
+        unanswered = self.endpoint not in ANSWERED and is_connect_failure(e)
         limit = (
             min(self.policy.retries, FIRST_CONTACT_RETRIES) if unanswered else self.policy.retries
         )
@@ -219,7 +227,7 @@ class Attempts:
 
     def piece(self, total: int | None, version: ShardVersion | None) -> Piece:
         """The bytes read, in one piece, with what the last answer said about the object."""
-        ANSWERED.add(self.kind)
+        ANSWERED.add(self.endpoint)
         data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         return Piece(data, total, version)
 

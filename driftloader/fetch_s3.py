@@ -31,12 +31,18 @@ class S3Fetcher(Fetcher):
         super().__init__(policy, on_retry)
         self.fs = filesystem("s3://bucket", storage_options)
 
+    def endpoint(self, handle: ObjectHandle) -> str:
+        """The S3 endpoint every bucket is reached through (AWS's when none is set)."""
+        return "s3://" + str(self.fs.client_kwargs.get("endpoint_url") or "aws")
+
     def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
         return asyncio.run_coroutine_threadsafe(self._get(handle, offset, size), self.fs.loop)
 
     async def _get(self, handle: ObjectHandle, offset: int, size: int) -> Piece:
         bucket, key, _ = self.fs.split_path(handle.shard.url)
-        tries = Attempts(handle.url, offset, size, self.policy, self.on_retry, type(self).__name__)
+        tries = Attempts(
+            handle.url, offset, size, self.policy, self.on_retry, self.endpoint(handle)
+        )
         while True:
             start, left = tries.remaining()
             try:

@@ -21,6 +21,8 @@ import driftloader as dl
 from driftloader.errors import ShardReadError, StorageUnreachable
 from driftloader.sources import filesystem
 
+from .conftest import write_shard
+
 
 @pytest.fixture
 def dropping_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
@@ -70,3 +72,16 @@ def test_a_glob_on_a_dropping_endpoint_names_the_endpoint(dropping_endpoint):
 def test_a_store_on_a_dropping_endpoint_names_the_endpoint(dropping_endpoint):
     with pytest.raises(StorageUnreachable, match=r"store s3://data/store.*AWS_ENDPOINT_URL"):
         dl.ProfileStore("s3://data/store").references()
+
+
+def test_an_endpoint_that_answered_does_not_vouch_for_another(
+    s3_bucket, s3_endpoint, s3fs_fresh, tmp_path, dropping_endpoint
+):
+    """The one-retry rule is per endpoint: a process that already read from one S3 endpoint
+    (here moto, named in storage_options) still fails fast on a dead one."""
+    write_shard(tmp_path / "a.tar", 3)
+    s3fs_fresh.put(str(tmp_path / "a.tar"), f"{s3_bucket}/a.tar")
+    moto = {"client_kwargs": {"endpoint_url": s3_endpoint}}
+    assert len(list(dl.read_shard(f"s3://{s3_bucket}/a.tar", moto))) == 3
+    with pytest.raises(ShardReadError, match=r"\(1 retry\).*never reached"):
+        next(iter(dl.DriftDataset("s3://data/x-{000..003}.tar")))
