@@ -487,7 +487,9 @@ def test_a_stalled_store_gives_up_within_its_timeout(stalling_endpoint: str) -> 
         started = time.monotonic()
         with pytest.raises(StoreTimeoutError, match=r"s3://stalled/drift: .* within 1 s"):
             operation()
-        assert time.monotonic() - started < 4, name
+        # a hang guard, not a timing: without the deadline this took about 7 minutes; the
+        # first call also sets up the S3 client, which takes seconds on a loaded machine
+        assert time.monotonic() - started < 30, name
 
 
 def test_s3_stores_get_bounded_timeouts_unless_the_caller_sets_them() -> None:
