@@ -14,6 +14,13 @@ Then detection with the default featurizer and ``DriftConfig``: a reference of `
 clean shards of ``--detect-samples`` images (``--detect-width`` wide), and ``--detect-shards``
 shards per family: clean, 20/255 brighter, R and B swapped, blurred (box blur radius 2). Results
 go to benchmarks/results/images.md.
+
+``--clean-shards N`` runs only the false-alarm part, longer: the same reference and random
+stream (so its first clean shards are those of the full run), then N clean shards, printing one
+line per shard as it goes and a last line with the count flagged and the exact (Clopper-Pearson)
+one-sided 95% upper bound on the false-alarm rate; results/images.md is not written. With
+``--clean-seed S`` the clean shards come from a fresh random stream of seed S instead (same
+reference), so a measurement can be extended by shards independent of those already run.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from PIL import Image, ImageFilter
+from scipy import stats
 
 import driftloader as dl
 from driftloader.drift import compare
@@ -86,12 +94,19 @@ def image_profile(samples: list[dict], url: str) -> Profile:
     return profile
 
 
-def detection_rows(args: argparse.Namespace) -> list[str]:
-    rng = np.random.default_rng(1)
+def detection_reference(rng: np.random.Generator, args: argparse.Namespace) -> Profile:
+    """The merged profile of ``--ref-shards`` clean shards, drawn first from ``rng``."""
     n, width = args.detect_samples, args.detect_width
     reference = image_profile(encoded_images(rng, n, width, FAMILIES["clean"]), "ref-0")
     for i in range(1, args.ref_shards):
         reference.merge(image_profile(encoded_images(rng, n, width, FAMILIES["clean"]), f"r{i}"))
+    return reference
+
+
+def detection_rows(args: argparse.Namespace) -> list[str]:
+    rng = np.random.default_rng(1)
+    n, width = args.detect_samples, args.detect_width
+    reference = detection_reference(rng, args)
     rows = []
     for family, change in FAMILIES.items():
         flagged, names = 0, {}
@@ -106,6 +121,42 @@ def detection_rows(args: argparse.Namespace) -> list[str]:
         top = ", ".join(f"`{k}`" for k, _ in sorted(names.items(), key=lambda kv: -kv[1])[:3])
         rows.append(f"| {family} | {flagged / args.detect_shards:.0%} | {top or '-'} |")
     return rows
+
+
+def upper_bound_95(flagged: int, shards: int) -> float:
+    """Exact (Clopper-Pearson) one-sided 95% upper bound on a rate seen flagged/shards times."""
+    if flagged >= shards:
+        return 1.0
+    return float(stats.beta.ppf(0.95, flagged + 1, shards - flagged))
+
+
+def false_alarms(args: argparse.Namespace) -> None:
+    """Reference, then ``--clean-shards`` clean shards, one printed line per shard."""
+    rng = np.random.default_rng(1)
+    n, width = args.detect_samples, args.detect_width
+    start = time.perf_counter()
+    reference = detection_reference(rng, args)
+    if args.clean_seed is not None:
+        rng = np.random.default_rng(args.clean_seed)
+    print(f"reference: {args.ref_shards} clean shards of {n} images", flush=True)
+    flagged = 0
+    for i in range(args.clean_shards):
+        result = compare(
+            image_profile(encoded_images(rng, n, width, FAMILIES["clean"]), f"s{i}"), reference
+        )
+        flagged += result.drifted
+        top = result.top(1)[0]
+        print(
+            f"shard {i + 1}: drifted={result.drifted} top={top.name} p={top.p_value:.3g} "
+            f"flagged={flagged} bound95={upper_bound_95(flagged, i + 1):.4f} "
+            f"elapsed={time.perf_counter() - start:.0f}s",
+            flush=True,
+        )
+    print(
+        f"clean JPEG: {flagged} of {args.clean_shards} shards flagged; exact one-sided 95% "
+        f"upper bound on the false-alarm rate {upper_bound_95(flagged, args.clean_shards):.2%}",
+        flush=True,
+    )
 
 
 def best_rate(fn, samples: int, rounds: int) -> float:
@@ -127,7 +178,24 @@ def main() -> None:
     parser.add_argument("--detect-samples", type=int, default=1000)
     parser.add_argument("--detect-width", type=int, default=128)
     parser.add_argument("--ref-shards", type=int, default=5)
+    parser.add_argument(
+        "--clean-shards",
+        type=int,
+        default=None,
+        help="run only the false-alarm measurement on this many clean shards",
+    )
+    parser.add_argument(
+        "--clean-seed",
+        type=int,
+        default=None,
+        help="with --clean-shards: draw the clean shards from this seed, not after the reference",
+    )
     args = parser.parse_args()
+    if args.clean_shards is not None:
+        if args.clean_shards < 1:
+            raise ValueError(f"--clean-shards must be >= 1, got {args.clean_shards}")
+        false_alarms(args)
+        return
     total = args.shards * args.samples
     with tempfile.TemporaryDirectory() as tmp:
         urls = make_shards(Path(tmp), args.shards, args.samples, args.width)
