@@ -95,9 +95,15 @@ def _try_lock(fd: int) -> bool:
 
 
 def _fsync_folder(folder: Path) -> None:
+    # Windows cannot open a folder; the file is durable enough there
+    _fsync_path(folder, OSError)
+
+
+def _fsync_path(path: Path, unopenable: type[OSError]) -> None:
+    """fsync ``path`` through a descriptor of its own; ``unopenable`` errors mean nothing to do."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # Windows cannot open a folder; the file is durable enough there
+        fd = os.open(path, os.O_RDONLY)
+    except unopenable:
         return
     try:
         os.fsync(fd)
@@ -119,14 +125,7 @@ class SealedWindow:
     def sync(self) -> None:
         """fsync the window's log segment (through a fd of its own, so a rotation that closes
         the log meanwhile is harmless); a segment already gone is ignored."""
-        try:
-            fd = os.open(self.segment, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(self.segment, FileNotFoundError)
 
 
 @dataclass
