@@ -24,16 +24,11 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as _dt
-import html
-import io
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -42,6 +37,7 @@ from .drift import DriftConfig, compare
 from .errors import FingerprintMismatch
 from .profile import Profile
 from .progress import track
+from .report_html import escape, finite_float, img, matplotlib_classes, png, when
 from .report_images import content_sections
 from .report_serving import serving_section
 from .sources import expand_urls, protocol_of, redact, stat_shards
@@ -74,19 +70,6 @@ class ShardRow:
 # ---------------------------------------------------------------------------------- collecting
 
 
-def _e(value: Any) -> str:
-    """``value`` as escaped HTML text."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _row_from_catalog(row: CatalogRow, reference: str) -> ShardRow:
     """A ShardRow with the catalog's recorded result (if it is for ``reference``)."""
     mine = row.reference == reference
@@ -96,8 +79,8 @@ def _row_from_catalog(row: CatalogRow, reference: str) -> ShardRow:
         version=row.version,
         source=row.source,
         n=row.n,
-        time=_float(row.decided if mine else None) or _float(row.created),
-        score=_float(row.score) if mine else None,
+        time=finite_float(row.decided if mine else None) or finite_float(row.created),
+        score=finite_float(row.score) if mine else None,
         drifted=row.drifted if mine else None,
         action=(row.action or "") if mine else "",
         top=[t for t in row.top or [] if isinstance(t, dict)] if mine else [],
@@ -204,7 +187,7 @@ def top_features(rows: list[ShardRow], k: int) -> list[str]:
         for t in row.top:
             name = str(t.get("name"))
             drifted[name] = drifted.get(name, 0) + bool(t.get("drifted"))
-            best[name] = max(best.get(name, 0.0), _float(t.get("score")) or 0.0)
+            best[name] = max(best.get(name, 0.0), finite_float(t.get("score")) or 0.0)
     ranked = sorted(best, key=lambda n: (-drifted[n], -best[n], n))
     return [n for n in ranked if drifted[n]][:k]  # only features that drifted somewhere
 
@@ -215,7 +198,7 @@ def _shards_for(feature: str, rows: list[ShardRow], k: int) -> list[ShardRow]:
     for row in rows:
         for t in row.top:
             if t.get("name") == feature:
-                score = _float(t.get("score")) or 0.0
+                score = finite_float(t.get("score")) or 0.0
                 scored.append((not t.get("drifted"), -score, row.url, row))
     scored.sort(key=lambda s: s[:3])
     if scored and not scored[0][0]:
@@ -224,27 +207,6 @@ def _shards_for(feature: str, rows: list[ShardRow], k: int) -> list[ShardRow]:
 
 
 # ---------------------------------------------------------------------------------- plotting
-
-
-def _matplotlib():
-    """(Figure, FigureCanvasAgg); no pyplot, so no global backend state."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the HTML report needs matplotlib: pip install 'driftloader[report]'"
-        ) from e
-    return Figure, FigureCanvasAgg
-
-
-def _png(fig) -> str:
-    """The figure as a base64 PNG."""
-    _, canvas_cls = _matplotlib()
-    canvas_cls(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _label(url: str, width: int = 40) -> str:
@@ -272,7 +234,7 @@ def overview_plot(rows: list[ShardRow]) -> str | None:
     scored = [r for r in rows if r.score is not None]
     if not scored:
         return None
-    figure_cls, _ = _matplotlib()
+    figure_cls, _ = matplotlib_classes()
     fig = figure_cls(figsize=(11, 3.8), layout="constrained")
     ax_t, ax_s = fig.subplots(1, 2, width_ratios=[2, 1])
     groups = _source_groups(scored)
@@ -298,7 +260,7 @@ def overview_plot(rows: list[ShardRow]) -> str | None:
     ax_s.set_title("by source")
     if len(groups) > 1:
         ax_t.legend(fontsize=7, loc="upper left")
-    return _png(fig)
+    return png(fig)
 
 
 def _jitter(n: int) -> np.ndarray:
@@ -322,7 +284,7 @@ def numeric_plot(feature: str, ref: Profile, shards: list[Profile]) -> str | Non
         return None
     edges = np.linspace(*span, _BINS + 1)
     grid = np.linspace(*span, 200)
-    figure_cls, _ = _matplotlib()
+    figure_cls, _ = matplotlib_classes()
     fig = figure_cls(figsize=(10, 3), layout="constrained")
     ax_d, ax_c = fig.subplots(1, 2)
     for i, (profile, q) in enumerate(zip([ref, *shards], sketches)):
@@ -336,7 +298,7 @@ def numeric_plot(feature: str, ref: Profile, shards: list[Profile]) -> str | Non
     ax_d.set_title(f"{_label(feature, 60)}: density")
     ax_c.set_title("CDF")
     ax_c.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def categorical_plot(feature: str, ref: Profile, shards: list[Profile]) -> str | None:
@@ -350,7 +312,7 @@ def categorical_plot(feature: str, ref: Profile, shards: list[Profile]) -> str |
     cats = sorted(total, key=lambda k: (-total[k], k))[:_CATEGORIES]
     if not cats:
         return None
-    figure_cls, _ = _matplotlib()
+    figure_cls, _ = matplotlib_classes()
     fig = figure_cls(figsize=(10, 3), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(shares)
@@ -365,7 +327,7 @@ def categorical_plot(feature: str, ref: Profile, shards: list[Profile]) -> str |
     ax.set_ylabel("share of present values")
     ax.set_title(f"{_label(feature, 60)}: top categories")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 # ---------------------------------------------------------------------------------- HTML
@@ -383,45 +345,33 @@ img{max-width:100%}
 """
 
 
-def _img(data: str | None, alt: str) -> str:
-    if data is None:
-        return f'<p class="note">no plot for {_e(alt)} (no data to draw)</p>'
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _when(ts: float | None) -> str:
-    if ts is None or not math.isfinite(ts):
-        return ""
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def _summary(reference: str, ref: Profile, rows: list[ShardRow]) -> str:
     drifted = sum(bool(r.drifted) for r in rows)
     items = [
         ("reference", reference),
         ("reference samples", f"{ref.n:,}"),
         ("reference shards", ref.meta.get("count", "")),
-        ("reference created", _when(ref.created)),
+        ("reference created", when(ref.created)),
         ("features", len(ref.kinds)),
         ("shards in report", len(rows)),
         ("drifted shards", drifted),
         ("shards without a result", sum(r.score is None for r in rows)),
         ("shards failing validation", sum(bool(r.validation) for r in rows)),
     ]
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in items)
     return f'<table class="summary" id="summary">{body}</table>'
 
 
 def _top_cell(row: ShardRow) -> str:
     parts = []
     for t in row.top[:_TOP_IN_TABLE]:
-        effect = _float(t.get("effect"))
+        effect = finite_float(t.get("effect"))
         text = (
             f"{t.get('name')} ({t.get('metric')} {effect:.3g})"
             if effect is not None
             else str(t.get("name"))
         )
-        parts.append(f"<b>{_e(text)}</b>" if t.get("drifted") else _e(text))
+        parts.append(f"<b>{escape(text)}</b>" if t.get("drifted") else escape(text))
     return "<br>".join(parts)
 
 
@@ -430,17 +380,17 @@ def _table_row(i: int, row: ShardRow) -> str:
     drifted = "" if row.drifted is None else ("yes" if row.drifted else "no")
     action = row.action or (row.error or "")
     cells = [
-        _e(i),
-        f'<td class="url">{_e(row.url)}</td>',
-        _e(row.version),
-        _e(row.source),
-        _e("" if row.n is None else row.n),
-        _e(score),
-        _e(drifted),
-        _e(action),
+        escape(i),
+        f'<td class="url">{escape(row.url)}</td>',
+        escape(row.version),
+        escape(row.source),
+        escape("" if row.n is None else row.n),
+        escape(score),
+        escape(drifted),
+        escape(action),
         _top_cell(row),
-        _e(_when(row.time)),
-        _e(len(row.validation) if row.validation else ""),
+        escape(when(row.time)),
+        escape(len(row.validation) if row.validation else ""),
     ]
     body = "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells)
     cls = ' class="drifted"' if row.drifted else ""
@@ -450,7 +400,7 @@ def _table_row(i: int, row: ShardRow) -> str:
 def _table(rows: list[ShardRow]) -> str:
     heads = ["#", "shard", "version", "source", "n", "score", "drifted", "action", "top features"]
     heads += ["time (UTC)", "validation failures"]
-    head = "".join(f"<th>{_e(h)}</th>" for h in heads)
+    head = "".join(f"<th>{escape(h)}</th>" for h in heads)
     body = "".join(_table_row(i + 1, r) for i, r in enumerate(rows))
     return f'<table id="shards"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -460,8 +410,8 @@ def _validation(rows: list[ShardRow]) -> str:
     if not failing:
         return '<p class="note">no validation failures recorded.</p>'
     items = "".join(
-        f'<li><span class="url">{_e(r.url)}</span> ({_e(r.version)})<ul>'
-        + "".join(f"<li>{_e(v)}</li>" for v in r.validation)
+        f'<li><span class="url">{escape(r.url)}</span> ({escape(r.version)})<ul>'
+        + "".join(f"<li>{escape(v)}</li>" for v in r.validation)
         + "</ul></li>"
         for r in failing
     )
@@ -473,7 +423,7 @@ def _feature_section(
 ) -> str:
     """One feature: which shards, and the reference-vs-shard plot."""
     kind = ref.kinds.get(feature)
-    title = f"<h3>{_e(feature)} <small>({_e(kind or 'not in reference')})</small></h3>"
+    title = f"<h3>{escape(feature)} <small>({escape(kind or 'not in reference')})</small></h3>"
     if kind not in ("numeric", "categorical"):
         return title + '<p class="note">no distribution plot for this kind of feature.</p>'
     profiles = []
@@ -485,9 +435,9 @@ def _feature_section(
         if p is not None and p.kinds.get(feature) == kind:
             profiles.append(p)
     plot = numeric_plot if kind == "numeric" else categorical_plot
-    names = ", ".join(_e(redact(p.url or "?")) for p in profiles) or "none loaded"
+    names = ", ".join(escape(redact(p.url or "?")) for p in profiles) or "none loaded"
     return (
-        title + f'<p class="note">shards: {names}</p>' + _img(plot(feature, ref, profiles), feature)
+        title + f'<p class="note">shards: {names}</p>' + img(plot(feature, ref, profiles), feature)
     )
 
 
@@ -512,7 +462,7 @@ def render_report(
     ref = store.get_reference(reference)
     catalog = store.catalog()
     rows = _rows(store, ref, reference, urls, storage_options, config, compare_stored, catalog)
-    overview = _img(overview_plot(rows), "drift score over time and by source")
+    overview = img(overview_plot(rows), "drift score over time and by source")
     cache: dict = {}
     features = [
         _feature_section(f, store, ref, rows, cache) for f in _top_names(rows, top_features)
@@ -534,14 +484,14 @@ def _document(
     features: list[str],
     serving: str = "",
 ) -> str:
-    title = f"driftloader report: reference {_e(reference)}"
+    title = f"driftloader report: reference {escape(reference)}"
     feature_html = "".join(features) or '<p class="note">no feature moved.</p>'
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_CSS}</style></head><body>"
         f"<h1>{title}</h1>"
-        f'<p class="note">generated {_e(_when(_now()))}</p>'
+        f'<p class="note">generated {escape(when(_now()))}</p>'
         f"<h2>Summary</h2>{_summary(reference, ref, rows)}"
         f"<h2>Drift score over time and by source</h2>{overview}"
         f"<h2>Shards by score</h2>{_table(rows)}{serving}"

@@ -7,9 +7,6 @@ that the drifted directions load most."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +15,7 @@ import numpy as np
 from .features import JointOptions, joint_labels, joint_name_parts
 from .features.joint import NUMERIC_GROUP
 from .profile import Profile
+from .report_html import escape, img, png
 from .sources import redact
 from .store import ProfileStore, recorded_featurizer
 
@@ -28,27 +26,10 @@ _BINS = 30
 ProfileOf = Callable[[Any], "Profile | None"]
 
 
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _png(fig: Any) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
-
-
-def _image_tag(data: str, alt: str) -> str:
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _drifted_names(row: Any) -> list[str]:
@@ -83,7 +64,7 @@ def image_plot(field: str, reference: Profile, shards: Sequence[Profile]) -> str
                 color = "black" if i == 0 else f"C{i - 1}"
                 ax.stairs(np.diff(q.cdf(edges)) / np.diff(edges), edges, label=label, color=color)
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def image_section(
@@ -100,10 +81,10 @@ def image_section(
     names = sorted(n for n in reference.kinds if n.startswith(f"{field}."))
     alt = f"{field}: brightness, contrast and sharpness, reference vs drifted shards"
     return (
-        f"<h3>image field {_esc(field)}</h3>"
-        f'<p class="note">features: {_esc(", ".join(names))}; drifted shards: '
-        f"{_esc(', '.join(redact(p.url or '?') for p in profiles))}</p>"
-        + _image_tag(image_plot(field, reference, profiles), alt)
+        f"<h3>image field {escape(field)}</h3>"
+        f'<p class="note">features: {escape(", ".join(names))}; drifted shards: '
+        f"{escape(', '.join(redact(p.url or '?') for p in profiles))}</p>"
+        + img(image_plot(field, reference, profiles), alt)
         + contact_sheet(field, reference, profiles[0])
     )
 
@@ -114,12 +95,12 @@ def contact_sheet(field: str, reference: Profile, shard: Profile) -> str:
     lines = []
     for label, profile in (("reference", reference), (redact(shard.url or "?"), shard)):
         images = "".join(
-            f'<img class="thumb" alt="{_esc(field)} thumbnail, {_esc(label)}" '
+            f'<img class="thumb" alt="{escape(field)} thumbnail, {escape(label)}" '
             f'src="data:image/jpeg;base64,{t}">'
             for t in profile.thumbnails.get(field, [])
         )
-        lines.append(f'<p class="note">{_esc(label)}: {images or "no thumbnails stored"}</p>')
-    return f"<h4>{_esc(field)}: thumbnails</h4>" + "".join(lines)
+        lines.append(f'<p class="note">{escape(label)}: {images or "no thumbnails stored"}</p>')
+    return f"<h4>{escape(field)}: thumbnails</h4>" + "".join(lines)
 
 
 def joint_options(reference: Profile) -> JointOptions:
@@ -165,7 +146,7 @@ def joint_scatter(pair: list[str], reference: Profile, shard: Profile) -> str | 
     ax.set_xlabel(pair[0])
     ax.set_ylabel(pair[1])
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def joint_section(reference: Profile, rows: Sequence[Any], profile_of: ProfileOf) -> str:
@@ -187,14 +168,14 @@ def joint_section(reference: Profile, rows: Sequence[Any], profile_of: ProfileOf
         pair = most_loaded(group, sorted(set(dirs)), reference, options)
         shard = profile_of(row)
         plot = joint_scatter(pair, reference, shard) if pair and shard is not None else None
-        out.append(f"<h3>{_esc(label)}</h3>")
+        out.append(f"<h3>{escape(label)}</h3>")
         if plot is None:
             out.append('<p class="note">no reservoir rows to plot for this group.</p>')
             continue
         out.append(
-            f'<p class="note">{_esc(redact(row.url))}: reservoir rows on the two coordinates '
+            f'<p class="note">{escape(redact(row.url))}: reservoir rows on the two coordinates '
             f"the drifted directions load most</p>"
-            + _image_tag(plot, f"{label}: scatter of {pair[0]} and {pair[1]}")
+            + img(plot, f"{label}: scatter of {pair[0]} and {pair[1]}")
         )
     return "".join(out)
 

@@ -9,14 +9,12 @@ drifted, score, top features and preprocessing. Everything taken from data is HT
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
-import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from .report_html import escape, finite_float, matplotlib_classes, png, when
 
 SERVED = "served"
 NO_PREPROCESSING = "(not given)"
@@ -40,14 +38,6 @@ class ServingWindow:
     top: list[dict] = field(default_factory=list)
 
 
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def serving_windows(catalog: Iterable[Mapping[str, Any]], reference: str) -> list[ServingWindow]:
     """The serving windows stored for ``reference`` in ``catalog`` (catalog rows), by time."""
     windows = []
@@ -60,26 +50,16 @@ def serving_windows(catalog: Iterable[Mapping[str, Any]], reference: str) -> lis
                 url=str(row.get("url")),
                 run=row.get("run"),
                 window=window if isinstance(window, int) else None,
-                start=_number(row.get("start")),
-                end=_number(row.get("end")),
+                start=finite_float(row.get("start")),
+                end=finite_float(row.get("end")),
                 n=row.get("n"),
                 drifted=row.get("drifted"),
-                score=_number(row.get("score")),
+                score=finite_float(row.get("score")),
                 preprocessing=row.get("preprocessing"),
                 top=[t for t in row.get("top") or [] if isinstance(t, Mapping)],
             )
         )
     return sorted(windows, key=lambda w: (w.start is None, w.start or 0.0, w.url))
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _label(window: ServingWindow) -> str:
@@ -88,21 +68,21 @@ def _label(window: ServingWindow) -> str:
 
 def _top(window: ServingWindow) -> str:
     names = [t for t in window.top if t.get("drifted")][:TOP_IN_TABLE]
-    return "<br>".join(_e(t.get("name")) for t in names)
+    return "<br>".join(escape(t.get("name")) for t in names)
 
 
 def _row(window: ServingWindow) -> str:
     drifted = "" if window.drifted is None else ("yes" if window.drifted else "no")
     cells = [
-        _e(window.window),
-        _e(_when(window.start)),
-        _e(_when(window.end)),
-        _e(window.n),
-        _e(drifted),
-        _e("" if window.score is None else f"{window.score:.3g}"),
+        escape(window.window),
+        escape(when(window.start)),
+        escape(when(window.end)),
+        escape(window.n),
+        escape(drifted),
+        escape("" if window.score is None else f"{window.score:.3g}"),
         _top(window),
-        f'<td class="preprocessing">{_e(_label(window))}</td>',
-        f'<td class="url">{_e(window.run)}</td>',
+        f'<td class="preprocessing">{escape(_label(window))}</td>',
+        f'<td class="url">{escape(window.run)}</td>',
     ]
     body = "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells)
     cls = ' class="drifted"' if window.drifted else ""
@@ -113,7 +93,7 @@ def serving_table(windows: Sequence[ServingWindow]) -> str:
     """The windows' table (the latest ``MAX_ROWS``), in time order."""
     heads = ["window", "start", "end", "n", "drifted", "score", "top features"]
     heads += ["preprocessing", "run"]
-    head = "".join(f"<th>{_e(h)}</th>" for h in heads)
+    head = "".join(f"<th>{escape(h)}</th>" for h in heads)
     shown = list(windows)[-MAX_ROWS:]
     body = "".join(_row(w) for w in shown)
     note = ""
@@ -128,10 +108,8 @@ def serving_plot(windows: Sequence[ServingWindow], shards: Sequence[Any]) -> str
     scored = [w for w in windows if w.score is not None and w.end is not None]
     if not scored:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    figure_cls, _ = matplotlib_classes()
+    fig = figure_cls(figsize=(11, 3.6), layout="constrained")
     ax = fig.subplots()
     training = [s for s in shards if s.action != SERVED and s.score is not None and s.time]
     if training:
@@ -149,10 +127,7 @@ def serving_plot(windows: Sequence[ServingWindow], shards: Sequence[Any]) -> str
     ax.set_xlabel("time (shards: decision or profile; windows: end), UTC")
     ax.legend(fontsize=7, loc="upper left")
     fig.autofmt_xdate()
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return png(fig)
 
 
 def serving_section(
@@ -174,7 +149,7 @@ def serving_section(
     return (
         "<h2>Serving windows</h2>"
         f'<p class="note">{len(windows)} windows stored by ServingMonitor, {drifted} drifted; '
-        f"preprocessing: {_e(labels)}.</p>{image}{serving_table(windows)}"
+        f"preprocessing: {escape(labels)}.</p>{image}{serving_table(windows)}"
     )
 
 
