@@ -12,10 +12,11 @@ store root::
 registered drift tests and the library version): a rebuilt reference or another config is
 another folder, so a cached decision never outlives what it was decided against. Two writers
 of one record write the same bytes (it is deterministic), so concurrent writers never lose
-each other's work. The gate reads ``index.jsonl`` once per pass (one request) and falls back to
-profile + ``compare`` for shards not in it; ``check`` reads the index and the new records and
-adds what it decides; ``compact_store`` (``driftloader compact``) folds the new records into the
-index and the catalog's small rows into ``catalog/compacted.jsonl`` (``compaction.py``).
+each other's work. The gate and ``check`` read ``index.jsonl`` and the new records once per pass
+(one GET, one listing, one batched read), fall back to profile + ``compare`` for shards not in
+them, and add what they decide; ``compact_store`` (``driftloader compact``) folds the new
+records into the index and the catalog's small rows into ``catalog/compacted.jsonl``
+(``compaction.py``).
 A record keeps of the features only those that drifted (what ``top`` shows for a clean shard
 is then empty), which keeps the index ~150 bytes per clean shard.
 
@@ -135,6 +136,17 @@ def _feature(d: dict) -> FeatureDrift:
     )
 
 
+def _decision_or_none(document: Any) -> Decision | None:
+    """The decision a new record holds; None for what is not one (a partial or foreign
+    object in the folder is skipped: the shard is decided again)."""
+    if not isinstance(document, dict):
+        return None
+    try:
+        return Decision.from_dict(document)
+    except ProfileFormatError:
+        return None
+
+
 # -- what a decision depends on ---------------------------------------------------------------
 
 
@@ -169,11 +181,10 @@ def context_of(reference: Profile, config: DriftConfig | None) -> str:
 class DecisionIndex:
     """The decisions against one reference under one drift config, in a store.
 
-    ``get`` answers from memory after reading the compacted index once (one request; ``forget``
-    makes the next ``get`` read it again: the gate does so at each pass). ``add`` keeps a new
+    ``get`` answers from memory after reading the index and the new records once (``forget``
+    makes the next ``get`` read them again: the gate does so at each pass). ``add`` keeps a new
     decision in memory and writes its small record (best effort: a read-only store keeps it
-    in memory only). ``load_all`` reads the index and the new records too. ``loads`` counts
-    the reads of the index."""
+    in memory only). ``loads`` counts the reads of the index."""
 
     def __init__(self, store: ProfileStore, name: str, context: str) -> None:
         self.store = store
@@ -209,10 +220,18 @@ class DecisionIndex:
         self._known = None
 
     def known(self) -> dict[Key, Decision]:
-        """The decisions in memory, reading the compacted index first if not yet read."""
+        """The decisions in memory, reading them first if not yet read: the compacted index
+        and the new records not folded into it yet (one GET, one listing, one batched read),
+        so a decision written by one pass is found by the next without a compaction."""
         if self._known is None:
             self.loads += 1
-            self._known = {d.key: d for d in self._records(self.index_path)}
+            known = {d.key: d for d in self._records(self.index_path)}
+            paths = self.store.list_json(self.new_folder)
+            for document in self.store.read_json_many(paths):
+                decision = _decision_or_none(document)
+                if decision is not None:
+                    known[decision.key] = decision
+            self._known, self.unfolded = known, len(paths)
         return self._known
 
     def _records(self, path: str) -> list[Decision]:
@@ -229,19 +248,9 @@ class DecisionIndex:
         return self.known().get((shard_key(url), version))
 
     def load_all(self) -> dict[Key, Decision]:
-        """The index and every new record (one GET, one listing, one batched read)."""
-        known = dict(self.known())
-        paths = self.store.list_json(self.new_folder)
-        for document in self.store.read_json_many(paths):
-            if isinstance(document, dict):
-                try:
-                    decision = Decision.from_dict(document)
-                except ProfileFormatError:
-                    continue
-                known[decision.key] = decision
-        self._known = known
-        self.unfolded = len(paths)
-        return known
+        """The index and every new record, read again now."""
+        self.forget()
+        return self.known()
 
     def add(self, url: str, version: str | None, n: int, drift: ShardDrift) -> Decision:
         """Keep the decision of ``drift`` and write its record unless it is known already."""

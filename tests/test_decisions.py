@@ -9,6 +9,7 @@ import pytest
 
 from driftloader.catalog import CatalogRow
 from driftloader.check import check_shards
+from driftloader.dataset import DriftDataset
 from driftloader.decisions import DecisionIndex, compact_store
 from driftloader.drift import DriftConfig
 from driftloader.gate import ShardGate, decisions_of
@@ -132,8 +133,7 @@ def test_a_new_config_or_reference_invalidates_the_cached_decisions(tmp_path: Pa
     check_shards(clean + drifted, store, "ref")
     ref = store.get_reference("ref")
     (shard,) = stat_shards(expand_urls(drifted))
-    assert DecisionIndex.of(store, "ref", ref, None).get(shard.url, shard.version) is None
-    assert DecisionIndex.of(store, "ref", ref, None).load_all()  # new records, not compacted
+    assert DecisionIndex.of(store, "ref", ref, None).get(shard.url, shard.version).drifted
     compact_store(store)
     index = DecisionIndex.of(store, "ref", ref, None)
     assert index.get(shard.url, shard.version).drifted
@@ -156,12 +156,41 @@ def test_compacted_decisions_and_new_records_are_both_read(tmp_path: Path) -> No
     compact_store(store)
     check_shards(clean[2:] + drifted, store, "ref")  # after compaction: small records
     index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
-    assert len(index.known()) == 2  # the gate's one read: the compacted index only
-    assert len(index.load_all()) == 5  # check and report: the new records too
+    assert len(index.known()) == 5 and index.unfolded == 3  # the index and the new records
     first = {k: d.to_dict() for k, d in index.load_all().items()}
     compact_store(store)
     again = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
     assert {k: d.to_dict() for k, d in again.known().items()} == first
+
+
+def test_a_gate_pass_decides_each_shard_once_for_the_next_passes(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """No ``check`` and no compaction: the first pass decides from the profiles, the next
+    passes (new datasets, as in a new job) read those decisions and load no profile."""
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    clean, drifted = _corpus(tmp_path, store)
+
+    def one_pass() -> tuple[int, list[str]]:
+        ds = DriftDataset(
+            clean + drifted,
+            store=store.url,
+            reference="ref",
+            policy="skip",
+            storage_options=options,
+            shuffle=False,
+        )
+        n = sum(1 for _ in ds)
+        return n, sorted(r["action"] for r in ds.drift_report())
+
+    s3_proxy.reset_stats()
+    first = one_pass()
+    assert first == (4 * 80, ["passed"] * 4 + ["skipped"])
+    assert _profile_gets(s3_proxy) == 5  # decided from each stored profile once
+    s3_proxy.reset_stats()
+    assert one_pass() == first
+    assert _profile_gets(s3_proxy) == 0  # the decisions written by the first pass
 
 
 # -- many small objects are read in batches --------------------------------------------------
