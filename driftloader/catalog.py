@@ -116,18 +116,22 @@ class CatalogRow(Mapping):
     def from_dict(cls, data: Mapping[str, Any], problems: list[str] | None = None) -> CatalogRow:
         """A row from stored or legacy data. Unknown keys go to ``extra``; a known key whose
         value has the wrong type is dropped (and named in ``problems`` when given)."""
-        known = {f.name: f for f in fields(cls) if f.name != "extra"}
-        values: dict[str, Any] = {"extra": {}}
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         for key, value in data.items():
             key = str(key)
-            if key not in known:
-                values["extra"][key] = value
-            elif value is None or _fits(key, value):
+            exact = _EXACT.get(key)
+            if exact is None:
+                extra[key] = value
+            elif value is None or type(value) in exact or _fits(key, value):
                 values[key] = value
             elif problems is not None:
                 problems.append(f"{key}={value!r:.40} is not a {_KINDS[key][1]}")
-        values.setdefault("url", str(data.get("url", "")))
-        return cls(**values)
+        if "url" not in values:
+            values["url"] = str(data.get("url", ""))
+        row = cls.__new__(cls)  # the fields set directly: catalogs read 100k rows at once
+        row.__dict__.update(_DEFAULTS, **values, extra=extra)
+        return row
 
     def merged(self, newer: CatalogRow) -> CatalogRow:
         """This row with every field ``newer`` sets (not None) taken from ``newer`` (a NaN
@@ -181,6 +185,13 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "valid": ((bool,), "boolean"),
     "validated": (_TIME, "number"),
 }
+
+
+_DEFAULTS: dict[str, Any] = {f.name: None for f in fields(CatalogRow) if f.name != "extra"}
+"""Every field but ``extra`` unset (``from_dict`` starts from these)."""
+_EXACT: dict[str, frozenset[type]] = {key: frozenset(types) for key, (types, _) in _KINDS.items()}
+"""The exact types each known field takes without conversion (the fast path of ``from_dict``;
+``_fits`` decides the rest: subclasses, numpy scalars)."""
 
 
 def _fits(key: str, value: Any) -> bool:

@@ -12,11 +12,10 @@ store root::
 registered drift tests and the library version): a rebuilt reference or another config is
 another folder, so a cached decision never outlives what it was decided against. Two writers
 of one record write the same bytes (it is deterministic), so concurrent writers never lose
-each other's work. The gate and ``check`` read ``index.jsonl`` and the new records once per pass
-(one GET, one listing, one batched read), fall back to profile + ``compare`` for shards not in
-them, and add what they decide; ``compact_store`` (``driftloader compact``) folds the new
-records into the index and the catalog's small rows into ``catalog/compacted.jsonl``
-(``compaction.py``).
+each other's work. The gate reads ``index.jsonl`` once per pass (one request) and falls back to
+profile + ``compare`` for shards not in it; ``check`` reads the index and the new records and
+adds what it decides; ``compact_store`` (``driftloader compact``) folds the new records into the
+index and the catalog's small rows into ``catalog/compacted.jsonl`` (``compaction.py``).
 A record keeps of the features only those that drifted (what ``top`` shows for a clean shard
 is then empty), which keeps the index ~150 bytes per clean shard.
 
@@ -121,6 +120,17 @@ class Decision:
         )
 
 
+def _decision_or_none(document: Any) -> Decision | None:
+    """The decision a new record holds; None for what is not one (a partial or foreign
+    object in the folder is skipped: the shard is decided again)."""
+    if not isinstance(document, dict):
+        return None
+    try:
+        return Decision.from_dict(document)
+    except ProfileFormatError:
+        return None
+
+
 def _feature(d: dict) -> FeatureDrift:
     number = {k: decode_float(d.get(k)) for k in ("value", "effect", "p_value", "score")}
     return FeatureDrift(
@@ -134,17 +144,6 @@ def _feature(d: dict) -> FeatureDrift:
         {},
         number["score"],
     )
-
-
-def _decision_or_none(document: Any) -> Decision | None:
-    """The decision a new record holds; None for what is not one (a partial or foreign
-    object in the folder is skipped: the shard is decided again)."""
-    if not isinstance(document, dict):
-        return None
-    try:
-        return Decision.from_dict(document)
-    except ProfileFormatError:
-        return None
 
 
 # -- what a decision depends on ---------------------------------------------------------------
@@ -181,10 +180,11 @@ def context_of(reference: Profile, config: DriftConfig | None) -> str:
 class DecisionIndex:
     """The decisions against one reference under one drift config, in a store.
 
-    ``get`` answers from memory after reading the index and the new records once (``forget``
-    makes the next ``get`` read them again: the gate does so at each pass). ``add`` keeps a new
+    ``get`` answers from memory after reading the compacted index once (one request; ``forget``
+    makes the next ``get`` read it again: the gate does so at each pass). ``add`` keeps a new
     decision in memory and writes its small record (best effort: a read-only store keeps it
-    in memory only). ``loads`` counts the reads of the index."""
+    in memory only). ``load_all`` reads the index and the new records too. ``loads`` counts
+    the reads of the index."""
 
     def __init__(self, store: ProfileStore, name: str, context: str) -> None:
         self.store = store
@@ -192,7 +192,7 @@ class DecisionIndex:
         self.context = context
         self.loads = 0
         self.unfolded = 0  # new records ``load_all`` found (not compacted yet)
-        self._known: dict[Key, Decision] | None = None
+        self._known: dict[Key, Decision | dict] | None = None
 
     @classmethod
     def of(
@@ -219,33 +219,64 @@ class DecisionIndex:
         """Read the index again on the next ``get`` (a new pass may find it compacted)."""
         self._known = None
 
-    def known(self) -> dict[Key, Decision]:
-        """The decisions in memory, reading them first if not yet read: the compacted index
-        and the new records not folded into it yet (one GET, one listing, one batched read),
-        so a decision written by one pass is found by the next without a compaction."""
+    def _table(self) -> dict[Key, Decision | dict]:
+        """Every record in memory by key, reading them first if not yet read: the compacted
+        index and the new records not folded into it yet (one GET, one listing, one batched
+        read), so a decision written by one pass is found by the next without a compaction.
+        Records stay plain dicts until asked for (``get``): a pass over 100k decisions reads
+        the index without building 100k ``Decision`` objects."""
         if self._known is None:
             self.loads += 1
-            known = {d.key: d for d in self._records(self.index_path)}
+            table = self._records(self.index_path)
             paths = self.store.list_json(self.new_folder)
             for document in self.store.read_json_many(paths):
                 decision = _decision_or_none(document)
                 if decision is not None:
-                    known[decision.key] = decision
-            self._known, self.unfolded = known, len(paths)
+                    table[decision.key] = decision
+            self._known, self.unfolded = table, len(paths)
         return self._known
 
-    def _records(self, path: str) -> list[Decision]:
+    def _records(self, path: str) -> dict[Key, Decision | dict]:
         try:
-            return [Decision.from_dict(r) for r in read_lines(self.store, path)]
+            records = read_lines(self.store, path)
         except ProfileFormatError as e:
             warnings.warn(
-                f"ignoring decision index: {e}; decisions are taken again", RuntimeWarning, 3
+                f"ignoring decision index: {e}; decisions are taken again", RuntimeWarning, 4
             )
-            return []
+            return {}
+        return {(r.get("url"), r.get("version")): r for r in records}
+
+    def _decision(self, table: dict[Key, Decision | dict], key: Key) -> Decision | None:
+        """The decision of ``key`` in ``table`` (made from its record the first time); None
+        when there is none or its record is corrupt (one warning: it is decided again)."""
+        found = table.get(key)
+        if found is None or isinstance(found, Decision):
+            return found
+        try:
+            decision = Decision.from_dict(found)
+            if decision.key != key:
+                raise ProfileFormatError(f"keyed {key!r}: {str(found)[:80]}")
+        except ProfileFormatError as e:
+            warnings.warn(
+                f"ignoring a record of {self.store.display(self.index_path)}: {e}; "
+                "it is decided again",
+                RuntimeWarning,
+                3,
+            )
+            del table[key]
+            return None
+        table[key] = decision
+        return decision
+
+    def known(self) -> dict[Key, Decision]:
+        """The decisions in memory, reading the compacted index first if not yet read."""
+        table = self._table()
+        decisions = {key: self._decision(table, key) for key in list(table)}
+        return {key: d for key, d in decisions.items() if d is not None}
 
     def get(self, url: str, version: str | None) -> Decision | None:
         """The decision on shard ``url`` at ``version``, or None when not decided yet."""
-        return self.known().get((shard_key(url), version))
+        return self._decision(self._table(), (shard_key(url), version))
 
     def load_all(self) -> dict[Key, Decision]:
         """The index and every new record, read again now."""
@@ -255,10 +286,10 @@ class DecisionIndex:
     def add(self, url: str, version: str | None, n: int, drift: ShardDrift) -> Decision:
         """Keep the decision of ``drift`` and write its record unless it is known already."""
         decision = Decision.of(url, version, n, drift)
-        known = self.known()
-        if known.get(decision.key) == decision:
+        table = self._table()
+        if self._decision(table, decision.key) == decision:
             return decision
-        known[decision.key] = decision
+        table[decision.key] = decision
         if self.store.writable:  # a cache: a failed write means it is decided again next time
             with contextlib.suppress(StoreReadOnlyError, OSError):
                 self.store.write_json(self.record_path(url, version), decision.to_dict())

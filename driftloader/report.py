@@ -163,7 +163,9 @@ def _rows(
     rows = []
     catalog = store.catalog() if catalog is None else catalog
     for url, version, row in track(_selected_rows(catalog, shards, reference), "read"):
-        out = _row_from_catalog(dataclasses.replace(row, url=url, version=version), reference)
+        if (row.url, row.version) != (url, version):
+            row = dataclasses.replace(row, url=url, version=version)
+        out = _row_from_catalog(row, reference)
         if out.score is None:
             if row.fingerprint not in (None, ref.fingerprint):
                 out.error = "featurized differently from the reference"

@@ -106,9 +106,12 @@ def is_pipe(url: str) -> bool:
     return url.startswith("pipe:")
 
 
+_PROTOCOL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
 def protocol_of(url: str) -> str:
     """The fsspec protocol of a URL; plain paths are ``file``."""
-    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", url)
+    match = _PROTOCOL.match(url)
     return match.group(1).lower() if match else "file"
 
 
@@ -205,6 +208,8 @@ def storage_hint(exc: BaseException) -> str:
 
 def redact(url: str) -> str:
     """A URL without credentials (``scheme://user:secret@host`` -> ``scheme://***@host``)."""
+    if "@" not in url:  # the common case, without a regex (catalogs redact 100k URLs)
+        return url
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]+@", r"\1***@", url)
 
 

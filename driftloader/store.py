@@ -423,7 +423,8 @@ class ProfileStore(StoreFiles):
         ``compact_catalog``) with the small rows written since merged in (one listing, one
         batched read). Rows of other versions of driftloader are read as they are (see
         ``CatalogRow.from_dict``); unreadable ones warn and are left out."""
-        compacted = [self._row(d, catalog_file(self)) for d in read_lines(self, catalog_file(self))]
+        where = catalog_file(self)
+        compacted = [self._row(d, where) for d in read_lines(self, where)]
         paths = self.list_json(self.path("catalog"))
         small = [self._row(d, p) for p, d in zip(paths, self.read_json_many(paths))]
         return merged_rows(

@@ -57,6 +57,8 @@ READ_BATCH = 64
 store (fsspec's ``cat`` on the list, on s3fs's event loop)."""
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_STRUCTURAL = np.zeros(256, dtype=bool)
+_STRUCTURAL[[ord(c) for c in '"[]{}']] = True
 _THREADS = 16
 _UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
@@ -66,11 +68,14 @@ T = TypeVar("T")
 def json_depth(data: bytes) -> int:
     """How deeply the JSON text ``data`` nests arrays and objects (strings not counted), without
     parsing it: a bound checked before ``json.loads``, which recurses once per level."""
-    brackets = np.frombuffer(_STRING.sub(b'""', data), dtype=np.uint8)
-    opens = (brackets == ord("[")) | (brackets == ord("{"))
-    closes = (brackets == ord("]")) | (brackets == ord("}"))
-    steps = opens.astype(np.int8) - closes.astype(np.int8)
-    steps = steps[steps != 0].astype(np.int64)
+    if b"\\" in data:  # escaped quotes: strings are cut out by the regex first
+        data = _STRING.sub(b'""', data)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    marks = raw[np.flatnonzero(_STRUCTURAL[raw])]  # the quotes and brackets, in order
+    quotes = marks == ord('"')
+    outside = np.cumsum(quotes) % 2 == 0  # without escapes: an even number of quotes before
+    kept = marks[outside & ~quotes]
+    steps = np.where((kept == ord("[")) | (kept == ord("{")), 1, -1)
     return int(np.cumsum(steps).max()) if steps.size else 0
 
 

@@ -9,14 +9,17 @@ import pytest
 
 from driftloader.catalog import CatalogRow
 from driftloader.check import check_shards
+from driftloader.compaction import read_lines, write_lines
 from driftloader.dataset import DriftDataset
 from driftloader.decisions import DecisionIndex, compact_store
 from driftloader.drift import DriftConfig
+from driftloader.errors import ProfileFormatError
 from driftloader.gate import ShardGate, decisions_of
 from driftloader.profile import Profile
 from driftloader.profiling import profile_shards
 from driftloader.sources import expand_urls, stat_shards
 from driftloader.store import ProfileStore
+from driftloader.store_files import json_depth
 
 from .conftest import write_shard
 from .test_store import Env, env, small_profile  # noqa: F401  (env is a fixture)
@@ -223,3 +226,55 @@ def test_references_and_catalogs_read_many_objects_in_concurrent_batches(
     rows = fresh.catalog()
     assert len(rows) == 12 and (fresh.reads, fresh.batches) == (12, 1)
     assert s3_proxy.max_in_flight >= 2
+
+
+# -- reading compacted files fast, and still strictly -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        (b"", 0),
+        (b'{"a":"[[[[","b":[1,{"c":"]]}"}]}', 3),  # brackets inside strings do not count
+        (b'{"a":"x\\"[[[[["}', 1),  # nor after an escaped quote
+        (b'{"a":"x\\\\","b":[[]]}', 3),  # an escaped backslash ends the string
+        (b'[1,2]\n{"a":[[]]}\n', 3),
+        (b'"{{{"', 0),
+    ],
+)
+def test_json_depth_counts_only_brackets_outside_strings(text: bytes, depth: int) -> None:
+    assert json_depth(text) == depth
+
+
+def test_a_bad_line_of_a_compacted_file_is_named(tmp_path: Path) -> None:
+    store = ProfileStore(str(tmp_path / "store"))
+    path = store.path("catalog", "compacted.jsonl")
+    write_lines(store, path, [{"url": "a"}, {"url": "b"}])
+    assert read_lines(store, path) == [{"url": "a"}, {"url": "b"}]  # one parse of every line
+    for bad, what in [(b"{oops}", "not valid JSON"), (b"[1]", "not a JSON object")]:
+        store.write_bytes(path, b'{"url":"a"}\n\n' + bad + b'\n{"url":"b"}\n')
+        with pytest.raises(ProfileFormatError, match=f"line 3 is {what}"):
+            read_lines(store, path)
+    store.write_bytes(path, b'{"url":"a"},{"url":"b"}\n')  # two objects on one line
+    with pytest.raises(ProfileFormatError, match="line 1 is not valid JSON"):
+        read_lines(store, path)
+
+
+def test_a_corrupt_decision_record_costs_only_itself(tmp_path: Path) -> None:
+    store = ProfileStore(str(tmp_path / "store"))
+    clean, drifted = _corpus(tmp_path, store)
+    check_shards(clean + drifted, store, "ref")
+    compact_store(store)
+    index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
+    records = read_lines(store, index.index_path)
+    assert len(records) == 5
+    records[0]["n"] = "many"  # one corrupt record among good ones
+    write_lines(store, index.index_path, records)
+    shards = stat_shards(expand_urls(clean + drifted))
+    again = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
+    by_key = {(r["url"], r["version"]): r for r in records}
+    bad = next(s for s in shards if by_key[(s.url, s.version)] is records[0])
+    with pytest.warns(RuntimeWarning, match="ignoring a record of .*index.jsonl"):
+        assert again.get(bad.url, bad.version) is None  # decided again
+    assert all(again.get(s.url, s.version) is not None for s in shards if s is not bad)
+    assert len(again.known()) == 4 and again.loads == 1
