@@ -104,13 +104,19 @@ def _profiles(
 ) -> tuple[dict[tuple[str, str | None], Profile], list[tuple[str, str]]]:
     """The profile of every readable shard, by (url, version), and the shards that failed.
 
-    Unstored shards are profiled into the store (``profile_shards``); what the store still
+    Stored profiles are read once, in batches (``fetch_profiles``); only the shards without
+    one are profiled into the store (``profile_shards``) and read back; what the store still
     does not give back (it is read-only, or a stored profile is corrupt) is profiled here."""
+    fingerprint = options["featurizer"].fingerprint
+    profiles = dict(
+        zip([(s.url, s.version) for s in shards], store.fetch_profiles(shards, fingerprint))
+    )
+    unstored = [s for s in shards if profiles[(s.url, s.version)] is None]
     failed: list[tuple[str, str]] = []
-    if shards and store.writable:
+    if unstored and store.writable:
         try:
             summary = profile_shards(
-                [s.url for s in shards],
+                [s.url for s in unstored],
                 store,
                 workers=runner[0],
                 executor=runner[1],
@@ -121,13 +127,9 @@ def _profiles(
         except StoreReadOnlyError as e:  # refused in a worker: profile in memory below
             store.mark_read_only(str(e))
     gone = {url for url, _ in failed}
-    todo = [s for s in shards if redact(s.url) not in gone]
-    profiles = dict(
-        zip(
-            [(s.url, s.version) for s in todo],
-            store.fetch_profiles(todo, options["featurizer"].fingerprint),
-        )
-    )
+    todo = [s for s in unstored if redact(s.url) not in gone]
+    for shard, profile in zip(todo, store.fetch_profiles(todo, fingerprint) if todo else []):
+        profiles[(shard.url, shard.version)] = profile
     for shard in todo:
         if profiles[(shard.url, shard.version)] is None:
             profile = _profile_here(shard, store, options, failed)

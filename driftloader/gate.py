@@ -10,6 +10,7 @@ its decisions, and the shards it read on the profiling path.
 from __future__ import annotations
 
 import copy
+import json
 import time
 import zlib
 from collections.abc import Iterator
@@ -113,6 +114,7 @@ class ShardGate:
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
         self._exclusions: set[tuple[str, str | None]] | None = None
         self._index: DecisionIndex | None = None
+        self._written: dict[tuple[str, str | None], int] = {}  # catalog rows written (digest)
         self.reset()
         if reference is not None:
             if self.options.featurizer is None:  # the featurizer the reference recorded
@@ -164,6 +166,7 @@ class ShardGate:
         state["_reference"] = None  # each worker loads it from the store again
         state["_stored"] = {}
         state["_index"] = None
+        state["_written"] = {}
         return state
 
     @property
@@ -460,12 +463,32 @@ class ShardGate:
         if self.store is not None and catalog:
             # The catalog's "n" is the profile's sample count; a decision may have seen fewer.
             stored = {k: v for k, v in row.items() if k != "n"}
-            self.store.record(shard.url, shard.version, {**stored, "decided_n": row["n"]})
+            fields = {**stored, "decided_n": row["n"]}
+            if not self._written_before(row["url"], shard.version, fields):
+                self.store.record(shard.url, shard.version, fields)
+
+    def _written_before(self, key: str, version: str | None, fields: dict) -> bool:
+        """True when this gate already wrote this decision on this shard-version (in an earlier
+        epoch or pass): the catalog row is then left as it is (it keeps the epoch, time and top
+        features of when it was first taken; a decision read back from the index keeps only
+        the drifted features), which saves a read and a write per shard and epoch."""
+        same = zlib.crc32(
+            json.dumps(
+                {k: v for k, v in fields.items() if k not in ("epoch", "decided", "top")},
+                sort_keys=True,
+                default=str,
+            ).encode()
+        )
+        if self._written.get((key, version)) == same:
+            return True
+        self._written[(key, version)] = same
+        return False
 
     def report(self, shards: list[Shard] | None = None, since: float = 0.0) -> list[dict]:
         """Decisions this process took, in order; with ``shards``, then those of other
         processes (DataLoader workers, other ranks) on them since ``since`` (read back from
-        the catalog, which keeps each shard's latest decision)."""
+        the catalog, which keeps each shard's latest decision; one a gate takes again in a
+        later epoch is not written again, so its row names the epoch it was first taken in)."""
         rows = list(self.results)
         if shards is None or self.store is None or self.reference_name is None:
             return rows

@@ -8,8 +8,10 @@ import contextlib
 import subprocess
 import tarfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -199,3 +201,19 @@ def test_an_s3_store_that_refuses_puts_warns_once_and_check_still_compares(
     assert [r.n for r in results] == [60, 80] and results.failed == []
     assert sum("read-only" in str(w.message) for w in caught) == 1
     assert not refusing.writable
+
+
+def test_check_reads_each_stored_profile_once(tmp_path, s3_proxy, s3_bucket):
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    urls = [str(tmp_path / f"s-{i}.tar") for i in range(6)]
+    for i, url in enumerate(urls):
+        write_shard(url, 20, seed=i)
+    profile_shards(urls[:5], store, progress=False)
+    store.build_reference("ref", urls[:2])
+    s3_proxy.reset_stats()
+    results = check_shards(urls, store, "ref")  # 5 stored profiles, 1 profiled now
+    assert len(results) == 6 and not results.failed
+    gets = Counter(unquote(r.target.split("?")[0]) for r in s3_proxy.requests if r.method == "GET")
+    stored = [store.profile_path(u, stat_shard(Shard(u)).version) for u in urls[:5]]
+    assert [gets[f"/{p}"] for p in stored] == [1] * 5  # one (batched) read each

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -278,3 +279,33 @@ def test_a_corrupt_decision_record_costs_only_itself(tmp_path: Path) -> None:
         assert again.get(bad.url, bad.version) is None  # decided again
     assert all(again.get(s.url, s.version) is not None for s in shards if s is not bad)
     assert len(again.known()) == 4 and again.loads == 1
+
+
+def test_a_decision_taken_again_in_a_later_epoch_is_not_written_again(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    clean, drifted = _corpus(tmp_path, store)
+    ds = DriftDataset(
+        clean + drifted,
+        store=store.url,
+        reference="ref",
+        policy="skip",
+        storage_options=options,
+        shuffle=False,
+    )
+
+    def catalog_requests() -> int:
+        return sum("/catalog/" in unquote(r.target) for r in s3_proxy.requests)
+
+    s3_proxy.reset_stats()
+    assert sum(1 for _ in ds) == 4 * 80
+    assert catalog_requests() == 2 * 5  # each shard's row read and written once
+    ds.set_epoch(1)
+    s3_proxy.reset_stats()
+    assert sum(1 for _ in ds) == 4 * 80
+    assert catalog_requests() == 0  # the same decisions: nothing read or written
+    rows = ds.drift_report(include_store=False)
+    assert sorted(r["epoch"] for r in rows) == [0] * 5 + [1] * 5  # still reported per epoch
+    assert {r.epoch for r in store.catalog() if r.policy} == {0}  # rows keep their first epoch
