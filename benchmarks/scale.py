@@ -15,7 +15,7 @@ a counting proxy (``latency_proxy.LatencyProxy``, no latency) so every request i
 * ``gate first sample``: ``DriftDataset(glob, store, reference, policy="skip")`` made and its
   first sample drawn (listing the N shards, the reference, the decision index).
 
-Profiling is timed on the first ``--profile-shards`` shards with ``executor="local:2"`` and with a
+Profiling is timed on the first ``--profile-shards`` shards with one process, ``executor="local:2"`` and a
 Dask ``LocalCluster`` of 2 worker processes. ``--index-decisions`` writes a compacted catalog and
 a decision index of that many synthetic decisions (one object each) and times ``report`` over it
 and the gate's read of the index. Peak memory is the process's max RSS (``resource``), which
@@ -95,6 +95,7 @@ class Steps:
     def __init__(self, proxy: LatencyProxy) -> None:
         self.proxy = proxy
         self.rows: list[dict] = []
+        self.notes: list[str] = []
 
     def run(self, size: int, name: str, fn, per: int | None = None):
         self.proxy.reset_stats()
@@ -156,33 +157,63 @@ def first_sample(glob: str, store, options: dict):
     return next(iter(ds))
 
 
-def profile_both(steps: Steps, urls: list[str], store_url: str, options: dict) -> None:
+def stored_documents(store, urls: list[str], options: dict) -> list[dict | None]:
+    """Each shard's stored profile as JSON, without what differs between runs (when it was
+    made and the store it is in)."""
+    from driftloader.sources import expand_urls, stat_shards
+
+    out = []
+    for shard in stat_shards(expand_urls(urls, options), options):
+        document = store.read_json(store.profile_path(shard.url, shard.version))
+        if document is not None:
+            document.pop("created", None)
+        out.append(document)
+    return out
+
+
+def profile_engines(steps: Steps, urls: list[str], store_url: str, options: dict) -> str:
+    """Profile ``urls`` with 1 process, ``local:2`` and a Dask ``LocalCluster`` of 2 workers,
+    each into its own store; returns whether the three stored profiles are bit for bit equal."""
     from driftloader.profiling import profile_shards
     from driftloader.store import ProfileStore
 
     count = len(urls)
-    local = ProfileStore(store_url + "-local2", options)
-    steps.run(
-        count,
-        "profile local:2",
-        lambda: profile_shards(
-            urls, local, executor="local:2", storage_options=options, progress=False
-        ),
-    )
+    stores = {}
+    engines = [("profile 1 process", None), ("profile local:2", "local:2")]
+    for name, executor in engines:
+        stores[name] = ProfileStore(f"{store_url}-{len(stores)}", options)
+        steps.run(
+            count,
+            name,
+            lambda s=stores[name], e=executor: profile_shards(
+                urls, s, executor=e, storage_options=options, progress=False
+            ),
+        )
     from distributed import Client, LocalCluster
 
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
         Client(cluster) as client,
     ):
-        dask = ProfileStore(store_url + "-dask2", options)
+        name = "profile Dask LocalCluster(2)"
+        stores[name] = ProfileStore(f"{store_url}-dask2", options)
+        client.run(lambda: None)  # the workers are up before the clock starts
         steps.run(
             count,
-            "profile Dask LocalCluster(2)",
+            name,
             lambda: profile_shards(
-                urls, dask, executor=client.get_executor(), storage_options=options, progress=False
+                urls,
+                stores[name],
+                executor=client.get_executor(),
+                storage_options=options,
+                progress=False,
             ),
         )
+    documents = [stored_documents(s, urls, options) for s in stores.values()]
+    same = all(d == documents[0] for d in documents[1:]) and None not in documents[0]
+    verdict = "identical" if same else "DIFFERENT"
+    print(f"stored profiles of the three engines: {verdict}")
+    return verdict
 
 
 def synthetic_index(steps: Steps, fs, store, count: int) -> None:
@@ -245,12 +276,25 @@ def run_size(
     glob = f"s3://{prefix}/data/*.tar"
     store = ProfileStore(f"s3://{prefix}/drift", options)
     if profile_shards_n:
-        profile_both(steps, urls[:profile_shards_n], f"s3://{prefix}/profiled", options)
+        urls_p = urls[:profile_shards_n]
+        steps.notes.append(
+            f"{len(urls_p):,} shards profiled by 1 process, local:2 and Dask(2): stored profiles "
+            + profile_engines(steps, urls_p, f"s3://{prefix}/profiled", options)
+        )
     steps.run(size, "store profiles + rows (setup)", lambda: fill_store(store, fs, urls, options))
     store = ProfileStore(store.url, options)
     steps.run(
         size, "reference", lambda: store.build_reference("ref", glob, storage_options=options)
     )
+    tree = steps.run(
+        size,
+        "reference local:2 (tree)",
+        lambda: store.build_reference(
+            "ref-tree", glob, storage_options=options, executor="local:2"
+        ),
+    )
+    same = tree.to_dict()["features"] == store.get_reference("ref").to_dict()["features"]
+    steps.notes.append(f"{size:,}: reference local:2 features equal to one process's: {same}")
     steps.run(size, "check", lambda: check_shards(glob, store, "ref", storage_options=options))
     steps.run(size, "compact", lambda: compact_store(store))
     steps.run(
@@ -265,14 +309,15 @@ def run_size(
     )
 
 
-def write_markdown(rows: list[dict], path: Path, load: str) -> None:
+def write_markdown(rows: list[dict], path: Path, load: str, notes: list[str] = ()) -> None:
     head = "| shards | step | s | ms/shard | requests | GET | PUT | peak RSS MB |\n|---|---|---|---|---|---|---|---|\n"
     body = "".join(
         f"| {r['shards']:,} | {r['step']} | {r['seconds']:.2f} | {r['ms_per_shard']:.3f} | "
         f"{r['requests']:,} | {r['GET']:,} | {r['PUT']:,} | {r['peak_mb']:.0f} |\n"
         for r in rows
     )
-    path.write_text(f"<!-- raw; load at start: {load} -->\n\n" + head + body)
+    tail = "".join(f"\n* {n}" for n in notes)
+    path.write_text(f"<!-- raw; load at start: {load} -->\n\n" + head + body + tail + "\n")
 
 
 def main() -> None:
@@ -300,13 +345,15 @@ def main() -> None:
             steps = Steps(proxy)
             for i, size in enumerate(args.sizes):
                 run_size(steps, fs, bucket, size, options, args.profile_shards if i == 0 else 0)
+                if args.out:
+                    write_markdown(steps.rows, args.out, load, steps.notes)  # so far
                 if i == 0 and args.index_decisions:
                     from driftloader.store import ProfileStore
 
                     store = ProfileStore(f"s3://{bucket}/n{size}/drift", options)
                     synthetic_index(steps, fs, store, args.index_decisions)
             if args.out:
-                write_markdown(steps.rows, args.out, load)
+                write_markdown(steps.rows, args.out, load, steps.notes)
     finally:
         moto.kill()
         moto.wait()

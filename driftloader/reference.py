@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import DriftloaderError
 from .profile import Profile
@@ -37,16 +37,49 @@ def merge_reference(
     ``meta["featurizer"]`` is the ``FeatureSpec`` JSON the profiles carry (``featurizer_spec``),
     when they carry one.
     """
-    missing = [(s.url, s.version) for s, p in zip(shards, profiles) if p is None]
+    return merge_reference_chunks(name, shards, [list(profiles)])
+
+
+def merge_reference_chunks(
+    name: str, shards: Sequence[Shard], chunks: Iterable[Sequence[Profile | None]]
+) -> Profile:
+    """``merge_reference`` of the profiles given in consecutive ``chunks`` (one per shard in
+    all, in order), merged as they come: only one chunk of profiles is held at a time."""
+    merged: Profile | None = None
+    spec: dict | None = None
+    missing: list[tuple[str, str | None]] = []
+    examples: dict[str, tuple[Shard, Profile]] = {}  # one (shard, profile) per featurizer
+    sources: set[str] = set()
+    preprocessing: set[str] = set()
+    start = 0
+    for chunk in chunks:
+        pairs = list(zip(shards[start : start + len(chunk)], chunk))
+        start += len(chunk)
+        missing += [(s.url, s.version) for s, p in pairs if p is None]
+        found = [(s, p) for s, p in pairs if p is not None]
+        if missing or not found:
+            continue
+        for shard, profile in found:
+            key = json.dumps([profile.fingerprint, profile.meta.get("featurizer")], sort_keys=True)
+            examples.setdefault(key, (shard, profile))
+        spec = featurizer_spec(name, *_unzipped(examples))  # disagreeing featurizers: raises
+        more_sources, more_preprocessing = origins([p for _, p in found])
+        sources |= more_sources
+        preprocessing |= more_preprocessing
+        head = [] if merged is None else [merged]
+        merged = Profile.merged([*head, *(p for _, p in found)])
     if missing:
         raise missing_profiles(name, missing, len(shards))
-    found = [p for p in profiles if p is not None]
-    spec = featurizer_spec(name, [s for s, p in zip(shards, profiles) if p is not None], found)
-    sources, preprocessing = origins(found)
-    reference = described(name, shards, Profile.merged(found), sources, preprocessing)
+    if merged is None:
+        raise ValueError(f"cannot build reference {name!r}: no shards")
+    reference = described(name, shards, merged, sources, preprocessing)
     if spec is not None:
         reference.meta["featurizer"] = spec
     return reference
+
+
+def _unzipped(examples: dict[str, tuple[Shard, Profile]]) -> tuple[list[Shard], list[Profile]]:
+    return [s for s, _ in examples.values()], [p for _, p in examples.values()]
 
 
 def featurizer_spec(name: str, shards: Sequence[Shard], profiles: Sequence[Profile]) -> dict | None:
@@ -150,6 +183,7 @@ __all__ = [
     "described",
     "featurizer_spec",
     "merge_reference",
+    "merge_reference_chunks",
     "missing_profiles",
     "origins",
     "preprocessing_of",

@@ -38,7 +38,8 @@ import hashlib
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -58,7 +59,7 @@ from .features import (
 )
 from .profile import READS as PROFILE_FORMATS
 from .profile import Profile
-from .reference import MissingProfiles, merge_reference, preprocessing_of
+from .reference import MissingProfiles, merge_reference, merge_reference_chunks, preprocessing_of
 from .sources import Shard, expand_urls, protocol_of, redact, stat_shards
 from .store_files import (
     MAX_JSON_BYTES,
@@ -69,6 +70,8 @@ from .store_files import (
 )
 
 UNVERSIONED = "_unversioned"
+FETCH_CHUNK = 1000
+"""Profiles a reference build reads and merges at a time (``fetch_profile_chunks``)."""
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -288,6 +291,24 @@ class ProfileStore(StoreFiles):
             found[i] = profile
         return found
 
+    def fetch_profile_chunks(
+        self, shards: Sequence[Shard], fingerprint: str | None = None, size: int = FETCH_CHUNK
+    ) -> Iterator[list[Profile | None]]:
+        """``fetch_profiles`` of ``shards`` in consecutive chunks of ``size``, the next chunk
+        read (in a thread) while the caller works on this one: a merge over 10k profiles holds
+        two chunks at a time, and the store's answers arrive while the last chunk is merged."""
+        parts = [list(shards[i : i + size]) for i in range(0, len(shards), size)]
+        if len(parts) <= 1:
+            yield from (self.fetch_profiles(part, fingerprint) for part in parts)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(self.fetch_profiles, parts[0], fingerprint)
+            for part in parts[1:]:
+                current = ahead.result()
+                ahead = pool.submit(self.fetch_profiles, part, fingerprint)
+                yield current
+            yield ahead.result()
+
     def _load_many(self, paths: list[str]) -> list[Profile | None]:
         """``_load`` of each of ``paths`` from one batched read."""
         out: list[Profile | None] = []
@@ -384,7 +405,8 @@ class ProfileStore(StoreFiles):
         if executor is not None and fingerprint is None:
             reference = tree_reference(executor, name, self, shards)
         else:
-            reference = merge_reference(name, shards, self.fetch_profiles(shards, fingerprint))
+            chunks = self.fetch_profile_chunks(shards, fingerprint)
+            reference = merge_reference_chunks(name, shards, chunks)
         if chosen.spec is not None and reference.fingerprint == chosen.fingerprint:
             reference.meta["featurizer"] = chosen.spec.to_dict()
         self.put_reference(name, reference)

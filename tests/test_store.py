@@ -521,3 +521,25 @@ def test_a_stored_profile_of_an_older_format_still_counts_as_profiled(tmp_path: 
         warnings.simplefilter("error", RuntimeWarning)
         assert store.has_profile("/d/a.tar", "v:1")
         assert store.get_profile("/d/a.tar", "v:1") is not None
+
+
+def test_a_reference_is_merged_chunk_by_chunk_reading_each_profile_once(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = [env.put_shard(f"s-{i}.tar", 6, seed=i) for i in range(5)]
+    shards = [stat_shard(Shard(u)) for u in urls]
+    profiles = [profile_shard(s, env.store, config=CONFIG) for s in shards]
+    fresh = ProfileStore(env.store.url, env.store.storage_options)
+    chunks = list(fresh.fetch_profile_chunks(shards, size=2))
+    assert [len(c) for c in chunks] == [2, 2, 1] and fresh.reads == 5  # each read once
+    monkeypatch.setattr(ProfileStore.fetch_profile_chunks, "__defaults__", (None, 2))
+    fresh.reads = fresh.batches = 0
+    ref = fresh.build_reference("v1", urls)
+    assert fresh.reads == 5 and fresh.batches == 3  # three chunks, one batched read each
+    expected = Profile.merged(profiles)
+    assert ref.n == expected.n == 30 and ref.meta["count"] == 5
+    assert ref.numeric("x.npy[0]")[0].mean == pytest.approx(expected.numeric("x.npy[0]")[0].mean)
+    assert ref.categorical("cls").counts() == expected.categorical("cls").counts()
+    env.store.fs.rm(env.store.profile_path(shards[3].url, shards[3].version))
+    with pytest.raises(MissingProfiles, match="s-3.tar"):  # found in the second chunk
+        ProfileStore(env.store.url, env.store.storage_options).build_reference("v1", urls)
