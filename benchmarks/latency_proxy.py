@@ -106,6 +106,7 @@ class RequestRecord:
     range: str | None
     status: int | None = None
     fault: str | None = None
+    started: float = field(default_factory=time.monotonic)  # when its head was read
 
 
 @dataclass

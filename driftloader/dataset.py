@@ -26,7 +26,7 @@ from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
 from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
 from .fluent import FluidInterface
-from .gate import GateOptions, ShardGate
+from .gate import GateOptions, ShardGate, plan_row
 from .handlers import error_handler
 from .monitoring import DriftRows
 from .pipeline import Context, hand_over
@@ -357,7 +357,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
     def _plan_row(self, shard: Shard) -> dict:
         if self.gate is None:
             return {"url": redact(shard.url), "version": shard.version, "n": None, "action": "read"}
-        return self.gate.plan_row(shard)
+        return plan_row(self.gate, shard)
 
     def _keyed_plan(self) -> dict:
         return keyed_plan(self.shards, self.plan())

@@ -26,6 +26,7 @@ from .profile import Profile, ProfileConfig
 from .profiling import Metadata, ShardProfiler
 from .sources import Shard, redact
 from .store import ProfileStore, recorded_featurizer, shard_key
+from .writebehind import WriteBehind
 
 READ, SKIP, EXCLUDED = "read", "skip", "excluded"  # what the gate does with a shard, unread
 
@@ -115,6 +116,7 @@ class ShardGate:
         self._exclusions: set[tuple[str, str | None]] | None = None
         self._index: DecisionIndex | None = None
         self._written: dict[tuple[str, str | None], int] = {}  # catalog rows written (digest)
+        self._writes = WriteBehind()  # catalog rows, written off the sample path
         self.reset()
         if reference is not None:
             if self.options.featurizer is None:  # the featurizer the reference recorded
@@ -223,21 +225,6 @@ class ShardGate:
             return Verdict(READ)
         drift = compare(probe, self.reference, self.config)
         return Verdict(SKIP if self.policy.skips(drift) else READ, None, drift, probe)
-
-    def plan_row(self, shard: Shard) -> dict:
-        """``{"url", "version", "n", "action"}`` for ``DriftDataset.plan``: the stored sample
-        count (None without a stored profile) and the verdict, from the store only."""
-        verdict = self.verdict(shard)
-        n = verdict.n
-        if verdict.action == EXCLUDED:
-            stored = self.store.get_profile(shard.url, shard.version, self.featurizer.fingerprint)
-            n = None if stored is None else int(stored.n)
-        return {
-            "url": redact(shard.url),
-            "version": shard.version,
-            "n": n,
-            "action": verdict.action,
-        }
 
     def before(self, shard: Shard, verdict: Verdict | None = None) -> bool:
         """True to read the shard; False to skip it without reading a byte (recorded).
@@ -465,7 +452,7 @@ class ShardGate:
             stored = {k: v for k, v in row.items() if k != "n"}
             fields = {**stored, "decided_n": row["n"]}
             if not self._written_before(row["url"], shard.version, fields):
-                self.store.record(shard.url, shard.version, fields)
+                self._writes.submit(row["url"], self.store.record, shard.url, shard.version, fields)
 
     def _written_before(self, key: str, version: str | None, fields: dict) -> bool:
         """True when this gate already wrote this decision on this shard-version (in an earlier
@@ -484,11 +471,17 @@ class ShardGate:
         self._written[(key, version)] = same
         return False
 
+    def flush(self) -> None:
+        """Wait until every catalog row this gate handed over is written (the reader calls it
+        when a pass ends or its stream is closed); raises the first failed write."""
+        self._writes.flush()
+
     def report(self, shards: list[Shard] | None = None, since: float = 0.0) -> list[dict]:
         """Decisions this process took, in order; with ``shards``, then those of other
         processes (DataLoader workers, other ranks) on them since ``since`` (read back from
         the catalog, which keeps each shard's latest decision; one a gate takes again in a
         later epoch is not written again, so its row names the epoch it was first taken in)."""
+        self.flush()  # this process's rows are in the catalog before it is read
         rows = list(self.results)
         if shards is None or self.store is None or self.reference_name is None:
             return rows
@@ -504,6 +497,22 @@ def _weighed(
     profile, drift = basis
     weights = importance_weights(batch, profile, gate.reference, drift, gate.options.clip)
     return tally.apply(chunk, weights)
+
+
+def plan_row(gate: ShardGate, shard: Shard) -> dict:
+    """``{"url", "version", "n", "action"}`` for ``DriftDataset.plan``, from ``gate``: the
+    stored sample count (None without a stored profile) and the verdict, from the store only."""
+    verdict = gate.verdict(shard)
+    n = verdict.n
+    if verdict.action == EXCLUDED:
+        stored = gate.store.get_profile(shard.url, shard.version, gate.featurizer.fingerprint)
+        n = None if stored is None else int(stored.n)
+    return {
+        "url": redact(shard.url),
+        "version": shard.version,
+        "n": n,
+        "action": verdict.action,
+    }
 
 
 def decisions_of(gate: ShardGate) -> DecisionIndex:

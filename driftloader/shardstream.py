@@ -122,8 +122,12 @@ class EpochReader:
         stream = ShardStream([], self.storage_options, self.options, self.stats)
         stream.steps = self._steps(shards, counts, progress.source_done, needed, stream)
         pairs = iter(stream)
-        with contextlib.closing(pairs):
-            yield from self._counted(pairs, counts, limit, needed, skipped)
+        try:
+            with contextlib.closing(pairs):
+                yield from self._counted(pairs, counts, limit, needed, skipped)
+        finally:
+            if self.gate is not None:
+                self.gate.flush()  # the pass's catalog rows are written before it ends
         progress.source_done = True
 
     def _counted(

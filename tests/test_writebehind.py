@@ -1,0 +1,103 @@
+"""The gate's catalog rows are written behind the samples: never between two samples, always
+before the pass ends, in order per key, and a failed write is raised, not lost."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from driftloader.dataset import DriftDataset
+from driftloader.profiling import profile_shards
+from driftloader.store import ProfileStore
+from driftloader.writebehind import WriteBehind
+
+from .conftest import write_shard
+
+pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
+
+
+def test_writes_of_one_key_keep_their_order_and_flush_waits_for_all() -> None:
+    writes, done = WriteBehind(threads=4, limit=3), []
+    gate = threading.Event()
+
+    def write(key: str, i: int) -> None:
+        if i == 0:
+            gate.wait(5)  # the first write of "a" is slow: the second must wait for it
+        done.append((key, i))
+
+    writes.submit("a", write, "a", 0)
+    writes.submit("a", write, "a", 1)
+    writes.submit("b", write, "b", 0)
+    assert writes.pending >= 2
+    gate.set()
+    writes.flush()
+    assert writes.pending == 0
+    assert done.index(("a", 0)) < done.index(("a", 1))
+    assert sorted(done) == [("a", 0), ("a", 1), ("b", 0)]
+
+
+def test_a_failed_write_is_raised_by_flush_and_bounds_are_checked() -> None:
+    writes = WriteBehind()
+
+    def fail() -> None:
+        raise OSError("the store refused the row")
+
+    writes.submit("a", fail)
+    with pytest.raises(OSError, match="refused the row"):
+        writes.flush()
+    writes.flush()  # raised once, then the queue is empty
+    with pytest.raises(ValueError, match="limit"):
+        WriteBehind(threads=1, limit=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_writes_with_threads_of_its_own(tmp_path: Path) -> None:
+    writes = WriteBehind()
+    writes.submit("a", (tmp_path / "parent").write_text, "1")
+    writes.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's pool threads do not exist here
+        try:
+            writes.submit("a", (tmp_path / "child").write_text, "2")
+            writes.flush()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and (tmp_path / "child").read_text() == "2"
+
+
+def decided(store: ProfileStore) -> int:
+    """Catalog rows that hold a gate's decision (profiling wrote rows without one)."""
+    return sum(row.policy == "skip" for row in store.catalog())
+
+
+def test_catalog_rows_are_written_behind_the_samples_and_before_the_pass_ends(
+    tmp_path: Path, s3_env: str, s3_proxy, s3_bucket: str
+) -> None:
+    """Every catalog PUT stalls 2 s at the store: the samples of the next shards still come at
+    once (no row is in the store yet when the third shard starts), and when the pass ends
+    every row is there."""
+    urls = [str(tmp_path / f"shard-{i}.tar") for i in range(3)]
+    for i, url in enumerate(urls):
+        write_shard(url, 20, seed=i)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    profile_shards(urls, store, progress=False)
+    store.build_reference("ref", urls)
+    direct = ProfileStore(f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_env}})
+    s3_proxy.add_fault("stall", method="PUT", path="/catalog/", times=None, seconds=2.0)
+
+    ds = DriftDataset(urls, store=store.url, reference="ref", policy="skip",
+                      storage_options=options, shuffle=False)  # fmt: skip
+    rows_when_third_shard_starts, n = None, 0
+    for _ in ds:
+        n += 1
+        if n == 41:  # the first sample of the third shard
+            rows_when_third_shard_starts = decided(direct)
+    assert n == 60
+    assert rows_when_third_shard_starts == 0  # the two rows decided so far are still on their way
+    assert decided(direct) == 3  # all written when the pass ended
+    assert sorted(r["action"] for r in ds.drift_report()) == ["passed"] * 3
