@@ -43,6 +43,7 @@ S3_STORE_OPTIONS: dict[str, Any] = {
         "retries": {"max_attempts": 2, "mode": "standard"},
     },
     "max_concurrency": 1,
+    "version_aware": False,
 }
 """storage_options the store adds on S3 unless the caller sets them (per key of
 ``config_kwargs``). s3fs's defaults (a 15 s read timeout, botocore's 5 legacy attempts, inside
@@ -50,7 +51,10 @@ s3fs's own 5 retries) kept a stalled PUT or HEAD going for about 7 minutes; here
 takes at most 3 s, a stalled answer 20 s, botocore tries twice, and ``DEFAULT_TIMEOUT`` bounds
 the whole operation (s3fs's retries included) anyway. ``max_concurrency`` 1: a store file is read
 with one GET (s3fs sends a HEAD first to split larger reads otherwise); many files are read
-concurrently by ``read_many`` instead."""
+concurrently by ``read_many`` instead. ``version_aware`` False: the store reads and lists only
+the latest objects; a version-aware listing is S3's ListObjectVersions, which returns every
+version ever written (catalog rows are rewritten each epoch: on a versioned bucket each epoch
+would add a page to every listing of the catalog)."""
 
 READ_BATCH = 64
 """Requests in flight at once when ``read_many`` reads a list of store files on an object

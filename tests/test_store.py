@@ -543,3 +543,22 @@ def test_a_reference_is_merged_chunk_by_chunk_reading_each_profile_once(
     env.store.fs.rm(env.store.profile_path(shards[3].url, shards[3].version))
     with pytest.raises(MissingProfiles, match="s-3.tar"):  # found in the second chunk
         ProfileStore(env.store.url, env.store.storage_options).build_reference("v1", urls)
+
+
+def test_store_listings_see_only_the_latest_objects_on_a_versioned_bucket(
+    s3_proxy, s3_bucket: str
+) -> None:
+    """A row rewritten every epoch is one object to list, not one per version ever written:
+    the store lists with ListObjectsV2, never ListObjectVersions."""
+    from driftloader.catalog import CatalogRow
+
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)  # the bucket keeps versions
+    for epoch in range(3):
+        store.record(CatalogRow(f"s3://{s3_bucket}/data/a.tar", "v:1", epoch=epoch))
+    s3_proxy.reset_stats()
+    assert len(store.list_json(store.path("catalog"))) == 1
+    (row,) = store.catalog()
+    assert row.epoch == 2
+    listings = [r.target for r in s3_proxy.requests if "prefix=" in r.target]
+    assert listings and not any("versions" in t for t in listings)
