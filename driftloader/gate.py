@@ -121,7 +121,7 @@ class ShardGate:
         if reference is not None:
             if self.options.featurizer is None:  # the featurizer the reference recorded
                 self.featurizer = recorded_featurizer(self.reference)
-            self._check_fingerprint(self.reference)
+            check_fingerprint(self, self.reference)
 
     # --------------------------------------------------------------------------- state
 
@@ -184,15 +184,6 @@ class ShardGate:
         if self.options.profile_config is not None:
             return self.options.profile_config
         return self.reference.config if self.reference is not None else None
-
-    def _check_fingerprint(self, reference: Profile) -> None:
-        if reference.fingerprint != self.featurizer.fingerprint:
-            raise FingerprintMismatch(
-                f"reference {self.reference_name!r} in {self.store!r} was featurized with "
-                f"{reference.fingerprint[:12]}..., this dataset's featurizer is "
-                f"{self.featurizer.fingerprint[:12]}...: pass the featurizer the reference was "
-                "built with (featurizer=...), or rebuild the reference"
-            )
 
     # ------------------------------------------------------------------------ verdicts
 
@@ -459,13 +450,7 @@ class ShardGate:
         epoch or pass): the catalog row is then left as it is (it keeps the epoch, time and top
         features of when it was first taken; a decision read back from the index keeps only
         the drifted features), which saves a read and a write per shard and epoch."""
-        same = zlib.crc32(
-            json.dumps(
-                {k: v for k, v in fields.items() if k not in ("epoch", "decided", "top")},
-                sort_keys=True,
-                default=str,
-            ).encode()
-        )
+        same = decision_digest(fields)
         if self._written.get((key, version)) == same:
             return True
         self._written[(key, version)] = same
@@ -497,6 +482,24 @@ def _weighed(
     profile, drift = basis
     weights = importance_weights(batch, profile, gate.reference, drift, gate.options.clip)
     return tally.apply(chunk, weights)
+
+
+def check_fingerprint(gate: ShardGate, reference: Profile) -> None:
+    """``FingerprintMismatch`` unless ``reference`` was featurized as ``gate`` featurizes."""
+    if reference.fingerprint != gate.featurizer.fingerprint:
+        raise FingerprintMismatch(
+            f"reference {gate.reference_name!r} in {gate.store!r} was featurized with "
+            f"{reference.fingerprint[:12]}..., this dataset's featurizer is "
+            f"{gate.featurizer.fingerprint[:12]}...: pass the featurizer the reference was "
+            "built with (featurizer=...), or rebuild the reference"
+        )
+
+
+def decision_digest(fields: dict) -> int:
+    """A digest of a catalog row's decision, without when it was taken (epoch, time) and its
+    top features (a decision read back from the index keeps only the drifted ones)."""
+    kept = {k: v for k, v in fields.items() if k not in ("epoch", "decided", "top")}
+    return zlib.crc32(json.dumps(kept, sort_keys=True, default=str).encode())
 
 
 def plan_row(gate: ShardGate, shard: Shard) -> dict:
