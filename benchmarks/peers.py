@@ -11,8 +11,9 @@ TarWriter (read by webdataset, driftloader and s3torchconnector), ``litdata.opti
 torch DataLoader (batch 256, 0 or 2 workers); the count, the class sum and the value sum are
 checked against the ground truth on every pass. Settings: local files, moto's S3 server on
 loopback, and moto behind ``latency_proxy`` at 0/10/40/100 ms to the first byte with 50 MB/s per
-connection. Contenders alternate round by round (the order rotates); medians are reported.
-LitData and MosaicML streaming download into a fresh local cache on every pass (cold reads).
+connection; moto and each proxy run in processes of their own (``servers.py``), so they never
+take the measured process's GIL. Contenders alternate round by round (the order rotates);
+medians are reported. LitData and MosaicML streaming download into a fresh local cache on every pass (cold reads).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.latency_proxy import LatencyProxy  # noqa: E402
+from benchmarks.servers import Servers  # noqa: E402
 
 ALL_SETTINGS = ("local", "moto", "proxy-0", "proxy-10", "proxy-40", "proxy-100")
 CONTENDERS = (
@@ -386,6 +387,7 @@ class Setting:
     name: str
     endpoint: str | None  # None: local files
     latency_ms: float = 0.0
+    upstream: str | None = None  # the moto server behind a proxy
 
 
 class Run:
@@ -476,29 +478,10 @@ def measure(
     return {c: statistics.median(v) for c, v in rates.items() if v and c not in failures}
 
 
-def start_moto() -> tuple[object, str]:
-    import logging
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    return server, f"http://127.0.0.1:{port}"
-
-
-def settings_for(names: list[str], moto: str | None, proxy: LatencyProxy | None) -> list[Setting]:
+def settings_for(names: list[str], servers: Servers) -> list[Setting]:
+    """Each setting with its endpoint: moto's server, and a proxy process per latency."""
+    remote = [n for n in names if n != "local"]
+    moto = servers.moto() if remote else None
     settings = []
     for name in names:
         if name == "local":
@@ -506,8 +489,8 @@ def settings_for(names: list[str], moto: str | None, proxy: LatencyProxy | None)
         elif name == "moto":
             settings.append(Setting(name, moto))
         else:
-            assert proxy is not None
-            settings.append(Setting(name, proxy.endpoint, float(name.split("-")[1])))
+            latency = float(name.split("-")[1])
+            settings.append(Setting(name, servers.proxy(moto, latency, MBPS), latency, moto))
     return settings
 
 
@@ -622,48 +605,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    remote = [s for s in args.settings if s != "local"]
-    moto_server, moto = start_moto() if remote else (None, None)
-    proxied = any(s.startswith("proxy") for s in args.settings)
-    proxy = LatencyProxy(moto, mbps=MBPS, lifetime_s=3 * 3600).start() if proxied else None
     out: list[str] = []
     started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
-            root, scratch = Path(tmp) / "data", Path(tmp) / "scratch"
-            scratch.mkdir(parents=True)
-            settings = settings_for(args.settings, moto, proxy)
-            for corpus_name in args.corpora:
-                shards, per_shard = args.shape[corpus_name]
-                log(f"writing {corpus_name}: {shards} x {per_shard}")
-                corpus = build_corpus(corpus_name, shards, per_shard, root)
-                prepare_storage(corpus, args, moto, log)
-                for workers in args.workers:
-                    results: dict[str, dict[str, float]] = {}
-                    for setting in settings:
-                        if proxy is not None:
-                            proxy.latency_ms = setting.latency_ms
-                        log(f"{corpus_name}, {setting.name}, {workers} workers")
-                        run = Run(corpus, setting, scratch)
-                        chosen = contenders_for(setting, args.contenders)
-                        results[setting.name] = measure(run, workers, chosen, args.rounds, log)
-                    size = sum(p.stat().st_size for p in corpus.tar_paths) / 1e6
-                    out += [
-                        f"### {corpus_name}: {shards} shards x {per_shard} samples "
-                        f"({size:,.0f} MB of tar), {workers} DataLoader workers",
-                        "",
-                        "Samples/s, median of the rounds:",
-                        "",
-                        *table(results, settings, args.contenders),
-                        "",
-                        *ratio_table(results, settings),
-                        "",
-                    ]
-    finally:
-        if proxy is not None:
-            proxy.stop()
-        if moto_server is not None:
-            moto_server.stop()
+    with Servers() as servers, tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+        root, scratch = Path(tmp) / "data", Path(tmp) / "scratch"
+        scratch.mkdir(parents=True)
+        settings = settings_for(args.settings, servers)
+        moto = next((s.upstream or s.endpoint for s in settings if s.endpoint), None)
+        for corpus_name in args.corpora:
+            shards, per_shard = args.shape[corpus_name]
+            log(f"writing {corpus_name}: {shards} x {per_shard}")
+            corpus = build_corpus(corpus_name, shards, per_shard, root)
+            prepare_storage(corpus, args, moto, log)
+            for workers in args.workers:
+                results: dict[str, dict[str, float]] = {}
+                for setting in settings:
+                    log(f"{corpus_name}, {setting.name}, {workers} workers")
+                    run = Run(corpus, setting, scratch)
+                    chosen = contenders_for(setting, args.contenders)
+                    results[setting.name] = measure(run, workers, chosen, args.rounds, log)
+                size = sum(p.stat().st_size for p in corpus.tar_paths) / 1e6
+                out += [
+                    f"### {corpus_name}: {shards} shards x {per_shard} samples "
+                    f"({size:,.0f} MB of tar), {workers} DataLoader workers",
+                    "",
+                    "Samples/s, median of the rounds:",
+                    "",
+                    *table(results, settings, args.contenders),
+                    "",
+                    *ratio_table(results, settings),
+                    "",
+                ]
     minutes = (time.perf_counter() - started) / 60
     header = [
         f"## Run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
