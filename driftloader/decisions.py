@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,8 +228,10 @@ class DecisionIndex:
         the index without building 100k ``Decision`` objects."""
         if self._known is None:
             self.loads += 1
-            table = self._records(self.index_path)
-            paths = self.store.list_json(self.new_folder)
+            with ThreadPoolExecutor(1) as pool:  # list the new records while the index is read
+                listing = pool.submit(self.store.list_json, self.new_folder)
+                table = self._records(self.index_path)
+                paths = listing.result()
             for document in self.store.read_json_many(paths):
                 decision = _decision_or_none(document)
                 if decision is not None:

@@ -14,6 +14,7 @@ import json
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,7 @@ class ShardGate:
         self.first_pass = set(self.pinned)
         if self._index is not None:
             self._index.forget()  # read the decision index once per pass
+        read_for_verdicts(self)
 
     def replica(self) -> ShardGate:
         """A copy that records no decisions: to re-read a shard whose decision is taken."""
@@ -416,7 +418,8 @@ class ShardGate:
             "n": int(n),
             "drifted": bool(drift.drifted),
             "score": float(drift.score),
-            "top": [f.to_dict() for f in drift.top(5)],
+            # the features that drifted, as a decision read back from the index keeps them
+            "top": [f.to_dict() for f in drift.top(5) if f.drifted],
             "schema": drift.schema,
         }
         if ess is not None:
@@ -516,6 +519,23 @@ def plan_row(gate: ShardGate, shard: Shard) -> dict:
         "n": n,
         "action": verdict.action,
     }
+
+
+def read_for_verdicts(gate: ShardGate) -> None:
+    """Read what the first verdict of a pass needs, concurrently: the exclusion list beside
+    the reference and then the decision index (one round trip each, not one after another)."""
+    if gate.store is None or gate.reference_name is None:
+        return
+    from .versions import load_exclusions
+
+    with ThreadPoolExecutor(1) as pool:
+        exclusions = None
+        if gate._exclusions is None:
+            exclusions = pool.submit(load_exclusions, gate.store, gate.reference_name)
+        if gate.reference is not None:
+            decisions_of(gate).known()
+        if exclusions is not None:
+            gate._exclusions = exclusions.result()
 
 
 def decisions_of(gate: ShardGate) -> DecisionIndex:
