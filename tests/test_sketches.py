@@ -28,6 +28,8 @@ from driftloader.sketches import (
     sketch_from_dict,
     token_hash,
 )
+from driftloader.sketches.encoding import encode_array
+from driftloader.sketches.reservoir import float32_values
 
 # The contract's tests run on every subclass (one executor per kind), by design.
 _OK = [HealthCheck.differing_executors]
@@ -584,7 +586,7 @@ class TestReservoir(SketchContract):
     def check_exact(self, sk: Sketch, data: Any) -> None:
         assert sk.seen == len(data)
         assert sk.rows.shape[0] == min(16, len(data))
-        assert row_keys(sk.rows) <= row_keys(data)
+        assert row_keys(sk.rows) <= row_keys(float32_values(data))  # rounded on entry
         assert np.all(np.diff(sk.priorities) >= 0)
 
     def test_merge_equals_union(self) -> None:  # type: ignore[override]
@@ -653,15 +655,41 @@ class TestReservoir(SketchContract):
         np.testing.assert_array_equal(old.priorities, sk.priorities)
         assert old.to_dict() == sk.to_dict() and old.to_dict()["format"] == 2
 
-    def test_rows_stored_as_float32_only_when_lossless(self) -> None:
-        exact = Reservoir(8).update(np.array([[0.5, np.nan], [np.inf, 3.0], [2.0**100, -2.0]]))
-        assert exact.to_dict()["rows"]["dtype"] == "<f4"
-        wide = Reservoir(8).update(np.array([[0.1, 1e300]]))
-        assert wide.to_dict()["rows"]["dtype"] == "<f8"
-        for sk in (exact, wide):
-            back = json_round_trip(sk)
-            np.testing.assert_array_equal(back.rows, sk.rows)
-            assert back.rows.dtype == np.float64 and back.rows.flags.writeable
+    def test_rows_are_kept_and_stored_as_float32_values(self) -> None:
+        big = float(np.finfo(np.float32).max)
+        x = np.array([[0.0, 0.1, 1e300], [1.0, np.nan, -1e300], [2.0, 2.0**100, -np.inf]])
+        sk = Reservoir(8).update(x)
+        order = sk.rows[:, 0].astype(int)  # rows are sorted by priority
+        expected = np.array(
+            [[0.0, float(np.float32(0.1)), big], [1.0, np.nan, -big], [2.0, 2.0**100, -np.inf]]
+        )
+        np.testing.assert_array_equal(sk.rows, expected[order])  # saturated, not infinite
+        assert sk.to_dict()["rows"]["dtype"] == "<f4"
+        back = json_round_trip(sk)
+        assert back.to_dict() == sk.to_dict()
+        np.testing.assert_array_equal(back.rows, sk.rows)
+        assert back.rows.dtype == np.float64 and back.rows.flags.writeable
+
+    def test_float64_rows_stored_before_rounding_load_rounded(self) -> None:
+        """Reservoirs written when rows were kept as float64 (format 2 with "<f8" rows, and
+        format 1) load with their rows rounded: the same sketch as one made today."""
+        x = np.random.default_rng(7).standard_normal((6, 2))
+        x[:, 0] = np.arange(6)
+        sk = Reservoir(4, seed=5).update(x)
+        unrounded = x[sk.rows[:, 0].astype(int)]  # the rows as they were kept before
+        np.testing.assert_array_equal(float32_values(unrounded), sk.rows)
+        assert not np.array_equal(unrounded, sk.rows)
+        old_2 = {**sk.to_dict(), "rows": encode_array(unrounded, "<f8")}
+        old_1 = format_1(sk)
+        old_1["rows"] = unrounded.tolist()
+        later = np.random.default_rng(8).standard_normal((6, 2))
+        merged = sk.copy().merge(Reservoir(4, seed=5).update(later)).to_dict()
+        for old in (Reservoir.from_dict(old_2), Reservoir.from_dict(old_1)):
+            np.testing.assert_array_equal(old.rows, sk.rows)
+            assert old.to_dict() == sk.to_dict()
+            assert old.merge(Reservoir(4, seed=5).update(later)).to_dict() == merged
+        undecoded = Reservoir.from_dict(old_2)
+        assert undecoded.to_dict()["rows"]["dtype"] == "<f4"  # written again as float32
 
 
 def format_1(sk: Reservoir) -> dict:

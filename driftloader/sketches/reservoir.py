@@ -1,9 +1,16 @@
 """A uniform, exactly mergeable sample of rows (bottom-k by seeded priority) for multivariate tests.
 
-Stored (format 2) as typed arrays: rows as little-endian float32 when that is lossless, else
-float64, priorities as float64, each base64 inside the JSON with its shape. Loading checks the
-arrays' headers and decodes them on first use, so a profile loaded only to be compared never
-decodes its reservoir. Format 1 (rows as JSON numbers) still loads.
+The reservoir keeps float32 values by design, as the quantile sketches do: a row is rounded to
+float32 when it enters (finite values beyond float32's range saturate at its largest finite
+value, so they stay finite), so 256 rows of a 64-value float64 field cost what float32 ones do
+and keep a profile within 8 KiB per feature. Priorities hash the row as given (before rounding).
+
+Stored (format 2) as typed arrays: rows as little-endian float32 (a lossless round trip, since
+they hold float32 values), priorities as float64, each base64 inside the JSON with its shape.
+Loading checks the arrays' headers and decodes them on first use, so a profile loaded only to be
+compared never decodes its reservoir. Profiles written before rows were rounded (format 2 rows
+stored as float64, or format 1 rows as JSON numbers) still load; their rows are rounded to
+float32 when decoded, so merging them with new ones gives what a fresh profile would.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ from driftloader.sketches.encoding import (
     check_int,
     decode_array,
     encode_array,
-    lossless_float_dtype,
     read_int,
 )
 from driftloader.sketches.hashing import U64, splitmix64
@@ -33,6 +39,15 @@ except ImportError:  # pragma: no cover - Python 3.10
 DEFAULT_RESERVOIR_K = 256
 _ROW_DTYPES = ("<f4", "<f8")
 _PRIORITY_DTYPES = ("<f8",)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_values(rows: np.ndarray) -> np.ndarray:
+    """``rows`` rounded to the nearest float32, as float64; finite values beyond float32's range
+    saturate at +-3.4e38 instead of becoming infinite. NaN and +-inf are kept."""
+    finite = np.isfinite(rows)
+    saturated = np.where(finite, np.clip(rows, -_FLOAT32_MAX, _FLOAT32_MAX), rows)
+    return saturated.astype(np.float32).astype(np.float64)
 
 
 def _row_priorities(rows: np.ndarray, seed: int, start: int) -> np.ndarray:
@@ -55,7 +70,8 @@ class Reservoir(Sketch):
     """A uniform sample of at most ``k`` rows (bottom-k by seeded random priority).
 
     Keeping the ``k`` smallest priorities makes merging exact: the union's bottom-k is a uniform
-    sample of the union. Rows are kept sorted by priority, so merge order does not matter.
+    sample of the union. Rows are kept sorted by priority, so merge order does not matter. Rows
+    hold float32 values (rounded on entry, see ``float32_values``) in a float64 array.
     """
 
     kind: ClassVar[str] = "reservoir"
@@ -83,8 +99,9 @@ class Reservoir(Sketch):
 
     @rows.setter
     def rows(self, rows: np.ndarray) -> None:
+        """Set the rows, rounded to float32 values (``float32_values``)."""
         self._decode()
-        self._rows = rows
+        self._rows = float32_values(rows)
 
     @property
     def priorities(self) -> np.ndarray:
@@ -144,15 +161,14 @@ class Reservoir(Sketch):
         self.seen += other.seen
 
     def _state(self) -> dict[str, Any]:
-        if self._encoded is not None:  # as loaded: nothing changed, nothing to encode
-            return {"seen": self.seen, **self._encoded}
+        if self._encoded is not None and self._encoded["rows"]["dtype"] == "<f4":
+            return {"seen": self.seen, **self._encoded}  # as loaded: nothing to encode
         if not self.seen:
             return {"seen": 0, "rows": None, "priorities": None}
-        rows = encode_array(self._rows, lossless_float_dtype(self._rows))
-        return {
+        return {  # decodes (and rounds) rows loaded as float64 first
             "seen": self.seen,
-            "rows": rows,
-            "priorities": encode_array(self._priorities, "<f8"),
+            "rows": encode_array(self.rows, "<f4"),  # float32 values: exact
+            "priorities": encode_array(self.priorities, "<f8"),
         }
 
     @classmethod
@@ -192,8 +208,8 @@ class Reservoir(Sketch):
             raise ValueError(f"reservoir holds {rows.shape[0]} rows for {pri.size} priorities")
         if np.any(~(pri >= 0) | ~(pri < 1)):
             raise ValueError("reservoir priorities must lie in [0, 1)")
-        if self.seen:
-            self._rows, self._priorities = rows, pri
+        if self.seen:  # rows stored as float64 before rows were rounded: rounded now
+            self._rows, self._priorities = float32_values(rows), pri
 
 
 def _check_headers(rows: Any, priorities: Any, k: int, seen: int) -> int:
