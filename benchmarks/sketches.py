@@ -26,7 +26,8 @@ Before typed arrays (profile format 1, commit 98a89bb, same profile, same machin
 """
 FLOAT32 = """
 Before the reservoir kept float32 values (commit 62f932e: rows stored as float64 unless
-lossless as float32), the 20,000-sample 64-float64 `.npy` profile took 8,526 B per feature.
+lossless as float32), the 20,000-sample 64-float64 `.npy` profile took 8,526 B per feature, and
+the 1,000-sample profile above 6,104 B per feature (its reservoir 180,402 B).
 """
 QS = np.linspace(0.01, 0.99, 99)
 
