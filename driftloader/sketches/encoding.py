@@ -53,7 +53,7 @@ ARRAY_DTYPES = ("<f4", "<f8", "<u1", "<u2", "<u4", "<u8")
 
 def encode_array(values: np.ndarray, dtype: str) -> dict[str, Any]:
     """``values`` as a typed array of ``dtype`` (one of ``ARRAY_DTYPES``; the caller checks the
-    conversion is lossless, e.g. with ``lossless_float_dtype`` / ``smallest_uint_dtype``)."""
+    conversion is lossless, e.g. with ``smallest_uint_dtype``)."""
     if dtype not in ARRAY_DTYPES:
         raise ValueError(f"dtype must be one of {ARRAY_DTYPES}, got {dtype!r}")
     data = np.ascontiguousarray(values, dtype=np.dtype(dtype)).tobytes()
@@ -83,14 +83,6 @@ def decode_array(d: Any, dtypes: tuple[str, ...], as_dtype: Any) -> np.ndarray:
     dtype, shape = array_header(d, dtypes)
     raw = np.frombuffer(from_base64(d["data"]), dtype=np.dtype(dtype))
     return raw.astype(as_dtype).reshape(shape)  # astype copies: writable, native order
-
-
-def lossless_float_dtype(values: np.ndarray) -> str:
-    """ "<f4" when every value survives a round trip through float32 (NaN and +-inf included),
-    else "<f8"."""
-    with np.errstate(over="ignore"):
-        narrow = values.astype(np.float32)
-    return "<f4" if np.array_equal(narrow, values, equal_nan=True) else "<f8"
 
 
 def smallest_uint_dtype(values: np.ndarray) -> str:
