@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import threading
@@ -422,6 +423,16 @@ class _Plan:
         return self.next_offset < size
 
 
+def _learn(handle: ObjectHandle, offset: int, future: Future) -> None:
+    """A shard's size from its first answer as soon as it arrives, so that its next blocks are
+    asked for while earlier shards are read, not one round trip after the reader reaches it.
+    A failure or a disagreement is left to the reader, which learns from the answer again."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    with contextlib.suppress(ShardReadError):
+        handle.learn(future.result(), offset)
+
+
 class ReadAhead:
     """Blocks of shards in read order, with requests kept in flight under ``max_inflight``
     bytes and ``max_requests`` requests (requested and not yet handed to the reader; at least
@@ -466,6 +477,10 @@ class ReadAhead:
                 ):
                     return  # earlier shards keep their place: later ones wait
                 future = plan.handle.fetcher.submit(plan.handle, plan.next_offset, size)
+                if plan.handle.size is None:
+                    future.add_done_callback(
+                        functools.partial(_learn, plan.handle, plan.next_offset)
+                    )
                 plan.requests.append(_Request(plan.next_offset, size, future))
                 plan.next_offset += size
                 self.inflight += size

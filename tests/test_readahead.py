@@ -4,6 +4,8 @@ per shard under a gate, and every sample exactly once through a reset mid-block.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import driftloader as dl
@@ -132,3 +134,29 @@ def test_a_gated_glob_is_stat_without_a_head_per_shard(gated_on_s3, s3_proxy, s3
     assert len(ds.shards) == 3 and all(s.version.startswith("v:") for s in ds.shards)
     assert s3_proxy.counts.get("HEAD", 0) == 0
     assert s3_proxy.counts["GET"] <= 2  # listings only
+
+
+def test_a_shards_next_blocks_are_asked_for_before_the_reader_reaches_it(
+    s3_proxy, s3_bucket, s3fs_fresh, tmp_path
+):
+    """No listing tells the sizes (a plain dataset): the first answer of a shard read ahead
+    tells it, and its next blocks are requested (within the bounds) while the shard before is
+    still read, not one round trip after the reader gets to it."""
+    shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"multi-{i}", 40, i) for i in range(2)]
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    read = ReadOptions(block_size=BLOCK, max_requests=16, max_inflight=64 * BLOCK, lookahead=1)
+    ds = dl.DriftDataset(
+        [u for u, _ in shards], shuffle=False, storage_options=options, read_options=read
+    )
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 20
+    keys, asked_for_second = [], None
+    for sample in ds:
+        keys.append(sample["__key__"])
+        if len(keys) == 1:
+            time.sleep(1.0)  # the second shard's first answer arrives meanwhile
+        if len(keys) == 41:  # the first sample of the second shard
+            asked_for_second = len(_gets(s3_proxy, "multi-1"))
+    assert keys == [k for _, ks in shards for k in ks]
+    # the first block only, before: the next one was asked for once the reader parsed it
+    assert asked_for_second >= 8 and len(_gets(s3_proxy, "multi-1")) > asked_for_second - 1
