@@ -167,6 +167,14 @@ def test_compacted_decisions_and_new_records_are_both_read(tmp_path: Path) -> No
     assert {k: d.to_dict() for k, d in again.known().items()} == first
 
 
+def _skip_gated(urls: list[str], store: ProfileStore, options: dict) -> DriftDataset:
+    """A dataset over ``urls`` gated by ``store``'s reference "ref" with the skip policy."""
+    return DriftDataset(
+        urls, store=store.url, reference="ref", policy="skip", storage_options=options,
+        shuffle=False,
+    )  # fmt: skip
+
+
 def test_a_gate_pass_decides_each_shard_once_for_the_next_passes(
     tmp_path: Path, s3_proxy, s3_bucket: str
 ) -> None:
@@ -177,14 +185,7 @@ def test_a_gate_pass_decides_each_shard_once_for_the_next_passes(
     clean, drifted = _corpus(tmp_path, store)
 
     def one_pass() -> tuple[int, list[str]]:
-        ds = DriftDataset(
-            clean + drifted,
-            store=store.url,
-            reference="ref",
-            policy="skip",
-            storage_options=options,
-            shuffle=False,
-        )
+        ds = _skip_gated(clean + drifted, store, options)
         n = sum(1 for _ in ds)
         return n, sorted(r["action"] for r in ds.drift_report())
 
@@ -287,14 +288,7 @@ def test_a_decision_taken_again_in_a_later_epoch_is_not_written_again(
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     store = ProfileStore(f"s3://{s3_bucket}/drift", options)
     clean, drifted = _corpus(tmp_path, store)
-    ds = DriftDataset(
-        clean + drifted,
-        store=store.url,
-        reference="ref",
-        policy="skip",
-        storage_options=options,
-        shuffle=False,
-    )
+    ds = _skip_gated(clean + drifted, store, options)
 
     def catalog_requests() -> int:
         return sum("/catalog/" in unquote(r.target) for r in s3_proxy.requests)
