@@ -29,7 +29,6 @@ import io
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tarfile
@@ -43,31 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.latency_proxy import LatencyProxy  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """moto's server in a process of its own (not sharing this process's GIL)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return proc, endpoint
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
+from benchmarks.servers import Servers  # noqa: E402
 
 
 def tiny_shard(seed: int) -> bytes:
@@ -371,12 +346,14 @@ def main() -> None:
 
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print("load:", load)
-    moto, endpoint = start_moto()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
-    )
-    try:
-        with LatencyProxy(endpoint, lifetime_s=7200) as proxy:
+    with Servers() as servers:  # moto in a process of its own (not sharing this one's GIL)
+        endpoint = servers.moto()
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        with LatencyProxy(endpoint, lifetime_s=7200) as proxy:  # counts every request
             options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
             os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
             fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
@@ -396,9 +373,6 @@ def main() -> None:
                     synthetic_index(steps, fs, store, args.index_decisions)
             if args.out:
                 write_markdown(steps.rows, args.out, load, steps.notes)
-    finally:
-        moto.kill()
-        moto.wait()
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
 
