@@ -301,6 +301,7 @@ def profile_shard(
         profile.meta["read_error"] = str(error)
         return profile
     if store is not None:
+        exit_if_orphaned()
         store.put_profile(profile, strict=True)
     return profile
 
@@ -350,6 +351,7 @@ def _profile_task(
 ) -> _Outcome:
     """Profile one shard into the store; runs in a worker process (or inline). Unless
     ``force``, a shard already stored at its version is not profiled again (a retried task)."""
+    exit_if_orphaned()
     store = ProfileStore(store_url, store_options)
     if not force:
         stored = store.get_profile(shard.url, shard.version, featurizer.fingerprint)
@@ -539,12 +541,26 @@ def exit_with_parent(parent: int, poll: float = PARENT_POLL) -> None:
     A daemon thread compares ``os.getppid()`` with ``parent`` every ``poll`` seconds (an
     orphan is adopted by another process). Used as the profiling pool's initializer."""
 
+    global _PARENT
+    _PARENT = parent
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(poll)
         os._exit(1)
 
     threading.Thread(target=watch, name="driftloader-parent-watch", daemon=True).start()
+
+
+_PARENT: int | None = None  # in a pool worker: the process that started it
+
+
+def exit_if_orphaned() -> None:
+    """In a pool worker whose parent is gone: exit now. Checked when a task starts and before
+    a profile is stored, so that the tasks a worker had queued are not profiled and stored in
+    the ``PARENT_POLL`` seconds before its watching thread notices."""
+    if _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(1)
 
 
 def _guarded(get: Callable[[], _Outcome], shard: Shard, on_error: str) -> _Outcome:
