@@ -271,6 +271,11 @@ class DecisionIndex:
         table[key] = decision
         return decision
 
+    def read(self) -> None:
+        """Read the records now if not yet read (``forget`` resets), building no decision:
+        what a pass does before its first ``get``."""
+        self._table()
+
     def known(self) -> dict[Key, Decision]:
         """The decisions in memory, reading the compacted index first if not yet read."""
         table = self._table()

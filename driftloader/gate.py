@@ -533,7 +533,7 @@ def read_for_verdicts(gate: ShardGate) -> None:
         if gate._exclusions is None:
             exclusions = pool.submit(load_exclusions, gate.store, gate.reference_name)
         if gate.reference is not None:
-            decisions_of(gate).known()
+            decisions_of(gate).read()
         if exclusions is not None:
             gate._exclusions = exclusions.result()
 
