@@ -98,6 +98,12 @@ def _corpus(tmp_path: Path, store: ProfileStore) -> tuple[list[str], list[str]]:
     return clean, drifted
 
 
+def _proxied_store(s3_proxy, bucket: str) -> tuple[dict, ProfileStore]:
+    """The storage options that reach moto through the proxy, and a store on ``bucket``."""
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    return options, ProfileStore(f"s3://{bucket}/drift", options)
+
+
 def _profile_gets(proxy) -> int:
     return sum(r.method == "GET" and "/shards/" in r.target for r in proxy.requests)
 
@@ -105,8 +111,7 @@ def _profile_gets(proxy) -> int:
 def test_gate_decides_indexed_shards_without_loading_profiles(
     tmp_path: Path, s3_proxy, s3_bucket: str
 ) -> None:
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
-    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
     shards = stat_shards(expand_urls(clean + drifted))
     plain = ShardGate(store, "ref", "skip")
@@ -180,8 +185,7 @@ def test_a_gate_pass_decides_each_shard_once_for_the_next_passes(
 ) -> None:
     """No ``check`` and no compaction: the first pass decides from the profiles, the next
     passes (new datasets, as in a new job) read those decisions and load no profile."""
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
-    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
 
     def one_pass() -> tuple[int, list[str]]:
@@ -204,8 +208,7 @@ def test_a_gate_pass_decides_each_shard_once_for_the_next_passes(
 def test_references_and_catalogs_read_many_objects_in_concurrent_batches(
     tmp_path: Path, s3_proxy, s3_bucket: str
 ) -> None:
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
-    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    options, store = _proxied_store(s3_proxy, s3_bucket)
     urls = [str(tmp_path / f"s-{i}.tar") for i in range(12)]
     for i, url in enumerate(urls):
         write_shard(url, 5, seed=i)
@@ -285,8 +288,7 @@ def test_a_corrupt_decision_record_costs_only_itself(tmp_path: Path) -> None:
 def test_a_decision_taken_again_in_a_later_epoch_is_not_written_again(
     tmp_path: Path, s3_proxy, s3_bucket: str
 ) -> None:
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
-    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
     ds = _skip_gated(clean + drifted, store, options)
 
@@ -310,8 +312,7 @@ def test_a_pass_reads_the_exclusions_and_the_decision_index_concurrently(
 ) -> None:
     """The reads a pass needs before its first verdict overlap: not one round trip after
     another (at 40 ms each, they delayed the first sample of every pass)."""
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
-    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
     check_shards(clean + drifted, store, "ref")
     compact_store(store)
