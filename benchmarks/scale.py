@@ -347,12 +347,7 @@ def main() -> None:
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print("load:", load)
     with Servers() as servers:  # moto in a process of its own (not sharing this one's GIL)
-        endpoint = servers.moto()
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
+        endpoint = servers.moto()  # Servers sets moto's dummy credentials
         with LatencyProxy(endpoint, lifetime_s=7200) as proxy:  # counts every request
             options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
             os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
