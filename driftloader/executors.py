@@ -133,12 +133,17 @@ def run_chunk(fn: Callable, items: list, args: tuple) -> list[tuple[Any, Any, st
 
 
 def map_chunked(
-    executor: Executor, fn: Callable, items: Sequence, args: tuple = ()
+    executor: Executor,
+    fn: Callable,
+    items: Sequence,
+    args: tuple = (),
+    run: Callable[[Callable, list, tuple], list] = run_chunk,
 ) -> Iterator[tuple[Any, Any, str | None]]:
-    """``run_chunk`` over ``items`` partitioned into tasks on ``executor``; yields each item's
-    ``(item, result, error)`` as its task completes. ``fn`` must be a top-level function."""
+    """``run(fn, chunk, args)`` (``run_chunk`` or one like it) over ``items`` partitioned into
+    tasks on ``executor``; yields each item's ``(item, result, error)`` as its task completes.
+    ``fn`` and ``run`` must be top-level functions."""
     chunks = partition(items, parallelism(executor) * TASKS_PER_WORKER)
-    futures = [executor.submit(run_chunk, fn, chunk, args) for chunk in chunks]
+    futures = [executor.submit(run, fn, chunk, args) for chunk in chunks]
     try:
         for future in as_completed(futures):
             yield from future.result()

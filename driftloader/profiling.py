@@ -27,7 +27,7 @@ from typing import Any
 
 from .catalog import json_safe
 from .errors import EmptyShardError, ShardReadError, StoreReadOnlyError
-from .executors import ExecutorSpec, map_chunked, resolved
+from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
 from .features import FeatureBatch, featurizer_from
 from .handlers import on_error_name
 from .profile import Profile, ProfileConfig
@@ -337,6 +337,7 @@ class _Outcome:
     message: str | None = None
     offset: int | None = None
     kind: str = "read"  # what failed: "read" (the shard), "empty" (no samples), "store"
+    stored_before: bool = False  # found in the store (a retried task): not profiled again
 
 
 def _profile_task(
@@ -356,7 +357,7 @@ def _profile_task(
     if not force:
         stored = store.get_profile(shard.url, shard.version, featurizer.fingerprint)
         if stored is not None:
-            return _Outcome(redact(shard.url), stored.n)
+            return _Outcome(redact(shard.url), stored.n, stored_before=True)
     try:
         profile = profile_shard(
             shard,
@@ -373,6 +374,21 @@ def _profile_task(
     except StoreReadOnlyError as e:  # profiling cannot do its job: no shard can be stored
         return _Outcome(redact(shard.url), 0, str(e), kind="store")
     return _Outcome(redact(shard.url), profile.n)
+
+
+def _profile_chunk(task: Callable, shards: list[Shard], args: tuple) -> list:
+    """``run_chunk`` for profiling: the shards of one executor task, in order. Only a retried
+    task (its worker died) finds some of them stored, and those come first in its chunk, so the
+    store is asked only until the first shard profiled now: one check a task, not one a shard
+    (a shard that failed now was not stored before either, and does not end the checking)."""
+    *rest, force = args
+    out = []
+    for shard in shards:
+        out.extend(run_chunk(task, [shard], (*rest, force)))
+        outcome = out[-1][1]
+        if outcome is not None and outcome.error is None and not outcome.stored_before:
+            force = True
+    return out
 
 
 def _bare_message(e: ShardReadError) -> str:
@@ -520,7 +536,7 @@ def _run_pool(
 ) -> None:
     """Profile ``todo`` on ``pool`` in tasks of many shards (``executors.map_chunked``)."""
     try:
-        for shard, outcome, error in map_chunked(pool, _profile_task, todo, args):
+        for shard, outcome, error in map_chunked(pool, _profile_task, todo, args, _profile_chunk):
             if error is not None:
                 if on_error == "raise":
                     raise RuntimeError(f"profiling {redact(shard.url)} failed: {error}")

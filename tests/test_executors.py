@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from driftloader.check import check_shards
-from driftloader.executors import parse_executor, partition
+from driftloader.executors import TASKS_PER_WORKER, parse_executor, partition
 from driftloader.features import DefaultFeaturizer
 from driftloader.profiling import profile_shards
 from driftloader.sources import expand_urls, stat_shards
@@ -79,6 +79,29 @@ def test_thread_pool_profiles_and_builds_the_same_as_one_process(tmp_path: Path)
     expected = alone.build_reference("ref", urls)
     assert ref.n == expected.n == 48
     assert ref.meta == expected.meta
+
+
+def test_executor_tasks_check_the_store_once_a_task_not_once_a_shard(
+    tmp_path: Path, s3_proxy, s3_bucket: str, s3fs_fresh
+) -> None:
+    """A task asks the store whether its shards are already profiled (a retried task) only
+    until the first shard it profiles: past the one process's reads, 2 GETs a task."""
+    urls = upload_shards(tmp_path, s3_bucket, s3fs_fresh)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+
+    def profile_gets(store: str, executor=None) -> int:
+        s3_proxy.reset_stats()
+        store = ProfileStore(f"s3://{s3_bucket}/{store}", options)
+        summary = profile_shards(
+            urls, store, progress=False, executor=executor, storage_options=options
+        )
+        assert (summary.profiled, summary.failed) == (N_SHARDS, [])
+        return sum(r.method == "GET" and "/shards/" in r.target for r in s3_proxy.requests)
+
+    alone = profile_gets("alone")
+    with ThreadPoolExecutor(1) as pool:
+        tasks = len(partition(range(N_SHARDS), TASKS_PER_WORKER))  # 4 tasks of 3 shards
+        assert profile_gets("pooled", pool) <= alone + 2 * tasks
 
 
 def test_local_process_pool_by_name(tmp_path: Path) -> None:
