@@ -196,12 +196,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     from .decisions import compact_store
 
-    result = compact_store(_store(args))
+    result = compact_store(_store(args), prune=args.prune)
     if args.json:
         print(json.dumps({**result.to_dict(), "errors": []}))
-    else:
-        files = ", ".join(f"{path} ({n} records)" for path, n in result.files.items())
-        print(f"compacted {result.folded} small records into {files}; removed {result.removed}")
+        return EXIT_OK
+    for folder in result.pruned:
+        print(f"pruned {folder} (decisions against a reference gone or rebuilt)")
+    files = ", ".join(f"{path} ({n} records)" for path, n in result.files.items()) or "no file"
+    print(f"compacted {result.folded} small records into {files}; removed {result.removed}")
     return EXIT_OK
 
 
@@ -220,7 +222,7 @@ EXAMPLES = {
     "reference": f"driftloader reference clean 'shards/train-{{000..049}}.tar' {STORE}",
     "check": f"driftloader check 'shards/new-*.tar' {STORE} --reference clean --json",
     "report": f"driftloader report {STORE} --reference clean -o report.html",
-    "compact": f"driftloader compact {STORE}",
+    "compact": f"driftloader compact {STORE} --prune",
     "demo": "driftloader demo --folder ./driftloader-demo",
     "snapshot": "driftloader snapshot 's3://bucket/train/*.tar' -o snapshot-v1.json",
     "diff": f"driftloader diff snapshot-v1.json snapshot-v2.json {STORE}",
@@ -329,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "compact", "fold the catalog's and decisions' small records into one file")
     with_store(p)
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="first remove the decisions of references that are gone or were rebuilt",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_compact)
 

@@ -1,14 +1,21 @@
-"""Compacting many small store records into one JSON-lines file that is read in one request.
+"""Compacting many small store records into JSON-lines files that are read in one request each.
 
 New records always land as small objects of their own (one per key), so concurrent writers
-never overwrite each other's work. Compaction folds them into one file per kind, beside them:
+never overwrite each other's work. Compaction folds them, with every compacted file present,
+into one NEW compacted file named by its generation (UTC time + a random suffix), beside them:
 
-    catalog/compacted.jsonl                    every catalog row (``CatalogRow.to_dict`` each)
-    decisions/<reference>/<context>/index.jsonl  the decision index (``decisions.py``)
+    catalog/<generation>.compacted.jsonl                      catalog rows (``CatalogRow.to_dict``)
+    decisions/<reference>/<context>/<generation>.index.jsonl  decisions (``decisions.py``)
 
-and then deletes the small objects it folded in, each only if it is unchanged since it was
-read (a writer that merged new fields into it meanwhile keeps its object). A reader reads the
-compacted file (one GET) and the small objects written since (one listing, one batched ``cat``).
+and then deletes what it folded in: the compacted files it read (never written again) and the
+small objects still unchanged since it listed them (a writer that merged new fields into one
+meanwhile keeps its object; the listing's ETags tell, so each object is read once). Two
+concurrent compactions leave two compacted files whose union holds everything: a file is only
+deleted by a compaction that read it and wrote its records into a newer file. A reader lists
+the folder once (compacted and small files together) and reads them all in one batch, oldest
+compacted file first and the small objects last; a file that vanished between the listing and
+the read (compacted meanwhile) makes it list again. Files of earlier versions
+(``catalog/compacted.jsonl``, ``.../<context>/index.jsonl``) are read as the oldest.
 
 ``ProfileStore.catalog`` / ``compact_catalog`` (store.py) and ``decisions.py`` use these;
 ``decisions.compact_store`` is what ``driftloader compact`` runs.
@@ -17,8 +24,13 @@ compacted file (one GET) and the small objects written since (one listing, one b
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from .catalog import CatalogRow
@@ -28,20 +40,67 @@ from .store_files import MAX_JSON_DEPTH, StoreFiles, json_depth
 MAX_COMPACTED_BYTES = 4 * 2**30
 """The largest compacted file read (bytes): ~1 KB per catalog row, so about four million rows."""
 CATALOG_FILE = "compacted.jsonl"
+"""The catalog's compacted files end so (``compacted.jsonl`` itself: as earlier versions wrote)."""
 COMPACT_OVER = 2000
 """Small records past which ``check`` compacts on its own (``driftloader compact`` any time)."""
+READ_ATTEMPTS = 4
+"""Listings a reader makes at most when files vanish under it (compactions running meanwhile)."""
 
 
 @dataclass
 class CompactionResult:
-    """What one compaction did: records folded in and small objects removed, per file."""
+    """What one compaction did: records folded in and small objects removed, per file written
+    (or kept), and the decision folders pruned (``driftloader compact --prune``)."""
 
     files: dict[str, int] = field(default_factory=dict)  # compacted file -> records it holds
     folded: int = 0  # small records read into them
     removed: int = 0  # small objects deleted after
+    pruned: list[str] = field(default_factory=list)  # decision folders removed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"files": dict(self.files), "folded": self.folded, "removed": self.removed}
+        return {
+            "files": dict(self.files),
+            "folded": self.folded,
+            "removed": self.removed,
+            "pruned": list(self.pruned),
+        }
+
+
+@dataclass(frozen=True)
+class Folder:
+    """Where one kind of record lives: compacted files directly in ``root``, named ``suffix``
+    (earlier versions) or ``<generation>.<suffix>``; small ``.json`` objects in ``root/small``
+    (``small`` empty: in ``root`` itself)."""
+
+    root: str
+    suffix: str
+    small: str = ""
+
+
+@dataclass
+class Snapshot:
+    """What a reader found in a ``Folder``: compacted files (path, bytes), oldest first; small
+    objects (path, JSON object or the ``ProfileFormatError`` naming it); each file's stamp."""
+
+    compacted: list[tuple[str, bytes]] = field(default_factory=list)
+    small: list[tuple[str, dict | ProfileFormatError]] = field(default_factory=list)
+    stamps: dict[str, str | None] = field(default_factory=dict)
+
+    def records(self, store: StoreFiles) -> list[tuple[str, list[dict]]]:
+        """Each compacted file's records, oldest file first (``ProfileFormatError`` naming a
+        corrupt one)."""
+        return [(path, parse_lines(store, path, data)) for path, data in self.compacted]
+
+
+@dataclass
+class Fold:
+    """What ``fold`` did to one ``Folder``: the compacted file holding its records now (None:
+    there is none), how many records it holds, small records folded in, objects removed."""
+
+    path: str | None
+    records: int
+    folded: int
+    removed: int
 
 
 # -- JSON-lines files ------------------------------------------------------------------------
@@ -51,8 +110,12 @@ def read_lines(store: StoreFiles, path: str) -> list[dict]:
     """The records of the JSON-lines file at ``path`` (one GET; [] when it does not exist).
     ``ProfileFormatError`` naming the file and line when it is corrupt."""
     data = store.read_bytes(path, limit=MAX_COMPACTED_BYTES)
-    if not data:
-        return []
+    return [] if not data else parse_lines(store, path, data)
+
+
+def parse_lines(store: StoreFiles, path: str, data: bytes) -> list[dict]:
+    """The records of ``data``, the JSON-lines file at ``path``; ``ProfileFormatError`` naming
+    the file and line when it is corrupt."""
     where = store.display(path)
     if len(data) > MAX_COMPACTED_BYTES:
         raise ProfileFormatError(f"{where} is larger than {MAX_COMPACTED_BYTES:,} bytes")
@@ -87,64 +150,147 @@ def write_lines(store: StoreFiles, path: str, records: Iterable[dict]) -> int:
     return len(lines)
 
 
-def read_small(store: StoreFiles, folder: str) -> tuple[list[str], list[bytes | None]]:
-    """The ``.json`` objects directly in ``folder``: their paths and bytes (one listing, one
-    batched ``cat``)."""
-    paths = store.list_json(folder)
-    return paths, store.read_many(paths)
+# -- a folder of compacted and small files ---------------------------------------------------
+
+
+def generation_path(store: StoreFiles, folder: Folder) -> str:
+    """A new compacted file's path in ``folder``: its name sorts after every earlier one (by
+    the writer's clock), and a random part keeps two compactions apart."""
+    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return _join(store, folder.root, f"{now}-{secrets.token_hex(4)}.{folder.suffix}")
+
+
+def _join(store: StoreFiles, *parts: str) -> str:
+    return (os.sep if store.local else "/").join(parts)
+
+
+def list_folder(store: StoreFiles, folder: Folder) -> tuple[list[str], list[str], dict]:
+    """One listing of ``folder``: its compacted files (oldest first), its small objects, and
+    every file's stamp (``StoreFiles.list_tree``)."""
+    stamps = store.list_tree(folder.root)
+    top = _join(store, folder.root, "")
+    small_top = _join(store, folder.root, folder.small, "") if folder.small else top
+    compacted, small = [], []
+    for path in stamps:
+        name = path[len(top) :] if path.startswith(top) else ""
+        if _compacted_name(name, folder):
+            compacted.append(path)
+        rest = path[len(small_top) :] if path.startswith(small_top) else ""
+        if rest.endswith(".json") and not rest.startswith(".") and _plain(rest):
+            small.append(path)
+    return _oldest_first(compacted, folder), sorted(small), stamps
+
+
+def _plain(name: str) -> bool:
+    """True when ``name`` is a file name, not a path into a folder."""
+    return "/" not in name and os.sep not in name
+
+
+def _compacted_name(name: str, folder: Folder) -> bool:
+    if not name or not _plain(name) or name.startswith("."):
+        return False
+    return name == folder.suffix or name.endswith("." + folder.suffix)
+
+
+def _oldest_first(paths: Iterable[str], folder: Folder) -> list[str]:
+    """Compacted files by age: an earlier version's file, then by generation (name)."""
+
+    def age(path: str) -> tuple[bool, str]:
+        name = path.replace(os.sep, "/").rsplit("/", 1)[-1]
+        return (name != folder.suffix, name)
+
+    return sorted(paths, key=age)
+
+
+def read_folder(store: StoreFiles, folder: Folder) -> Snapshot:
+    """Every compacted file and small object of ``folder``: one listing, then one batch of
+    reads (the compacted files beside the batched read of the small ones). A file gone by the
+    time it is read was folded into a newer compacted file meanwhile: the folder is listed
+    again and what is new read too (``READ_ATTEMPTS`` listings at most)."""
+    snapshot = Snapshot()
+    for _ in range(READ_ATTEMPTS):
+        compacted, small, stamps = list_folder(store, folder)
+        compacted = [p for p in compacted if p not in snapshot.stamps]
+        small = [p for p in small if p not in snapshot.stamps]
+        if not compacted and not small:
+            break
+        blobs, documents = _read_both(store, compacted, small)
+        snapshot.compacted += [(p, b) for p, b in zip(compacted, blobs) if b is not None]
+        snapshot.small += [(p, d) for p, d in zip(small, documents) if d is not None]
+        snapshot.stamps.update((p, stamps.get(p)) for p in [*compacted, *small])
+        if all(b is not None for b in blobs) and all(d is not None for d in documents):
+            break
+    order = {p: i for i, p in enumerate(_oldest_first((p for p, _ in snapshot.compacted), folder))}
+    snapshot.compacted.sort(key=lambda pair: order[pair[0]])
+    return snapshot
+
+
+def _read_both(
+    store: StoreFiles, compacted: list[str], small: list[str]
+) -> tuple[list[bytes | None], list[dict | ProfileFormatError | None]]:
+    """The compacted files (each one GET, up to ``MAX_COMPACTED_BYTES``) and the small objects
+    (one ``read_json_many``), read at the same time."""
+
+    def read_compacted() -> list[bytes | None]:
+        return store.map(lambda p: store.read_bytes(p, limit=MAX_COMPACTED_BYTES), compacted)
+
+    if not compacted or not small:
+        return read_compacted(), store.read_json_many(small) if small else []
+    with ThreadPoolExecutor(1) as pool:
+        blobs = pool.submit(read_compacted)
+        documents = store.read_json_many(small)
+        return blobs.result(), documents
 
 
 def fold(
-    store: StoreFiles,
-    target: str,
-    folder: str,
-    merge: Callable[[list[dict], list[dict]], list[dict]],
-) -> tuple[int, int, int]:
-    """Fold the small objects of ``folder`` into the JSON-lines file ``target`` with
-    ``merge(compacted, small)``, then delete the small objects still unchanged. Returns
-    (records in ``target``, small records folded, objects removed)."""
-    paths, blobs = read_small(store, folder)
-    small, read = [], []
-    for path, blob in zip(paths, blobs):
-        document = _parsed(blob)
-        if document is not None:
-            small.append(document)
-            read.append((path, blob))
-    if not small:
-        return len(read_lines(store, target)), 0, 0
-    records = merge(read_lines(store, target), small)
+    store: StoreFiles, folder: Folder, merge: Callable[[list[dict], list[dict]], list[dict]]
+) -> Fold:
+    """Fold the small objects and compacted files of ``folder`` into a new compacted file with
+    ``merge(compacted records, oldest first; small records)``, then delete the compacted files
+    read and the small objects unchanged since (a second listing tells). Nothing is written
+    when there are no small objects and at most one compacted file. ``ProfileFormatError``
+    naming a corrupt compacted file (it is left as it is)."""
+    snapshot = read_folder(store, folder)
+    small = [(p, d) for p, d in snapshot.small if isinstance(d, dict)]  # corrupt: left in place
+    old = snapshot.records(store)
+    if not small and len(old) <= 1:
+        path, records = old[0] if old else (None, [])
+        return Fold(path, len(records), 0, 0)
+    records = merge([r for _, rs in old for r in rs], [d for _, d in small])
+    target = generation_path(store, folder)
     count = write_lines(store, target, records)
-    now = store.read_many([p for p, _ in read])
-    unchanged = [p for (p, blob), again in zip(read, now) if again == blob]
-    store.delete(unchanged)
-    return count, len(small), len(unchanged)
+    _, _, now = list_folder(store, folder)
+    unchanged = [p for p, _ in small if _same(snapshot.stamps.get(p), now.get(p))]
+    store.delete([p for p, _ in old] + unchanged)
+    return Fold(target, count, len(small), len(unchanged))
 
 
-def _parsed(blob: bytes | None) -> dict | None:
-    """A small object's JSON object, or None (absent or corrupt: left where it is)."""
-    if blob is None:
-        return None
-    try:
-        document = json.loads(blob)
-    except ValueError:
-        return None
-    return document if isinstance(document, dict) else None
+def _same(before: str | None, after: str | None) -> bool:
+    return before is not None and before == after
+
+
+def remove_tree(store: StoreFiles, folder: str) -> int:
+    """Delete every file under ``folder`` (and the folder, locally); returns how many files."""
+    paths = sorted(store.list_tree(folder))
+    store.delete(paths)
+    if store.local:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(paths)
 
 
 # -- the catalog -----------------------------------------------------------------------------
 
 
-def catalog_file(store: StoreFiles) -> str:
-    """Where the compacted catalog lives."""
-    return store.path("catalog", CATALOG_FILE)
+def catalog_folder(store: StoreFiles) -> Folder:
+    """Where the catalog lives: small rows and compacted files together in ``catalog/``."""
+    return Folder(store.path("catalog"), CATALOG_FILE)
 
 
 def merged_rows(compacted: Iterable[CatalogRow], small: Iterable[CatalogRow]) -> list[CatalogRow]:
-    """Compacted rows with the small rows (newer) merged in, by (url, version), sorted."""
+    """The rows of the compacted files (oldest first) with the small rows (newest) merged in
+    after them, by (url, version): fields a later row sets replace earlier ones. Sorted."""
     rows: dict[tuple[str, str | None], CatalogRow] = {}
-    for row in compacted:
-        rows[(row.url, row.version)] = row
-    for row in small:
+    for row in [*compacted, *small]:
         key = (row.url, row.version)
         rows[key] = row if key not in rows else _merged(rows[key], row)
     return sorted(rows.values(), key=lambda r: (str(r.url), str(r.version)))
@@ -160,11 +306,19 @@ __all__ = [
     "CATALOG_FILE",
     "COMPACT_OVER",
     "MAX_COMPACTED_BYTES",
+    "READ_ATTEMPTS",
     "CompactionResult",
-    "catalog_file",
+    "Fold",
+    "Folder",
+    "Snapshot",
+    "catalog_folder",
     "fold",
+    "generation_path",
+    "list_folder",
     "merged_rows",
+    "parse_lines",
+    "read_folder",
     "read_lines",
-    "read_small",
+    "remove_tree",
     "write_lines",
 ]

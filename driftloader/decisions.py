@@ -5,17 +5,21 @@ A decision is a pure result of (shard profile, reference, drift config), so it i
 per (shard key, shard version, reference name and content, drift config). Layout under the
 store root::
 
-    decisions/<reference>/<context>/index.jsonl                      compacted, one per line
+    decisions/<reference>/<context>/<generation>.index.jsonl         compacted, one per line
     decisions/<reference>/<context>/new/<sha1(url)>.<version>.json   one small record each
+    decisions/<reference>/<context>/context.json                     what the context is of
 
 ``context`` is a digest of the reference's content and of the drift config (its fields, the
 registered drift tests and the library version): a rebuilt reference or another config is
 another folder, so a cached decision never outlives what it was decided against. Two writers
 of one record write the same bytes (it is deterministic), so concurrent writers never lose
-each other's work. The gate reads ``index.jsonl`` once per pass (one request) and falls back to
-profile + ``compare`` for shards not in it; ``check`` reads the index and the new records and
-adds what it decides; ``compact_store`` (``driftloader compact``) folds the new records into the
-index and the catalog's small rows into ``catalog/compacted.jsonl`` (``compaction.py``).
+each other's work. The gate reads the compacted index and the new records once per pass (one
+listing, one batch of reads) and falls back to profile + ``compare`` for shards not in it;
+``check`` reads them too and adds what it decides; ``compact_store`` (``driftloader compact``)
+folds the new records into a new compacted index and the catalog's small rows into a new
+compacted catalog file (``compaction.py``); with ``prune`` it first removes the folders of
+contexts whose reference is gone or was rebuilt (``context.json`` tells what a context was
+decided against; it is written with the context's first record).
 A record keeps of the features only those that drifted (what ``top`` shows for a clean shard
 is then empty), which keeps the index ~150 bytes per clean shard.
 
@@ -32,21 +36,31 @@ import dataclasses
 import hashlib
 import json
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .compaction import COMPACT_OVER, CompactionResult, catalog_file, fold, read_lines
+from .compaction import (
+    COMPACT_OVER,
+    CompactionResult,
+    Fold,
+    Folder,
+    fold,
+    parse_lines,
+    read_folder,
+    remove_tree,
+)
 from .drift import DriftConfig, FeatureDrift, ShardDrift
 from .drift.registry import DRIFT_TESTS
-from .errors import ProfileFormatError, StoreReadOnlyError
+from .errors import ProfileFormatError, ReferenceNotFound, StoreReadOnlyError
 from .profile import Profile
 from .sketches.encoding import decode_float, encode_float
 from .store import ProfileStore, check_reference_name, shard_key, url_hash, version_name
 
 DECISION_FORMAT = 1
 INDEX_FILE = "index.jsonl"
+"""The compacted index's files end so (``index.jsonl`` itself: as earlier versions wrote)."""
+CONTEXT_FILE = "context.json"
 TOP = 5  # features a decision keeps at most (those that drifted)
 
 Key = tuple[str, str | None]
@@ -171,8 +185,20 @@ def reference_digest(reference: Profile) -> str:
 
 def context_of(reference: Profile, config: DriftConfig | None) -> str:
     """The folder name of the decisions against ``reference`` under ``config``."""
-    parts = [DECISION_FORMAT, reference_digest(reference), config_fingerprint(config)]
-    return _digest(parts)[:20]
+    return _context(_described(reference, config))
+
+
+def _described(reference: Profile, config: DriftConfig | None) -> dict[str, Any]:
+    """What a context is of (``context.json``): the parts its name is the digest of."""
+    return {
+        "format": DECISION_FORMAT,
+        "reference": reference_digest(reference),
+        "config": config_fingerprint(config),
+    }
+
+
+def _context(about: dict[str, Any]) -> str:
+    return _digest([about["format"], about["reference"], about["config"]])[:20]
 
 
 # -- the index --------------------------------------------------------------------------------
@@ -193,7 +219,9 @@ class DecisionIndex:
         self.context = context
         self.loads = 0
         self.unfolded = 0  # new records ``load_all`` found (not compacted yet)
+        self.about: dict[str, Any] | None = None  # what the context is of (``of`` sets it)
         self._known: dict[Key, Decision | dict] | None = None
+        self._read_from: list[str] = []  # the compacted files the records came from
 
     @classmethod
     def of(
@@ -201,15 +229,24 @@ class DecisionIndex:
     ) -> DecisionIndex:
         """The index of the decisions against ``reference`` (stored as ``name``) under
         ``config``."""
-        return cls(store, name, context_of(reference, config))
+        about = _described(reference, config)
+        index = cls(store, name, _context(about))
+        index.about = about
+        return index
 
     @property
     def index_path(self) -> str:
+        """The compacted index as earlier versions wrote it (still read)."""
         return self.store.path("decisions", self.name, self.context, INDEX_FILE)
 
     @property
     def new_folder(self) -> str:
         return self.store.path("decisions", self.name, self.context, "new")
+
+    @property
+    def folder(self) -> Folder:
+        """The context's compacted files and new records (``compaction.Folder``)."""
+        return Folder(self.store.path("decisions", self.name, self.context), INDEX_FILE, "new")
 
     def record_path(self, url: str, version: str | None) -> str:
         """Where the small record of shard ``url`` at ``version`` goes."""
@@ -222,26 +259,28 @@ class DecisionIndex:
 
     def _table(self) -> dict[Key, Decision | dict]:
         """Every record in memory by key, reading them first if not yet read: the compacted
-        index and the new records not folded into it yet (one GET, one listing, one batched
-        read), so a decision written by one pass is found by the next without a compaction.
-        Records stay plain dicts until asked for (``get``): a pass over 100k decisions reads
-        the index without building 100k ``Decision`` objects."""
+        index (usually one file) and the new records not folded into it yet (one listing, one
+        batch of reads: ``compaction.read_folder``), so a decision written by one pass is found
+        by the next without a compaction. Records stay plain dicts until asked for (``get``):
+        a pass over 100k decisions reads the index without building 100k ``Decision``
+        objects."""
         if self._known is None:
             self.loads += 1
-            with ThreadPoolExecutor(1) as pool:  # list the new records while the index is read
-                listing = pool.submit(self.store.list_json, self.new_folder)
-                table = self._records(self.index_path)
-                paths = listing.result()
-            for document in self.store.read_json_many(paths):
+            snapshot = read_folder(self.store, self.folder)
+            table: dict[Key, Decision | dict] = {}
+            for path, data in snapshot.compacted:  # oldest first: later files win
+                table.update(self._records(path, data))
+            for _, document in snapshot.small:
                 decision = _decision_or_none(document)
                 if decision is not None:
                     table[decision.key] = decision
-            self._known, self.unfolded = table, len(paths)
+            self._known, self.unfolded = table, len(snapshot.small)
+            self._read_from = [path for path, _ in snapshot.compacted]
         return self._known
 
-    def _records(self, path: str) -> dict[Key, Decision | dict]:
+    def _records(self, path: str, data: bytes) -> dict[Key, Decision | dict]:
         try:
-            records = read_lines(self.store, path)
+            records = parse_lines(self.store, path, data)
         except ProfileFormatError as e:
             warnings.warn(
                 f"ignoring decision index: {e}; decisions are taken again", RuntimeWarning, 4
@@ -260,8 +299,9 @@ class DecisionIndex:
             if decision.key != key:
                 raise ProfileFormatError(f"keyed {key!r}: {str(found)[:80]}")
         except ProfileFormatError as e:
+            where = ", ".join(self.store.display(p) for p in self._read_from)
             warnings.warn(
-                f"ignoring a record of {self.store.display(self.index_path)}: {e}; "
+                f"ignoring a record of {where or self.store.display(self.index_path)}: {e}; "
                 "it is decided again",
                 RuntimeWarning,
                 3,
@@ -300,11 +340,20 @@ class DecisionIndex:
         table[decision.key] = decision
         if self.store.writable:  # a cache: a failed write means it is decided again next time
             with contextlib.suppress(StoreReadOnlyError, OSError):
+                self._describe()
                 self.store.write_json(self.record_path(url, version), decision.to_dict())
         return decision
 
-    def compact(self) -> tuple[int, int, int]:
-        """Fold the new records into the index (``compaction.fold``)."""
+    def _describe(self) -> None:
+        """Write ``context.json`` (what the context is of, for ``prune_decisions``) once."""
+        if self.about is not None:
+            about, self.about = self.about, None
+            path = self.store.path("decisions", self.name, self.context, CONTEXT_FILE)
+            self.store.write_json(path, about)
+
+    def compact(self) -> Fold:
+        """Fold the new records and the compacted files into a new compacted index
+        (``compaction.fold``)."""
 
         def merge(compacted: list[dict], small: list[dict]) -> list[dict]:
             out: dict[Key, dict] = {}
@@ -315,33 +364,77 @@ class DecisionIndex:
                     continue
             return [out[k] for k in sorted(out, key=lambda k: (k[0], str(k[1])))]
 
-        result = fold(self.store, self.index_path, self.new_folder, merge)
+        result = fold(self.store, self.folder, merge)
         self._known = None
         return result
 
 
-def compact_decisions(store: ProfileStore) -> list[tuple[str, tuple[int, int, int]]]:
-    """Compact every decision index of the store: ``[(index path, (records, folded,
-    removed))]``."""
+def compact_decisions(store: ProfileStore) -> list[Fold]:
+    """Compact every decision index of the store (``DecisionIndex.compact`` each)."""
     out = []
     for name in store.list_folders(store.path("decisions")):
         for context in store.list_folders(store.path("decisions", name)):
-            index = DecisionIndex(store, name, context)
-            out.append((index.index_path, index.compact()))
+            out.append(DecisionIndex(store, name, context).compact())
     return out
 
 
-def compact_store(store: ProfileStore) -> CompactionResult:
-    """Compact the catalog and every decision index (what ``driftloader compact`` runs).
+def prune_decisions(store: ProfileStore) -> list[str]:
+    """Remove the decision folders of contexts no stored reference has any more: their
+    reference was removed, or rebuilt with other content (``context.json`` tells what a
+    context was decided against). A folder that does not say (written by an earlier version)
+    is kept unless its reference is gone; one decided against the current reference under
+    any drift config is always kept. Returns the folders removed."""
+    pruned = []
+    for name in store.list_folders(store.path("decisions")):
+        current = _current_digest(store, name)
+        if current is None:  # not a reference name, or its reference is unreadable
+            continue
+        for context in store.list_folders(store.path("decisions", name)):
+            folder = store.path("decisions", name, context)
+            if _stale(store, name, context, current):
+                remove_tree(store, folder)
+                pruned.append(store.display(folder))
+    return pruned
+
+
+def _current_digest(store: ProfileStore, name: str) -> str | None:
+    """The digest of stored reference ``name``; "" when there is none; None when ``name`` is
+    no reference name or its reference cannot be read (nothing of it is pruned then)."""
+    try:
+        return reference_digest(store.get_reference(name))
+    except ReferenceNotFound:
+        return ""
+    except (ValueError, OSError):
+        return None
+
+
+def _stale(store: ProfileStore, name: str, context: str, current: str) -> bool:
+    """True when the decisions of ``context`` were decided against other content of reference
+    ``name`` than ``current`` (the stored reference's digest; "" when it is gone)."""
+    if not current:
+        return True
+    try:
+        about = store.read_json(store.path("decisions", name, context, CONTEXT_FILE))
+        described = about is not None and _context(about) == context
+    except (ProfileFormatError, KeyError, TypeError):
+        return False
+    return described and about["reference"] != current
+
+
+def compact_store(store: ProfileStore, *, prune: bool = False) -> CompactionResult:
+    """Compact the catalog and every decision index (what ``driftloader compact`` runs); with
+    ``prune``, first remove the decisions of references gone or rebuilt (``prune_decisions``).
     ``ValueError`` naming the store when it cannot be written (read-only, a file, no bucket);
     reads give the same answers after."""
     store.check_writable()
     result = CompactionResult()
-    parts = [(catalog_file(store), store.compact_catalog())]
-    for target, (count, folded, removed) in [*parts, *compact_decisions(store)]:
-        result.files[store.display(target)] = count
-        result.folded += folded
-        result.removed += removed
+    if prune:
+        result.pruned = prune_decisions(store)
+    for part in [store.compact_catalog(), *compact_decisions(store)]:
+        if part.path is not None:
+            result.files[store.display(part.path)] = part.records
+        result.folded += part.folded
+        result.removed += part.removed
     return result
 
 
@@ -364,6 +457,7 @@ __all__ = [
     "compact_decisions",
     "compact_if_large",
     "compact_store",
+    "prune_decisions",
     "config_fingerprint",
     "context_of",
     "reference_digest",

@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .catalog import CatalogRow, json_safe
-from .compaction import catalog_file, fold, merged_rows, read_lines
+from .compaction import Fold, catalog_folder, fold, merged_rows, read_folder
 from .errors import (
     ProfileFormatError,
     ReferenceNotFound,
@@ -441,30 +441,30 @@ class ProfileStore(StoreFiles):
         return self._best_effort(path, merged.to_dict(), "the catalog row")
 
     def catalog(self) -> list[CatalogRow]:
-        """Every catalog row, sorted by url, version: the compacted catalog (one GET, see
-        ``compact_catalog``) with the small rows written since merged in (one listing, one
-        batched read). Rows of other versions of driftloader are read as they are (see
-        ``CatalogRow.from_dict``); unreadable ones warn and are left out."""
-        where = catalog_file(self)
-        compacted = [self._row(d, where) for d in read_lines(self, where)]
-        paths = self.list_json(self.path("catalog"))
-        small = [self._row(d, p) for p, d in zip(paths, self.read_json_many(paths))]
+        """Every catalog row, sorted by url, version: the compacted files (see
+        ``compact_catalog``; usually one) with the small rows written since merged in, from
+        one listing and one batch of reads (``compaction.read_folder``). Rows of other versions
+        of driftloader are read as they are (see ``CatalogRow.from_dict``); unreadable ones
+        warn and are left out; a corrupt compacted file raises ``ProfileFormatError``."""
+        snapshot = read_folder(self, catalog_folder(self))
+        compacted = [self._row(d, p) for p, records in snapshot.records(self) for d in records]
+        small = [self._row(d, p) for p, d in snapshot.small]
         return merged_rows(
             (r for r in compacted if r is not None), (r for r in small if r is not None)
         )
 
-    def compact_catalog(self) -> tuple[int, int, int]:
-        """Fold the small catalog rows into ``catalog/compacted.jsonl`` (``compaction.fold``):
-        (rows in it, small rows folded, small objects removed). Reads see the same rows before
-        and after."""
+    def compact_catalog(self) -> Fold:
+        """Fold the small catalog rows and the compacted files into a new compacted file
+        (``compaction.fold``). Reads see the same rows before and after."""
+        folder = catalog_folder(self)
 
         def merge(compacted: list[dict], small: list[dict]) -> list[dict]:
-            old = (self._row(d, catalog_file(self)) for d in compacted)
-            new = (self._row(d, self.path("catalog")) for d in small)
+            old = (self._row(d, folder.root) for d in compacted)
+            new = (self._row(d, folder.root) for d in small)
             rows = merged_rows((r for r in old if r is not None), (r for r in new if r is not None))
             return [r.to_dict() for r in rows]
 
-        return fold(self, catalog_file(self), self.path("catalog"), merge)
+        return fold(self, folder, merge)
 
     def _load_row(self, path: str) -> CatalogRow | None:
         try:

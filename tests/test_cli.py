@@ -314,9 +314,16 @@ def test_compact_folds_small_records_and_exits_like_the_others(shards, checked, 
     assert main(["compact", "--store", checked, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["errors"] == [] and summary["folded"] == 6  # 5 rows and 1 decision
-    assert list(catalog.glob("*.json")) == [] and (catalog / "compacted.jsonl").exists()
+    assert list(catalog.glob("*.json")) == [] and len(list(catalog.glob("*.compacted.jsonl"))) == 1
     assert main(["compact", "--store", checked]) == 0
     assert "compacted 0 small records" in capsys.readouterr().out
-    assert (
-        main(["compact", "--store", str(tmp_path / "store" / "catalog" / "compacted.jsonl")]) == 2
-    )
+    decisions = tmp_path / "store" / "decisions" / "v1"
+    (stale,) = [p.name for p in decisions.iterdir()]
+    assert main(["reference", "v1", *shards["clean"], "--store", checked]) == 0  # rebuilt
+    assert main(["compact", "--store", checked, "--prune"]) == 0
+    assert f"pruned {decisions / stale} (decisions against" in capsys.readouterr().out
+    assert list(decisions.iterdir()) == []
+    assert main(["compact", "--store", checked, "--prune", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pruned"] == []
+    (compacted,) = catalog.glob("*.compacted.jsonl")
+    assert main(["compact", "--store", str(compacted)]) == 2  # a file, not a store

@@ -10,7 +10,7 @@ import pytest
 
 from driftloader.catalog import CatalogRow
 from driftloader.check import check_shards
-from driftloader.compaction import read_lines, write_lines
+from driftloader.compaction import read_folder, read_lines, write_lines
 from driftloader.dataset import DriftDataset
 from driftloader.decisions import DecisionIndex, compact_store
 from driftloader.drift import DriftConfig
@@ -271,10 +271,11 @@ def test_a_corrupt_decision_record_costs_only_itself(tmp_path: Path) -> None:
     check_shards(clean + drifted, store, "ref")
     compact_store(store)
     index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
-    records = read_lines(store, index.index_path)
+    ((path, _),) = read_folder(store, index.folder).compacted  # the one compacted file
+    records = read_lines(store, path)
     assert len(records) == 5
     records[0]["n"] = "many"  # one corrupt record among good ones
-    write_lines(store, index.index_path, records)
+    write_lines(store, path, records)
     shards = stat_shards(expand_urls(clean + drifted))
     again = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
     by_key = {(r["url"], r["version"]): r for r in records}
