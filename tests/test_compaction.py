@@ -170,3 +170,63 @@ def test_prune_removes_only_decisions_of_gone_or_rebuilt_references(tmp_path: Pa
     assert compact_store(store, prune=True).pruned == []  # the current ones stay
     index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
     assert len(index.known()) == 5  # check's and the gate's decisions against the current one
+
+
+class ListingStore(ProfileStore):
+    """A real store that runs ``meanwhile`` once, right after its first listing: a compaction
+    that removes what this reader listed before it reads it."""
+
+    meanwhile: Callable[[], object] | None = None
+
+    def list_tree(self, folder: str) -> dict[str, str | None]:
+        found = super().list_tree(folder)
+        if self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return found
+
+
+def test_a_reader_lists_again_when_a_compaction_removes_what_it_listed(s3_bucket: str) -> None:
+    writer = ProfileStore(f"s3://{s3_bucket}/drift")
+    for i in range(3):
+        writer.record(_row(i))
+    compact_store(writer)
+    for i in range(3, 5):
+        writer.record(_row(i))
+    reader = ListingStore(writer.url)
+    reader.meanwhile = lambda: compact_store(writer)
+    assert [r.url for r in reader.catalog()] == [_row(i).url for i in range(5)]
+    assert reader.meanwhile is None
+
+
+def test_readers_list_once_and_read_every_compacted_file_in_one_batch(
+    s3_proxy, s3_bucket: str
+) -> None:
+    """After two concurrent compactions (two compacted files) and new small records, the
+    catalog and the decision index are still read with one listing each and one GET a file."""
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    first = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    index = DecisionIndex(first, "ref", "c0ffee")
+    for i in range(4):
+        first.record(_row(i))
+        d = _decision(i)
+        first.write_json(index.record_path(d.url, d.version), d.to_dict())
+    second = InterleavingStore(first.url, options)
+    second.meanwhile = lambda: compact_store(first)
+    compact_store(first)
+    first.record(_row(4))
+    compact_store(second)  # the first compactor runs while the second has read: two files
+    assert len(_compacted(first, first.path("catalog"))) == 2
+    first.record(_row(5))
+    s3_proxy.reset_stats()
+    fresh = ProfileStore(first.url, options)
+    assert [r.url for r in fresh.catalog()] == [_row(i).url for i in range(6)]
+    lists = [r for r in s3_proxy.requests if "list-type" in r.target]
+    gets = [r for r in s3_proxy.requests if r.method == "GET" and "list-type" not in r.target]
+    assert (len(lists), len(gets), len(s3_proxy.requests)) == (1, 3, 4)  # 2 files + 1 row
+    s3_proxy.reset_stats()
+    again = DecisionIndex(fresh, "ref", "c0ffee")
+    again.read()
+    assert len(again.known()) == 4 and again.unfolded == 0
+    lists = [r for r in s3_proxy.requests if "list-type" in r.target]
+    assert (len(lists), len(s3_proxy.requests)) == (1, 2)  # one listing, one compacted file
