@@ -12,6 +12,7 @@ import driftloader as dl
 from driftloader.errors import ShardReadError
 from driftloader.reader import ReadStats, is_transient, read_shard
 from driftloader.sources import Shard
+from driftloader.tarparse import TarMembers
 
 from .conftest import write_shard
 
@@ -46,6 +47,55 @@ def test_long_names_and_directories(tmp_path):
             tar.addfile(info, io.BytesIO(data))
     (sample,) = read_shard(str(path))
     assert sample["__key__"] == key and sample["txt"] == b"hello" and sample["cls"] == b"3"
+
+
+def _tar_bytes(fmt: int, names: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for i, name in enumerate(names):
+            data = bytes([i % 251]) * (i * 37 % 1500)
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000.5  # a float mtime: a pax record
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("s0/link.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "s0/a.txt"
+        tar.addfile(link)
+    return buf.getvalue()
+
+
+def _respelled(tar: bytes) -> bytes:
+    """The same archive with every header's numbers spelled as other writers do: the checksum
+    in seven digits and a NUL, the size in twelve digits with no NUL."""
+    out, at = bytearray(tar), 0
+    while at + 512 <= len(out) and any(out[at : at + 512]):
+        header = out[at : at + 512]
+        size = int(bytes(header[124:136]).split(b"\0")[0] or b"0", 8)
+        header[124:136] = b"%012o" % size
+        header[148:156] = b" " * 8
+        header[148:156] = b"%07o\0" % sum(header)
+        out[at : at + 512] = header
+        at += 512 + size + (-size) % 512
+    return bytes(out)
+
+
+@pytest.mark.parametrize("respell", [False, True], ids=["as-written", "respelled"])
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_members_equal_tarfile_in_every_format(fmt, respell):
+    """Names in the ustar prefix, GNU long names and pax paths; numbers spelled either way;
+    links passed over. What we read is what tarfile reads, byte for byte."""
+    names = ["s0/a.txt", "s0/a.cls", f"{'d' * 120}/s1.txt", "s3.json"]  # s1: ustar prefix
+    if fmt != tarfile.USTAR_FORMAT:
+        names.insert(3, f"s2/{'n' * 140}.bin")  # a long name ustar cannot hold
+    data = _tar_bytes(fmt, names)
+    if respell:
+        data = _respelled(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    for chunk in (len(data), 700):  # whole, and in blocks that cut headers and members
+        blocks = iter([data[i : i + chunk] for i in range(0, len(data), chunk)])
+        ours = [(name, value) for name, value, _ in TarMembers(blocks, "formats.tar")]
+        assert ours == expected, chunk
+    assert len(expected) == len(names)
 
 
 def test_truncated_shard_names_url_and_offset(tmp_path):
