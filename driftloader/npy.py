@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,16 +44,15 @@ class NpyHeader:
     shape: tuple[int, ...]
     fortran_order: bool
     data_offset: int
+    count: int = field(init=False)  # number of elements
+    nbytes: int = field(init=False)  # length of the data in bytes
+    numeric: bool = field(init=False)  # a dtype of ``NUMERIC_KINDS``
 
-    @property
-    def count(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Length of the data in bytes."""
-        return self.count * self.dtype.itemsize
+    def __post_init__(self) -> None:  # computed once: every sample of a shard reuses them
+        count = math.prod(self.shape)
+        object.__setattr__(self, "count", count)
+        object.__setattr__(self, "nbytes", count * self.dtype.itemsize)
+        object.__setattr__(self, "numeric", self.dtype.kind in NUMERIC_KINDS)
 
 
 _headers: dict[tuple[bytes, int], NpyHeader] = {}
@@ -105,7 +104,7 @@ def _parse_header(header: bytes, major: int, offset: int) -> NpyHeader:
 
 def read_header(raw: Any) -> NpyHeader:
     """Parse and check the header of ``.npy`` bytes (headers are cached: shards repeat them)."""
-    buf = _buffer(raw)
+    buf = raw if type(raw) is bytes else _buffer(raw)
     if len(buf) < 10 or bytes(buf[:6]) != MAGIC:
         raise NpyFormatError("not an .npy file (bad magic)")
     major = buf[6]
@@ -142,9 +141,10 @@ def load_npy(raw: Any, *, numeric_only: bool = False, copy: bool = False) -> np.
     if isinstance(raw, np.ndarray):
         check_dtype(raw.dtype, numeric_only)
         return raw.copy() if copy else raw
-    head = read_header(raw)
-    check_dtype(head.dtype, numeric_only)
-    buf = _buffer(raw)
+    head = read_header(raw)  # its dtype is checked: never object
+    if numeric_only and not head.numeric:
+        check_dtype(head.dtype, numeric_only)
+    buf = raw if type(raw) is bytes else _buffer(raw)
     if len(buf) - head.data_offset < head.nbytes:
         raise NpyFormatError(
             f"truncated .npy data: {len(buf) - head.data_offset} bytes for {head.nbytes}"
@@ -157,5 +157,6 @@ def load_npy(raw: Any, *, numeric_only: bool = False, copy: bool = False) -> np.
     array = flat.reshape(head.shape)
     if copy or not array.flags.aligned:
         return array.copy()
-    array.flags.writeable = False  # a view of a bytearray too: never writes through
+    if array.flags.writeable:  # a view of a bytearray: never writes through
+        array.flags.writeable = False
     return array

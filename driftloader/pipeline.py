@@ -166,6 +166,17 @@ class Decoder:
             self.basic.update(dict.fromkeys(PICKLE_EXTENSIONS, _unpickle))
             self.basic["pth"] = partial_torch_loads_unsafe
         self._warned: set[str] = set()
+        # field name -> its basic decoder (None: stays bytes), when no handler comes first;
+        # shards repeat the same few field names, so each is looked up once
+        self._plans: dict[str, Callable[[bytes], Any] | None] = {}
+
+    def _plan(self, key: str) -> Callable[[bytes], Any] | None:
+        ext = key.rsplit(".", 1)[-1]
+        if ext in PICKLE_EXTENSIONS and ext not in self.basic and ext not in self._warned:
+            self._warned.add(ext)
+            warnings.warn(f"field {key!r} left as bytes: pickle decoding is off", stacklevel=4)
+        plan = self._plans[key] = self.basic.get(ext)
+        return plan
 
     def decode1(self, key: str, data: bytes) -> Any:
         if key.endswith(".gz"):
@@ -175,23 +186,22 @@ class Decoder:
             result = handler(dotted, data)
             if result is not None:
                 return result
-        ext = key.rsplit(".", 1)[-1]
-        decoder = self.basic.get(ext)
-        if decoder is not None:
-            return decoder(data)
-        if ext in PICKLE_EXTENSIONS and ext not in self._warned:
-            self._warned.add(ext)
-            warnings.warn(f"field {key!r} left as bytes: pickle decoding is off", stacklevel=3)
-        return data
+        plan = self._plans[key] if key in self._plans else self._plan(key)
+        return data if plan is None else plan(data)
 
     def __call__(self, sample: dict) -> dict:
         result = {}
+        plans = self._plans if not self.handlers else None
         for key, value in sample.items():
             if key[:2] == "__" or (self.only is not None and key not in self.only):
                 result[key] = value
             elif isinstance(value, bytes):
                 try:
-                    result[key] = self.decode1(key, value)
+                    if plans is None or key.endswith(".gz"):
+                        result[key] = self.decode1(key, value)
+                        continue
+                    plan = plans[key] if key in plans else self._plan(key)
+                    result[key] = value if plan is None else plan(value)
                 except Exception as e:
                     raise DecodeError(
                         f"cannot decode field {key!r} of sample {sample.get('__key__')!r} "
