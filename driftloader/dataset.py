@@ -16,6 +16,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
@@ -26,7 +27,7 @@ from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
 from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
 from .fluent import FluidInterface
-from .gate import GateOptions, ShardGate, plan_row
+from .gate import GateOptions, ShardGate, catalog_decisions, plan_row, read_for_verdicts
 from .handlers import error_handler
 from .monitoring import DriftRows
 from .pipeline import Context, hand_over
@@ -174,15 +175,19 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         self.gate: ShardGate | None = None
         self._created = time.time()
         gated = store is not None or reference is not None or policy_from(policy).NEEDS_REFERENCE
-        if gated or any(s.pinned for s in self.shards):
-            # Versions key profiles and decisions; pinned shards are checked against storage
-            # here, so a changed ETag or a deleted VersionId fails now, naming the shard.
-            self.shards = stat_shards(self.shards, self.storage_options)
+        # Versions key profiles and decisions; pinned shards are checked against storage
+        # here, so a changed ETag or a deleted VersionId fails now, naming the shard.
         if gated:
-            self.gate = ShardGate(
-                store, reference, policy, args.options, self.storage_options, self.seed
+            self.shards, self.gate = stat_and_gate(
+                self.shards,
+                self.storage_options,
+                lambda: ShardGate(
+                    store, reference, policy, args.options, self.storage_options, self.seed
+                ),
             )
             warn_quarantined(self.gate, self.shards)
+        elif any(s.pinned for s in self.shards):
+            self.shards = stat_shards(self.shards, self.storage_options)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds shard and sample shuffling (call it before each epoch)."""
@@ -235,8 +240,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
     def _publish(self) -> None:
         """In a DataLoader worker: tell the dataset's owner process what reading did."""
         if not self._reports.in_owner() and get_worker_info() is not None:
-            failed = [] if self.gate is None else self.gate.failures()
-            self._reports.publish(self._stats, failed)
+            self._reports.publish(self._stats, [] if self.gate is None else self.gate.results)
 
     def _iterate(self) -> Iterator:
         if self._stats_pid != os.getpid():  # a worker's copy: count its own reads only
@@ -415,15 +419,36 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         return resume
 
     def drift_report(self, include_store: bool = True, epoch: int | None = None) -> list[dict]:
-        """Per-shard decisions taken since this dataset was made: by this process and, with
-        ``include_store``, by DataLoader workers and other ranks (read back from the catalog;
-        the catalog keeps each shard's latest decision). Each row names its ``epoch``; pass
+        """Per-shard decisions taken since this dataset was made: by this process and its
+        DataLoader workers and, with ``include_store``, by other ranks (read back from the
+        catalog, which keeps each shard's latest decision and does not take a decision it
+        holds already again: another rank's row then names when it was first taken, maybe
+        before this dataset was made, and is not shown). Each row names its ``epoch``; pass
         ``epoch=`` for that epoch's rows only; ``print(...)`` shows them as a table."""
         if self.gate is None:
             return DriftRows()
-        rows = self.gate.report(self.shards if include_store else None, since=self._created)
-        rows = self._reports.with_failed(rows)  # and shards that failed in DataLoader workers
+        rows = self._reports.with_workers(self.gate.report())  # this process's and its workers'
+        if include_store:  # other ranks'
+            rows += catalog_decisions(self.gate, self.shards, self._created, rows)
         return DriftRows(r for r in rows if epoch is None or r.get("epoch") == epoch)
+
+
+def stat_and_gate(
+    shards: list[Shard], storage_options: dict | None, make_gate: Callable[[], ShardGate]
+) -> tuple[list[Shard], ShardGate]:
+    """The shards with their versions, and the gate with what its verdicts read (reference,
+    exclusions, decision index), read while the shards are listed: at 40 ms a round trip, one
+    after the other they delayed the first sample. An error of the listing (a missing shard)
+    is raised first."""
+    with ThreadPoolExecutor(1) as pool:
+        listing = pool.submit(stat_shards, shards, storage_options)
+        try:
+            gate = make_gate()
+            read_for_verdicts(gate)
+        except BaseException:
+            listing.result()
+            raise
+        return listing.result(), gate
 
 
 def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -> Iterator[Shard]:

@@ -13,7 +13,7 @@ store root::
 registered drift tests and the library version): a rebuilt reference or another config is
 another folder, so a cached decision never outlives what it was decided against. Two writers
 of one record write the same bytes (it is deterministic), so concurrent writers never lose
-each other's work. The gate reads the compacted index and the new records once per pass (one
+each other's work. The gate reads the compacted index and the new records once (one
 listing, one batch of reads) and falls back to profile + ``compare`` for shards not in it;
 ``check`` reads them too and adds what it decides; ``compact_store`` (``driftloader compact``)
 folds the new records into a new compacted index and the catalog's small rows into a new
@@ -208,7 +208,7 @@ class DecisionIndex:
     """The decisions against one reference under one drift config, in a store.
 
     ``get`` answers from memory after reading the compacted index once (one request; ``forget``
-    makes the next ``get`` read it again: the gate does so at each pass). ``add`` keeps a new
+    makes the next ``get`` read it again). ``add`` keeps a new
     decision in memory and writes its small record (best effort: a read-only store keeps it
     in memory only). ``load_all`` reads the index and the new records too. ``loads`` counts
     the reads of the index."""

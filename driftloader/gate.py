@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .catalog import CatalogRow, json_safe
 from .decisions import DecisionIndex
 from .drift import DriftConfig, ShardDrift, compare, importance_weights
 from .errors import FingerprintMismatch, ShardReadError
@@ -155,9 +156,7 @@ class ShardGate:
         if not resumed:
             self.pinned = set()
         self.first_pass = set(self.pinned)
-        if self._index is not None:
-            self._index.forget()  # read the decision index once per pass
-        read_for_verdicts(self)
+        read_for_verdicts(self)  # once per gate: later passes decide from memory
 
     def replica(self) -> ShardGate:
         """A copy that records no decisions: to re-read a shard whose decision is taken."""
@@ -169,8 +168,7 @@ class ShardGate:
         state = dict(self.__dict__)
         state["_reference"] = None  # each worker loads it from the store again
         state["_stored"] = {}
-        state["_index"] = None
-        state["_written"] = {}
+        state["_written"] = {}  # (the decision index read in the owner goes along: it is small)
         return state
 
     @property
@@ -446,7 +444,7 @@ class ShardGate:
             stored = {k: v for k, v in row.items() if k != "n"}
             fields = {**stored, "decided_n": row["n"]}
             if not self._written_before(row["url"], shard.version, fields):
-                self._writes.submit(row["url"], self.store.record, shard.url, shard.version, fields)
+                self._writes.submit(row["url"], record_if_new, self.store, shard, fields)
 
     def _written_before(self, key: str, version: str | None, fields: dict) -> bool:
         """True when this gate already wrote this decision on this shard-version (in an earlier
@@ -467,13 +465,15 @@ class ShardGate:
     def report(self, shards: list[Shard] | None = None, since: float = 0.0) -> list[dict]:
         """Decisions this process took, in order; with ``shards``, then those of other
         processes (DataLoader workers, other ranks) on them since ``since`` (read back from
-        the catalog, which keeps each shard's latest decision; one a gate takes again in a
-        later epoch is not written again, so its row names the epoch it was first taken in)."""
+        the catalog, which keeps each shard's latest decision; one that the catalog holds
+        already, taken again in a later epoch or run, is not written again, so its row names
+        when it was first taken: ``DriftDataset.drift_report`` takes its DataLoader workers'
+        rows from ``worker_reports`` instead)."""
         self.flush()  # this process's rows are in the catalog before it is read
         rows = list(self.results)
-        if shards is None or self.store is None or self.reference_name is None:
+        if shards is None:
             return rows
-        return rows + _catalog_decisions(self.store, self.reference_name, shards, since, rows)
+        return rows + catalog_decisions(self, shards, since, rows)
 
 
 def _weighed(
@@ -505,6 +505,20 @@ def decision_digest(fields: dict) -> int:
     return zlib.crc32(json.dumps(kept, sort_keys=True, default=str).encode())
 
 
+def record_if_new(store: ProfileStore, shard: Shard, fields: dict) -> bool:
+    """Write decision ``fields`` into the catalog row of ``shard`` unless the row holds that
+    decision already (as ``decision_digest`` sees it); True when written. A clean shard
+    decided again in every run then costs one small read, not a read and a write: its row
+    keeps when it was first taken."""
+    same = decision_digest(json_safe(fields))
+
+    def holds(current: CatalogRow) -> bool:
+        stored = current.to_dict()
+        return decision_digest({key: stored.get(key) for key in fields}) == same
+
+    return store.record(shard.url, shard.version, fields, holds=holds)
+
+
 def plan_row(gate: ShardGate, shard: Shard) -> dict:
     """``{"url", "version", "n", "action"}`` for ``DriftDataset.plan``, from ``gate``: the
     stored sample count (None without a stored profile) and the verdict, from the store only."""
@@ -522,24 +536,26 @@ def plan_row(gate: ShardGate, shard: Shard) -> dict:
 
 
 def read_for_verdicts(gate: ShardGate) -> None:
-    """Read what the first verdict of a pass needs, concurrently: the exclusion list beside
-    the reference and then the decision index (one round trip each, not one after another)."""
+    """Read what the verdicts need, once per gate, concurrently: the exclusion list beside the
+    reference and the decision index (one round trip each, not one after another). The
+    dataset reads them when it is made, so its DataLoader workers inherit them and later
+    passes decide from memory (a decision is a pure result of what keys it, so one in memory
+    never goes stale; one another process took since is taken again from its profile)."""
     if gate.store is None or gate.reference_name is None:
+        return
+    if gate._exclusions is not None:
+        decisions_of(gate).read()
         return
     from .versions import load_exclusions
 
     with ThreadPoolExecutor(1) as pool:
-        exclusions = None
-        if gate._exclusions is None:
-            exclusions = pool.submit(load_exclusions, gate.store, gate.reference_name)
-        if gate.reference is not None:
-            decisions_of(gate).read()
-        if exclusions is not None:
-            gate._exclusions = exclusions.result()
+        exclusions = pool.submit(load_exclusions, gate.store, gate.reference_name)
+        decisions_of(gate).read()
+        gate._exclusions = exclusions.result()
 
 
 def decisions_of(gate: ShardGate) -> DecisionIndex:
-    """The gate's decision index (its reference and drift config), read once per pass."""
+    """The gate's decision index (its reference and drift config), read once per gate."""
     if gate._index is None:
         gate._index = DecisionIndex.of(gate.store, gate.reference_name, gate.reference, gate.config)
     return gate._index
@@ -548,7 +564,7 @@ def decisions_of(gate: ShardGate) -> DecisionIndex:
 def indexed_verdict(gate: ShardGate, shard: Shard) -> Verdict | None:
     """The verdict from the shard's indexed decision, without loading its profile; None when
     it has none, or when the gate's policy weighs a drifted shard (that needs the profile)."""
-    if gate.reference is None:
+    if gate.reference_name is None:
         return None
     known = decisions_of(gate).get(shard.url, shard.version)
     if known is None:
@@ -560,10 +576,14 @@ def indexed_verdict(gate: ShardGate, shard: Shard) -> Verdict | None:
     return Verdict(SKIP if skip else READ, None, drift, n=known.n)
 
 
-def _catalog_decisions(
-    store: ProfileStore, reference: str, shards: list[Shard], since: float, rows: list[dict]
+def catalog_decisions(
+    gate: ShardGate, shards: list[Shard], since: float, rows: list[dict]
 ) -> list[dict]:
-    """Catalog decisions on ``shards`` against ``reference`` since ``since`` not in ``rows``."""
+    """Catalog decisions on ``shards`` against the gate's reference since ``since`` not in
+    ``rows`` (decisions of other processes)."""
+    store, reference = gate.store, gate.reference_name
+    if store is None or reference is None:
+        return []
     seen = {(shard_key(r["url"]), r["version"]) for r in rows}
     mine = {(shard_key(s.url), s.version) for s in shards}
     found = []

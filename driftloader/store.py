@@ -38,7 +38,7 @@ import hashlib
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
@@ -415,13 +415,19 @@ class ProfileStore(StoreFiles):
     # -- catalog -------------------------------------------------------------------------------
 
     def record(
-        self, row: CatalogRow | str, version: str | None = None, fields: Mapping | None = None
+        self,
+        row: CatalogRow | str,
+        version: str | None = None,
+        fields: Mapping | None = None,
+        *,
+        holds: Callable[[CatalogRow], bool] | None = None,
     ) -> bool:
         """Merge ``row`` into the stored catalog row of its (url, version): fields ``row`` sets
         (not None) replace the stored ones, the others are kept (last writer wins).
 
         Never raises for a read-only store: it warns once and returns False (the caller keeps
-        its result in memory); True when written. The older form ``record(url, version,
+        its result in memory); True when written. ``holds``: nothing is written (False) when
+        it says the stored row holds ``row`` already. The older form ``record(url, version,
         dict)`` is accepted too.
         """
         if not isinstance(row, CatalogRow):
@@ -436,6 +442,8 @@ class ProfileStore(StoreFiles):
             return False
         path = self.catalog_path(key.url, key.version)
         current = self._load_row(path)
+        if current is not None and holds is not None and holds(current):
+            return False
         merged = key if current is None else current.merged(key)
         merged.url, merged.version = key.url, key.version
         return self._best_effort(path, merged.to_dict(), "the catalog row")

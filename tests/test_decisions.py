@@ -16,6 +16,7 @@ from driftloader.decisions import DecisionIndex, compact_store
 from driftloader.drift import DriftConfig
 from driftloader.errors import ProfileFormatError
 from driftloader.gate import ShardGate, decisions_of
+from driftloader.policy import policy_from
 from driftloader.profile import Profile
 from driftloader.profiling import profile_shards
 from driftloader.sources import expand_urls, stat_shards
@@ -126,9 +127,10 @@ def test_gate_decides_indexed_shards_without_loading_profiles(
     assert _profile_gets(s3_proxy) == 0  # no profile loaded
     index_gets = [r for r in s3_proxy.requests if r.target.split("?")[0].endswith("index.jsonl")]
     assert len(index_gets) == 1 and decisions_of(gate).loads == 1  # the index, read once
-    gate.start_pass(1, 0, resumed=False)  # a new epoch reads it once more
+    s3_proxy.reset_stats()
+    gate.start_pass(1, 0, resumed=False)  # a new epoch decides from memory: no request
     gate.verdict(shards[0])
-    assert decisions_of(gate).loads == 2
+    assert decisions_of(gate).loads == 1 and s3_proxy.requests == []
     # a shard read from an indexed decision passes its samples and records its decision
     assert gate.before(shards[0])
     samples = list(gate.observe(shards[0], iter([{"__key__": "a"}, {"__key__": "b"}])))
@@ -328,3 +330,75 @@ def test_a_pass_reads_the_exclusions_and_the_decision_index_concurrently(
     (shard,) = stat_shards(expand_urls(drifted), options)
     assert gate.verdict(shard).action == "skip"
     assert not [r for r in s3_proxy.requests if "/drift/" in r.target]  # all read already
+
+
+# -- a clean pass costs nothing beyond reading -----------------------------------------------
+
+
+def _drift_requests(proxy, after: int = 0) -> list[str]:
+    """The store requests the proxy saw after the first ``after``, catalog rows left out."""
+    targets = [unquote(r.target) for r in proxy.requests[after:]]
+    return [t for t in targets if "/catalog/" not in t and "catalog%2F" not in t]
+
+
+def test_a_new_run_taking_the_recorded_decisions_again_writes_nothing(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """The catalog rows and decision records of the first run hold the second run's
+    decisions: the second run writes no object, and still reports its decisions."""
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
+    s3_proxy.reset_stats()
+    again = _skip_gated(clean + drifted, store, options)
+    assert sum(1 for _ in again) == 4 * 80
+    assert s3_proxy.counts.get("PUT", 0) == 0  # was one catalog row per shard
+    rows = again.drift_report()
+    assert sorted(r["action"] for r in rows) == ["passed"] * 4 + ["skipped"]
+    changed = _skip_gated(clean + drifted, store, options)  # another policy: rows change
+    changed.gate.policy = policy_from("monitor")
+    s3_proxy.reset_stats()
+    assert sum(1 for _ in changed) == 5 * 80
+    assert s3_proxy.counts.get("PUT", 0) == 5
+    assert {r.policy for r in store.catalog() if r.reference} == {"monitor"}
+
+
+def test_dataloader_workers_read_nothing_the_dataset_read_when_made(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """The reference, the exclusions and the decision index are read once, when the dataset
+    is made; its DataLoader workers take them along and ask the store for nothing more than
+    catalog rows. The decisions they take reach ``drift_report``."""
+    from torch.utils.data import DataLoader
+
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
+    s3_proxy.reset_stats()
+    ds = _skip_gated(clean + drifted, store, options)
+    made = len(s3_proxy.requests)
+    assert any("decisions/" in t for t in _drift_requests(s3_proxy))  # read when made
+    loader = DataLoader(ds.map(lambda s: s["__key__"]), batch_size=None, num_workers=2)
+    assert len(list(loader)) == 4 * 80
+    assert _drift_requests(s3_proxy, made) == []  # was the index and its records per worker
+    actions = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
+    assert actions == {**{f"clean-{i}.tar": "passed" for i in range(4)}, "drift-0.tar": "skipped"}
+
+
+def test_the_dataset_lists_its_shards_while_the_gate_reads_its_reference(
+    tmp_path: Path, s3_proxy, s3_bucket: str, s3fs_fresh
+) -> None:
+    """At 500 ms a round trip, listing the shards' versions and reading the reference one
+    after the other added a round trip before the first sample: they overlap."""
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    s3fs_fresh.put([*clean, *drifted], f"{s3_bucket}/data/")
+    urls = [f"s3://{s3_bucket}/data/{Path(u).name}" for u in clean + drifted]
+    s3_proxy.latency_ms = 500
+    s3_proxy.reset_stats()
+    ds = _skip_gated(urls, store, options)
+    assert [s.version.startswith("v:") for s in ds.shards] == [True] * 5
+    listing = next(r for r in s3_proxy.requests if "prefix=data" in unquote(r.target))
+    reference = next(r for r in s3_proxy.requests if "/references/" in r.target)
+    gap = abs(reference.started - listing.started)
+    assert gap < 0.4  # both in flight at once (one after the other: > 0.5 s apart)
