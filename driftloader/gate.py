@@ -253,6 +253,8 @@ class ShardGate:
             from .versions import load_exclusions
 
             self._exclusions = load_exclusions(self.store, self.reference_name)
+        if not self._exclusions:  # the usual case: no key made for each of 100k shards
+            return False
         return (shard_key(shard.url), shard.version) in self._exclusions
 
     # ------------------------------------------------------------------------- observe

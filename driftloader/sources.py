@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from stat import S_ISREG
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from .errors import (
     DriftloaderError,
@@ -281,6 +284,9 @@ def _folder_shards(url: str, storage_options: dict | None) -> list[Shard]:
 
 
 def _glob(url: str, storage_options: dict | None) -> list[str]:
+    local = _local_glob(url)
+    if local is not None:
+        return local
     fs = filesystem(url, storage_options)
     protocol = protocol_of(url)
     try:
@@ -293,6 +299,25 @@ def _glob(url: str, storage_options: dict | None) -> list[str]:
     if protocol == "file" and "://" not in url:
         return matches
     return [fs.unstrip_protocol(m) for m in matches]
+
+
+def _local_glob(pattern: str) -> list[str] | None:
+    """A local path with wildcards in its last part only (``data/*.tar``): the entries of one
+    ``os.scandir`` that match it, as fsspec's glob gives them (absolute, sorted, hidden names
+    and folders included), without its ``info()`` per entry. None for other patterns."""
+    if protocol_of(pattern) != "file" or "://" in pattern:
+        return None
+    folder, name = os.path.split(pattern)
+    if not name or "**" in name or any(ch in folder for ch in "*?["):
+        return None
+    root = LocalFileSystem._strip_protocol(folder or ".")
+    try:
+        matches = re.compile(fnmatch.translate(name)).match
+        with os.scandir(root) as entries:
+            names = [e.name for e in entries if matches(e.name)]
+    except OSError:
+        return None  # fsspec's glob says what is wrong
+    return sorted(f"{root.rstrip('/')}/{n}" for n in names)
 
 
 def read_manifest(url: str, storage_options: dict | None = None) -> list[Shard]:
@@ -420,8 +445,9 @@ def stat_shards(
     threads: int = 16,
     failed: list[tuple[str, str]] | None = None,
 ) -> list[Shard]:
-    """Stat many shards: S3 shards from one listing per folder (``listed_shards``), the
-    others (and those a listing does not show) with a HEAD each, concurrently.
+    """Stat many shards: S3 shards from one listing per folder (``listed_shards``), local files
+    with one ``os.stat`` each in this thread, the others (and those a listing does not show)
+    with a HEAD each, concurrently (a task per thread, not per shard).
 
     With a ``failed`` list, a shard that cannot be stat'ed (missing, a changed pinned version)
     is left out and appended to it as ``(url, message)`` instead of raising."""
@@ -440,14 +466,41 @@ def stat_shards(
     listed = listed_shards(shards, storage_options)
     if len(listed) == len(shards):
         return [listed[s.url] for s in shards]
-    if len(shards) <= 1:
-        found = [stat(s) for s in shards]
-    else:
-        with ThreadPoolExecutor(max_workers=min(threads, len(shards))) as pool:
-            found = list(pool.map(stat, shards))
+    local = [_local_stat(s) if s.url not in listed else None for s in shards]
+    rest = [s for s, found in zip(shards, local) if found is None]
+    if len(rest) <= 1:
+        stated = iter([stat(s) for s in rest])
+    else:  # a task per thread, not per shard
+        size = -(-len(rest) // threads)
+        parts = [rest[i : i + size] for i in range(0, len(rest), size)]
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            stated = iter(
+                [s for part in pool.map(lambda p: [stat(s) for s in p], parts) for s in part]
+            )
+    found = [s if s is not None else next(stated) for s in local]  # local ones: in this thread
     if failed is not None:
         failed.extend(f for f in found if isinstance(f, tuple))
     return [s for s in found if isinstance(s, Shard)]
+
+
+def _local_stat(shard: Shard) -> Shard | None:
+    """An unpinned local shard stat'ed with one ``os.stat``: the size and mtime fsspec's
+    ``info`` gives, so the same version, without its overhead. None for other shards and for
+    a path that is not a readable regular file (``stat_shard`` then says what is wrong)."""
+    url = shard.url
+    if shard.pinned or is_pipe(url) or protocol_of(url) != "file":
+        return None
+    path = url[len("file://") :] if url.startswith("file://") else url
+    if "://" in path:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    if not S_ISREG(found.st_mode):
+        return None
+    version = ShardVersion.of_file(found.st_size, found.st_mtime or None)
+    return Shard(url, str(version), found.st_size, False)
 
 
 def listed_shards(shards: Sequence[Shard], storage_options: dict | None = None) -> dict[str, Shard]:

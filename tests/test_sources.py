@@ -67,6 +67,29 @@ def test_local_version_changes_when_file_changes(tmp_path):
     assert before.version != after.version and after.size == path.stat().st_size
 
 
+def test_local_shards_are_globbed_and_stat_without_an_fsspec_info_each(tmp_path, monkeypatch):
+    """A glob over a local folder is one ``os.scandir`` and each shard one ``os.stat`` (100k
+    shards: no fsspec ``info()`` per entry), giving what fsspec's glob and ``info`` give."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    for name in ("a.tar", ".hidden.tar", "b.tar", "c.txt", "x[1].tar"):
+        write_shard(tmp_path / name, 2, seed=len(name))
+    (tmp_path / "dir.tar").mkdir()
+    pattern = str(tmp_path / "*.tar")
+    globbed = sorted(fsspec.filesystem("file").glob(pattern))
+    files = [u for u in globbed if not u.endswith("dir.tar")]
+    expected = [stat_shard(Shard(u)) for u in files] + [stat_shard(Shard(f"file://{files[0]}"))]
+
+    def no_info(*args, **kwargs):
+        raise AssertionError("fsspec info() called for a local shard")
+
+    monkeypatch.setattr(LocalFileSystem, "info", no_info)
+    assert [s.url for s in expand_urls(pattern)] == globbed  # folders too, as fsspec's glob
+    assert [s.url for s in expand_urls(str(tmp_path / "[ab].tar"))] == globbed[1:3]
+    assert stat_shards([Shard(u) for u in files] + [Shard(f"file://{files[0]}")]) == expected
+
+
 def test_missing_local_shard_names_url(tmp_path):
     with pytest.raises(ShardReadError, match="missing.tar"):
         stat_shard(Shard(str(tmp_path / "missing.tar")))
