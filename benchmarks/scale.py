@@ -67,17 +67,18 @@ def peak_mb() -> float:
 class Steps:
     """Timed steps with the proxy's request counts; rows for the results table."""
 
-    def __init__(self, proxy: LatencyProxy) -> None:
+    def __init__(self, proxy: LatencyProxy | None) -> None:
         self.proxy = proxy
         self.rows: list[dict] = []
         self.notes: list[str] = []
 
     def run(self, size: int, name: str, fn, per: int | None = None):
-        self.proxy.reset_stats()
+        if self.proxy is not None:
+            self.proxy.reset_stats()
         start = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - start
-        counts = self.proxy.counts
+        counts = self.proxy.counts if self.proxy is not None else {}
         row = {
             "shards": size,
             "step": name,
@@ -94,7 +95,8 @@ class Steps:
 
 
 def upload(fs, bucket: str, size: int) -> list[str]:
-    blobs = {f"{bucket}/data/shard-{i:07d}.tar": tiny_shard(i % 64) for i in range(size)}
+    contents = [tiny_shard(i) for i in range(64)]
+    blobs = {f"{bucket}/data/shard-{i:07d}.tar": contents[i % 64] for i in range(size)}
     keys = list(blobs)
     for start in range(0, size, 2000):
         fs.pipe({k: blobs[k] for k in keys[start : start + 2000]})
@@ -214,6 +216,124 @@ def image_profiling(
     )
 
 
+def speedup(
+    folder: Path, endpoint: str, kind: str, count: int, samples: int, rounds: int
+) -> list[dict]:
+    """Profiling ``count`` shards of ``kind`` ("jpeg": ``samples`` 256x192 photos each; "tiny":
+    8 vectors each) from local files and from moto (its own process, reached directly: no proxy
+    in this process), by 1 process, a Dask LocalCluster(2) and a warm pool of 2 processes,
+    alternating in each of ``rounds`` rounds. Workers are started and have imported driftloader
+    before any clock starts. Returns the rows; the first round's stored profiles are compared."""
+    import s3fs
+    from distributed import Client, LocalCluster
+
+    from benchmarks.images import make_shards
+    from driftloader.executors import local_pool
+    from driftloader.profiling import profile_shards
+    from driftloader.store import ProfileStore
+
+    data = folder / f"{kind}-data"
+    data.mkdir()
+    if kind == "jpeg":
+        paths = make_shards(data, count, samples, 256)
+    else:
+        paths = [str(p) for p in write_local_flat(data, count)]
+    options = {"client_kwargs": {"endpoint_url": endpoint}}
+    fs = s3fs.S3FileSystem(**options)
+    if not fs.exists("speedup"):
+        fs.mkdir("speedup")
+    fs.pipe({f"speedup/{kind}/{Path(p).name}": Path(p).read_bytes() for p in paths})
+    sources = {
+        "local files": (paths, str(folder / kind)),
+        "moto": (
+            [f"s3://speedup/{kind}/{Path(p).name}" for p in paths],
+            f"s3://speedup/{kind}-stores",
+        ),
+    }
+    steps = Steps(None)
+    verdicts = {}
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+        local_pool(2) as pool,
+    ):
+        client.run(_warm, options)
+        list(pool.map(_warm, [options] * 2))
+        engines = [("1 process", None), ("Dask(2)", client.get_executor()), ("pool(2)", pool)]
+        for round_ in range(1, rounds + 1):
+            for where, (urls, stores) in sources.items():
+                made = {}
+                for name, executor in engines:
+                    store = ProfileStore(f"{stores}/r{round_}-{len(made)}", options)
+                    made[name] = store
+                    steps.run(
+                        count,
+                        f"profile {count} {kind} shards, {where}, {name} (round {round_})",
+                        lambda u=urls, s=store, e=executor: profile_shards(
+                            u, s, executor=e, storage_options=options, progress=False
+                        ),
+                    )
+                if round_ == 1:
+                    docs = [stored_documents(s, urls, options) for s in made.values()]
+                    same = all(d == docs[0] for d in docs[1:]) and None not in docs[0]
+                    verdicts[where] = "identical" if same else "DIFFERENT"
+    for row in steps.rows:
+        row["requests"] = row["GET"] = row["PUT"] = None
+    for where, verdict in verdicts.items():
+        print(f"{kind} {where}: stored profiles of the three engines {verdict}")
+    steps.rows.append(
+        {
+            "note": f"{kind}: stored profiles of 1 process, Dask(2), pool(2): "
+            + ", ".join(f"{w} {v}" for w, v in verdicts.items())
+        }
+    )
+    return steps.rows
+
+
+def _warm(options: dict) -> None:
+    """In a worker: import what profiling imports and connect to moto (an S3 client is made
+    once per process), so that no clock counts it."""
+    from driftloader.sources import filesystem
+
+    filesystem("s3://speedup", options).ls("speedup")
+    import PIL.Image  # noqa: F401
+
+    import driftloader.profiling  # noqa: F401
+
+
+def write_local_flat(folder: Path, size: int) -> list[Path]:
+    blobs = [tiny_shard(i) for i in range(64)]
+    paths = [folder / f"shard-{i:07d}.tar" for i in range(size)]
+    for i, path in enumerate(paths):
+        path.write_bytes(blobs[i % 64])
+    return paths
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """Per kind and source: each round's 1-process time over Dask(2)'s and pool(2)'s."""
+    times: dict[tuple[str, str, str], list[float]] = {}
+    for row in rows:
+        if "note" in row:
+            continue
+        head, where, name = row["step"].rsplit(" (round", 1)[0].split(", ")
+        times.setdefault((head, where, name), []).append(row["seconds"])
+    out = []
+    for (head, where, name), values in times.items():
+        if name == "1 process":
+            for other in ("Dask(2)", "pool(2)"):
+                theirs = times.get((head, where, other), [])
+                each = [a / b for a, b in zip(values, theirs)]
+                if each:
+                    shown = ", ".join(f"{r:.2f}x" for r in each)
+                    median = sorted(each)[len(each) // 2]
+                    out.append(
+                        f"{head}, {where}: {other} vs 1 process: {shown} (median {median:.2f}x)"
+                    )
+    return out
+
+
 def synthetic_index(steps: Steps, fs, store, count: int) -> None:
     """A compacted catalog and decision index of ``count`` decisions: report and gate reads."""
     from driftloader.decisions import DecisionIndex
@@ -263,6 +383,74 @@ def synthetic_index(steps: Steps, fs, store, count: int) -> None:
         f"gate reads an index of {count:,}",
         lambda: again.get(first["url"], first["version"]),
     )
+
+
+def decided_store(store, urls: list[str], options: dict, templates: int = 64) -> None:
+    """``store`` with reference "ref" (from the profiles of the first ``templates`` shards)
+    and a compacted decision index holding a decision for every shard of ``urls``: the
+    decisions ``check_shards`` took on the first ``templates`` shards, copied to the others by
+    content (shard ``i`` holds ``tiny_shard(i % 64)``), keyed by each shard's real version."""
+    from driftloader.check import check_shards
+    from driftloader.decisions import DecisionIndex, compact_store
+    from driftloader.profiling import profile_shards
+    from driftloader.sources import expand_urls, stat_shards
+    from driftloader.store import shard_key
+
+    first = urls[:templates]
+    profile_shards(first, store, storage_options=options, progress=False)
+    store.build_reference("ref", first, storage_options=options)
+    check_shards(first, store, "ref", storage_options=options)
+    compact_store(store)
+    index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
+    by_key = {key: record for key, record in index.load_all().items()}
+    records = {int(url[-11:-4]) % 64: d.to_dict() for (url, _), d in by_key.items()}
+    lines = []
+    for shard in stat_shards(expand_urls(urls, options), options):
+        record = records[int(shard.url[-11:-4]) % 64]
+        record = {**record, "url": shard_key(shard.url), "version": shard.version}
+        lines.append(json.dumps(record, separators=(",", ":")))
+    store.write_bytes(index.index_path, ("\n".join(lines) + "\n").encode())
+
+
+def gate_at_scale(
+    steps: Steps, root: str, size: int, options: dict | None, where: str, direct=None
+) -> None:
+    """The gate's time to the first sample over ``size`` shards in ``root`` (a folder or an
+    S3 prefix) whose decisions are all recorded and compacted: ``DriftDataset`` constructed
+    (listing, versions, reference, exclusions) and its first sample drawn (decision index).
+    On S3 it runs through the counting proxy (``options``) and then, for a time without the
+    proxy in this process, straight to moto (``direct``)."""
+    import driftloader.dataset  # noqa: F401  (torch and the loader: not part of the gate's time)
+    from driftloader.store import ProfileStore
+
+    if root.startswith("s3://"):
+        fs = ProfileStore(root, direct).fs
+        urls = steps.run(size, f"upload {where} shards (setup)", lambda: upload(fs, root[5:], size))
+    else:
+        urls = steps.run(size, f"write {where} shards (setup)", lambda: write_local(root, size))
+    store = ProfileStore(f"{root}/drift", direct or options)
+    steps.run(
+        size, f"decisions {where} (setup)", lambda: decided_store(store, urls, direct or options)
+    )
+    glob = f"{root}/data/*.tar"
+    runs = [("counted", options), ("direct", direct)] if direct is not None else [("", options)]
+    for attempt in (1, 2):
+        for how, opts in runs:
+            steps.run(
+                size,
+                f"gate first sample, {size:,} decided shards, {where} {how} (run {attempt})",
+                lambda o=opts: first_sample(glob, ProfileStore(store.url, o), o),
+            )
+
+
+def write_local(root: str, size: int) -> list[str]:
+    folder = Path(root) / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    blobs = [tiny_shard(i) for i in range(64)]
+    paths = [folder / f"shard-{i:07d}.tar" for i in range(size)]
+    for i, path in enumerate(paths):
+        path.write_bytes(blobs[i % 64])
+    return [str(p) for p in paths]
 
 
 def run_size(
@@ -324,10 +512,16 @@ def run_checks(steps: Steps, store, glob: str, size: int, options: dict) -> None
 
 def write_markdown(rows: list[dict], path: Path, load: str, notes: list[str] = ()) -> None:
     head = "| shards | step | s | ms/shard | requests | GET | PUT | peak RSS MB |\n|---|---|---|---|---|---|---|---|\n"
+    notes = [*notes, *(r["note"] for r in rows if "note" in r)]
+
+    def count(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
     body = "".join(
         f"| {r['shards']:,} | {r['step']} | {r['seconds']:.2f} | {r['ms_per_shard']:.3f} | "
-        f"{r['requests']:,} | {r['GET']:,} | {r['PUT']:,} | {r['peak_mb']:.0f} |\n"
+        f"{count(r['requests'])} | {count(r['GET'])} | {count(r['PUT'])} | {r['peak_mb']:.0f} |\n"
         for r in rows
+        if "note" not in r
     )
     tail = "".join(f"\n* {n}" for n in notes)
     path.write_text(f"<!-- raw; load at start: {load} -->\n\n" + head + body + tail + "\n")
@@ -335,12 +529,17 @@ def write_markdown(rows: list[dict], path: Path, load: str, notes: list[str] = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--profile-shards", type=int, default=1000)
     parser.add_argument("--index-decisions", type=int, default=100_000)
     parser.add_argument("--image-shards", type=int, default=0, help="JPEG shards to profile")
     parser.add_argument("--image-samples", type=int, default=50)
     parser.add_argument("--out", type=Path, default=None, help="write the raw table here")
+    parser.add_argument("--speedup-jpeg", type=int, default=0, help="JPEG shards: 1 vs Dask(2)")
+    parser.add_argument("--speedup-tiny", type=int, default=0, help="tiny shards: 1 vs Dask(2)")
+    parser.add_argument("--speedup-rounds", type=int, default=3)
+    parser.add_argument("--gate-local", type=int, default=0, help="decided local shards")
+    parser.add_argument("--gate-moto", type=int, default=0, help="decided shards on moto")
     args = parser.parse_args()
     import s3fs
 
@@ -355,6 +554,33 @@ def main() -> None:
             bucket = "scale"
             fs.mkdir(bucket)
             steps = Steps(proxy)
+            with tempfile.TemporaryDirectory() as folder:
+                for kind, count in (("jpeg", args.speedup_jpeg), ("tiny", args.speedup_tiny)):
+                    if count:
+                        rows = speedup(
+                            Path(folder),
+                            endpoint,
+                            kind,
+                            count,
+                            args.image_samples,
+                            args.speedup_rounds,
+                        )
+                        steps.rows.extend(rows)
+                        steps.notes.extend(ratios(rows))
+                        print("\n".join(ratios(rows)))
+                if args.gate_local:
+                    gate_at_scale(steps, folder + "/gate", args.gate_local, None, "local files")
+            if args.gate_moto:
+                gate_at_scale(
+                    steps,
+                    f"s3://{bucket}/gate{args.gate_moto}",
+                    args.gate_moto,
+                    options,
+                    "moto",
+                    {"client_kwargs": {"endpoint_url": endpoint}},
+                )
+            if args.out and steps.rows:
+                write_markdown(steps.rows, args.out, load, steps.notes)
             if args.image_shards:
                 image_profiling(steps, fs, bucket, options, args.image_shards, args.image_samples)
             for i, size in enumerate(args.sizes):
