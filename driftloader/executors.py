@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .packs import MIN_BUILD_PACK, Pack, pack_document, write_pack
 from .profile import Profile
 from .reference import described, missing_profiles, origins
 
@@ -155,14 +156,24 @@ def map_chunked(
 # -- reference: a tree of merges ----------------------------------------------------------
 
 
-def merge_stored(store: Any, shards: list) -> Partial:
-    """Read and merge the stored profiles of ``shards`` (a task)."""
+def merge_stored(store: Any, shards: list, pack: bool = False) -> Partial:
+    """Read and merge the stored profiles of ``shards`` (a task); with ``pack``, their merge is
+    also written to the store as a pack (``packs.py``) when every shard had a profile, so the
+    next build reads it instead."""
     profiles = store.fetch_profiles(shards)
     missing = [(s.url, s.version) for s, p in zip(shards, profiles) if p is None]
     found = [p for p in profiles if p is not None]
     sources, preprocessing = origins(found)
-    merged = _to_json(Profile.merged(found)) if found else None
-    return Partial(merged, missing, sorted(sources), sorted(preprocessing))
+    merged = Profile.merged(found) if found else None
+    if pack and merged is not None and not missing and len(shards) >= MIN_BUILD_PACK:
+        covers = [store.shard_id(s.url, s.version) for s in shards]
+        write_pack(store, None, pack_document(covers, merged, sources, preprocessing, True))
+    return Partial(
+        None if merged is None else _to_json(merged),
+        missing,
+        sorted(sources),
+        sorted(preprocessing),
+    )
 
 
 def merge_partials(partials: list[Partial]) -> Partial:
@@ -180,13 +191,23 @@ def _to_json(profile: Profile) -> str:
     return json.dumps(profile.to_dict(), allow_nan=False, separators=(",", ":"))
 
 
-def tree_reference(executor: ExecutorSpec, name: str, store: Any, shards: list) -> Profile:
-    """Reference ``name`` merged from the stored profiles of ``shards`` on ``executor``
-    (see ``merged_tree``); ``MissingProfiles`` when some shard has none."""
+def tree_reference(
+    executor: ExecutorSpec,
+    name: str,
+    store: Any,
+    shards: list,
+    packs: Sequence[Pack] = (),
+    loose: list | None = None,
+) -> Profile:
+    """Reference ``name`` over ``shards`` merged on ``executor`` from ``packs`` (read already)
+    and the stored profiles of ``loose`` (default: every shard), see ``merged_tree``;
+    ``MissingProfiles`` when some shard has none."""
+    loose = list(shards) if loose is None else loose
+    leaves = [Partial(_to_json(p.profile()), [], p.sources, p.preprocessing) for p in packs]
     with resolved(executor) as pool:
         if pool is None:
             raise ValueError(f"executor {executor!r}: expected an Executor, local:N or dask://")
-        reference, missing, sources, preprocessing = merged_tree(pool, store, shards)
+        reference, missing, sources, preprocessing = merged_tree(pool, store, loose, leaves)
     if missing:
         raise missing_profiles(name, missing, len(shards))
     if reference is None:
@@ -195,13 +216,15 @@ def tree_reference(executor: ExecutorSpec, name: str, store: Any, shards: list) 
 
 
 def merged_tree(
-    executor: Executor, store: Any, shards: list
+    executor: Executor, store: Any, shards: list, leaves: Sequence[Partial] = ()
 ) -> tuple[Profile | None, list, set[str], set[str]]:
-    """The merge of the stored profiles of ``shards``: read and merged in tasks on ``executor``,
-    then ``MERGE_FANOUT`` at a time up a tree on the workers. Returns it (None when no shard has
-    a profile), the ``(url, version)`` of shards without one, their sources and preprocessing."""
-    chunks = partition(shards, parallelism(executor) * TASKS_PER_WORKER)
-    partials = [f.result() for f in [executor.submit(merge_stored, store, c) for c in chunks]]
+    """The merge of ``leaves`` and of the stored profiles of ``shards``: read and merged in
+    tasks on ``executor`` (each writes its merge as a pack), then ``MERGE_FANOUT`` at a time up
+    a tree on the workers. Returns it (None when nothing has a profile), the ``(url, version)``
+    of shards without one, their sources and preprocessing."""
+    chunks = partition(shards, parallelism(executor) * TASKS_PER_WORKER) if shards else []
+    futures = [executor.submit(merge_stored, store, c, True) for c in chunks]
+    partials = [*leaves, *(f.result() for f in futures)]
     while len(partials) > MERGE_FANOUT:
         groups = [partials[i : i + MERGE_FANOUT] for i in range(0, len(partials), MERGE_FANOUT)]
         partials = [f.result() for f in [executor.submit(merge_partials, g) for g in groups]]

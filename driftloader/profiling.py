@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .catalog import json_safe
@@ -30,6 +31,7 @@ from .errors import EmptyShardError, ShardReadError, StoreReadOnlyError
 from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
 from .features import FeatureBatch, featurizer_from
 from .handlers import on_error_name
+from .packs import PackWriter
 from .profile import Profile, ProfileConfig
 from .progress import Progress
 from .records import read_samples
@@ -340,54 +342,91 @@ class _Outcome:
     stored_before: bool = False  # found in the store (a retried task): not profiled again
 
 
-def _profile_task(
+def _profile_packed(shard: Shard, store: ProfileStore, writer: PackWriter, *args: Any) -> _Outcome:
+    """``_profile_one``, its stored profile added to ``writer``'s pack."""
+    outcome, profile, plain = _profile_one(shard, store, *args)
+    if profile is not None:
+        writer.add(shard, profile, plain)
+    return outcome
+
+
+def _close_packs(writer: PackWriter) -> None:
+    """Write the last pack; a failure costs only later reads (the profiles are stored), so it
+    is a warning."""
+    exit_if_orphaned()
+    try:
+        writer.close()
+    except Exception as e:
+        warnings.warn(f"profiles stored, but not their pack: {e}", RuntimeWarning, stacklevel=2)
+
+
+def _profile_one(
     shard: Shard,
-    store_url: str,
-    store_options: dict,
+    store: ProfileStore,
     featurizer: Any,
     config: ProfileConfig | None,
     storage_options: dict | None,
     metadata: Metadata = None,
     force: bool = True,
-) -> _Outcome:
-    """Profile one shard into the store; runs in a worker process (or inline). Unless
-    ``force``, a shard already stored at its version is not profiled again (a retried task)."""
+) -> tuple[_Outcome, Profile | None, bool]:
+    """Profile ``shard`` into ``store`` (unless ``force``, not when stored already): its
+    outcome, its stored profile (None when none was) and whether that sits in the
+    shard-version's first slot (``ProfileStore.profile_path`` without a fingerprint)."""
     exit_if_orphaned()
-    store = ProfileStore(store_url, store_options)
     if not force:
-        stored = store.get_profile(shard.url, shard.version, featurizer.fingerprint)
+        stored, plain = _stored(store, shard, featurizer.fingerprint)
         if stored is not None:
-            return _Outcome(redact(shard.url), stored.n, stored_before=True)
+            return _Outcome(redact(shard.url), stored.n, stored_before=True), stored, plain
     try:
         profile = profile_shard(
             shard,
-            store,
+            None,
             featurizer=featurizer,
             config=config,
             storage_options=storage_options,
             metadata=metadata,
         )
+        exit_if_orphaned()
+        path = store.put_profile(profile, strict=True)
     except ShardReadError as e:  # sent back as data: ShardReadError does not survive pickling
-        return _Outcome(e.url, 0, str(e), _bare_message(e), e.offset)
+        return _Outcome(e.url, 0, str(e), _bare_message(e), e.offset), None, False
     except EmptyShardError:
-        return _Outcome(redact(shard.url), 0, EMPTY_SHARD, kind="empty")
+        return _Outcome(redact(shard.url), 0, EMPTY_SHARD, kind="empty"), None, False
     except StoreReadOnlyError as e:  # profiling cannot do its job: no shard can be stored
-        return _Outcome(redact(shard.url), 0, str(e), kind="store")
-    return _Outcome(redact(shard.url), profile.n)
+        return _Outcome(redact(shard.url), 0, str(e), kind="store"), None, False
+    plain = path == store.profile_path(shard.url, shard.version)
+    return _Outcome(redact(shard.url), profile.n), profile, plain
+
+
+def _stored(store: ProfileStore, shard: Shard, fingerprint: str) -> tuple[Profile | None, bool]:
+    """The stored profile of ``shard`` by featurizer ``fingerprint`` (as ``get_profile``) and
+    whether it is in the first slot."""
+    plain = store.get_profile(shard.url, shard.version)
+    if plain is not None and plain.fingerprint == fingerprint:
+        return plain, True
+    return store.get_profile(shard.url, shard.version, fingerprint), False
 
 
 def _profile_chunk(task: Callable, shards: list[Shard], args: tuple) -> list:
-    """``run_chunk`` for profiling: the shards of one executor task, in order. Only a retried
-    task (its worker died) finds some of them stored, and those come first in its chunk, so the
-    store is asked only until the first shard profiled now: one check a task, not one a shard
-    (a shard that failed now was not stored before either, and does not end the checking)."""
-    *rest, force = args
+    """``run_chunk`` for profiling: the shards of one executor task, in order, then one pack of
+    their stored profiles (``packs.py``). ``task`` is ``_profile_packed``; ``args`` start with
+    the store's URL and options (the store and the pack are made here, in the worker). Only a
+    retried task (its worker died) finds some of them stored, and those come first in its
+    chunk, so the store is asked only until the first shard profiled now: one check a task, not
+    one a shard (a shard that failed now was not stored before either, and does not end the
+    checking)."""
+    store_url, store_options, *rest, force = args
+    store = ProfileStore(store_url, store_options)
+    writer = PackWriter(store)
     out = []
-    for shard in shards:
-        out.extend(run_chunk(task, [shard], (*rest, force)))
-        outcome = out[-1][1]
-        if outcome is not None and outcome.error is None and not outcome.stored_before:
-            force = True
+    try:
+        for shard in shards:
+            out.extend(run_chunk(task, [shard], (store, writer, *rest, force)))
+            outcome = out[-1][1]
+            if outcome is not None and outcome.error is None and not outcome.stored_before:
+                force = True
+    finally:
+        _close_packs(writer)
     return out
 
 
@@ -460,9 +499,7 @@ def profile_shards(
     args = (store.url, store.storage_options, featurizer, config, storage_options, metadata)
     try:
         if executor is None and (workers == 1 or len(todo) <= 1):
-            for shard in todo:
-                outcome = _guarded(lambda s=shard: _profile_task(s, *args), shard, on_error)
-                _account(summary, outcome, on_error, bar)
+            _run_inline(store, todo, args[2:], summary, on_error, bar)
         elif todo:
             _check_picklable(featurizer)
             _check_picklable(metadata, "metadata")
@@ -526,6 +563,24 @@ def _local_pool(workers: int) -> ProcessPoolExecutor:
     )
 
 
+def _run_inline(
+    store: ProfileStore,
+    todo: list[Shard],
+    args: tuple,
+    summary: ProfilingSummary,
+    on_error: str,
+    bar: Progress,
+) -> None:
+    """Profile ``todo`` in this process, a pack stored per ``PACK_SHARDS`` shards."""
+    writer = PackWriter(store)
+    try:
+        for shard in todo:
+            get = partial(_profile_packed, shard, store, writer, *args, True)
+            _account(summary, _guarded(get, shard, on_error), on_error, bar)
+    finally:
+        _close_packs(writer)
+
+
 def _run_pool(
     pool: Executor,
     todo: list[Shard],
@@ -534,9 +589,10 @@ def _run_pool(
     on_error: str,
     bar: Progress,
 ) -> None:
-    """Profile ``todo`` on ``pool`` in tasks of many shards (``executors.map_chunked``)."""
+    """Profile ``todo`` on ``pool`` in tasks of many shards (``executors.map_chunked`` with
+    ``_profile_chunk``: each task also stores one pack of its shards' profiles)."""
     try:
-        for shard, outcome, error in map_chunked(pool, _profile_task, todo, args, _profile_chunk):
+        for shard, outcome, error in map_chunked(pool, _profile_packed, todo, args, _profile_chunk):
             if error is not None:
                 if on_error == "raise":
                     raise RuntimeError(f"profiling {redact(shard.url)} failed: {error}")

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from .errors import DriftloaderError
 from .profile import Profile
@@ -45,29 +46,76 @@ def merge_reference_chunks(
 ) -> Profile:
     """``merge_reference`` of the profiles given in consecutive ``chunks`` (one per shard in
     all, in order), merged as they come: only one chunk of profiles is held at a time."""
+
+    def parts() -> Iterator[list[Part]]:
+        start = 0
+        for chunk in chunks:
+            yield [Part.of(s, p) for s, p in zip(shards[start : start + len(chunk)], chunk)]
+            start += len(chunk)
+
+    return merge_parts(name, shards, parts())
+
+
+@dataclass(frozen=True)
+class Part:
+    """One input of a reference merge: the stored profile of a shard (None when it has none),
+    or the merged profile of a pack of shards (``shard``: the first of them, for messages),
+    with the sources and preprocessing fingerprints of the shards it holds."""
+
+    shard: Shard
+    profile: Profile | None
+    sources: frozenset[str] = frozenset()
+    preprocessing: frozenset[str] = frozenset()
+    covers: tuple[str, ...] = ()  # the ids of the shards it holds (``ProfileStore.shard_id``)
+    packed: bool = False  # read from a pack
+
+    @classmethod
+    def of(cls, shard: Shard, profile: Profile | None, covers: tuple[str, ...] = ()) -> Part:
+        """The part of one shard's stored ``profile``."""
+        if profile is None:
+            return cls(shard, None, covers=covers)
+        sources, preprocessing = origins([profile])
+        return cls(shard, profile, frozenset(sources), frozenset(preprocessing), covers)
+
+
+def merge_parts(
+    name: str,
+    shards: Sequence[Shard],
+    chunks: Iterable[Sequence[Part]],
+    on_merged: Callable[[Sequence[Part], Profile], None] | None = None,
+) -> Profile:
+    """Reference ``name`` over ``shards`` merged from ``chunks`` of parts (shard profiles and
+    packs, together covering each shard once), as ``merge_reference``. Each chunk is merged on
+    its own, then into the rest; ``on_merged(parts, merged)`` is told each chunk's merge when
+    every part of it had a profile."""
     merged: Profile | None = None
     spec: dict | None = None
     missing: list[tuple[str, str | None]] = []
     examples: dict[str, tuple[Shard, Profile]] = {}  # one (shard, profile) per featurizer
     sources: set[str] = set()
     preprocessing: set[str] = set()
-    start = 0
     for chunk in chunks:
-        pairs = list(zip(shards[start : start + len(chunk)], chunk))
-        start += len(chunk)
-        missing += [(s.url, s.version) for s, p in pairs if p is None]
-        found = [(s, p) for s, p in pairs if p is not None]
+        missing += [(p.shard.url, p.shard.version) for p in chunk if p.profile is None]
+        found = [p for p in chunk if p.profile is not None]
         if missing or not found:
             continue
-        for shard, profile in found:
-            key = json.dumps([profile.fingerprint, profile.meta.get("featurizer")], sort_keys=True)
-            examples.setdefault(key, (shard, profile))
+        for part in found:
+            key = json.dumps(
+                [part.profile.fingerprint, part.profile.meta.get("featurizer")], sort_keys=True
+            )
+            examples.setdefault(key, (part.shard, part.profile))
         spec = featurizer_spec(name, *_unzipped(examples))  # disagreeing featurizers: raises
-        more_sources, more_preprocessing = origins([p for _, p in found])
-        sources |= more_sources
-        preprocessing |= more_preprocessing
-        head = [] if merged is None else [merged]
-        merged = Profile.merged([*head, *(p for _, p in found)])
+        for part in found:
+            sources |= part.sources
+            preprocessing |= part.preprocessing
+        chunk_merged = (  # one part is taken as it is: re-merging it reorders KLL items
+            found[0].profile.copy()
+            if len(found) == 1
+            else Profile.merged([p.profile for p in found])
+        )
+        if on_merged is not None and len(found) == len(chunk):
+            on_merged(found, chunk_merged)
+        merged = chunk_merged if merged is None else Profile.merged([merged, chunk_merged])
     if missing:
         raise missing_profiles(name, missing, len(shards))
     if merged is None:
@@ -180,9 +228,11 @@ def _missing_message(name: str, missing: list[tuple[str, str | None]], total: in
 __all__ = [
     "FeaturizerDisagreement",
     "MissingProfiles",
+    "Part",
     "described",
     "featurizer_spec",
     "merge_reference",
+    "merge_parts",
     "merge_reference_chunks",
     "missing_profiles",
     "origins",

@@ -49,7 +49,7 @@ from .errors import (
     ProfileFormatError,
     ReferenceNotFound,
 )
-from .executors import ExecutorSpec, tree_reference
+from .executors import ExecutorSpec
 from .features import (
     DefaultFeaturizer,
     FeatureSpec,
@@ -59,7 +59,8 @@ from .features import (
 )
 from .profile import READS as PROFILE_FORMATS
 from .profile import Profile
-from .reference import MissingProfiles, merge_reference, merge_reference_chunks, preprocessing_of
+from .reference import MissingProfiles, merge_reference, preprocessing_of
+from .reference_build import build_merged
 from .sources import Shard, expand_urls, protocol_of, redact, stat_shards
 from .store_files import (
     MAX_JSON_BYTES,
@@ -140,6 +141,10 @@ class ProfileStore(StoreFiles):
     def reference_path(self, name: str) -> str:
         """Where reference ``name`` lives."""
         return self.path("references", f"{check_reference_name(name)}.json")
+
+    def shard_id(self, url: str, version: str | None) -> str:
+        """The id of shard ``url`` at ``version`` in packs: ``<sha1(url)>/<quote(version)>``."""
+        return f"{url_hash(url)}/{version_name(version)}"
 
     def catalog_path(self, url: str, version: str | None) -> str:
         """Where the catalog row of shard ``url`` at ``version`` lives."""
@@ -387,7 +392,9 @@ class ProfileStore(StoreFiles):
         of filesystem as the store, the store's options are used. Raises ``MissingProfiles``
         when some shard has no readable profile at its current version (a corrupt one is named
         in a warning; ``driftloader profile`` profiles it again). I/O (stat, concurrent fetch)
-        is here; the merge is ``merge_reference``. With ``executor`` (an ``Executor``,
+        is here; the reads and the merge are ``reference_build.build_merged``: the packs that
+        cover the shards (``packs.py``) are read instead of their profiles, and the profiles
+        read one by one are packed for the next build. With ``executor`` (an ``Executor``,
         ``"local:N"`` or ``"dask://HOST:PORT"``) tasks read and merge the profiles, as a tree on
         the workers (``executors.tree_reference``; not with ``featurizer``: merged here).
         ``featurizer`` (a featurizer, FeatureSpec or
@@ -402,11 +409,7 @@ class ProfileStore(StoreFiles):
         shards = unique_shards(stat_shards(expand_urls(urls, storage_options), storage_options))
         chosen = featurizer_of(featurizer)
         fingerprint = None if featurizer is None else chosen.fingerprint  # None: as stored
-        if executor is not None and fingerprint is None:
-            reference = tree_reference(executor, name, self, shards)
-        else:
-            chunks = self.fetch_profile_chunks(shards, fingerprint)
-            reference = merge_reference_chunks(name, shards, chunks)
+        reference = build_merged(self, name, shards, fingerprint, executor)
         if chosen.spec is not None and reference.fingerprint == chosen.fingerprint:
             reference.meta["featurizer"] = chosen.spec.to_dict()
         self.put_reference(name, reference)

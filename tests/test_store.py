@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from driftloader import reference_build
 from driftloader.errors import DriftloaderError, ProfileFormatError, ReferenceNotFound
 from driftloader.features import Column
 from driftloader.profile import Profile, ProfileConfig
@@ -532,7 +533,7 @@ def test_a_reference_is_merged_chunk_by_chunk_reading_each_profile_once(
     fresh = ProfileStore(env.store.url, env.store.storage_options)
     chunks = list(fresh.fetch_profile_chunks(shards, size=2))
     assert [len(c) for c in chunks] == [2, 2, 1] and fresh.reads == 5  # each read once
-    monkeypatch.setattr(ProfileStore.fetch_profile_chunks, "__defaults__", (None, 2))
+    monkeypatch.setattr(reference_build, "PACK_SHARDS", 2)
     fresh.reads = fresh.batches = 0
     ref = fresh.build_reference("v1", urls)
     assert fresh.reads == 5 and fresh.batches == 3  # three chunks, one batched read each
