@@ -188,7 +188,11 @@ def merge_partials(partials: list[Partial]) -> Partial:
 
 
 def _to_json(profile: Profile) -> str:
-    return json.dumps(profile.to_dict(), allow_nan=False, separators=(",", ":"))
+    return _document_json(profile.to_dict())
+
+
+def _document_json(document: dict) -> str:
+    return json.dumps(document, allow_nan=False, separators=(",", ":"))
 
 
 def tree_reference(
@@ -203,7 +207,7 @@ def tree_reference(
     and the stored profiles of ``loose`` (default: every shard), see ``merged_tree``;
     ``MissingProfiles`` when some shard has none."""
     loose = list(shards) if loose is None else loose
-    leaves = [Partial(_to_json(p.profile()), [], p.sources, p.preprocessing) for p in packs]
+    leaves = [Partial(_document_json(p.document), [], p.sources, p.preprocessing) for p in packs]
     with resolved(executor) as pool:
         if pool is None:
             raise ValueError(f"executor {executor!r}: expected an Executor, local:N or dask://")

@@ -103,8 +103,8 @@ class PackWriter:
     """Collects stored shard profiles and writes them as packs of at most ``size`` shards.
 
     ``add(shard, profile, plain)`` after a profile was stored (``plain``: in the
-    shard-version's first slot); ``close()`` writes what is left. Profiles of another featurizer
-    than the first, or another featurizer spec, start a new pack."""
+    shard-version's first slot); ``close()`` writes what is left. A profile of another
+    featurizer or spec than the last, or in the other kind of slot, starts a new pack."""
 
     def __init__(self, store: ProfileStore, size: int = PACK_SHARDS) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -125,7 +125,9 @@ class PackWriter:
 
     def add(self, shard: Shard, profile: Profile, plain: bool) -> None:
         """Add the stored ``profile`` of ``shard``."""
-        kind = json.dumps([profile.fingerprint, profile.meta.get("featurizer")], sort_keys=True)
+        kind = json.dumps(
+            [profile.fingerprint, profile.meta.get("featurizer"), plain], sort_keys=True
+        )
         if self._kind is not None and kind != self._kind:
             self.flush()
         self._kind = kind
@@ -223,21 +225,23 @@ def plan(
 
     A pack is used when it covers only shards of ``shards`` at their versions, its profiles are
     the ones asked for (featurizer ``fingerprint``; None: the stored ones, ``plain`` packs), it
-    covers none of the shards of a pack already used, and no newer pack of its featurizer
-    covers any of its shards (a shard profiled again is never taken from an older pack).
+    covers none of the shards of a pack already used, and no newer pack of its featurizer (nor,
+    for a ``plain`` pack, no newer ``plain`` pack) covers any of its shards: a shard profiled
+    again is never taken from an older pack.
     Packs are listed in the order of their first shard in ``shards``."""
     position = {store.shard_id(s.url, s.version): i for i, s in enumerate(shards)}
     taken: set[str] = set()
-    newer: set[tuple[str, str]] = set()  # (featurizer, shard) covered by a newer pack
+    newer: set[tuple[str, str]] = set()  # (featurizer or "plain", shard) in a newer pack
     chosen: list[tuple[int, Pack]] = []
     for pack in sorted(packs, key=lambda p: (-p.created, p.path)):
         wanted = pack.plain if fingerprint is None else pack.fingerprint == fingerprint
-        fresh = all((pack.fingerprint, c) not in newer for c in pack.covers)
+        lines = [pack.fingerprint, *(["plain"] if pack.plain else [])]
+        fresh = all((line, c) not in newer for line in lines for c in pack.covers)
         inside = all(c in position and c not in taken for c in pack.covers)
         if wanted and fresh and inside and len(set(pack.covers)) == len(pack.covers):
             chosen.append((min(position[c] for c in pack.covers), pack))
             taken.update(pack.covers)
-        newer.update((pack.fingerprint, c) for c in pack.covers)
+        newer.update((line, c) for line in lines for c in pack.covers)
     loose = [s for s in shards if store.shard_id(s.url, s.version) not in taken]
     return [p for _, p in sorted(chosen, key=lambda t: t[0])], loose
 

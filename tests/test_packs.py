@@ -102,17 +102,17 @@ def test_a_pack_covering_an_overwritten_shard_is_not_used(s3_store, tmp_path: Pa
 
 
 def test_a_shard_profiled_again_is_never_taken_from_the_older_pack(tmp_path: Path) -> None:
-    for i in range(6):
+    for i in range(4):
         write_shard(tmp_path / f"s-{i}.tar", 4, seed=i, start=i * 100)
-    urls = str(tmp_path / "s-{0..5}.tar")
+    urls = str(tmp_path / "s-{0..2}.tar")
     store = ProfileStore(str(tmp_path / "store"))
     profile_shards(urls, store, progress=False, metadata=lambda url: {"preprocessing": "a"})
-    first = str(tmp_path / "s-{0..2}.tar")  # profiled again, with other metadata (same bytes)
+    again = str(tmp_path / "s-{0,3}.tar")  # s-0 profiled again, other metadata (same bytes)
     profile_shards(
-        first, store, progress=False, force=True, metadata=lambda url: {"preprocessing": "b"}
+        again, store, progress=False, force=True, metadata=lambda url: {"preprocessing": "b"}
     )
     ref = store.build_reference("v1", urls)
-    assert ref.meta["preprocessing"] == ["a", "b"]  # the 6-shard pack would say ["a"] only
+    assert ref.meta["preprocessing"] == ["a", "b"]  # the pack of s-0..2 would say ["a"] only
     assert_same_reference(ref, per_profile(store, urls))
 
 
@@ -201,3 +201,45 @@ def test_packs_of_another_featurizer_are_not_used_for_the_stored_profiles(
     assert "x.npy[0]" in ref.kinds
     by_spec = store.build_reference("v2", urls, featurizer=other)
     assert set(by_spec.kinds) == {"cls"} and by_spec.n == 12
+
+
+def test_a_tree_build_on_an_executor_merges_the_packs_with_the_loose_profiles(
+    tmp_path: Path,
+) -> None:
+    for i in range(20):
+        write_shard(tmp_path / f"s-{i:02d}.tar", 4, seed=i, start=i * 100)
+    store = ProfileStore(str(tmp_path / "store"))
+    first = str(tmp_path / "s-{00..09}.tar")
+    urls = str(tmp_path / "s-{00..19}.tar")
+    with ThreadPoolExecutor(2) as pool:
+        profile_shards(first, store, progress=False, executor=pool)  # 5 packs of 2 shards
+        for shard in current(str(tmp_path / "s-{10..19}.tar"), store):
+            store.put_profile(per_shard_profile(shard, store))  # 10 loose profiles
+        fresh = ProfileStore(store.url)
+        ref = fresh.build_reference("v1", urls, executor=pool)
+    assert len(read_packs(store)) == 5  # tasks of 2 loose shards (< MIN_BUILD_PACK) write none
+    assert fresh.reads == 5 + 10  # the 5 packs, then the 10 loose profiles in tasks
+    assert_same_reference(ref, per_profile(store, urls))
+
+
+def test_a_first_slot_taken_over_by_another_featurizer_retires_the_older_pack(
+    tmp_path: Path,
+) -> None:
+    from driftloader.features import FeatureSpec
+    from driftloader.reference import FeaturizerDisagreement
+
+    for i in range(4):
+        write_shard(tmp_path / f"s-{i}.tar", 4, seed=i, start=i * 100)
+    store = ProfileStore(str(tmp_path / "store"))
+    urls = str(tmp_path / "s-{0..2}.tar")
+    profile_shards(urls, store, progress=False)  # a pack of s-0..2
+    shard = current(str(tmp_path / "s-0.tar"), store)[0]
+    Path(store.profile_path(shard.url, shard.version)).write_text("{")  # corrupt: a free slot
+    other = FeatureSpec({"cls": "categorical"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pair = str(tmp_path / "s-{0,3}.tar")  # both first slots free: a plain pack of s-0, s-3
+        profile_shards(pair, store, progress=False, featurizer=other)
+        assert store.get_profile(shard.url, shard.version).kinds == {"cls": "categorical"}
+        with pytest.raises(FeaturizerDisagreement):  # as from the profiles: s-0 is another's
+            store.build_reference("v1", urls)
