@@ -6,7 +6,8 @@ Uploads N tiny shards (``scale.tiny_shard``) to a moto S3 server in its own proc
 profile per shard (``scale.fill_store``: from 64 templates, as profiling would store them),
 then measures, in this process:
 
-* ``list + stat``: expanding the shards' glob (the listing that gives each shard's version);
+* ``list (glob)``, ``stat (listing)``: expanding the shards' glob, and the listing that gives
+  each shard's version (``build_reference`` does both first);
 * ``GET profiles``: the raw bytes of every stored profile, read as ``build_reference`` reads
   them (``read_many``: one ``cat`` on the list, ``READ_BATCH`` in flight);
 * ``parse``, ``from_dict``, ``merge``: the CPU of the JSON parse (with the depth check), of
@@ -85,18 +86,24 @@ def main() -> None:
     print("load:", uptime[0], flush=True)
     with Servers() as servers:
         endpoint = servers.moto()
-        options = {"client_kwargs": {"endpoint_url": endpoint}}
+        # moto answers a page of a 10k-object listing in seconds (more under load): a read
+        # timeout long enough for it, and the data apart from the store (moto's cost per page
+        # grows with the bucket's objects, so the store's listings stay small)
+        options = {
+            "client_kwargs": {"endpoint_url": endpoint},
+            "config_kwargs": {"read_timeout": 600},
+        }
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
-        fs.mkdir("bench")
+        fs.mkdir("bench-data")
+        fs.mkdir("bench-store")
         n = args.shards
-        urls = timed(rows, "upload shards (setup)", lambda: upload(fs, "bench/n", n))
-        store = ProfileStore("s3://bench/n/drift", options)
+        urls = timed(rows, "upload shards (setup)", lambda: upload(fs, "bench-data/n", n))
+        store = ProfileStore("s3://bench-store/drift", options)
         timed(rows, "store profiles (setup)", lambda: fill_store(store, fs, urls, options))
-        glob = "s3://bench/n/data/*.tar"
-        shards = timed(
-            rows, "list + stat", lambda: stat_shards(expand_urls(glob, options), options)
-        )
+        glob = "s3://bench-data/n/data/*.tar"
+        listed = timed(rows, "list (glob)", lambda: expand_urls(glob, options))
+        shards = timed(rows, "stat (listing)", lambda: stat_shards(listed, options))
         paths = [store.profile_path(s.url, s.version) for s in shards]
         raw = counted(store, rows, "GET profiles", lambda: store.read_many(paths))
         docs = timed(rows, "parse", lambda: [parse_store_json(b, "x") for b in raw])

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from .catalog import json_safe
-from .errors import EmptyShardError, ShardReadError, StoreReadOnlyError
+from .errors import EmptyShardError, ProfileFormatError, ShardReadError, StoreReadOnlyError
 from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
 from .features import FeatureBatch, featurizer_from
 from .handlers import on_error_name
@@ -402,9 +402,15 @@ def _stored(store: ProfileStore, shard: Shard, fingerprint: str) -> tuple[Profil
     """The stored profile of ``shard`` by featurizer ``fingerprint`` (as ``get_profile``) and
     whether it is in the first slot."""
     plain = store.get_profile(shard.url, shard.version)
-    if plain is not None and plain.fingerprint == fingerprint:
+    if plain is None:  # a free first slot: no other featurizer's profile made one go beside it
+        return None, False
+    if plain.fingerprint == fingerprint:
         return plain, True
-    return store.get_profile(shard.url, shard.version, fingerprint), False
+    try:  # beside it, keyed by the featurizer (one GET: the first slot is read already)
+        document = store.read_json(store.profile_path(shard.url, shard.version, fingerprint))
+        return (None if document is None else Profile.from_dict(document)), False
+    except ProfileFormatError:  # corrupt: profiled again, which replaces it
+        return None, False
 
 
 def _profile_chunk(task: Callable, shards: list[Shard], args: tuple) -> list:
