@@ -217,7 +217,13 @@ def image_profiling(
 
 
 def speedup(
-    folder: Path, endpoint: str, kind: str, count: int, samples: int, rounds: int
+    folder: Path,
+    endpoint: str,
+    kind: str,
+    count: int,
+    samples: int,
+    rounds: int,
+    wheres: tuple[str, ...] = ("local files", "moto"),
 ) -> list[dict]:
     """Profiling ``count`` shards of ``kind`` ("jpeg": ``samples`` 256x192 photos each; "tiny":
     8 vectors each) from local files and from moto (its own process, reached directly: no proxy
@@ -250,6 +256,7 @@ def speedup(
             f"s3://speedup/{kind}-stores",
         ),
     }
+    sources = {where: found for where, found in sources.items() if where in wheres}
     steps = Steps(None)
     verdicts = {}
     with (
@@ -538,6 +545,7 @@ def main() -> None:
     parser.add_argument("--speedup-jpeg", type=int, default=0, help="JPEG shards: 1 vs Dask(2)")
     parser.add_argument("--speedup-tiny", type=int, default=0, help="tiny shards: 1 vs Dask(2)")
     parser.add_argument("--speedup-rounds", type=int, default=3)
+    parser.add_argument("--speedup-tiny-local-only", action="store_true")
     parser.add_argument("--gate-local", type=int, default=0, help="decided local shards")
     parser.add_argument("--gate-moto", type=int, default=0, help="decided shards on moto")
     args = parser.parse_args()
@@ -564,6 +572,9 @@ def main() -> None:
                             count,
                             args.image_samples,
                             args.speedup_rounds,
+                            ("local files",)
+                            if kind == "tiny" and args.speedup_tiny_local_only
+                            else ("local files", "moto"),
                         )
                         steps.rows.extend(rows)
                         steps.notes.extend(ratios(rows))
