@@ -575,7 +575,8 @@ def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] |
     seen = (id(fs), bucket)
     if not _version_aware(fs) or seen in _VERSIONED_BUCKETS:
         return None
-    with ThreadPoolExecutor(1) as pool:
+    pool = ThreadPoolExecutor(1)
+    try:
         listing = pool.submit(_objects_v2, fs, bucket, f"{key}/{prefix}" if key else prefix)
         try:
             status = fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
@@ -583,8 +584,10 @@ def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] |
             status = "unknown"
         if status is not None:
             _VERSIONED_BUCKETS.add(seen)
-            return None
+            return None  # the plain listing ends on its own, not waited for
         return listing.result()
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _objects_v2(fs: Any, bucket: str, prefix: str) -> list[dict]:
