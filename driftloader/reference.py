@@ -108,7 +108,7 @@ def merge_parts(
         for part in found:
             sources |= part.sources
             preprocessing |= part.preprocessing
-        chunk_merged = (  # one part is taken as it is: re-merging it reorders KLL items
+        chunk_merged = (  # one part is taken as it is: merging it alone reorders KLL items
             found[0].profile.copy()
             if len(found) == 1
             else Profile.merged([p.profile for p in found])

@@ -133,7 +133,8 @@ def test_an_old_store_without_packs_builds_the_same_and_is_packed_for_next_time(
     second = again.build_reference("v2", urls)
     assert again.reads == 1  # the pack the first build wrote
     stored = again.get_reference("v1").to_dict()["features"]  # as built: queries sort KLLs
-    assert second.to_dict()["features"] == stored  # bit for bit: the same merge tree
+    assert second.to_dict()["features"] == stored  # the same chunks (80 samples: no KLL
+    # compaction, whose random bit makes larger merges differ run to run, packs or not)
 
 
 def per_shard_profile(shard: Shard, store: ProfileStore) -> Profile:
