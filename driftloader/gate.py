@@ -117,6 +117,7 @@ class ShardGate:
         self._stored: dict[tuple[str, str | None], tuple[Profile, ShardDrift | None]] = {}
         self._exclusions: set[tuple[str, str | None]] | None = None
         self._index: DecisionIndex | None = None
+        self._look_again = False  # read the index again at this pass's first unknown shard
         self._written: dict[tuple[str, str | None], int] = {}  # catalog rows written (digest)
         self._writes = WriteBehind()  # catalog rows, written off the sample path
         self.reset()
@@ -156,7 +157,11 @@ class ShardGate:
         if not resumed:
             self.pinned = set()
         self.first_pass = set(self.pinned)
-        read_for_verdicts(self)  # once per gate: later passes decide from memory
+        # read once per gate: later passes decide from memory, and look in the store again
+        # only for a shard they do not know (another process, e.g. the DataLoader workers of
+        # an earlier epoch, may have decided it since)
+        self._look_again = self._index is not None
+        read_for_verdicts(self)
 
     def replica(self) -> ShardGate:
         """A copy that records no decisions: to re-read a shard whose decision is taken."""
@@ -568,7 +573,12 @@ def indexed_verdict(gate: ShardGate, shard: Shard) -> Verdict | None:
     it has none, or when the gate's policy weighs a drifted shard (that needs the profile)."""
     if gate.reference_name is None:
         return None
-    known = decisions_of(gate).get(shard.url, shard.version)
+    index = decisions_of(gate)
+    known = index.get(shard.url, shard.version)
+    if known is None and gate._look_again:  # once a pass: the records written since
+        gate._look_again = False
+        index.forget()
+        known = index.get(shard.url, shard.version)
     if known is None:
         return None
     drift = known.drift()

@@ -403,3 +403,26 @@ def test_the_dataset_lists_its_shards_while_the_gate_reads_its_reference(
     listing = next(r for r in s3_proxy.requests if r.fault == "stall")
     reference = next(r for r in s3_proxy.requests if "/references/" in r.target)
     assert reference.started - listing.started < 2.5  # one after the other: >= 3 s apart
+
+
+def test_workers_of_a_later_epoch_find_the_decisions_earlier_workers_took(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """A first run with DataLoader workers: each epoch's workers are new processes, made from
+    a dataset whose index was read before any decision was taken. The second epoch's workers
+    read the decisions the first epoch's wrote (once, at their first unknown shard) and load
+    no profile again."""
+    from torch.utils.data import DataLoader
+
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    ds = _skip_gated(clean + drifted, store, options)
+    loader = DataLoader(ds.map(lambda s: s["__key__"]), batch_size=None, num_workers=2)
+    s3_proxy.reset_stats()
+    assert len(list(loader)) == 4 * 80
+    assert _profile_gets(s3_proxy) == 5  # the first epoch decides from the profiles
+    s3_proxy.reset_stats()
+    assert len(list(loader)) == 4 * 80
+    assert _profile_gets(s3_proxy) == 0  # was 5: each shard decided again from its profile
+    listings = [t for t in _drift_requests(s3_proxy) if "decisions/" in t and "list-type" in t]
+    assert 0 < len(listings) <= 2  # once a worker (its first unknown shard), not once a shard
