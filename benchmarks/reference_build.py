@@ -3,8 +3,8 @@
     python benchmarks/reference_build.py [--shards 10000] [--out results.json]
 
 Uploads N tiny shards (``scale.tiny_shard``) to a moto S3 server in its own process, stores a
-profile per shard (``fill_profiles``: from 64 templates, as profiling would store them, but no
-packs: a store written before packs), then measures, in this process:
+profile per shard (``scale.store_profiles``: from 64 templates, as profiling would store them,
+but no packs: a store written before packs), then measures, in this process:
 
 * ``list (glob)``, ``stat (listing)``: expanding the shards' glob, and the listing that gives
   each shard's version (``build_reference`` does both first);
@@ -38,28 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scale import upload  # noqa: E402
+from benchmarks.scale import store_profiles, upload  # noqa: E402
 from benchmarks.servers import Servers  # noqa: E402
-
-
-def fill_profiles(store, fs, shards: list, options: dict) -> None:
-    """A stored profile per shard, from 64 templates (the profiles of the 64 contents
-    ``scale.upload`` cycles through), as ``scale.fill_store`` writes them, without catalog rows
-    (a reference build does not read them)."""
-    from driftloader.profiling import profile_shard
-
-    templates = {}
-    for shard in shards[:64]:
-        templates[int(shard.url[-11:-4]) % 64] = profile_shard(shard, None, storage_options=options)
-    documents = {}
-    for shard in shards:
-        profile = templates[int(shard.url[-11:-4]) % 64]
-        document = {**profile.to_dict(), "url": shard.url, "version": shard.version}
-        path = store.profile_path(shard.url, shard.version)
-        documents[path] = json.dumps(document, separators=(",", ":")).encode()
-    keys = list(documents)
-    for start in range(0, len(keys), 2000):
-        fs.pipe({k: documents[k] for k in keys[start : start + 2000]})
 
 
 def timed(rows: list[dict], name: str, fn, **extra):
@@ -123,7 +103,11 @@ def main() -> None:
         glob = "s3://bench-data/n/data/*.tar"
         listed = timed(rows, "list (glob)", lambda: expand_urls(glob, options))
         shards = timed(rows, "stat (listing)", lambda: stat_shards(listed, options))
-        timed(rows, "store profiles (setup)", lambda: fill_profiles(store, fs, shards, options))
+        timed(
+            rows,
+            "store profiles (setup)",
+            lambda: store_profiles(store, fs, shards, options, rows=False),
+        )
         print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout)
         paths = [store.profile_path(s.url, s.version) for s in shards]
         raw = counted(store, rows, "GET profiles", lambda: store.read_many(paths))

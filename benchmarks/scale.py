@@ -105,11 +105,18 @@ def upload(fs, bucket: str, size: int) -> list[str]:
 
 def fill_store(store, fs, urls: list[str], options: dict) -> None:
     """A profile and a catalog row per shard, from 64 templates (profiles of the 64 contents)."""
-    from driftloader.catalog import CatalogRow
-    from driftloader.profiling import profile_shard
     from driftloader.sources import expand_urls, stat_shards
 
     shards = stat_shards(expand_urls(urls[0].rsplit("/", 1)[0] + "/*.tar", options), options)
+    store_profiles(store, fs, shards, options)
+
+
+def store_profiles(store, fs, shards: list, options: dict, rows: bool = True) -> None:
+    """A stored profile per shard (and its catalog row, unless ``rows`` is False), from 64
+    templates: the profiles of the 64 contents ``upload`` cycles through."""
+    from driftloader.catalog import CatalogRow
+    from driftloader.profiling import profile_shard
+
     templates = {}
     for shard in shards[:64]:
         templates[int(shard.url[-11:-4]) % 64] = profile_shard(shard, None, storage_options=options)
@@ -119,6 +126,8 @@ def fill_store(store, fs, urls: list[str], options: dict) -> None:
         document = {**profile.to_dict(), "url": shard.url, "version": shard.version}
         path = store.profile_path(shard.url, shard.version)
         documents[path] = json.dumps(document, separators=(",", ":")).encode()
+        if not rows:
+            continue
         row = CatalogRow.from_dict({**profile.summary(), "url": shard.url})
         row.version, row.profile = shard.version, store.display(path)
         documents[store.catalog_path(shard.url, shard.version)] = json.dumps(row.to_dict()).encode()
