@@ -157,11 +157,7 @@ class ShardGate:
         if not resumed:
             self.pinned = set()
         self.first_pass = set(self.pinned)
-        # read once per gate: later passes decide from memory, and look in the store again
-        # only for a shard they do not know (another process, e.g. the DataLoader workers of
-        # an earlier epoch, may have decided it since)
-        self._look_again = self._index is not None
-        read_for_verdicts(self)
+        prepare_verdicts(self)
 
     def replica(self) -> ShardGate:
         """A copy that records no decisions: to re-read a shard whose decision is taken."""
@@ -286,10 +282,6 @@ class ShardGate:
         offset = getattr(error, "offset", None)
         row = {"action": FAILED, "n": int(n), "error": str(error), "offset": offset}
         self._record(shard, row, catalog=False)
-
-    def failures(self) -> list[dict]:
-        """The decision rows of shards that failed mid-read."""
-        return [row for row in self.results if row["action"] == FAILED]
 
     def _from_stored(
         self,
@@ -540,6 +532,15 @@ def plan_row(gate: ShardGate, shard: Shard) -> dict:
         "n": n,
         "action": verdict.action,
     }
+
+
+def prepare_verdicts(gate: ShardGate) -> None:
+    """What a pass does before its first verdict: what verdicts read is read once per gate,
+    and later passes decide from memory, looking in the store again only at their first shard
+    they do not know (another process, e.g. a DataLoader worker of an earlier epoch, may have
+    decided it since)."""
+    gate._look_again = gate._index is not None
+    read_for_verdicts(gate)
 
 
 def read_for_verdicts(gate: ShardGate) -> None:
