@@ -112,6 +112,7 @@ def test_the_gate_resumes_between_shards(gated, policy):
         gate.start_pass(epoch=2, repeat=0, resumed=False)
         return gate
 
+    run(make(), shards)  # the store learns what a pass stores (probes): every gate below sees it
     whole = make()
     keys = run(whole, shards)
     first = make()
