@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from stat import S_ISREG
 from typing import Any
 
@@ -33,13 +33,16 @@ class Shard:
     """One shard: its URL, a version string that changes when its bytes change, and its size.
 
     ``pinned`` is True when the version comes from a snapshot manifest: reads must then return
-    exactly those bytes or fail.
+    exactly those bytes or fail. ``listed`` is True when the version and size come from the
+    listing a glob just took: ``stat_shards`` takes them as they are instead of listing again
+    (and clears it).
     """
 
     url: str
     version: str | None = None
     size: int | None = None
     pinned: bool = False
+    listed: bool = field(default=False, compare=False, repr=False)
 
     @property
     def parsed_version(self) -> ShardVersion | None:
@@ -255,7 +258,7 @@ def _expand_one(pattern: str, storage_options: dict | None) -> list[Shard]:
         elif url.lower().endswith(MANIFEST_SUFFIXES):
             found.extend(read_manifest(url, storage_options))
         elif any(ch in url for ch in "*?["):
-            found.extend(Shard(u) for u in _glob(url, storage_options))
+            found.extend(_glob(url, storage_options))
         elif _is_folder(url):
             found.extend(_folder_shards(url, storage_options))
         else:
@@ -275,7 +278,7 @@ def _is_folder(url: str) -> bool:
 def _folder_shards(url: str, storage_options: dict | None) -> list[Shard]:
     """A folder given instead of a pattern: its ``.tar`` files, or an error saying what to give."""
     pattern = url.rstrip("/") + "/*.tar"
-    found = [Shard(u) for u in _glob(pattern, storage_options)]
+    found = _glob(pattern, storage_options)
     if not found:
         raise NoShardsError(
             f"{redact(url)} is a folder with no .tar file in it: did you mean {redact(pattern)}?"
@@ -283,7 +286,14 @@ def _folder_shards(url: str, storage_options: dict | None) -> list[Shard]:
     return found
 
 
-def _glob(url: str, storage_options: dict | None) -> list[str]:
+def _glob(url: str, storage_options: dict | None) -> list[Shard]:
+    listed = _listed_glob(url, storage_options)
+    if listed is not None:
+        return listed
+    return [Shard(u) for u in _glob_urls(url, storage_options)]
+
+
+def _glob_urls(url: str, storage_options: dict | None) -> list[str]:
     local = _local_glob(url)
     if local is not None:
         return local
@@ -299,6 +309,36 @@ def _glob(url: str, storage_options: dict | None) -> list[str]:
     if protocol == "file" and "://" not in url:
         return matches
     return [fs.unstrip_protocol(m) for m in matches]
+
+
+def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
+    """An S3 pattern with wildcards in its last part only (``s3://b/train/part-*.tar``): the
+    matching objects of one listing of the folder (the one ``stat_shards`` would make), each
+    with the version and size it gives and marked ``listed``, so that the shards are listed
+    once, not once for their names and again for their versions. None for other patterns."""
+    if protocol_of(url) not in ("s3", "s3a"):
+        return None
+    folder, _, name = url.rpartition("/")
+    if "://" not in folder or not name or "**" in name or any(ch in folder for ch in "*?["):
+        return None
+    fs = filesystem(url, storage_options)
+    path = fs._strip_protocol(folder)
+    try:
+        by_name = _folder_listing(fs, path, re.split(r"[*?\[]", name, maxsplit=1)[0], False)
+    except FileNotFoundError:
+        return []  # no such bucket: matches nothing, as fsspec's glob says
+    except Exception as e:
+        hint = storage_hint(e)
+        if not hint:
+            raise
+        raise StorageUnreachable(f"cannot list {redact(url)}: {e}{hint}") from e
+    matches = re.compile(fnmatch.translate(name)).match
+    found = []
+    for key in sorted(k for k in by_name if matches(k)):
+        shard = _answer(Shard(fs.unstrip_protocol(f"{path}/{key}")), by_name[key], False)
+        if shard is not None:
+            found.append(replace(shard, listed=True))
+    return found
 
 
 def _local_glob(pattern: str) -> list[str] | None:
@@ -463,7 +503,8 @@ def stat_shards(
             return (redact(shard.url), str(e))
 
     shards = list(shards)
-    listed = listed_shards(shards, storage_options)
+    listed = {s.url: replace(s, listed=False) for s in shards if s.listed and not s.pinned}
+    listed.update(listed_shards([s for s in shards if s.url not in listed], storage_options))
     if len(listed) == len(shards):
         return [listed[s.url] for s in shards]
     local = [_local_stat(s) if s.url not in listed else None for s in shards]
@@ -533,30 +574,38 @@ def _listed_folder(folder: str, members: list[Shard], storage_options: dict | No
     every_version = _version_aware(fs) and any(s.pinned for s in members)
     path, prefix = fs._strip_protocol(folder), os.path.commonprefix(names)
     try:
-        infos = None if every_version else _listing_if_never_versioned(fs, path, prefix)
-        if infos is None:
-            found = fs.find(
-                path,
-                maxdepth=1,
-                prefix=prefix,
-                detail=True,
-                refresh=True,
-                **({"versions": True} if every_version else {}),
-            )
-            infos = list(found.values())
+        by_name = _folder_listing(fs, path, prefix, every_version)
     except Exception:  # noqa: BLE001 - no list permission, an old s3fs: a HEAD each instead
         return {}
-    by_name: dict[str, list[dict]] = {}
-    for info in infos:
-        if info.get("type", "file") == "file":
-            key = str(info.get("Key") or info["name"]).split("?versionId=", 1)[0]
-            by_name.setdefault(key.rpartition("/")[2], []).append(info)
     found = {}
     for shard, name in zip(members, names):
         listed = _answer(shard, by_name.get(name, []), every_version)
         if listed is not None:
             found[shard.url] = listed
     return found
+
+
+def _folder_listing(fs: Any, path: str, prefix: str, every_version: bool) -> dict[str, list]:
+    """``{name: [info, ...]}`` of the objects directly in the folder ``path`` whose names start
+    with ``prefix``, from a fresh listing: ListObjectsV2 when the bucket was never versioned,
+    else its object versions (the latest, or every one with ``every_version``)."""
+    infos = None if every_version else _listing_if_never_versioned(fs, path, prefix)
+    if infos is None:
+        found = fs.find(
+            path,
+            maxdepth=1,
+            prefix=prefix,
+            detail=True,
+            refresh=True,
+            **({"versions": True} if every_version else {}),
+        )
+        infos = list(found.values())
+    by_name: dict[str, list[dict]] = {}
+    for info in infos:
+        if info.get("type", "file") == "file":
+            key = str(info.get("Key") or info["name"]).split("?versionId=", 1)[0]
+            by_name.setdefault(key.rpartition("/")[2], []).append(info)
+    return by_name
 
 
 _VERSIONED_BUCKETS: set[tuple[int, str]] = set()

@@ -214,6 +214,48 @@ def test_s3_shards_are_stat_from_one_listing_as_a_head_would(
         stat_shards(shards + [Shard(f"s3://{bucket}/s9.tar")], options)
 
 
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
+def test_a_glob_lists_its_folder_once_for_names_versions_and_sizes(
+    s3_proxy, s3_env, s3fs_fresh, tmp_path, versioned
+):
+    """``stat_shards(expand_urls(glob))``, as the dataset, the reference build and the CLI do:
+    the names, versions and sizes come from one listing of the folder (with the bucket's
+    versioning asked at the same time, and object versions listed when it is versioned), not
+    from the glob's listing and a second one for the versions. The versions are those a HEAD
+    gives (an overwritten shard's latest)."""
+    import uuid
+
+    import boto3
+
+    bucket = f"glob-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=s3_env)
+    client.create_bucket(Bucket=bucket)
+    if versioned:
+        status = {"Status": "Enabled"}
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=status)
+    for i in range(4):
+        write_shard(tmp_path / f"s{i}.tar", 3 + i, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"s{i}.tar"), f"{bucket}/d/s{i}.tar")
+    s3fs_fresh.put(str(tmp_path / "s0.tar"), f"{bucket}/d/s1.tar")  # a second version of s1
+    s3fs_fresh.put(str(tmp_path / "s0.tar"), f"{bucket}/d/sub/s9.tar")  # not directly in d/
+    s3fs_fresh.put(str(tmp_path / "s0.tar"), f"{bucket}/d/other.tar")
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.reset_stats()
+    shards = stat_shards(expand_urls(f"s3://{bucket}/d/s*.tar", options), options)
+    kinds = sorted(_listing_kind(r.target) for r in s3_proxy.requests)  # no HEAD
+    assert kinds == (
+        ["objects", "versioning", "versions"] if versioned else ["objects", "versioning"]
+    )
+    assert [s.url for s in shards] == [f"s3://{bucket}/d/s{i}.tar" for i in range(4)]
+    assert shards == [stat_shard(Shard(s.url), options) for s in shards]
+    assert [s.size for s in shards] == [s3fs_fresh.size(s.url) for s in shards]
+    assert not any(s.listed for s in shards)  # a later stat_shards lists again
+    s3_proxy.reset_stats()
+    assert stat_shards(shards, options) == shards and s3_proxy.counts.get("GET", 0) >= 1
+    with pytest.raises(NoShardsError, match="nothing-"):
+        expand_urls(f"s3://{bucket}/d/nothing-*.tar", options)
+
+
 def test_pinned_manifest_shards_are_checked_from_one_listing(
     s3_proxy, s3_bucket, s3fs_fresh, tmp_path
 ):
