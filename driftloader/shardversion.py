@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = {"v": "version_id", "e": "etag", "s": "size_mtime"}
+_PREFIXES = {kind: prefix for prefix, kind in KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,10 @@ class ShardVersion:
     @classmethod
     def of_file(cls, size: int | None, mtime: float | None) -> ShardVersion:
         """A ``s:`` version from a file's size and modification time."""
-        return cls("size_mtime", f"{size}-{mtime if mtime is None else repr(float(mtime))}")
+        return cls("size_mtime", file_version(size, mtime)[2:])
 
     def __str__(self) -> str:
-        prefix = next(p for p, kind in KINDS.items() if kind == self.kind)
-        return f"{prefix}:{self.value}"
+        return f"{_PREFIXES[self.kind]}:{self.value}"
 
     @property
     def version_id(self) -> str | None:
@@ -71,6 +71,12 @@ class ShardVersion:
     def etag(self) -> str | None:
         """The ETag (without quotes) of an ``e:`` version, else None."""
         return self.value if self.kind == "etag" else None
+
+
+def file_version(size: int | None, mtime: float | None) -> str:
+    """The text of a file's ``s:`` version (``ShardVersion.of_file``'s), made directly: a
+    listing of 100k local shards makes 100k of them."""
+    return f"s:{size}-{mtime if mtime is None else repr(float(mtime))}"
 
 
 def version_id_of(text: str | None) -> str | None:
