@@ -18,6 +18,9 @@ from .profiling import EMPTY_SHARD, ON_ERROR, Metadata, profile_shard, profile_s
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
 from .store import ProfileStore, featurizer_of, recorded_featurizer
+from .writebehind import WriteBehind
+
+RECORD_THREADS = 16  # shards recorded at once: each is a catalog read and write and a record
 
 
 class CheckResults(list):
@@ -79,6 +82,7 @@ def check_shards(
     index = DecisionIndex.of(store, reference, ref, config) if record and store.writable else None
     if index is not None:
         index.load_all()
+    writes = WriteBehind(RECORD_THREADS, 4 * RECORD_THREADS)
     for shard in track(shards, "checked"):
         profile = profiles.get((shard.url, shard.version))
         if profile is None:
@@ -90,10 +94,9 @@ def check_shards(
             continue
         result = compare(profile, ref, config)
         results.append(result)
-        if record:
-            _record(store, shard, reference, result)
-        if index is not None:  # the gate then decides this shard without loading its profile
-            index.add(shard.url, shard.version, profile.n, result)
+        if record:  # three small requests: many shards' at once, not one after the other
+            writes.submit(shard.url, _keep, store, index, shard, reference, result, profile.n)
+    writes.flush()
     if index is not None:
         compact_if_large(store, index)
     return results
@@ -156,6 +159,21 @@ def _profile_here(
     if store.writable:
         store.put_profile(profile)
     return profile
+
+
+def _keep(
+    store: ProfileStore,
+    index: DecisionIndex | None,
+    shard: Shard,
+    reference: str,
+    result: ShardDrift,
+    n: int,
+) -> None:
+    """Record a check in the catalog and in the decision index (from which the gate decides
+    the shard without loading its profile)."""
+    _record(store, shard, reference, result)
+    if index is not None:
+        index.add(shard.url, shard.version, n, result)
 
 
 def _record(store: ProfileStore, shard: Shard, reference: str, result: ShardDrift) -> None:

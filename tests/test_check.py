@@ -217,3 +217,32 @@ def test_check_reads_each_stored_profile_once(tmp_path, s3_proxy, s3_bucket):
     gets = Counter(unquote(r.target.split("?")[0]) for r in s3_proxy.requests if r.method == "GET")
     stored = [store.profile_path(u, stat_shard(Shard(u)).version) for u in urls[:5]]
     assert [gets[f"/{p}"] for p in stored] == [1] * 5  # one (batched) read each
+
+
+def test_check_records_many_shards_at_once(tmp_path, s3_proxy, s3_bucket):
+    """Each checked shard costs three small requests (its catalog row read and written, its
+    decision record written): at 100 ms a request they are made for many shards at once, not
+    one after the other (two writes start closer together than one round trip), and every
+    shard ends with its row and its decision."""
+    from driftloader.decisions import DecisionIndex
+    from driftloader.store import shard_key
+
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    urls = [str(tmp_path / f"s-{i}.tar") for i in range(8)]
+    for i, url in enumerate(urls):
+        write_shard(url, 10, seed=i)
+    profile_shards(urls, store, progress=False)
+    store.build_reference("ref", urls[:2])
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 100
+    results = check_shards(urls, store, "ref")
+    s3_proxy.latency_ms = 0
+    assert len(results) == 8 and not results.failed
+    puts = sorted(r.started for r in s3_proxy.requests if r.method == "PUT")
+    assert len(puts) >= 16  # a catalog row and a decision record per shard
+    assert min(b - a for a, b in zip(puts, puts[1:])) < 0.05
+    rows = {shard_key(r.url): r for r in store.catalog()}
+    assert all(rows[shard_key(u)].action == "checked" for u in urls)
+    index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
+    assert len(index.load_all()) == 8
