@@ -59,7 +59,7 @@ _headers: dict[tuple[bytes, int], NpyHeader] = {}
 
 
 def _buffer(raw: Any) -> bytes | bytearray | memoryview:
-    if isinstance(raw, (bytes, bytearray)):
+    if type(raw) is bytes or isinstance(raw, bytearray):
         return raw
     if isinstance(raw, memoryview):
         return raw.cast("B")
@@ -104,7 +104,7 @@ def _parse_header(header: bytes, major: int, offset: int) -> NpyHeader:
 
 def read_header(raw: Any) -> NpyHeader:
     """Parse and check the header of ``.npy`` bytes (headers are cached: shards repeat them)."""
-    buf = raw if type(raw) is bytes else _buffer(raw)
+    buf = _buffer(raw)
     if len(buf) < 10 or bytes(buf[:6]) != MAGIC:
         raise NpyFormatError("not an .npy file (bad magic)")
     major = buf[6]
@@ -144,7 +144,7 @@ def load_npy(raw: Any, *, numeric_only: bool = False, copy: bool = False) -> np.
     head = read_header(raw)  # its dtype is checked: never object
     if numeric_only and not head.numeric:
         check_dtype(head.dtype, numeric_only)
-    buf = raw if type(raw) is bytes else _buffer(raw)
+    buf = _buffer(raw)
     if len(buf) - head.data_offset < head.nbytes:
         raise NpyFormatError(
             f"truncated .npy data: {len(buf) - head.data_offset} bytes for {head.nbytes}"

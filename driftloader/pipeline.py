@@ -171,6 +171,10 @@ class Decoder:
         self._plans: dict[str, Callable[[bytes], Any] | None] = {}
 
     def _plan(self, key: str) -> Callable[[bytes], Any] | None:
+        """The basic decoder of field ``key`` (None: it stays bytes), looked up once a name
+        (``__call__`` inlines the lookup of a known name: it runs for every field)."""
+        if key in self._plans:
+            return self._plans[key]
         ext = key.rsplit(".", 1)[-1]
         if ext in PICKLE_EXTENSIONS and ext not in self.basic and ext not in self._warned:
             self._warned.add(ext)
@@ -186,7 +190,7 @@ class Decoder:
             result = handler(dotted, data)
             if result is not None:
                 return result
-        plan = self._plans[key] if key in self._plans else self._plan(key)
+        plan = self._plan(key)
         return data if plan is None else plan(data)
 
     def __call__(self, sample: dict) -> dict:

@@ -231,6 +231,7 @@ def group_samples(members: Iterator[tuple[str, bytes, int]], url: str) -> Iterat
     key = None
     try:
         for name, data, offset in members:
+            # _key_and_ext inlined (it runs for every member): keep the two the same
             slash = name.rfind("/")
             dot = name.find(".", slash + 1)
             if dot <= slash + 1 or (name.startswith("__", slash + 1) and _is_meta(name)):
@@ -262,7 +263,8 @@ def _is_meta(name: str) -> bool:
 
 
 def _key_and_ext(name: str) -> tuple[str, str] | None:
-    """A member's sample key and extension; None for members that belong to no sample."""
+    """A member's sample key and extension; None for members that belong to no sample (the
+    rule ``group_samples`` inlines)."""
     slash = name.rfind("/")
     dot = name.find(".", slash + 1)
     if dot <= slash + 1 or _is_meta(name):
