@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -625,6 +626,7 @@ def _folder_listing(fs: Any, path: str, prefix: str, every_version: bool) -> dic
     return by_name
 
 
+LIST_PAGE_KEYS = 1000  # S3's largest page of a listing
 _VERSIONED_BUCKETS: set[tuple[int, str]] = set()
 """(id of a cached filesystem, bucket) of buckets seen versioned: once enabled, S3 versioning
 can be suspended but never removed, so this never goes stale."""
@@ -641,31 +643,33 @@ def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] |
     seen = (id(fs), bucket)
     if not _version_aware(fs) or seen in _VERSIONED_BUCKETS:
         return None
-    pool = ThreadPoolExecutor(1)
+    pool, stop = ThreadPoolExecutor(1), threading.Event()
     try:
-        listing = pool.submit(_objects_v2, fs, bucket, f"{key}/{prefix}" if key else prefix)
+        listing = pool.submit(_objects_v2, fs, bucket, f"{key}/{prefix}" if key else prefix, stop)
         try:
             status = fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
         except Exception:  # noqa: BLE001 - not allowed to ask: list versions, as before
             status = "unknown"
         if status is not None:
             _VERSIONED_BUCKETS.add(seen)
-            return None  # the plain listing ends on its own, not waited for
+            stop.set()  # the plain listing ends after its current page, not waited for
+            return None
         return listing.result()
     finally:
         pool.shutdown(wait=False)
 
 
-def _objects_v2(fs: Any, bucket: str, prefix: str) -> list[dict]:
+def _objects_v2(fs: Any, bucket: str, prefix: str, stop: threading.Event) -> list[dict]:
     """``info()``-like dicts (Key with the bucket, size, ETag) of the objects directly under
-    ``prefix``, from ListObjectsV2, every page."""
+    ``prefix``, from ListObjectsV2, every page (no more once ``stop`` is set)."""
     infos: list[dict] = []
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+    kwargs["MaxKeys"] = LIST_PAGE_KEYS
     while True:
         page = fs.call_s3("list_objects_v2", **kwargs)
         for item in page.get("Contents", []):
             infos.append({**item, "Key": f"{bucket}/{item['Key']}", "size": item.get("Size")})
-        if not page.get("IsTruncated"):
+        if not page.get("IsTruncated") or stop.is_set():
             return infos
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
 

@@ -281,3 +281,28 @@ def test_pinned_manifest_shards_are_checked_from_one_listing(
     client.delete_object(Bucket=s3_bucket, Key="p2.tar", VersionId=pinned[2].version[2:])
     with pytest.raises(VersionMismatch, match=r"p2\.tar: pinned version v:.* no longer exists"):
         stat_shards(shards, options)
+
+
+def test_a_versioned_bucket_stops_the_plain_listing_started_beside_its_versioning(
+    s3_proxy, s3_bucket, s3fs_fresh, monkeypatch
+):
+    """The first listing of a bucket in a process starts a plain listing while it asks the
+    bucket's versioning; a versioned bucket then needs object versions, and the plain listing
+    stops after its current page instead of paging through the whole folder unused (pages of
+    5 keys here, as of 1,000 on S3)."""
+    import time
+
+    import driftloader.sources as sources
+
+    monkeypatch.setattr(sources, "LIST_PAGE_KEYS", 5)
+    s3fs_fresh.pipe({f"{s3_bucket}/many/k-{i:03d}.tar": b"x" for i in range(40)})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 50
+    shards = stat_shards(expand_urls(f"s3://{s3_bucket}/many/k-*.tar", options), options)
+    assert len(shards) == 40 and all(s.version.startswith("v:") for s in shards)
+    time.sleep(0.5)  # a plain listing left running asks for its next pages meanwhile
+    s3_proxy.latency_ms = 0
+    kinds = [_listing_kind(r.target) for r in s3_proxy.requests]
+    assert kinds.count("versions") == 1 and kinds.count("versioning") == 1
+    assert kinds.count("objects") <= 2  # the page in flight when versioning answered, at most
