@@ -15,11 +15,13 @@ a counting proxy (``latency_proxy.LatencyProxy``, no latency) so every request i
 * ``gate first sample``: ``DriftDataset(glob, store, reference, policy="skip")`` made and its
   first sample drawn (listing the N shards, the reference, the decision index).
 
-Profiling is timed on the first ``--profile-shards`` shards with one process, ``executor="local:2"`` and a
-Dask ``LocalCluster`` of 2 worker processes. ``--index-decisions`` writes a compacted catalog and
-a decision index of that many synthetic decisions (one object each) and times ``report`` over it
-and the gate's read of the index. Peak memory is the process's max RSS (``resource``), which
-only grows: read it as the peak up to that step. Figures depend on the machine's load.
+Profiling is timed on the first ``--profile-shards`` shards with one process,
+``executor="local:2"`` and a Dask ``LocalCluster`` of 2 worker processes, with their request
+counts (for the speedup of 2 workers over one, each engine timed alone, see ``engines.py``).
+``--index-decisions`` writes a compacted catalog and a decision index of that many synthetic
+decisions (one object each) and times ``report`` over it and the gate's read of the index. Peak
+memory is the process's max RSS (``resource``), which only grows: read it as the peak up to
+that step. Figures depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -225,129 +227,12 @@ def image_profiling(
     )
 
 
-def speedup(
-    folder: Path,
-    endpoint: str,
-    kind: str,
-    count: int,
-    samples: int,
-    rounds: int,
-    wheres: tuple[str, ...] = ("local files", "moto"),
-) -> list[dict]:
-    """Profiling ``count`` shards of ``kind`` ("jpeg": ``samples`` 256x192 photos each; "tiny":
-    8 vectors each) from local files and from moto (its own process, reached directly: no proxy
-    in this process), by 1 process, a Dask LocalCluster(2) and a warm pool of 2 processes,
-    alternating in each of ``rounds`` rounds. Workers are started and have imported driftloader
-    before any clock starts. Returns the rows; the first round's stored profiles are compared."""
-    import s3fs
-    from distributed import Client, LocalCluster
-
-    from benchmarks.images import make_shards
-    from driftloader.executors import local_pool
-    from driftloader.profiling import profile_shards
-    from driftloader.store import ProfileStore
-
-    data = folder / f"{kind}-data"
-    data.mkdir()
-    if kind == "jpeg":
-        paths = make_shards(data, count, samples, 256)
-    else:
-        paths = [str(p) for p in write_local_flat(data, count)]
-    options = {"client_kwargs": {"endpoint_url": endpoint}}
-    fs = s3fs.S3FileSystem(**options)
-    if not fs.exists("speedup"):
-        fs.mkdir("speedup")
-    fs.pipe({f"speedup/{kind}/{Path(p).name}": Path(p).read_bytes() for p in paths})
-    sources = {
-        "local files": (paths, str(folder / kind)),
-        "moto": (
-            [f"s3://speedup/{kind}/{Path(p).name}" for p in paths],
-            f"s3://speedup/{kind}-stores",
-        ),
-    }
-    sources = {where: found for where, found in sources.items() if where in wheres}
-    steps = Steps(None)
-    verdicts = {}
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-        local_pool(2) as pool,
-    ):
-        client.run(_warm, options)
-        list(pool.map(_warm, [options] * 2))
-        engines = [("1 process", None), ("Dask(2)", client.get_executor()), ("pool(2)", pool)]
-        for round_ in range(1, rounds + 1):
-            for where, (urls, stores) in sources.items():
-                made = {}
-                for name, executor in engines:
-                    store = ProfileStore(f"{stores}/r{round_}-{len(made)}", options)
-                    made[name] = store
-                    steps.run(
-                        count,
-                        f"profile {count} {kind} shards, {where}, {name} (round {round_})",
-                        lambda u=urls, s=store, e=executor: profile_shards(
-                            u, s, executor=e, storage_options=options, progress=False
-                        ),
-                    )
-                if round_ == 1:
-                    docs = [stored_documents(s, urls, options) for s in made.values()]
-                    same = all(d == docs[0] for d in docs[1:]) and None not in docs[0]
-                    verdicts[where] = "identical" if same else "DIFFERENT"
-    for row in steps.rows:
-        row["requests"] = row["GET"] = row["PUT"] = None
-    for where, verdict in verdicts.items():
-        print(f"{kind} {where}: stored profiles of the three engines {verdict}")
-    steps.rows.append(
-        {
-            "note": f"{kind}: stored profiles of 1 process, Dask(2), pool(2): "
-            + ", ".join(f"{w} {v}" for w, v in verdicts.items())
-        }
-    )
-    return steps.rows
-
-
-def _warm(options: dict) -> None:
-    """In a worker: import what profiling imports and connect to moto (an S3 client is made
-    once per process), so that no clock counts it."""
-    from driftloader.sources import filesystem
-
-    filesystem("s3://speedup", options).ls("speedup")
-    import PIL.Image  # noqa: F401
-
-    import driftloader.profiling  # noqa: F401
-
-
 def write_local_flat(folder: Path, size: int) -> list[Path]:
     blobs = [tiny_shard(i) for i in range(64)]
     paths = [folder / f"shard-{i:07d}.tar" for i in range(size)]
     for i, path in enumerate(paths):
         path.write_bytes(blobs[i % 64])
     return paths
-
-
-def ratios(rows: list[dict]) -> list[str]:
-    """Per kind and source: each round's 1-process time over Dask(2)'s and pool(2)'s."""
-    times: dict[tuple[str, str, str], list[float]] = {}
-    for row in rows:
-        if "note" in row:
-            continue
-        head, where, name = row["step"].rsplit(" (round", 1)[0].split(", ")
-        times.setdefault((head, where, name), []).append(row["seconds"])
-    out = []
-    for (head, where, name), values in times.items():
-        if name == "1 process":
-            for other in ("Dask(2)", "pool(2)"):
-                theirs = times.get((head, where, other), [])
-                each = [a / b for a, b in zip(values, theirs)]
-                if each:
-                    shown = ", ".join(f"{r:.2f}x" for r in each)
-                    median = sorted(each)[len(each) // 2]
-                    out.append(
-                        f"{head}, {where}: {other} vs 1 process: {shown} (median {median:.2f}x)"
-                    )
-    return out
 
 
 def synthetic_index(steps: Steps, fs, store, count: int) -> None:
@@ -551,10 +436,6 @@ def main() -> None:
     parser.add_argument("--image-shards", type=int, default=0, help="JPEG shards to profile")
     parser.add_argument("--image-samples", type=int, default=50)
     parser.add_argument("--out", type=Path, default=None, help="write the raw table here")
-    parser.add_argument("--speedup-jpeg", type=int, default=0, help="JPEG shards: 1 vs Dask(2)")
-    parser.add_argument("--speedup-tiny", type=int, default=0, help="tiny shards: 1 vs Dask(2)")
-    parser.add_argument("--speedup-rounds", type=int, default=3)
-    parser.add_argument("--speedup-tiny-local-only", action="store_true")
     parser.add_argument("--gate-local", type=int, default=0, help="decided local shards")
     parser.add_argument("--gate-moto", type=int, default=0, help="decided shards on moto")
     args = parser.parse_args()
@@ -572,22 +453,6 @@ def main() -> None:
             fs.mkdir(bucket)
             steps = Steps(proxy)
             with tempfile.TemporaryDirectory() as folder:
-                for kind, count in (("jpeg", args.speedup_jpeg), ("tiny", args.speedup_tiny)):
-                    if count:
-                        rows = speedup(
-                            Path(folder),
-                            endpoint,
-                            kind,
-                            count,
-                            args.image_samples,
-                            args.speedup_rounds,
-                            ("local files",)
-                            if kind == "tiny" and args.speedup_tiny_local_only
-                            else ("local files", "moto"),
-                        )
-                        steps.rows.extend(rows)
-                        steps.notes.extend(ratios(rows))
-                        print("\n".join(ratios(rows)))
                 if args.gate_local:
                     gate_at_scale(steps, folder + "/gate", args.gate_local, None, "local files")
             if args.gate_moto:
