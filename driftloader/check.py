@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from .catalog import CatalogRow
@@ -17,10 +18,11 @@ from .profile import Profile
 from .profiling import EMPTY_SHARD, ON_ERROR, Metadata, profile_shard, profile_shards
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
-from .store import ProfileStore, featurizer_of, recorded_featurizer
+from .store import FETCH_CHUNK, ProfileStore, featurizer_of, recorded_featurizer
 from .writebehind import WriteBehind
 
 RECORD_THREADS = 16  # shards recorded at once: each is a catalog read and write and a record
+CHECK_CHUNK = FETCH_CHUNK  # stored profiles read (and held) at a time
 
 
 class CheckResults(list):
@@ -77,85 +79,87 @@ def check_shards(
         "on_error": on_error,
         "featurizer": featurizer,
     }
-    profiles, failed = _profiles(shards, store, (workers, executor), options)
-    results = CheckResults(failed=[*missing, *failed])
     index = DecisionIndex.of(store, reference, ref, config) if record and store.writable else None
     if index is not None:
         index.load_all()
+    verdicts: dict[int, ShardDrift] = {}
+    failed: list[tuple[str, str]] = []
     writes = WriteBehind(RECORD_THREADS, 4 * RECORD_THREADS)
-    for shard in track(shards, "checked"):
-        profile = profiles.get((shard.url, shard.version))
-        if profile is None:
-            continue
+    for i, profile in _each_profile(shards, store, (workers, executor), options, failed):
+        shard = shards[i]
         if profile.n == 0:  # stored by an older version: an empty shard is a data error
             if on_error == "raise":
                 raise EmptyShardError(f"{redact(shard.url)}: {EMPTY_SHARD}")
-            results.failed.append((redact(shard.url), EMPTY_SHARD))
+            failed.append((redact(shard.url), EMPTY_SHARD))
             continue
-        result = compare(profile, ref, config)
-        results.append(result)
+        result = verdicts[i] = compare(profile, ref, config)
         if record:  # three small requests: many shards' at once, not one after the other
             writes.submit(shard.url, _keep, store, index, shard, reference, result, profile.n)
     writes.flush()
     if index is not None:
         compact_if_large(store, index)
-    return results
+    return CheckResults([verdicts[i] for i in sorted(verdicts)], failed=[*missing, *failed])
 
 
-def _profiles(
-    shards: list[Shard], store: ProfileStore, runner: tuple[int, ExecutorSpec], options: dict
-) -> tuple[dict[tuple[str, str | None], Profile], list[tuple[str, str]]]:
-    """The profile of every readable shard, by (url, version), and the shards that failed.
-
-    Stored profiles are read once, in batches (``fetch_profiles``); only the shards without
-    one are profiled into the store (``profile_shards``) and read back; what the store still
-    does not give back (it is read-only, or a stored profile is corrupt) is profiled here."""
+def _each_profile(
+    shards: list[Shard],
+    store: ProfileStore,
+    runner: tuple[int, ExecutorSpec],
+    options: dict,
+    failed: list[tuple[str, str]],
+) -> Iterator[tuple[int, Profile]]:
+    """``(i, profile)`` of every readable shard ``shards[i]``, never all of them in memory at
+    once (at 10k tiny shards that took 1.1 GB): the stored profiles first, read in chunks
+    (``fetch_profile_chunks``, each read once); then the shards without one are profiled into
+    the store (``profile_shards``, on ``runner``: workers, executor) and read back in chunks;
+    what the store still does not give back (it is read-only, or a stored profile is corrupt)
+    is profiled here. Shards that fail are appended to ``failed``."""
     fingerprint = options["featurizer"].fingerprint
-    profiles = dict(
-        zip([(s.url, s.version) for s in shards], store.fetch_profiles(shards, fingerprint))
-    )
-    unstored = [s for s in shards if profiles[(s.url, s.version)] is None]
-    failed: list[tuple[str, str]] = []
+    unstored: list[int] = []
+    stored = chain.from_iterable(store.fetch_profile_chunks(shards, fingerprint, CHECK_CHUNK))
+    for i, profile in track(enumerate(stored), "checked", total=len(shards)):
+        if profile is None:
+            unstored.append(i)
+        else:
+            yield i, profile
     if unstored and store.writable:
         try:
             summary = profile_shards(
-                [s.url for s in unstored],
+                [shards[i].url for i in unstored],
                 store,
                 workers=runner[0],
                 executor=runner[1],
                 progress=active(),
                 **options,
             )
-            failed = list(summary.failed)
+            failed.extend(summary.failed)
         except StoreReadOnlyError as e:  # refused in a worker: profile in memory below
             store.mark_read_only(str(e))
     gone = {url for url, _ in failed}
-    todo = [s for s in unstored if redact(s.url) not in gone]
-    for shard, profile in zip(todo, store.fetch_profiles(todo, fingerprint) if todo else []):
-        profiles[(shard.url, shard.version)] = profile
-    for shard in todo:
-        if profiles[(shard.url, shard.version)] is None:
-            profile = _profile_here(shard, store, options, failed)
-            if profile is not None:
-                profiles[(shard.url, shard.version)] = profile
-    return profiles, failed
+    todo = [i for i in unstored if redact(shards[i].url) not in gone]
+    done = 0
+    for chunk in store.fetch_profile_chunks([shards[i] for i in todo], fingerprint, CHECK_CHUNK):
+        for i, profile in zip(todo[done : done + len(chunk)], chunk):
+            found = profile if profile is not None else _profile_here(shards[i], store, options)
+            if isinstance(found, tuple):
+                failed.append(found)
+            else:
+                yield i, found
+        done += len(chunk)
 
 
-def _profile_here(
-    shard: Shard, store: ProfileStore, options: dict, failed: list[tuple[str, str]]
-) -> Profile | None:
-    """Profile ``shard`` in this process (stored if the store takes it); None when it failed."""
+def _profile_here(shard: Shard, store: ProfileStore, options: dict) -> Profile | tuple[str, str]:
+    """Profile ``shard`` in this process (stored if the store takes it), or ``(url, message)``
+    when it failed."""
     now = stat_shard(Shard(shard.url), options["storage_options"])
     if now.version != shard.version:  # overwritten since it was listed: never mislabel bytes
         message = "changed while it was checked; run again"
         if options["on_error"] == "raise":
             raise FileNotFoundError(f"{redact(shard.url)} {message}")
-        failed.append((redact(shard.url), message))
-        return None
+        return (redact(shard.url), message)
     profile = profile_shard(shard, None, **options)  # raises under on_error="raise"
     if "read_error" in profile.meta:
-        failed.append((redact(shard.url), str(profile.meta["read_error"])))
-        return None
+        return (redact(shard.url), str(profile.meta["read_error"]))
     if store.writable:
         store.put_profile(profile)
     return profile

@@ -246,3 +246,33 @@ def test_check_records_many_shards_at_once(tmp_path, s3_proxy, s3_bucket):
     assert all(rows[shard_key(u)].action == "checked" for u in urls)
     index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
     assert len(index.load_all()) == 8
+
+
+def test_check_holds_a_few_chunks_of_profiles_not_all_of_them(tmp_path, monkeypatch):
+    """check_shards compares each stored profile as its chunk is read, and lets it go: at 10k
+    tiny shards holding them all took 1.1 GB. With chunks of 2, at most a few chunks' profiles
+    (and the reference) are alive at any comparison, of 12 shards."""
+    import gc
+
+    import driftloader.check as check
+    from driftloader.profile import Profile
+
+    urls = [str(tmp_path / f"s-{i}.tar") for i in range(12)]
+    for i, url in enumerate(urls):
+        write_shard(url, 10, seed=i)
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls, store, progress=False)
+    store.build_reference("ref", urls[:2])
+    monkeypatch.setattr(check, "CHECK_CHUNK", 2)
+    alive = []
+    compare = check.compare
+
+    def counted(profile, reference, config):
+        gc.collect()
+        alive.append(sum(isinstance(o, Profile) for o in gc.get_objects()))
+        return compare(profile, reference, config)
+
+    monkeypatch.setattr(check, "compare", counted)
+    results = check.check_shards(urls, store, "ref", record=False)
+    assert len(results) == 12 and len(alive) == 12
+    assert max(alive) <= 8  # the reference, this chunk, the next one read ahead, one more

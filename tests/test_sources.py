@@ -164,6 +164,21 @@ def test_a_refused_http_connection_is_not_reported_as_a_missing_shard():
     assert "does not exist" not in str(e.value)
 
 
+def _new_bucket(endpoint: str, prefix: str, versioned: bool) -> str:
+    """A new bucket on the moto server, versioned or never versioned; its name."""
+    import uuid
+
+    import boto3
+
+    bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=bucket)
+    if versioned:
+        status = {"Status": "Enabled"}
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=status)
+    return bucket
+
+
 def _listing_kind(target: str) -> str:
     """What a bucket request asks: its ``versioning``, object ``versions`` or ``objects``."""
     query = target.partition("?")[2]
@@ -179,16 +194,7 @@ def test_s3_shards_are_stat_from_one_listing_as_a_head_would(
     fails naming it). A bucket never versioned is listed with ListObjectsV2 (moto's
     ListObjectVersions takes time in proportion to the objects' bytes), asking its versioning
     at the same time; a versioned one lists versions, and is not asked again."""
-    import uuid
-
-    import boto3
-
-    bucket = f"list-{uuid.uuid4().hex[:10]}"
-    client = boto3.client("s3", endpoint_url=s3_env)
-    client.create_bucket(Bucket=bucket)
-    if versioned:
-        status = {"Status": "Enabled"}
-        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=status)
+    bucket = _new_bucket(s3_env, "list", versioned)
     for i in range(4):
         write_shard(tmp_path / f"s{i}.tar", 3 + i, seed=i)
         s3fs_fresh.put(str(tmp_path / f"s{i}.tar"), f"{bucket}/s{i}.tar")
@@ -223,16 +229,7 @@ def test_a_glob_lists_its_folder_once_for_names_versions_and_sizes(
     versioning asked at the same time, and object versions listed when it is versioned), not
     from the glob's listing and a second one for the versions. The versions are those a HEAD
     gives (an overwritten shard's latest)."""
-    import uuid
-
-    import boto3
-
-    bucket = f"glob-{uuid.uuid4().hex[:10]}"
-    client = boto3.client("s3", endpoint_url=s3_env)
-    client.create_bucket(Bucket=bucket)
-    if versioned:
-        status = {"Status": "Enabled"}
-        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=status)
+    bucket = _new_bucket(s3_env, "glob", versioned)
     for i in range(4):
         write_shard(tmp_path / f"s{i}.tar", 3 + i, seed=i)
         s3fs_fresh.put(str(tmp_path / f"s{i}.tar"), f"{bucket}/d/s{i}.tar")
