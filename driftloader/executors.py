@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from .packs import MIN_BUILD_PACK, Pack, pack_document, write_pack
@@ -142,14 +143,21 @@ def map_chunked(
 ) -> Iterator[tuple[Any, Any, str | None]]:
     """``run(fn, chunk, args)`` (``run_chunk`` or one like it) over ``items`` partitioned into
     tasks on ``executor``; yields each item's ``(item, result, error)`` as its task completes.
-    ``fn`` and ``run`` must be top-level functions."""
-    chunks = partition(items, parallelism(executor) * TASKS_PER_WORKER)
-    futures = [executor.submit(run, fn, chunk, args) for chunk in chunks]
+    ``fn`` and ``run`` must be top-level functions.
+
+    Tasks are handed over as slots free up, ``parallelism(executor)`` in flight, as a process
+    pool's workers pull them: a scheduler that places each task when it is submitted (Dask)
+    could otherwise leave one worker with more of them while another idles at the end."""
+    chunks = iter(partition(items, parallelism(executor) * TASKS_PER_WORKER))
+    running = {executor.submit(run, fn, c, args) for c in islice(chunks, parallelism(executor))}
     try:
-        for future in as_completed(futures):
-            yield from future.result()
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            running |= {executor.submit(run, fn, c, args) for c in islice(chunks, len(done))}
+            for future in done:
+                yield from future.result()
     finally:
-        for future in futures:
+        for future in running:
             future.cancel()
 
 

@@ -4,13 +4,14 @@ pools, and a Dask LocalCluster of 2 worker processes on loopback against the mot
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from driftloader.check import check_shards
-from driftloader.executors import TASKS_PER_WORKER, parse_executor, partition
+from driftloader.executors import TASKS_PER_WORKER, map_chunked, parse_executor, partition
 from driftloader.features import DefaultFeaturizer
 from driftloader.profiling import profile_shards
 from driftloader.sources import expand_urls, stat_shards
@@ -52,6 +53,38 @@ def test_partition_keeps_every_item_in_order() -> None:
     assert partition([], 4) == []
     with pytest.raises(ValueError, match="tasks must be"):
         partition(items, 0)
+
+
+def _doubled(item: int) -> int:
+    time.sleep(0.005)
+    return 2 * item
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A thread pool that notes the most tasks it held unfinished when one was submitted."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.futures: list = []
+        self.most = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        unfinished = sum(not f.done() for f in self.futures) + 1
+        self.most = max(self.most, unfinished)
+        future = super().submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+
+def test_tasks_are_handed_over_as_slots_free_up() -> None:
+    """map_chunked keeps one task a slot in flight, as a process pool's workers pull them: a
+    scheduler that places tasks when they are submitted (Dask) cannot then queue several on
+    one worker while another idles. Every item is done once."""
+    with _CountingPool(2) as pool:
+        out = list(map_chunked(pool, _doubled, list(range(40))))
+    assert sorted(result for _, result, _ in out) == [2 * i for i in range(40)]
+    assert len(pool.futures) == 2 * TASKS_PER_WORKER  # tasks of many items each
+    assert pool.most <= 2
 
 
 def test_parse_executor() -> None:
