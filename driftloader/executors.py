@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -134,6 +134,32 @@ def run_chunk(fn: Callable, items: list, args: tuple) -> list[tuple[Any, Any, st
     return out
 
 
+def as_slots_free(executor: Executor, calls: Iterable[tuple]) -> Iterator[tuple[int, Future]]:
+    """Submit ``calls`` (``(fn, *args)`` each) to ``executor`` as slots free up,
+    ``parallelism(executor)`` in flight, as a process pool's workers pull them: a scheduler
+    that places each task when it is submitted (Dask) could otherwise leave one worker with
+    more of them while another idles at the end. Yields ``(i, future)`` of the ``i``-th call
+    as each completes; the unfinished ones are cancelled when the caller stops early."""
+    calls = enumerate(calls)
+    running = {executor.submit(*call): i for i, call in islice(calls, parallelism(executor))}
+    try:
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished = [(running.pop(f), f) for f in done]
+            running.update({executor.submit(*call): i for i, call in islice(calls, len(done))})
+            yield from finished
+    finally:
+        for future in running:
+            future.cancel()
+
+
+def in_order(executor: Executor, calls: Iterable[tuple]) -> list:
+    """The results of ``calls`` run by ``as_slots_free``, in the calls' order (a merge tree's
+    order keeps its result the same from run to run)."""
+    results = {i: future.result() for i, future in as_slots_free(executor, calls)}
+    return [results[i] for i in range(len(results))]
+
+
 def map_chunked(
     executor: Executor,
     fn: Callable,
@@ -142,23 +168,11 @@ def map_chunked(
     run: Callable[[Callable, list, tuple], list] = run_chunk,
 ) -> Iterator[tuple[Any, Any, str | None]]:
     """``run(fn, chunk, args)`` (``run_chunk`` or one like it) over ``items`` partitioned into
-    tasks on ``executor``; yields each item's ``(item, result, error)`` as its task completes.
-    ``fn`` and ``run`` must be top-level functions.
-
-    Tasks are handed over as slots free up, ``parallelism(executor)`` in flight, as a process
-    pool's workers pull them: a scheduler that places each task when it is submitted (Dask)
-    could otherwise leave one worker with more of them while another idles at the end."""
-    chunks = iter(partition(items, parallelism(executor) * TASKS_PER_WORKER))
-    running = {executor.submit(run, fn, c, args) for c in islice(chunks, parallelism(executor))}
-    try:
-        while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            running |= {executor.submit(run, fn, c, args) for c in islice(chunks, len(done))}
-            for future in done:
-                yield from future.result()
-    finally:
-        for future in running:
-            future.cancel()
+    tasks on ``executor`` (handed over by ``as_slots_free``); yields each item's ``(item,
+    result, error)`` as its task completes. ``fn`` and ``run`` must be top-level functions."""
+    chunks = partition(items, parallelism(executor) * TASKS_PER_WORKER)
+    for _, future in as_slots_free(executor, ((run, fn, c, args) for c in chunks)):
+        yield from future.result()
 
 
 # -- reference: a tree of merges ----------------------------------------------------------
@@ -235,11 +249,10 @@ def merged_tree(
     a tree on the workers. Returns it (None when nothing has a profile), the ``(url, version)``
     of shards without one, their sources and preprocessing."""
     chunks = partition(shards, parallelism(executor) * TASKS_PER_WORKER) if shards else []
-    futures = [executor.submit(merge_stored, store, c, True) for c in chunks]
-    partials = [*leaves, *(f.result() for f in futures)]
+    partials = [*leaves, *in_order(executor, ((merge_stored, store, c, True) for c in chunks))]
     while len(partials) > MERGE_FANOUT:
         groups = [partials[i : i + MERGE_FANOUT] for i in range(0, len(partials), MERGE_FANOUT)]
-        partials = [f.result() for f in [executor.submit(merge_partials, g) for g in groups]]
+        partials = in_order(executor, ((merge_partials, g) for g in groups))
     top = merge_partials(partials)
     reference = Profile.from_dict(json.loads(top.profile)) if top.profile is not None else None
     return reference, top.missing, set(top.sources), set(top.preprocessing)

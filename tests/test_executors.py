@@ -87,6 +87,28 @@ def test_tasks_are_handed_over_as_slots_free_up() -> None:
     assert pool.most <= 2
 
 
+def test_a_reference_tree_hands_its_tasks_over_as_slots_free_up(tmp_path: Path) -> None:
+    """The tree build reads and merges its chunks of stored profiles with as many tasks in
+    flight as the executor has slots, and merges them in their order: two builds give the same
+    reference bit for bit (no sketch compacts here), of every sample."""
+    from driftloader.executors import merged_tree
+
+    urls = [str(tmp_path / f"s-{i}.tar") for i in range(16)]  # 8 tasks of 2 on 2 slots
+    for i, url in enumerate(urls):
+        write_shard(url, 6, seed=i)
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls, store, progress=False)
+    shards = stat_shards(expand_urls(urls))
+    with _CountingPool(2) as pool:
+        merged, missing, _, _ = merged_tree(pool, store, shards)
+    assert not missing and len(pool.futures) == 2 * TASKS_PER_WORKER
+    assert pool.most <= 2
+    with ThreadPoolExecutor(2) as pool:
+        again, _, _, _ = merged_tree(pool, store, shards)
+    assert merged.to_dict()["features"] == again.to_dict()["features"]
+    assert merged.n == store.build_reference("alone", urls).n == 16 * 6
+
+
 def test_parse_executor() -> None:
     assert parse_executor("local:3") == ("local", 3)
     assert parse_executor("dask://10.0.0.5:8786") == ("dask", "tcp://10.0.0.5:8786")
