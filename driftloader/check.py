@@ -137,15 +137,13 @@ def _each_profile(
             store.mark_read_only(str(e))
     gone = {url for url, _ in failed}
     todo = [i for i in unstored if redact(shards[i].url) not in gone]
-    done = 0
-    for chunk in store.fetch_profile_chunks([shards[i] for i in todo], fingerprint, CHECK_CHUNK):
-        for i, profile in zip(todo[done : done + len(chunk)], chunk):
-            found = profile if profile is not None else _profile_here(shards[i], store, options)
-            if isinstance(found, tuple):
-                failed.append(found)
-            else:
-                yield i, found
-        done += len(chunk)
+    again = store.fetch_profile_chunks([shards[i] for i in todo], fingerprint, CHECK_CHUNK)
+    for i, profile in zip(todo, chain.from_iterable(again)):
+        found = profile if profile is not None else _profile_here(shards[i], store, options)
+        if isinstance(found, tuple):
+            failed.append(found)
+        else:
+            yield i, found
 
 
 def _profile_here(shard: Shard, store: ProfileStore, options: dict) -> Profile | tuple[str, str]:

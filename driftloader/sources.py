@@ -318,16 +318,32 @@ def _glob_urls(url: str, storage_options: dict | None) -> list[str]:
         return local
     fs = filesystem(url, storage_options)
     protocol = protocol_of(url)
-    try:
+    with _listing(url):
         matches = sorted(fs.glob(fs._strip_protocol(url)))
+    if protocol == "file" and "://" not in url:
+        return matches
+    return [fs.unstrip_protocol(m) for m in matches]
+
+
+def _one_folder(pattern: str) -> tuple[str, str] | None:
+    """``(folder, name)`` of a pattern with wildcards in its last part only, which one listing
+    of one folder answers; None for other patterns."""
+    folder, name = os.path.split(pattern)
+    if not name or "**" in name or any(ch in folder for ch in "*?["):
+        return None
+    return folder, name
+
+
+@contextmanager
+def _listing(url: str) -> Iterator[None]:
+    """Listing ``url``: an error saying the store cannot be reached is StorageUnreachable."""
+    try:
+        yield
     except Exception as e:
         hint = storage_hint(e)
         if not hint:
             raise
         raise StorageUnreachable(f"cannot list {redact(url)}: {e}{hint}") from e
-    if protocol == "file" and "://" not in url:
-        return matches
-    return [fs.unstrip_protocol(m) for m in matches]
 
 
 def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
@@ -335,22 +351,17 @@ def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
     matching objects of one listing of the folder (the one ``stat_shards`` would make), each
     with the version and size it gives and marked ``listed``, so that the shards are listed
     once, not once for their names and again for their versions. None for other patterns."""
-    if protocol_of(url) not in ("s3", "s3a"):
+    split = _one_folder(url) if protocol_of(url) in ("s3", "s3a") else None
+    if split is None or "://" not in split[0]:
         return None
-    folder, _, name = url.rpartition("/")
-    if "://" not in folder or not name or "**" in name or any(ch in folder for ch in "*?["):
-        return None
+    folder, name = split
     fs = filesystem(url, storage_options)
     path = fs._strip_protocol(folder)
     try:
-        by_name = _folder_listing(fs, path, re.split(r"[*?\[]", name, maxsplit=1)[0], False)
+        with _listing(url):
+            by_name = _folder_listing(fs, path, re.split(r"[*?\[]", name, maxsplit=1)[0], False)
     except FileNotFoundError:
         return []  # no such bucket: matches nothing, as fsspec's glob says
-    except Exception as e:
-        hint = storage_hint(e)
-        if not hint:
-            raise
-        raise StorageUnreachable(f"cannot list {redact(url)}: {e}{hint}") from e
     matches = re.compile(fnmatch.translate(name)).match
     found = []
     for key in sorted(k for k in by_name if matches(k)):
@@ -364,11 +375,10 @@ def _local_glob(pattern: str) -> list[str] | None:
     """A local path with wildcards in its last part only (``data/*.tar``): the entries of one
     ``os.scandir`` that match it, as fsspec's glob gives them (absolute, sorted, hidden names
     and folders included), without its ``info()`` per entry. None for other patterns."""
-    if protocol_of(pattern) != "file" or "://" in pattern:
+    split = _one_folder(pattern) if protocol_of(pattern) == "file" else None
+    if split is None or "://" in pattern:
         return None
-    folder, name = os.path.split(pattern)
-    if not name or "**" in name or any(ch in folder for ch in "*?["):
-        return None
+    folder, name = split
     root = LocalFileSystem._strip_protocol(folder or ".")
     try:
         matches = re.compile(fnmatch.translate(name)).match
@@ -664,9 +674,8 @@ def _objects_v2(fs: Any, bucket: str, prefix: str, stop: threading.Event) -> lis
     ``prefix``, from ListObjectsV2, every page (no more once ``stop`` is set)."""
     infos: list[dict] = []
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
-    kwargs["MaxKeys"] = LIST_PAGE_KEYS
     while True:
-        page = fs.call_s3("list_objects_v2", **kwargs)
+        page = fs.call_s3("list_objects_v2", MaxKeys=LIST_PAGE_KEYS, **kwargs)
         for item in page.get("Contents", []):
             infos.append({**item, "Key": f"{bucket}/{item['Key']}", "size": item.get("Size")})
         if not page.get("IsTruncated") or stop.is_set():
