@@ -27,14 +27,21 @@ from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
 from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
 from .fluent import FluidInterface
-from .gate import GateOptions, ShardGate, catalog_decisions, plan_row, read_for_verdicts
+from .gate import (
+    GateOptions,
+    ShardGate,
+    catalog_decisions,
+    exclusions,
+    plan_row,
+    read_for_verdicts,
+)
 from .handlers import error_handler
 from .monitoring import DriftRows
 from .pipeline import Context, hand_over
 from .policy import policy_from
 from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadOptions, ReadStats
 from .shardstream import EpochReader
-from .sources import Shard, expand_urls, redact, stat_shards
+from .sources import Shard, expand_urls, is_local_file, redact, stat_shards
 from .worker_reports import WorkerReports
 
 SKIPPED = S.SKIPPED
@@ -145,7 +152,6 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
                 "metadata= is kept in the profiles the loader writes to its store: pass store= too"
             )
         self.storage_options = storage_options
-        self.shards: list[Shard] = expand_urls(urls, storage_options)
         self.shardshuffle = args.shuffle
         self.seed = seed
         self.handler = error_handler(args.on_error)
@@ -176,18 +182,33 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         self._created = time.time()
         gated = store is not None or reference is not None or policy_from(policy).NEEDS_REFERENCE
         # Versions key profiles and decisions; pinned shards are checked against storage
-        # here, so a changed ETag or a deleted VersionId fails now, naming the shard.
+        # here, so a changed ETag or a deleted VersionId fails now, naming the shard. A gated
+        # dataset's local files are stat'ed as they are read, or all at once when ``shards``
+        # is first asked for: 100k of them took a second before the first sample.
+        self._shards: list[Shard] | None = None  # every shard with its version, once known
         if gated:
-            self.shards, self.gate = stat_and_gate(
-                self.shards,
+            self._given, self.gate = listed_and_gate(
+                urls,
                 self.storage_options,
                 lambda: ShardGate(
                     store, reference, policy, args.options, self.storage_options, self.seed
                 ),
             )
-            warn_quarantined(self.gate, self.shards)
-        elif any(s.pinned for s in self.shards):
-            self.shards = stat_shards(self.shards, self.storage_options)
+            if equalize:  # its plan keys every shard by version
+                self._shards = stat_shards(self._given, self.storage_options)
+            warn_quarantined(self.gate, self)
+        else:
+            self._given = expand_urls(urls, storage_options)
+            if any(s.pinned for s in self._given):
+                self._given = stat_shards(self._given, self.storage_options)
+            self._shards = self._given
+
+    @property
+    def shards(self) -> list[Shard]:
+        """The shards, in the order given, with their versions when the dataset is gated."""
+        if self._shards is None:
+            self._shards = stat_shards(self._given, self.storage_options)
+        return self._shards
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds shard and sample shuffling (call it before each epoch)."""
@@ -203,15 +224,15 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         so a skipped or excluded shard never takes a readable one's place (``equal_split``).
         """
         if self.resampled:
-            return drawn_shards(self.shards, self.seed, where, epoch)
+            return drawn_shards(self._shards or self._given, self.seed, where, epoch)
+        if self.equalize:  # keyed by version: every shard stat'ed first
+            return equal_split(self._keyed_plan(), self._ordered(epoch), where.total)[where.index]
         shards = self._ordered(epoch)
-        if self.equalize:
-            return equal_split(self._keyed_plan(), shards, where.total)[where.index]
         return shards[where.index :: where.total]
 
     def _ordered(self, epoch: int) -> list[Shard]:
         """Every shard in ``epoch``'s order: shuffled by ``(seed, epoch)``, the same everywhere."""
-        shards = list(self.shards)
+        shards = list(self._shards or self._given)  # versioned once ``shards`` was asked for
         if self.shardshuffle:
             random.Random(f"{self.seed}/shards/{epoch}").shuffle(shards)
         return shards
@@ -433,15 +454,19 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         return DriftRows(r for r in rows if epoch is None or r.get("epoch") == epoch)
 
 
-def stat_and_gate(
-    shards: list[Shard], storage_options: dict | None, make_gate: Callable[[], ShardGate]
+def listed_and_gate(
+    urls: str | Sequence[str],
+    storage_options: dict | None,
+    make_gate: Callable[[], ShardGate],
 ) -> tuple[list[Shard], ShardGate]:
-    """The shards with their versions, and the gate with what its verdicts read (reference,
-    exclusions, decision index), read while the shards are listed: at 40 ms a round trip, one
-    after the other they delayed the first sample. An error of the listing (a missing shard)
-    is raised first."""
+    """The shards the URLs name, stat'ed but for local files (``remote_stat``), and the gate
+    with what its verdicts read (reference, exclusions, decision index), read while the shards
+    are listed: at 40 ms a round trip, one after the other they delayed the first sample. An
+    error of the listing (no shard, a missing one) is raised first."""
     with ThreadPoolExecutor(1) as pool:
-        listing = pool.submit(stat_shards, shards, storage_options)
+        listing = pool.submit(
+            lambda: remote_stat(expand_urls(urls, storage_options), storage_options)
+        )
         try:
             gate = make_gate()
             read_for_verdicts(gate)
@@ -449,6 +474,13 @@ def stat_and_gate(
             listing.result()
             raise
         return listing.result(), gate
+
+
+def remote_stat(shards: list[Shard], storage_options: dict | None) -> list[Shard]:
+    """The shards with their versions but for unpinned local files, left for ``stat_local``
+    (the reader stats each as it reaches it, in one ``os.stat``)."""
+    stated = iter(stat_shards([s for s in shards if not is_local_file(s)], storage_options))
+    return [s if is_local_file(s) else next(stated) for s in shards]
 
 
 def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -> Iterator[Shard]:
@@ -490,10 +522,11 @@ def check_equalize(equalize: bool, stored: bool, resampled: bool) -> None:
         )
 
 
-def warn_quarantined(gate: ShardGate, shards: list[Shard]) -> None:
+def warn_quarantined(gate: ShardGate, ds: DriftDataset) -> None:
     """Say once, when the dataset is made, how many of its shards quarantine excludes."""
-    if gate.reference_name is None or gate.store is None:
-        return
+    if gate.reference_name is None or gate.store is None or not exclusions(gate):
+        return  # the usual case: no shard stat'ed for it
+    shards = ds.shards
     n = sum(gate.is_quarantined(shard) for shard in shards)
     if n:
         warnings.warn(

@@ -250,13 +250,10 @@ class ShardGate:
 
     def is_quarantined(self, shard: Shard) -> bool:
         """True when ``driftloader quarantine`` put this shard version on the exclusion list."""
-        if self._exclusions is None:
-            from .versions import load_exclusions
-
-            self._exclusions = load_exclusions(self.store, self.reference_name)
-        if not self._exclusions:  # the usual case: no key made for each of 100k shards
+        excluded = exclusions(self)
+        if not excluded:  # the usual case: no key made for each of 100k shards
             return False
-        return (shard_key(shard.url), shard.version) in self._exclusions
+        return (shard_key(shard.url), shard.version) in excluded
 
     # ------------------------------------------------------------------------- observe
 
@@ -560,6 +557,16 @@ def read_for_verdicts(gate: ShardGate) -> None:
         exclusions = pool.submit(load_exclusions, gate.store, gate.reference_name)
         decisions_of(gate).read()
         gate._exclusions = exclusions.result()
+
+
+def exclusions(gate: ShardGate) -> set[tuple[str, str | None]]:
+    """The ``(shard key, version)`` pairs ``driftloader quarantine`` put on the exclusion list
+    of the gate's reference, read once per gate."""
+    if gate._exclusions is None:
+        from .versions import load_exclusions
+
+        gate._exclusions = load_exclusions(gate.store, gate.reference_name)
+    return gate._exclusions
 
 
 def decisions_of(gate: ShardGate) -> DecisionIndex:

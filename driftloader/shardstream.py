@@ -22,7 +22,7 @@ from typing import Any
 from .errors import ShardReadError
 from .gate import READ, ShardGate, Verdict
 from .reader import ReadOptions, ReadStats, read_shard, read_shards
-from .sources import Shard, redact
+from .sources import Shard, redact, stat_local
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Step:
     fetch: bool = True
     replay: bool = False  # finished before the state was saved: re-read only if still due
     due: bool = True  # a replayed shard with a sample still due (in a shuffle buffer)
+    error: ShardReadError | None = None  # stat'ing it failed: raised where reading would
 
 
 class ShardStream:
@@ -197,7 +198,11 @@ class EpochReader:
         then) and read on its own."""
         if step.gate is None:
             return step
-        shard = step.shard
+        try:  # a local file is versioned as it is reached (``DriftDataset.shards``)
+            shard = step.shard = stat_local(step.shard)
+        except ShardReadError as e:
+            step.error, step.fetch = e, False
+            return step
         current = self.current
         if stream.pending(shard) or (
             current is not None and (current.url, current.version) == (shard.url, shard.version)
@@ -211,6 +216,8 @@ class EpochReader:
     def _admitted(self, step: Step, fetched: Iterator[dict] | None) -> Iterator[dict]:
         """The shard's samples if the gate reads it (through ``observe``); none if it skips."""
         gate, shard = step.gate, step.shard
+        if step.error is not None:
+            raise step.error
         if gate is not None and not gate.before(shard, step.verdict):
             if gate.is_quarantined(shard):
                 self.stats.excluded_shards.append(redact(shard.url))

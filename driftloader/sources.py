@@ -18,6 +18,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .braces import braceexpand
 from .errors import (
     DriftloaderError,
     NoShardsError,
@@ -28,7 +29,6 @@ from .errors import (
 from .shardversion import ShardVersion, file_version
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
-_BRACE_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -51,47 +51,6 @@ class Shard:
     def parsed_version(self) -> ShardVersion | None:
         """The version as a ``ShardVersion`` (None when unknown)."""
         return ShardVersion.parse(self.version)
-
-
-# ---------------------------------------------------------------------------------- braces
-
-
-def braceexpand(pattern: str) -> list[str]:
-    """Expand shell-style braces: ``a-{000..002}.tar``, ``{x,y}/s.tar``; nested braces too."""
-    start = pattern.find("{")
-    if start < 0:
-        return [pattern]
-    end = _matching_brace(pattern, start)
-    head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
-    return [head + alt + rest for alt in _brace_alternatives(body) for rest in braceexpand(tail)]
-
-
-def _matching_brace(pattern: str, start: int) -> int:
-    depth = 0
-    for i in range(start, len(pattern)):
-        depth += {"{": 1, "}": -1}.get(pattern[i], 0)
-        if depth == 0:
-            return i
-    raise ValueError(f"unbalanced brace in URL pattern {pattern!r}")
-
-
-def _brace_alternatives(body: str) -> list[str]:
-    match = _BRACE_RANGE.match(body)
-    if match:
-        lo, hi = match.groups()
-        width = len(lo) if lo.lstrip("-").startswith("0") else 0
-        step = 1 if int(hi) >= int(lo) else -1
-        return [str(i).zfill(width) for i in range(int(lo), int(hi) + step, step)]
-    parts, depth, current = [], 0, ""
-    for char in body:
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return [expanded for part in parts for expanded in braceexpand(part)]
 
 
 # ---------------------------------------------------------------------------- filesystems
@@ -555,13 +514,29 @@ def stat_shards(
     return [s for s in found if isinstance(s, Shard)]
 
 
+def is_local_file(shard: Shard) -> bool:
+    """Whether the shard is an unpinned local path (plain or ``file://``), which one
+    ``os.stat`` versions."""
+    url = shard.url
+    path = url[len("file://") :] if url.startswith("file://") else url
+    return not (shard.pinned or "://" in path or is_pipe(url))
+
+
+def stat_local(shard: Shard) -> Shard:
+    """An unversioned local file with its version (``stat_shards``' answer for it, in one
+    ``os.stat``; ``ShardReadError`` if it is missing); any other shard as it is."""
+    if shard.version is not None or not is_local_file(shard):
+        return shard
+    return _local_stat(shard) or stat_shard(shard)
+
+
 def _local_stat(shard: Shard) -> Shard | None:
     """An unpinned local shard stat'ed with one ``os.stat``: the size and mtime fsspec's
     ``info`` gives, so the same version, without its overhead. None for other shards and for
     a path that is not a readable regular file (``stat_shard`` then says what is wrong)."""
     url = shard.url
     path = url[len("file://") :] if url.startswith("file://") else url
-    if shard.pinned or "://" in path or is_pipe(url):
+    if not is_local_file(shard):
         return None
     try:
         found = os.stat(path)

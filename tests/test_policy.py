@@ -295,6 +295,29 @@ def test_skip_on_s3_with_store_on_s3(s3_bucket, s3fs_fresh, tmp_path):
     assert actions == {"clean.tar": "passed", "bad.tar": "dropped after probe"}
 
 
+def test_a_gated_dataset_versions_each_local_file_as_it_reads_it(corpus, monkeypatch):
+    """Made over a glob of local files, a gated dataset stats none of them (100k stats took a
+    second before the first sample): each is stat'ed when the reader reaches it, so a shard
+    rewritten after the dataset was made is decided at the version it is read at."""
+    import os
+
+    from driftloader.shardversion import file_version
+
+    data = str(Path(corpus["clean"][0]).parent)
+    stated, real = [], os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: stated.append(str(p)) or real(p, *a, **k))
+    ds = dl.DriftDataset(data + "/clean-*.tar", store=corpus["store"], reference="ref")
+    assert not [p for p in stated if p.startswith(data)]
+    monkeypatch.undo()
+    rewritten = Path(corpus["clean"][1])
+    write_shard(rewritten, N, seed=20, start=200_000, shift=1.0)
+    assert _keys_by_shard(ds) == {"clean-0.tar": N, "clean-1.tar": N}
+    found = real(rewritten)
+    row = next(r for r in ds.drift_report() if r["url"].endswith("clean-1.tar"))
+    assert row["version"] == file_version(found.st_size, found.st_mtime) and row["drifted"]
+    assert ds.shards[1].version == row["version"]  # asked for: every shard stat'ed now
+
+
 def test_quarantined_shards_are_excluded_before_reading(corpus):
     from driftloader.check import check_shards
     from driftloader.versions import quarantine

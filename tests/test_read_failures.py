@@ -70,6 +70,20 @@ def test_the_gate_raises_after_the_good_samples_under_raise(corpus):
     assert got == [_key(s) for s in dl.DriftDataset([corpus["bad"]], on_error="skip")]
 
 
+def test_a_missing_local_shard_fails_where_it_is_read(corpus, tmp_path):
+    """A gated dataset stats local files as it reads them: a missing one is a read error of
+    that shard, skipped and counted under on_error="skip", raised naming it by default."""
+    missing = str(tmp_path / "gone.tar")
+    urls = [*corpus["clean"][:1], missing, *corpus["clean"][1:]]
+    plain = [_key(s) for s in dl.DriftDataset(corpus["clean"], shuffle=False)]
+    gated = dict(store=corpus["store"], reference="ref", policy="skip")
+    ds = dl.DriftDataset(urls, shuffle=False, on_error="skip", **gated)
+    assert [_key(s) for s in ds] == plain
+    assert ds.stats.errors == 1 and ds.stats.skipped_shards == [missing]
+    with pytest.raises(dl.ShardReadError, match="gone.tar.*does not exist"):
+        list(dl.DriftDataset(urls, shuffle=False, **gated))
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stats_and_failed_shards_reach_the_main_process(corpus, workers):
     urls = [corpus["bad"], *corpus["clean"]]
