@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import fsspec
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -355,15 +356,22 @@ def write_local(root: str, size: int) -> list[str]:
 
 
 def run_size(
-    steps: Steps, fs, bucket: str, size: int, options: dict, profile_shards_n: int
+    steps: Steps, fs, bucket: str, size: int, options: dict | None, profile_shards_n: int
 ) -> None:
+    """The curve's steps at ``size`` shards: on moto (``fs`` an s3fs, ``bucket`` a bucket), or
+    on local files (``fs`` None, ``bucket`` a folder; no request to count)."""
     import driftloader.dataset  # noqa: F401  (torch and the loader: not part of the gate's time)
     from driftloader.store import ProfileStore
 
     prefix = f"{bucket}/n{size}"
-    urls = steps.run(size, "upload shards (setup)", lambda: upload(fs, prefix, size))
-    glob = f"s3://{prefix}/data/*.tar"
-    store = ProfileStore(f"s3://{prefix}/drift", options)
+    if fs is None:
+        fs = fsspec.filesystem("file", auto_mkdir=True)
+        urls = steps.run(size, "write local shards (setup)", lambda: write_local(prefix, size))
+        glob, store_url = f"{prefix}/data/*.tar", f"{prefix}/drift"
+    else:
+        urls = steps.run(size, "upload shards (setup)", lambda: upload(fs, prefix, size))
+        glob, store_url = f"s3://{prefix}/data/*.tar", f"s3://{prefix}/drift"
+    store = ProfileStore(store_url, options)
     if profile_shards_n:
         urls_p = urls[:profile_shards_n]
         steps.notes.append(
@@ -375,7 +383,7 @@ def run_size(
     steps.run(
         size, "reference", lambda: store.build_reference("ref", glob, storage_options=options)
     )
-    if size > 2000:  # on moto the tree is bound by the same server: measured at 1k only
+    if size > 2000 or not store_url.startswith("s3://"):  # the tree: on moto, at 1k only
         run_checks(steps, store, glob, size, options)
         return
     tree = steps.run(
@@ -438,6 +446,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the raw table here")
     parser.add_argument("--gate-local", type=int, default=0, help="decided local shards")
     parser.add_argument("--gate-moto", type=int, default=0, help="decided shards on moto")
+    parser.add_argument(
+        "--local-sizes", type=int, nargs="*", default=[], help="the curve on local files too"
+    )
     args = parser.parse_args()
     import s3fs
 
@@ -455,6 +466,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 if args.gate_local:
                     gate_at_scale(steps, folder + "/gate", args.gate_local, None, "local files")
+                for size in args.local_sizes:
+                    run_size(steps, None, f"{folder}/local", size, None, 0)
+                    if args.out:
+                        write_markdown(steps.rows, args.out, load, steps.notes)
             if args.gate_moto:
                 gate_at_scale(
                     steps,
