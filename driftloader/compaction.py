@@ -265,6 +265,25 @@ def fold(
     return Fold(target, count, len(small), len(unchanged))
 
 
+def fold_small(
+    store: StoreFiles, folder: Folder, snapshot: Snapshot, merge: Callable[[list[dict]], list[dict]]
+) -> Fold | None:
+    """Fold the small objects a reader just read (``snapshot``) into a compacted file of their
+    own, beside the compacted files there (left as they are: nothing is read again or
+    rewritten), then delete the small objects unchanged since; the next reader makes one
+    request for them, not one each. A later ``fold`` merges the compacted files. None when
+    there was nothing to fold."""
+    small = [(p, d) for p, d in snapshot.small if isinstance(d, dict)]
+    if not small:
+        return None
+    target = generation_path(store, folder)  # newer than every compacted file: its records win
+    count = write_lines(store, target, merge([d for _, d in small]))
+    _, _, now = list_folder(store, folder)
+    unchanged = [p for p, _ in small if _same(snapshot.stamps.get(p), now.get(p))]
+    store.delete(unchanged)
+    return Fold(target, count, len(small), len(unchanged))
+
+
 def _same(before: str | None, after: str | None) -> bool:
     return before is not None and before == after
 

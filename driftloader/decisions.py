@@ -15,7 +15,9 @@ another folder, so a cached decision never outlives what it was decided against.
 of one record write the same bytes (it is deterministic), so concurrent writers never lose
 each other's work. The gate reads the compacted index and the new records once (one
 listing, one batch of reads) and falls back to profile + ``compare`` for shards not in it;
-``check`` reads them too and adds what it decides; ``compact_store`` (``driftloader compact``)
+``check`` reads them too and adds what it decides. A reader that finds ``FOLD_ON_READ`` new
+records or more folds them into a compacted file of their own from what it read (one write,
+one listing, one batch delete), so the runs after it read them in one request; ``compact_store`` (``driftloader compact``)
 folds the new records into a new compacted index and the catalog's small rows into a new
 compacted catalog file (``compaction.py``); with ``prune`` it first removes the folders of
 contexts whose reference is gone or was rebuilt (``context.json`` tells what a context was
@@ -45,7 +47,9 @@ from .compaction import (
     CompactionResult,
     Fold,
     Folder,
+    Snapshot,
     fold,
+    fold_small,
     parse_lines,
     read_folder,
     remove_tree,
@@ -62,6 +66,8 @@ INDEX_FILE = "index.jsonl"
 """The compacted index's files end so (``index.jsonl`` itself: as earlier versions wrote)."""
 CONTEXT_FILE = "context.json"
 TOP = 5  # features a decision keeps at most (those that drifted)
+FOLD_ON_READ = 16
+"""Small decision records past which a reader folds them into one file (``_fold_small``)."""
 
 Key = tuple[str, str | None]
 
@@ -219,6 +225,7 @@ class DecisionIndex:
         self.context = context
         self.loads = 0
         self.unfolded = 0  # new records ``load_all`` found (not compacted yet)
+        self.folds = 0  # times a read folded the small records it found
         self.about: dict[str, Any] | None = None  # what the context is of (``of`` sets it)
         self._known: dict[Key, Decision | dict] | None = None
         self._read_from: list[str] = []  # the compacted files the records came from
@@ -276,6 +283,7 @@ class DecisionIndex:
                     table[decision.key] = decision
             self._known, self.unfolded = table, len(snapshot.small)
             self._read_from = [path for path, _ in snapshot.compacted]
+            self._fold_small(snapshot)
         return self._known
 
     def _records(self, path: str, data: bytes) -> dict[Key, Decision | dict]:
@@ -355,18 +363,32 @@ class DecisionIndex:
         """Fold the new records and the compacted files into a new compacted index
         (``compaction.fold``)."""
 
-        def merge(compacted: list[dict], small: list[dict]) -> list[dict]:
-            out: dict[Key, dict] = {}
-            for record in [*compacted, *small]:
-                try:
-                    out[Decision.from_dict(record).key] = record
-                except ProfileFormatError:
-                    continue
-            return [out[k] for k in sorted(out, key=lambda k: (k[0], str(k[1])))]
-
-        result = fold(self.store, self.folder, merge)
+        result = fold(self.store, self.folder, lambda old, new: _merged([*old, *new]))
         self._known = None
         return result
+
+    def _fold_small(self, snapshot: Snapshot) -> None:
+        """Past ``FOLD_ON_READ`` small records read, fold them into a compacted file of their
+        own (``compaction.fold_small``: from what was just read, nothing read again), so the
+        next run reads them in one request: a gated run leaves one record per shard it
+        decided, and every later run read them one by one. A store that refuses is left as
+        it is: the records stay readable."""
+        if len(snapshot.small) < FOLD_ON_READ or not self.store.writable:
+            return
+        with contextlib.suppress(StoreReadOnlyError, OSError):
+            self.folds += fold_small(self.store, self.folder, snapshot, _merged) is not None
+
+
+def _merged(records: list[dict]) -> list[dict]:
+    """Decision records by key, the later one of a key kept, sorted by key (corrupt ones
+    left out)."""
+    out: dict[Key, dict] = {}
+    for record in records:
+        try:
+            out[Decision.from_dict(record).key] = record
+        except ProfileFormatError:
+            continue
+    return [out[k] for k in sorted(out, key=lambda k: (k[0], str(k[1])))]
 
 
 def compact_decisions(store: ProfileStore) -> list[Fold]:

@@ -8,6 +8,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from driftloader import decisions
 from driftloader.catalog import CatalogRow
 from driftloader.check import check_shards
 from driftloader.compaction import read_folder, read_lines, write_lines
@@ -202,6 +203,32 @@ def test_a_gate_pass_decides_each_shard_once_for_the_next_passes(
     s3_proxy.reset_stats()
     assert one_pass() == first
     assert _profile_gets(s3_proxy) == 0  # the decisions written by the first pass
+
+
+def test_a_run_folds_the_records_it_read_and_the_next_reads_one_file(
+    tmp_path: Path, s3_proxy, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first gated run leaves a small record per shard it decided. The run after reads
+    them one by one and folds them into a compacted file of their own; the third reads that
+    one file. Every run takes the same decisions."""
+    monkeypatch.setattr(decisions, "FOLD_ON_READ", 3)  # the corpus has 5 shards
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+
+    def one_run() -> tuple[int, list[str], list[str], int]:
+        s3_proxy.reset_stats()
+        ds = _skip_gated(clean + drifted, store, options)
+        n = sum(1 for _ in ds)
+        paths = [unquote(r.target).split("?")[0] for r in s3_proxy.requests if r.method == "GET"]
+        read = [p for p in paths if "/decisions/" in p]
+        return n, sorted(r["action"] for r in ds.drift_report()), read, decisions_of(ds.gate).folds
+
+    first, second, third = one_run(), one_run(), one_run()
+    assert first[:2] == second[:2] == third[:2] == (4 * 80, ["passed"] * 4 + ["skipped"])
+    assert [first[3], second[3], third[3]] == [0, 1, 0]  # the second run folded
+    assert len([p for p in second[2] if "/new/" in p]) == 5
+    assert [p for p in third[2] if "/new/" in p] == []
+    assert len([p for p in third[2] if p.endswith(".index.jsonl")]) == 1
 
 
 # -- many small objects are read in batches --------------------------------------------------
