@@ -175,7 +175,9 @@ def _keep(
     the shard without loading its profile)."""
     _record(store, shard, reference, result)
     if index is not None:
-        index.add(shard.url, shard.version, n, result)
+        known = index.get(shard.url, shard.version)
+        if index.add(shard.url, shard.version, n, result) == known and known.row is not None:
+            index.mark_row(known, None)  # the row holds this check now, not a gate's decision
 
 
 def _record(store: ProfileStore, shard: Shard, reference: str, result: ShardDrift) -> None:

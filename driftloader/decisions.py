@@ -86,6 +86,7 @@ class Decision:
     score: float
     top: list[dict] = field(default_factory=list)
     schema: dict = field(default_factory=dict)
+    row: int | None = field(default=None, compare=False)  # see ``DecisionIndex.mark_row``
 
     @classmethod
     def of(cls, url: str, version: str | None, n: int, drift: ShardDrift) -> Decision:
@@ -114,6 +115,8 @@ class Decision:
             out["top"] = self.top
         if self.schema:
             out["schema"] = self.schema
+        if self.row is not None:
+            out["row"] = self.row
         return out
 
     @classmethod
@@ -126,10 +129,12 @@ class Decision:
             top, schema = d.get("top", []), d.get("schema", {})
             if not isinstance(top, list) or not isinstance(schema, dict):
                 raise TypeError("top / schema")
-            n, drifted = d["n"], d["drifted"]
+            n, drifted, row = d["n"], d["drifted"], d.get("row")
             if isinstance(n, bool) or not isinstance(n, int) or not isinstance(drifted, bool):
                 raise TypeError("n / drifted")
-            return cls(url, version, n, drifted, decode_float(d["score"]), top, schema)
+            if row is not None and (isinstance(row, bool) or not isinstance(row, int)):
+                raise TypeError("row")
+            return cls(url, version, n, drifted, decode_float(d["score"]), top, schema, row)
         except (KeyError, TypeError, ValueError) as e:
             raise ProfileFormatError(f"not a decision record ({e}): {str(d)[:80]}") from None
 
@@ -351,6 +356,20 @@ class DecisionIndex:
                 self._describe()
                 self.store.write_json(self.record_path(url, version), decision.to_dict())
         return decision
+
+    def mark_row(self, decision: Decision, row: int | None) -> None:
+        """Note in ``decision``'s record that the shard's catalog row holds the decision of
+        digest ``row`` (``gate.decision_digest`` of its fields; None: nothing is known of the
+        row). A gate that recalls the decision with that digest then leaves the catalog alone,
+        not even reading the row: that read was each recalled shard's only request. Written
+        only when the record says otherwise; a failed write means the row is read again."""
+        if decision.row == row or not self.store.writable:
+            return
+        marked = dataclasses.replace(decision, row=row)
+        with contextlib.suppress(StoreReadOnlyError, OSError):
+            self.store.write_json(
+                self.record_path(decision.url, decision.version), marked.to_dict()
+            )
 
     def _describe(self) -> None:
         """Write ``context.json`` (what the context is of, for ``prune_decisions``) once."""

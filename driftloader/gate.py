@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import CatalogRow, json_safe
-from .decisions import DecisionIndex
+from .decisions import Decision, DecisionIndex
 from .drift import DriftConfig, ShardDrift, compare, importance_weights
 from .errors import FingerprintMismatch, ShardReadError
 from .features import featurizer_from
@@ -440,7 +440,7 @@ class ShardGate:
             stored = {k: v for k, v in row.items() if k != "n"}
             fields = {**stored, "decided_n": row["n"]}
             if not self._written_before(row["url"], shard.version, fields):
-                self._writes.submit(row["url"], record_if_new, self.store, shard, fields)
+                submit_row(self, shard, fields)
 
     def _written_before(self, key: str, version: str | None, fields: dict) -> bool:
         """True when this gate already wrote this decision on this shard-version (in an earlier
@@ -501,18 +501,46 @@ def decision_digest(fields: dict) -> int:
     return zlib.crc32(json.dumps(kept, sort_keys=True, default=str).encode())
 
 
-def record_if_new(store: ProfileStore, shard: Shard, fields: dict) -> bool:
+def submit_row(gate: ShardGate, shard: Shard, fields: dict) -> None:
+    """Hand the catalog row of decision ``fields`` on ``shard`` to the gate's write-behind
+    (``record_if_new``), then note in the shard's decision record that the row holds it
+    (``DecisionIndex.mark_row``). A decision recalled from a record that says so already
+    costs no request: the catalog is not even read (in DataLoader workers, the store is then
+    never reached). A row another reference's run rewrote since is not restored."""
+    digest = decision_digest(json_safe(fields))
+    index = decisions_of(gate) if gate.reference_name is not None else None
+    known = index.get(shard.url, shard.version) if index is not None else None
+    if known is not None and known.row == digest:
+        return
+    gate._writes.submit(shard_key(shard.url), _write_row, gate.store, index, known, shard, fields)
+
+
+def _write_row(
+    store: ProfileStore,
+    index: DecisionIndex | None,
+    known: Decision | None,
+    shard: Shard,
+    fields: dict,
+) -> None:
+    if record_if_new(store, shard, fields) is not None and known is not None:
+        index.mark_row(known, decision_digest(json_safe(fields)))
+
+
+def record_if_new(store: ProfileStore, shard: Shard, fields: dict) -> bool | None:
     """Write decision ``fields`` into the catalog row of ``shard`` unless the row holds that
-    decision already (as ``decision_digest`` sees it); True when written. A clean shard
-    decided again in every run then costs one small read, not a read and a write: its row
-    keeps when it was first taken."""
+    decision already (as ``decision_digest`` sees it): True when written, False when it held
+    it, None when the store refused the write. A clean shard decided again in every run then
+    costs one small read, not a read and a write: its row keeps when it was first taken."""
     same = decision_digest(json_safe(fields))
+    held = []
 
     def holds(current: CatalogRow) -> bool:
         stored = current.to_dict()
-        return decision_digest({key: stored.get(key) for key in fields}) == same
+        held.append(decision_digest({key: stored.get(key) for key in fields}) == same)
+        return held[-1]
 
-    return store.record(shard.url, shard.version, fields, holds=holds)
+    written = store.record(shard.url, shard.version, fields, holds=holds)
+    return True if written else (False if any(held) else None)
 
 
 def plan_row(gate: ShardGate, shard: Shard) -> dict:

@@ -373,22 +373,54 @@ def test_a_new_run_taking_the_recorded_decisions_again_writes_nothing(
     tmp_path: Path, s3_proxy, s3_bucket: str
 ) -> None:
     """The catalog rows and decision records of the first run hold the second run's
-    decisions: the second run writes no object, and still reports its decisions."""
+    decisions: the second run writes no object and does not even read the catalog (each
+    record says its row holds the decision), and still reports its decisions."""
     options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
+
+    def catalog_requests() -> int:
+        return sum("/catalog/" in unquote(r.target) for r in s3_proxy.requests)
+
     assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
     s3_proxy.reset_stats()
     again = _skip_gated(clean + drifted, store, options)
     assert sum(1 for _ in again) == 4 * 80
     assert s3_proxy.counts.get("PUT", 0) == 0  # was one catalog row per shard
+    assert catalog_requests() == 0  # was a read of each shard's row
     rows = again.drift_report()
     assert sorted(r["action"] for r in rows) == ["passed"] * 4 + ["skipped"]
-    changed = _skip_gated(clean + drifted, store, options)  # another policy: rows change
-    changed.gate.policy = policy_from("monitor")
+
+    def monitored() -> DriftDataset:  # another policy: the rows change
+        ds = _skip_gated(clean + drifted, store, options)
+        ds.gate.policy = policy_from("monitor")
+        return ds
+
     s3_proxy.reset_stats()
-    assert sum(1 for _ in changed) == 5 * 80
-    assert s3_proxy.counts.get("PUT", 0) == 5
+    assert sum(1 for _ in monitored()) == 5 * 80
+    assert s3_proxy.counts.get("PUT", 0) == 10  # each row, then each record's note of it
     assert {r.policy for r in store.catalog() if r.reference} == {"monitor"}
+    s3_proxy.reset_stats()
+    assert sum(1 for _ in monitored()) == 5 * 80
+    assert s3_proxy.counts.get("PUT", 0) == 0 and catalog_requests() == 0
+
+
+def test_a_check_after_a_gated_run_has_the_next_run_write_its_rows_again(tmp_path: Path) -> None:
+    """``check`` rewrites the catalog rows (action "checked") and clears the records' note
+    that a gate's rows hold them, so the next gated run writes its rows back."""
+    store = ProfileStore(str(tmp_path / "store"))
+    clean, drifted = _corpus(tmp_path, store)
+    urls = clean + drifted
+    for _ in range(2):
+        assert sum(1 for _ in _skip_gated(urls, store, None)) == 4 * 80
+
+    def actions() -> list[str | None]:
+        return sorted(str(r.action) for r in store.catalog() if r.reference)
+
+    assert actions() == ["passed"] * 4 + ["skipped"]
+    check_shards(urls, store, "ref")
+    assert actions() == ["checked"] * 5
+    assert sum(1 for _ in _skip_gated(urls, store, None)) == 4 * 80
+    assert actions() == ["passed"] * 4 + ["skipped"]
 
 
 def test_dataloader_workers_read_nothing_the_dataset_read_when_made(
