@@ -12,16 +12,18 @@ store root::
 ``context`` is a digest of the reference's content and of the drift config (its fields, the
 registered drift tests and the library version): a rebuilt reference or another config is
 another folder, so a cached decision never outlives what it was decided against. Two writers
-of one record write the same bytes (it is deterministic), so concurrent writers never lose
-each other's work. The gate reads the compacted index and the new records once (one
-listing, one batch of reads) and falls back to profile + ``compare`` for shards not in it;
-``check`` reads them too and adds what it decides. A reader that finds ``FOLD_ON_READ`` new
-records or more folds them into a compacted file of their own from what it read (one write,
-one listing, one batch delete), so the runs after it read them in one request; ``compact_store`` (``driftloader compact``)
-folds the new records into a new compacted index and the catalog's small rows into a new
-compacted catalog file (``compaction.py``); with ``prune`` it first removes the folders of
-contexts whose reference is gone or was rebuilt (``context.json`` tells what a context was
-decided against; it is written with the context's first record).
+of one record write the same decision (it is deterministic), so concurrent writers never lose
+each other's work; a record may also note which catalog row holds it (``row``, see
+``DecisionIndex.mark_row``), and the later note wins. The gate reads the compacted index and
+the new records once (one listing, one batch of reads) and falls back to profile +
+``compare`` for shards not in it; ``check`` reads them too and adds what it decides. A reader
+that finds ``FOLD_ON_READ`` new records or more folds them into a compacted file of their own
+from what it read (one write, one listing, one batch delete), so the runs after it read them
+in one request. ``compact_store`` (``driftloader compact``) folds the new records into a new
+compacted index and the catalog's small rows into a new compacted catalog file
+(``compaction.py``); with ``prune`` it first removes the folders of contexts whose reference
+is gone or was rebuilt (``context.json`` tells what a context was decided against; it is
+written with the context's first record).
 A record keeps of the features only those that drifted (what ``top`` shows for a clean shard
 is then empty), which keeps the index ~150 bytes per clean shard.
 

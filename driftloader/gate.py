@@ -512,7 +512,8 @@ def submit_row(gate: ShardGate, shard: Shard, fields: dict) -> None:
     known = index.get(shard.url, shard.version) if index is not None else None
     if known is not None and known.row == digest:
         return
-    gate._writes.submit(shard_key(shard.url), _write_row, gate.store, index, known, shard, fields)
+    row = (gate.store, index, known, shard, fields, digest)
+    gate._writes.submit(shard_key(shard.url), _write_row, *row)
 
 
 def _write_row(
@@ -521,9 +522,10 @@ def _write_row(
     known: Decision | None,
     shard: Shard,
     fields: dict,
+    digest: int,
 ) -> None:
     if record_if_new(store, shard, fields) is not None and known is not None:
-        index.mark_row(known, decision_digest(json_safe(fields)))
+        index.mark_row(known, digest)
 
 
 def record_if_new(store: ProfileStore, shard: Shard, fields: dict) -> bool | None:
