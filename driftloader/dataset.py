@@ -375,6 +375,8 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         samples. It depends only on the store, so every rank agrees.
         """
         plan = self._plan or [self._plan_row(shard) for shard in self.shards]
+        if self.gate is not None:
+            self.gate.flush()  # the decisions it took are recorded before DataLoader forks
         if all(row["n"] is not None or row["action"] != "read" for row in plan):
             self._plan = plan  # complete: the store will not change it
         return [dict(row) for row in plan]

@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,18 +347,37 @@ class DecisionIndex:
         self.forget()
         return self.known()
 
-    def add(self, url: str, version: str | None, n: int, drift: ShardDrift) -> Decision:
-        """Keep the decision of ``drift`` and write its record unless it is known already."""
+    def add(
+        self,
+        url: str,
+        version: str | None,
+        n: int,
+        drift: ShardDrift,
+        later: Callable[..., None] | None = None,
+    ) -> Decision:
+        """Keep the decision of ``drift`` and write its record unless it is known already;
+        with ``later`` (a ``WriteBehind.submit``), the write is handed to it, keyed by the
+        shard, instead of made here."""
         decision = Decision.of(url, version, n, drift)
         table = self._table()
         if self._decision(table, decision.key) == decision:
             return decision
         table[decision.key] = decision
-        if self.store.writable:  # a cache: a failed write means it is decided again next time
+        if later is not None:
+            later(decision.url, self._write, decision)
+        else:
+            self._write(decision)
+        return decision
+
+    def _write(self, decision: Decision) -> None:
+        """Write ``decision``'s record: a cache, so a failed write only means the shard is
+        decided again next time."""
+        if self.store.writable:
             with contextlib.suppress(StoreReadOnlyError, OSError):
                 self._describe()
-                self.store.write_json(self.record_path(url, version), decision.to_dict())
-        return decision
+                self.store.write_json(
+                    self.record_path(decision.url, decision.version), decision.to_dict()
+                )
 
     def mark_row(self, decision: Decision, row: int | None) -> None:
         """Note in ``decision``'s record that the shard's catalog row holds the decision of

@@ -206,8 +206,10 @@ class ShardGate:
         if stored is not None:
             reference = self.reference
             drift = compare(stored, reference, self.config) if reference is not None else None
-            if drift is not None:
-                decisions_of(self).add(shard.url, shard.version, stored.n, drift)
+            if drift is not None:  # its record is written behind the samples
+                decisions_of(self).add(
+                    shard.url, shard.version, stored.n, drift, self._writes.submit
+                )
             skip = drift is not None and self.policy.skips(drift)
             return Verdict(SKIP if skip else READ, stored, drift, n=int(stored.n))
         if not self.policy.SKIPS_UNREAD or self.reference is None:
@@ -383,7 +385,7 @@ class ShardGate:
             return
         drift = compare(profile, self.reference, self.config)
         if self.store is not None and self.store.writable:
-            decisions_of(self).add(shard.url, shard.version, profile.n, drift)
+            decisions_of(self).add(shard.url, shard.version, profile.n, drift, self._writes.submit)
         summary = tally.summary() if tally.n else {}
         # Weights come from the probe window: a shard that ends undrifted may still have had
         # its samples weighted (or redrawn), and one that ends drifted may not.

@@ -404,6 +404,31 @@ def test_a_new_run_taking_the_recorded_decisions_again_writes_nothing(
     assert s3_proxy.counts.get("PUT", 0) == 0 and catalog_requests() == 0
 
 
+def test_a_first_run_writes_its_decision_records_behind_the_samples(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """A shard decided from its stored profile gets a decision record: written behind the
+    samples, not between them (at 40 ms each was a round trip on the sample path). With
+    every record PUT held 2 s by the store, the first sample still comes at once, and the
+    pass ends with every record written."""
+    import time
+
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    held = s3_proxy.add_fault(
+        "stall", method="PUT", path="/decisions/.*/new/", seconds=2.0, times=None
+    )
+    ds = _skip_gated(clean + drifted, store, options)
+    started = time.monotonic()
+    samples = iter(ds)
+    next(samples)
+    assert time.monotonic() - started < 1.5  # was 2 s or more: one held PUT before it
+    assert 1 + sum(1 for _ in samples) == 4 * 80
+    assert held.fired >= 5  # every record was written, each held
+    index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
+    assert len(index.load_all()) == 5
+
+
 def test_a_check_after_a_gated_run_has_the_next_run_write_its_rows_again(tmp_path: Path) -> None:
     """``check`` rewrites the catalog rows (action "checked") and clears the records' note
     that a gate's rows hold them, so the next gated run writes its rows back."""
