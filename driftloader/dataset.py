@@ -298,7 +298,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
             else:
                 progress.next_sub()
         if self.empty_check and progress.produced == 0 and not any(progress.counts):
-            raise empty_error(where, len(self.shards))  # as webdataset's, whatever stages drop
+            raise empty_error(where, len(self._given))  # as webdataset's, whatever stages drop
 
     def _hands_over(self) -> bool:
         """Whether items go through ``pipeline.hand_over``: batches that a DataLoader worker
