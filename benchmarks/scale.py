@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py [--sizes 1000 10000] [--profile-shards 1000]
                                [--index-decisions 100000] [--out benchmarks/results/scale.md]
+                               [--local-sizes 1000 10000 100000] [--gate-local 100000]
 
 For each size N it uploads N tiny shards (8 samples: a 16-float ``.npy`` and a class) to a moto
 S3 server (its own process), stores a profile and catalog row for each (written directly from a
@@ -14,6 +15,11 @@ a counting proxy (``latency_proxy.LatencyProxy``, no latency) so every request i
 * ``report``: ``report.shard_rows(..., compare_stored=False)`` (the compacted catalog);
 * ``gate first sample``: ``DriftDataset(glob, store, reference, policy="skip")`` made and its
   first sample drawn (listing the N shards, the reference, the decision index).
+
+``--local-sizes`` runs the same steps on local files (shards and store on local disk, no
+request to count): what the library's own code costs per shard, at sizes moto would take hours
+to serve. ``--gate-local`` / ``--gate-moto`` time only the gate's first sample over that many
+decided shards.
 
 Profiling is timed on the first ``--profile-shards`` shards with one process,
 ``executor="local:2"`` and a Dask ``LocalCluster`` of 2 worker processes, with their request
