@@ -399,8 +399,14 @@ def run_size(
             "ref-tree", glob, storage_options=options, executor="local:2"
         ),
     )
-    same = tree.to_dict()["features"] == store.get_reference("ref").to_dict()["features"]
-    steps.notes.append(f"{size:,}: reference local:2 features equal to one process's: {same}")
+    alone = store.get_reference("ref")
+    same = tree.to_dict()["features"] == alone.to_dict()["features"]
+    summary = {k: v for k, v in tree.summary().items() if k != "created"}
+    equal = summary == {k: v for k, v in alone.summary().items() if k != "created"}
+    steps.notes.append(
+        f"{size:,}: reference local:2 against one process: summary equal {equal}, sketch "
+        f"bytes equal {same} (a quantile sketch depends on the order of its merges)"
+    )
     run_checks(steps, store, glob, size, options)
 
 
