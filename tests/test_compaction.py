@@ -230,3 +230,55 @@ def test_readers_list_once_and_read_every_compacted_file_in_one_batch(
     assert len(again.known()) == 4 and again.unfolded == 0
     lists = [r for r in s3_proxy.requests if "list-type" in r.target]
     assert (len(lists), len(s3_proxy.requests)) == (1, 2)  # one listing, one compacted file
+
+
+class RewritingStore(ProfileStore):
+    """A real store that runs ``meanwhile`` once, right before its second listing of a tree:
+    another writer's work between a reader's read of a folder and its fold's check of it."""
+
+    meanwhile: Callable[[], object] | None = None
+    listings = 0
+
+    def list_tree(self, folder: str) -> dict[str, str | None]:
+        self.listings += 1
+        if self.listings == 2 and self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return super().list_tree(folder)
+
+
+def test_a_reader_folds_the_small_records_it_read_but_not_one_rewritten_since(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``FOLD_ON_READ`` small records, a reader writes them into a compacted file of
+    their own and deletes them, leaving the compacted files there as they are; a record
+    rewritten between its read and the delete is kept (the listing's ETag tells), and every
+    decision stays readable, the rewritten one as rewritten."""
+    import dataclasses
+
+    from driftloader import decisions
+
+    monkeypatch.setattr(decisions, "FOLD_ON_READ", 3)
+    store = ProfileStore(f"s3://{s3_bucket}/drift")
+    index = DecisionIndex(store, "ref", "c0ffee")
+
+    def write(d: Decision) -> None:
+        store.write_json(index.record_path(d.url, d.version), d.to_dict())
+
+    for i in range(2):
+        write(_decision(i))
+    compact_store(store)
+    (older,) = _compacted(store, index.folder.root)
+    for i in range(2, 6):
+        write(_decision(i))
+    rewritten = dataclasses.replace(_decision(3), drifted=True, score=9.0)
+    reader = RewritingStore(store.url)
+    reader.meanwhile = lambda: write(rewritten)
+    folding = DecisionIndex(reader, "ref", "c0ffee")
+    assert len(folding.known()) == 6 and folding.folds == 1
+    compacted = _compacted(store, index.folder.root)
+    assert older in compacted and len(compacted) == 2  # the older file is left as it is
+    left = [p for p in store.list_tree(index.new_folder) if p.endswith(".json")]
+    assert left == [index.record_path(rewritten.url, rewritten.version)]
+    got = DecisionIndex(ProfileStore(store.url), "ref", "c0ffee").known()
+    assert got[rewritten.key] == rewritten and len(got) == 6
