@@ -26,6 +26,7 @@ from . import stages as S
 from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
 from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
+from .errors import ShardReadError
 from .fluent import FluidInterface
 from .gate import (
     GateOptions,
@@ -41,7 +42,15 @@ from .pipeline import Context, hand_over
 from .policy import policy_from
 from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadOptions, ReadStats
 from .shardstream import EpochReader
-from .sources import Shard, expand_urls, is_local_file, redact, stat_shards
+from .sources import (
+    Shard,
+    expand_urls,
+    gc_paused,
+    is_local_file,
+    redact,
+    stat_local,
+    stat_shards,
+)
 from .worker_reports import WorkerReports
 
 SKIPPED = S.SKIPPED
@@ -205,9 +214,11 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
 
     @property
     def shards(self) -> list[Shard]:
-        """The shards, in the order given, with their versions when the dataset is gated."""
+        """The shards, in the order given, with their versions when the dataset is gated (a
+        local file that cannot be stat'ed stays without one: reading it fails, naming it)."""
         if self._shards is None:
-            self._shards = stat_shards(self._given, self.storage_options)
+            with gc_paused():
+                self._shards = [stat_or_given(shard) for shard in self._given]
         return self._shards
 
     def set_epoch(self, epoch: int) -> None:
@@ -483,6 +494,14 @@ def remote_stat(shards: list[Shard], storage_options: dict | None) -> list[Shard
     (the reader stats each as it reaches it, in one ``os.stat``)."""
     stated = iter(stat_shards([s for s in shards if not is_local_file(s)], storage_options))
     return [s if is_local_file(s) else next(stated) for s in shards]
+
+
+def stat_or_given(shard: Shard) -> Shard:
+    """``shard`` with its version (``stat_local``), or as given when it cannot be stat'ed."""
+    try:
+        return stat_local(shard)
+    except ShardReadError:
+        return shard
 
 
 def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -> Iterator[Shard]:

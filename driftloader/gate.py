@@ -275,7 +275,7 @@ class ShardGate:
             stream = self._profiled(shard, guarded, failure)
         return _then_raise(stream, failure)
 
-    def _failed(self, shard: Shard, error: ShardReadError, n: int) -> None:
+    def failed(self, shard: Shard, error: ShardReadError, n: int) -> None:
         """Record that the shard failed after ``n`` samples were passed on (not in the
         catalog: a decision stored there is not overwritten by a failed read)."""
         offset = getattr(error, "offset", None)
@@ -300,7 +300,7 @@ class ShardGate:
                 count += 1
                 yield policy.unweighed(sample)
             if failure:
-                self._failed(shard, failure[0], count)
+                self.failed(shard, failure[0], count)
             elif drift is not None:
                 self._decide(shard, drift, "passed", count, **policy.unweighed_summary(count))
             return
@@ -311,7 +311,7 @@ class ShardGate:
             )
             yield from tally.apply(chunk, weights)
         if failure:
-            self._failed(shard, failure[0], tally.n)
+            self.failed(shard, failure[0], tally.n)
         else:
             self._decide(shard, drift, policy.ACTED, tally.n, **tally.summary())
 
@@ -335,7 +335,7 @@ class ShardGate:
         for chunk in chunks:
             yield from _weighed(self, chunk, profiler.add_batch(chunk), basis, tally)
         if failure:  # a partial profile is never stored
-            self._failed(shard, failure[0], profiler.finish().n if basis is None else tally.n)
+            self.failed(shard, failure[0], profiler.finish().n if basis is None else tally.n)
             return
         self._finish(shard, profiler.finish(), tally)
 

@@ -216,7 +216,9 @@ class EpochReader:
     def _admitted(self, step: Step, fetched: Iterator[dict] | None) -> Iterator[dict]:
         """The shard's samples if the gate reads it (through ``observe``); none if it skips."""
         gate, shard = step.gate, step.shard
-        if step.error is not None:
+        if step.error is not None:  # its drift report row says "failed", as a read error's
+            if gate is not None:
+                gate.failed(shard, step.error, 0)
             raise step.error
         if gate is not None and not gate.before(shard, step.verdict):
             if gate.is_quarantined(shard):

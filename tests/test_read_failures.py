@@ -80,6 +80,8 @@ def test_a_missing_local_shard_fails_where_it_is_read(corpus, tmp_path):
     ds = dl.DriftDataset(urls, shuffle=False, on_error="skip", **gated)
     assert [_key(s) for s in ds] == plain
     assert ds.stats.errors == 1 and ds.stats.skipped_shards == [missing]
+    (row,) = [r for r in ds.drift_report() if r["url"] == missing]
+    assert row["action"] == "failed" and row["n"] == 0 and "does not exist" in row["error"]
     with pytest.raises(dl.ShardReadError, match="gone.tar.*does not exist"):
         list(dl.DriftDataset(urls, shuffle=False, **gated))
 
