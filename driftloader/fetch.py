@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from .errors import ShardReadError
 from .shardversion import ShardVersion
-from .sources import Shard, filesystem, is_connect_failure, redact, storage_hint
+from .sources import Shard, filesystem, is_connect_failure, local_path, redact, storage_hint
 
 _TRANSIENT_NAMES = {
     "ClientPayloadError",
@@ -287,11 +287,6 @@ class LocalFetcher(Fetcher):
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def local_path(url: str) -> str:
-    """The filesystem path of a local URL (``file://`` stripped)."""
-    return url[len("file://") :] if url.startswith("file://") else url
 
 
 def _open_local(handle: ObjectHandle) -> tuple[int, int]:

@@ -26,9 +26,8 @@ from .fetch import (
     ReadAhead,
     RetryPolicy,
     is_transient,
-    local_path,
 )
-from .sources import Shard, is_pipe, protocol_of, redact
+from .sources import Shard, is_pipe, local_path, protocol_of, redact
 from .tarparse import DEFAULT_MAX_MEMBER_SIZE, TarMembers, decompressed, group_samples
 
 __all__ = ["ReadOptions", "ReadStats", "is_transient", "read_shard", "read_shards"]

@@ -77,6 +77,11 @@ def is_pipe(url: str) -> bool:
 _PROTOCOL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
+def local_path(url: str) -> str:
+    """The filesystem path of a local URL (``file://`` stripped)."""
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
 def protocol_of(url: str) -> str:
     """The fsspec protocol of a URL; plain paths are ``file``."""
     match = _PROTOCOL.match(url)
@@ -518,8 +523,7 @@ def is_local_file(shard: Shard) -> bool:
     """Whether the shard is an unpinned local path (plain or ``file://``), which one
     ``os.stat`` versions."""
     url = shard.url
-    path = url[len("file://") :] if url.startswith("file://") else url
-    return not (shard.pinned or "://" in path or is_pipe(url))
+    return not (shard.pinned or "://" in local_path(url) or is_pipe(url))
 
 
 def stat_local(shard: Shard) -> Shard:
@@ -534,12 +538,11 @@ def _local_stat(shard: Shard) -> Shard | None:
     """An unpinned local shard stat'ed with one ``os.stat``: the size and mtime fsspec's
     ``info`` gives, so the same version, without its overhead. None for other shards and for
     a path that is not a readable regular file (``stat_shard`` then says what is wrong)."""
-    url = shard.url
-    path = url[len("file://") :] if url.startswith("file://") else url
     if not is_local_file(shard):
         return None
+    url = shard.url
     try:
-        found = os.stat(path)
+        found = os.stat(local_path(url))
     except OSError:
         return None
     if not S_ISREG(found.st_mode):

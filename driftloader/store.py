@@ -61,7 +61,7 @@ from .profile import READS as PROFILE_FORMATS
 from .profile import Profile
 from .reference import MissingProfiles, merge_reference, preprocessing_of
 from .reference_build import build_merged
-from .sources import Shard, expand_urls, protocol_of, redact, stat_shards
+from .sources import Shard, expand_urls, local_path, protocol_of, redact, stat_shards
 from .store_files import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
@@ -79,8 +79,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]+")
 def shard_key(url: str) -> str:
     """The URL a shard is stored under: without credentials, local paths made absolute."""
     if protocol_of(url) == "file":
-        path = url[len("file://") :] if url.startswith("file://") else url
-        return os.path.abspath(os.path.expanduser(path))
+        return os.path.abspath(os.path.expanduser(local_path(url)))
     return redact(url)
 
 

@@ -27,7 +27,7 @@ from .errors import (
     StoreReadOnlyError,
     StoreTimeoutError,
 )
-from .sources import CONNECT_TIMEOUT, filesystem, protocol_of, redact, storage_hint
+from .sources import CONNECT_TIMEOUT, filesystem, local_path, protocol_of, redact, storage_hint
 
 MAX_JSON_BYTES = 256 * 2**20
 """The largest store file read (bytes): a profile of a few hundred features is a few MB."""
@@ -153,8 +153,8 @@ class StoreFiles:
         self.reads = 0  # files asked for through read_many (counters for tests and benchmarks)
         self.batches = 0  # read_many calls
         if self.local:
-            path = self.url[len("file://") :] if self.url.startswith("file://") else self.url
-            self.root = os.path.abspath(os.path.expanduser(path)).rstrip(os.sep) or os.sep
+            path = os.path.abspath(os.path.expanduser(local_path(self.url)))
+            self.root = path.rstrip(os.sep) or os.sep
         else:
             self.root = self.fs._strip_protocol(self.url).rstrip("/")
 
