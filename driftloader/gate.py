@@ -441,18 +441,18 @@ class ShardGate:
             # The catalog's "n" is the profile's sample count; a decision may have seen fewer.
             stored = {k: v for k, v in row.items() if k != "n"}
             fields = {**stored, "decided_n": row["n"]}
-            if not self._written_before(row["url"], shard.version, fields):
-                submit_row(self, shard, fields)
+            digest = decision_digest(json_safe(fields))
+            if not self._written_before(row["url"], shard.version, digest):
+                submit_row(self, shard, fields, digest)
 
-    def _written_before(self, key: str, version: str | None, fields: dict) -> bool:
+    def _written_before(self, key: str, version: str | None, digest: int) -> bool:
         """True when this gate already wrote this decision on this shard-version (in an earlier
         epoch or pass): the catalog row is then left as it is (it keeps the epoch, time and top
         features of when it was first taken; a decision read back from the index keeps only
         the drifted features), which saves a read and a write per shard and epoch."""
-        same = decision_digest(fields)
-        if self._written.get((key, version)) == same:
+        if self._written.get((key, version)) == digest:
             return True
-        self._written[(key, version)] = same
+        self._written[(key, version)] = digest
         return False
 
     def flush(self) -> None:
@@ -503,13 +503,12 @@ def decision_digest(fields: dict) -> int:
     return zlib.crc32(json.dumps(kept, sort_keys=True, default=str).encode())
 
 
-def submit_row(gate: ShardGate, shard: Shard, fields: dict) -> None:
-    """Hand the catalog row of decision ``fields`` on ``shard`` to the gate's write-behind
-    (``record_if_new``), then note in the shard's decision record that the row holds it
+def submit_row(gate: ShardGate, shard: Shard, fields: dict, digest: int) -> None:
+    """Hand the catalog row of decision ``fields`` (of ``decision_digest`` ``digest``) on
+    ``shard`` to the gate's write-behind (``record_if_new``), then note in the shard's decision record that the row holds it
     (``DecisionIndex.mark_row``). A decision recalled from a record that says so already
     costs no request: the catalog is not even read (in DataLoader workers, the store is then
     never reached). A row another reference's run rewrote since is not restored."""
-    digest = decision_digest(json_safe(fields))
     index = decisions_of(gate) if gate.reference_name is not None else None
     known = index.get(shard.url, shard.version) if index is not None else None
     if known is not None and known.row == digest:
@@ -526,16 +525,15 @@ def _write_row(
     fields: dict,
     digest: int,
 ) -> None:
-    if record_if_new(store, shard, fields) is not None and known is not None:
+    if record_if_new(store, shard, fields, digest) is not None and known is not None:
         index.mark_row(known, digest)
 
 
-def record_if_new(store: ProfileStore, shard: Shard, fields: dict) -> bool | None:
+def record_if_new(store: ProfileStore, shard: Shard, fields: dict, same: int) -> bool | None:
     """Write decision ``fields`` into the catalog row of ``shard`` unless the row holds that
-    decision already (as ``decision_digest`` sees it): True when written, False when it held
-    it, None when the store refused the write. A clean shard decided again in every run then
-    costs one small read, not a read and a write: its row keeps when it was first taken."""
-    same = decision_digest(json_safe(fields))
+    decision already (its ``decision_digest`` is ``same``): True when written, False when it
+    held it, None when the store refused the write. A clean shard decided again in every run
+    then costs one small read, not a read and a write: its row keeps when it was first taken."""
     held = []
 
     def holds(current: CatalogRow) -> bool:
