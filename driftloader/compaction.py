@@ -257,12 +257,7 @@ def fold(
         path, records = old[0] if old else (None, [])
         return Fold(path, len(records), 0, 0)
     records = merge([r for _, rs in old for r in rs], [d for _, d in small])
-    target = generation_path(store, folder)
-    count = write_lines(store, target, records)
-    _, _, now = list_folder(store, folder)
-    unchanged = [p for p, _ in small if _same(snapshot.stamps.get(p), now.get(p))]
-    store.delete([p for p, _ in old] + unchanged)
-    return Fold(target, count, len(small), len(unchanged))
+    return _written(store, folder, snapshot, records, small, [p for p, _ in old])
 
 
 def fold_small(
@@ -276,11 +271,26 @@ def fold_small(
     small = [(p, d) for p, d in snapshot.small if isinstance(d, dict)]
     if not small:
         return None
-    target = generation_path(store, folder)  # newer than every compacted file: its records win
-    count = write_lines(store, target, merge([d for _, d in small]))
+    return _written(store, folder, snapshot, merge([d for _, d in small]), small, [])
+
+
+def _written(
+    store: StoreFiles,
+    folder: Folder,
+    snapshot: Snapshot,
+    records: list[dict],
+    small: list[tuple[str, dict]],
+    folded: list[str],
+) -> Fold:
+    """Write ``records`` into a new compacted file (named by its generation: newer than every
+    compacted file, so its records win), then delete the compacted files ``folded`` into it
+    and the ``small`` objects unchanged since ``snapshot`` listed them (a second listing
+    tells)."""
+    target = generation_path(store, folder)
+    count = write_lines(store, target, records)
     _, _, now = list_folder(store, folder)
     unchanged = [p for p, _ in small if _same(snapshot.stamps.get(p), now.get(p))]
-    store.delete(unchanged)
+    store.delete([*folded, *unchanged])
     return Fold(target, count, len(small), len(unchanged))
 
 
