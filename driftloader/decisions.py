@@ -369,12 +369,13 @@ class DecisionIndex:
             self._write(decision)
         return decision
 
-    def _write(self, decision: Decision) -> None:
-        """Write ``decision``'s record: a cache, so a failed write only means the shard is
-        decided again next time."""
+    def _write(self, decision: Decision, describe: bool = True) -> None:
+        """Write ``decision``'s record (``context.json`` first, once, with ``describe``): a
+        cache, so a failed write only means the shard is decided again next time."""
         if self.store.writable:
             with contextlib.suppress(StoreReadOnlyError, OSError):
-                self._describe()
+                if describe:
+                    self._describe()
                 self.store.write_json(
                     self.record_path(decision.url, decision.version), decision.to_dict()
                 )
@@ -385,13 +386,8 @@ class DecisionIndex:
         row). A gate that recalls the decision with that digest then leaves the catalog alone,
         not even reading the row: that read was each recalled shard's only request. Written
         only when the record says otherwise; a failed write means the row is read again."""
-        if decision.row == row or not self.store.writable:
-            return
-        marked = dataclasses.replace(decision, row=row)
-        with contextlib.suppress(StoreReadOnlyError, OSError):
-            self.store.write_json(
-                self.record_path(decision.url, decision.version), marked.to_dict()
-            )
+        if decision.row != row:
+            self._write(dataclasses.replace(decision, row=row), describe=False)
 
     def _describe(self) -> None:
         """Write ``context.json`` (what the context is of, for ``prune_decisions``) once."""
