@@ -3,6 +3,7 @@
     python benchmarks/scale.py [--sizes 1000 10000] [--profile-shards 1000]
                                [--index-decisions 100000] [--out benchmarks/results/scale.md]
                                [--local-sizes 1000 10000 100000] [--gate-local 100000]
+                               [--gate-moto 10000] [--gate-moto-braces 100000]
 
 For each size N it uploads N tiny shards (8 samples: a 16-float ``.npy`` and a class) to a moto
 S3 server (its own process), stores a profile and catalog row for each (written directly from a
@@ -19,7 +20,9 @@ a counting proxy (``latency_proxy.LatencyProxy``, no latency) so every request i
 ``--local-sizes`` runs the same steps on local files (shards and store on local disk, no
 request to count): what the library's own code costs per shard, at sizes moto would take hours
 to serve. ``--gate-local`` / ``--gate-moto`` time only the gate's first sample over that many
-decided shards.
+decided shards, named by a glob (listed); ``--gate-moto-braces`` names them by a brace range
+(``shard-{0000000..0099999}.tar``), which a gated dataset does not list when every shard's
+decision is clean (each is versioned by its first GET).
 
 Profiling is timed on the first ``--profile-shards`` shards with one process,
 ``executor="local:2"`` and a Dask ``LocalCluster`` of 2 worker processes, with their request
@@ -33,6 +36,7 @@ that step. Figures depend on the machine's load.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -293,15 +297,19 @@ def synthetic_index(steps: Steps, fs, store, count: int) -> None:
     )
 
 
-def decided_store(store, urls: list[str], options: dict, templates: int = 64) -> None:
+def decided_store(
+    store, urls: list[str], options: dict, templates: int = 64, etags: bool = False
+) -> None:
     """``store`` with reference "ref" (from the profiles of the first ``templates`` shards)
     and a compacted decision index holding a decision for every shard of ``urls``: the
     decisions ``check_shards`` took on the first ``templates`` shards, copied to the others by
-    content (shard ``i`` holds ``tiny_shard(i % 64)``), keyed by each shard's real version."""
+    content (shard ``i`` holds ``tiny_shard(i % 64)``), keyed by each shard's real version:
+    stat'ed, or with ``etags`` (a bucket never versioned) the MD5 of its bytes, which is its
+    ETag (S3's and moto's for a one-part upload; checked against the first shards' HEADs)."""
     from driftloader.check import check_shards
     from driftloader.decisions import DecisionIndex, compact_store
     from driftloader.profiling import profile_shards
-    from driftloader.sources import expand_urls, stat_shards
+    from driftloader.sources import Shard, expand_urls, stat_shards
     from driftloader.store import shard_key
 
     first = urls[:templates]
@@ -313,7 +321,15 @@ def decided_store(store, urls: list[str], options: dict, templates: int = 64) ->
     by_key = {key: record for key, record in index.load_all().items()}
     records = {int(url[-11:-4]) % 64: d.to_dict() for (url, _), d in by_key.items()}
     lines = []
-    for shard in stat_shards(expand_urls(urls, options), options):
+    shards = stat_shards(expand_urls(urls[:templates], options), options)
+    if etags:
+        contents = [tiny_shard(i) for i in range(64)]
+        tags = [f"e:{hashlib.md5(c).hexdigest()}" for c in contents]
+        assert [s.version for s in shards] == [tags[i % 64] for i in range(len(shards))]
+        shards = [Shard(url, tags[i % 64], len(contents[i % 64])) for i, url in enumerate(urls)]
+    else:
+        shards = stat_shards(expand_urls(urls, options), options)
+    for shard in shards:
         record = records[int(shard.url[-11:-4]) % 64]
         record = {**record, "url": shard_key(shard.url), "version": shard.version}
         lines.append(json.dumps(record, separators=(",", ":")))
@@ -321,13 +337,20 @@ def decided_store(store, urls: list[str], options: dict, templates: int = 64) ->
 
 
 def gate_at_scale(
-    steps: Steps, root: str, size: int, options: dict | None, where: str, direct=None
+    steps: Steps,
+    root: str,
+    size: int,
+    options: dict | None,
+    where: str,
+    direct=None,
+    braces: bool = False,
 ) -> None:
     """The gate's time to the first sample over ``size`` shards in ``root`` (a folder or an
     S3 prefix) whose decisions are all recorded and compacted: ``DriftDataset`` constructed
     (listing, versions, reference, exclusions) and its first sample drawn (decision index).
     On S3 it runs through the counting proxy (``options``) and then, for a time without the
-    proxy in this process, straight to moto (``direct``)."""
+    proxy in this process, straight to moto (``direct``). ``braces``: the shards are named by
+    a brace range instead of a glob."""
     import driftloader.dataset  # noqa: F401  (torch and the loader: not part of the gate's time)
     from driftloader.store import ProfileStore
 
@@ -338,9 +361,13 @@ def gate_at_scale(
         urls = steps.run(size, f"write {where} shards (setup)", lambda: write_local(root, size))
     store = ProfileStore(f"{root}/drift", direct or options)
     steps.run(
-        size, f"decisions {where} (setup)", lambda: decided_store(store, urls, direct or options)
+        size,
+        f"decisions {where} (setup)",
+        lambda: decided_store(store, urls, direct or options, etags=braces),
     )
     glob = f"{root}/data/*.tar"
+    if braces:
+        glob, where = f"{root}/data/shard-{{0000000..{size - 1:07d}}}.tar", f"{where}, braces"
     runs = [("counted", options), ("direct", direct)] if direct is not None else [("", options)]
     for attempt in (1, 2):
         for how, opts in runs:
@@ -459,6 +486,9 @@ def main() -> None:
     parser.add_argument("--gate-local", type=int, default=0, help="decided local shards")
     parser.add_argument("--gate-moto", type=int, default=0, help="decided shards on moto")
     parser.add_argument(
+        "--gate-moto-braces", type=int, default=0, help="decided shards on moto, brace URLs"
+    )
+    parser.add_argument(
         "--local-sizes", type=int, nargs="*", default=[], help="the curve on local files too"
     )
     args = parser.parse_args()
@@ -490,6 +520,16 @@ def main() -> None:
                     options,
                     "moto",
                     {"client_kwargs": {"endpoint_url": endpoint}},
+                )
+            if args.gate_moto_braces:
+                gate_at_scale(
+                    steps,
+                    f"s3://{bucket}/braces{args.gate_moto_braces}",
+                    args.gate_moto_braces,
+                    options,
+                    "moto",
+                    {"client_kwargs": {"endpoint_url": endpoint}},
+                    braces=True,
                 )
             if args.out and steps.rows:
                 write_markdown(steps.rows, args.out, load, steps.notes)

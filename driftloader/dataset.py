@@ -32,6 +32,7 @@ from .gate import (
     GateOptions,
     ShardGate,
     catalog_decisions,
+    decisions_of,
     exclusions,
     plan_row,
     read_for_verdicts,
@@ -41,7 +42,7 @@ from .monitoring import DriftRows
 from .pipeline import Context, hand_over
 from .policy import policy_from
 from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadOptions, ReadStats
-from .shardstream import EpochReader
+from .shardstream import EpochReader, versioned_by_reading
 from .sources import (
     Shard,
     expand_urls,
@@ -51,6 +52,7 @@ from .sources import (
     stat_local,
     stat_shards,
 )
+from .store import shard_key
 from .worker_reports import WorkerReports
 
 SKIPPED = S.SKIPPED
@@ -192,8 +194,9 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         gated = store is not None or reference is not None or policy_from(policy).NEEDS_REFERENCE
         # Versions key profiles and decisions; pinned shards are checked against storage
         # here, so a changed ETag or a deleted VersionId fails now, naming the shard. A gated
-        # dataset's local files are stat'ed as they are read, or all at once when ``shards``
-        # is first asked for: 100k of them took a second before the first sample.
+        # dataset's local files, and its S3 shards decided clean before, are versioned as they
+        # are read (an ``os.stat``; the first GET's ETag or VersionId), or all at once when
+        # ``shards`` is first asked for: 100k of them took seconds before the first sample.
         self._shards: list[Shard] | None = None  # every shard with its version, once known
         if gated:
             self._given, self.gate = listed_and_gate(
@@ -217,8 +220,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         """The shards, in the order given, with their versions when the dataset is gated (a
         local file that cannot be stat'ed stays without one: reading it fails, naming it)."""
         if self._shards is None:
-            with gc_paused():
-                self._shards = [stat_or_given(shard) for shard in self._given]
+            self._shards = versioned(self._given, self.storage_options)
         return self._shards
 
     def set_epoch(self, epoch: int) -> None:
@@ -472,28 +474,60 @@ def listed_and_gate(
     storage_options: dict | None,
     make_gate: Callable[[], ShardGate],
 ) -> tuple[list[Shard], ShardGate]:
-    """The shards the URLs name, stat'ed but for local files (``remote_stat``), and the gate
-    with what its verdicts read (reference, exclusions, decision index), read while the shards
-    are listed: at 40 ms a round trip, one after the other they delayed the first sample. An
-    error of the listing (no shard, a missing one) is raised first."""
+    """The shards the URLs name and the gate with what its verdicts read (reference,
+    exclusions, decision index), read while the URLs are expanded (a glob's listing): at 40 ms
+    a round trip, one after the other they delayed the first sample. Then the shards are
+    stat'ed but for those versioned as they are read (``remote_stat``), which the decision
+    index tells. An error of the listing (no shard) is raised first."""
     with ThreadPoolExecutor(1) as pool:
-        listing = pool.submit(
-            lambda: remote_stat(expand_urls(urls, storage_options), storage_options)
-        )
+        listing = pool.submit(expand_urls, urls, storage_options)
         try:
             gate = make_gate()
             read_for_verdicts(gate)
         except BaseException:
             listing.result()
             raise
-        return listing.result(), gate
+        shards = listing.result()
+    return remote_stat(shards, storage_options, clean_keys(gate)), gate
 
 
-def remote_stat(shards: list[Shard], storage_options: dict | None) -> list[Shard]:
-    """The shards with their versions but for unpinned local files, left for ``stat_local``
-    (the reader stats each as it reaches it, in one ``os.stat``)."""
-    stated = iter(stat_shards([s for s in shards if not is_local_file(s)], storage_options))
-    return [s if is_local_file(s) else next(stated) for s in shards]
+def clean_keys(gate: ShardGate) -> set[str]:
+    """The shard keys the gate's decision index found clean at every version it holds, none
+    quarantined: what a gated dataset may read before it knows their versions."""
+    if gate.store is None or gate.reference_name is None:
+        return set()
+    keys = decisions_of(gate).clean_keys()
+    excluded = exclusions(gate)
+    return keys - {key for key, _ in excluded} if excluded else keys
+
+
+def remote_stat(
+    shards: list[Shard], storage_options: dict | None, clean: Container[str] = frozenset()
+) -> list[Shard]:
+    """The shards with their versions but for those versioned as they are read: unpinned
+    local files (one ``os.stat`` as the reader reaches each) and the S3 shards ``clean`` holds
+    the keys of (the version the first GET reports; see ``shardstream``). The rest, if a few
+    among many, are stat'ed with a HEAD each rather than with their folder's listing."""
+    later = [
+        is_local_file(s) or (versioned_by_reading(s) and shard_key(s.url) in clean) for s in shards
+    ]
+    rest = [s for s, at_read in zip(shards, later) if not at_read]
+    if not rest:
+        return shards
+    stated = iter(stat_shards(rest, storage_options, listing=10 * len(rest) >= len(shards)))
+    return [s if at_read else next(stated) for s, at_read in zip(shards, later)]
+
+
+def versioned(shards: list[Shard], storage_options: dict | None) -> list[Shard]:
+    """Every shard with its version (``DriftDataset.shards``), those versioned as they are read
+    included; one that cannot be stat'ed stays as given (reading it fails, naming it)."""
+    with gc_paused():
+        shards = [stat_or_given(shard) for shard in shards]
+    unknown = [s for s in shards if versioned_by_reading(s)]
+    if not unknown:
+        return shards
+    found = {s.url: s for s in stat_shards(unknown, storage_options, failed=[])}
+    return [found.get(s.url, s) for s in shards]
 
 
 def stat_or_given(shard: Shard) -> Shard:

@@ -185,6 +185,31 @@ class _Fetchers:
             fetcher.close()
 
 
+class ShardSamples(Iterator[dict]):
+    """A shard's samples, as ``read_shards`` yields them, with the ``version`` its reads are
+    pinned to: the shard's own, else the one its first answer reported (ETag or
+    ``x-amz-version-id``), known once the first sample came. Iterating it iterates the
+    samples themselves (no step added per sample)."""
+
+    def __init__(self, samples: Iterator[dict], handle: ObjectHandle | None) -> None:
+        self._samples = samples
+        self._handle = handle
+
+    def __iter__(self) -> Iterator[dict]:
+        return self._samples
+
+    def __next__(self) -> dict:
+        return next(self._samples)
+
+    def close(self) -> None:
+        self._samples.close()
+
+    @property
+    def version(self) -> str | None:
+        version = None if self._handle is None else self._handle.version
+        return None if version is None else str(version)
+
+
 def read_shards(
     shards: Iterable[Shard | str],
     storage_options: dict | None = None,
@@ -199,7 +224,7 @@ def read_shards(
     lookahead: int = 4,
     stats: ReadStats | None = None,
     opener: Callable[..., object] | None = None,
-) -> Iterator[tuple[Shard, Iterator[dict]]]:
+) -> Iterator[tuple[Shard, ShardSamples]]:
     """Yield ``(shard, samples)`` for each shard in order, reading ahead across shards.
 
     Ranged requests for the current shard's next blocks and the next ``lookahead`` shards'
@@ -256,7 +281,9 @@ def read_shards(
         while pending:
             shard, handle = pending.popleft()
             blocks = _pipe_blocks(shard.url, block_size) if handle is None else ahead.blocks(handle)
-            samples = _shard_samples(shard, blocks, block_size, max_member_size, stats)
+            samples = ShardSamples(
+                _shard_samples(shard, blocks, block_size, max_member_size, stats), handle
+            )
             try:
                 yield shard, samples
             finally:

@@ -7,6 +7,13 @@ nothing) when the reader's lookahead reaches it, and only the shards it admits a
 When the stream reaches a step, the gate decides with that verdict (``ShardGate.before``, which
 records) and the shard's samples pass through ``gate.observe``. A shard seen twice inside the
 lookahead window (``resampled=True`` draws) is decided only when reached, and read then.
+
+A gated pass versions a shard as it reads it when it can: a local file with one ``os.stat``
+as the lookahead reaches it; an S3 shard that the decision index found clean at every version
+(``dataset.remote_stat`` leaves it without one) by the ETag or VersionId of its first GET,
+which pins its later blocks. Such a shard is fetched and decided when reached, at the version
+it was read at: a shard rewritten since is decided anew (and skipped, if so, having cost its
+first blocks), never passed under an old decision. No listing or HEAD comes first.
 Exact-once counts, resumption (``needed``: replayed shards) and ``on_error`` are the dataset's.
 """
 
@@ -22,7 +29,13 @@ from typing import Any
 from .errors import ShardReadError
 from .gate import READ, ShardGate, Verdict
 from .reader import ReadOptions, ReadStats, read_shard, read_shards
-from .sources import Shard, redact, stat_local
+from .sources import Shard, protocol_of, redact, stat_local, stat_shard
+
+
+def versioned_by_reading(shard: Shard) -> bool:
+    """Whether a gated pass learns the shard's version from its first GET: an S3 shard not
+    pinned and not stat'ed (``dataset.remote_stat`` left it so)."""
+    return shard.version is None and not shard.pinned and protocol_of(shard.url) in ("s3", "s3a")
 
 
 @dataclass
@@ -209,6 +222,8 @@ class EpochReader:
         ):
             step.fetch = False
             return step
+        if versioned_by_reading(shard):  # fetched, and decided at the version read
+            return step
         step.verdict = step.gate.ahead(shard)
         step.fetch = step.verdict.action == READ
         return step
@@ -220,6 +235,8 @@ class EpochReader:
             if gate is not None:
                 gate.failed(shard, step.error, 0)
             raise step.error
+        if gate is not None and versioned_by_reading(shard):
+            shard, fetched = self._versioned(step, fetched)
         if gate is not None and not gate.before(shard, step.verdict):
             if gate.is_quarantined(shard):
                 self.stats.excluded_shards.append(redact(shard.url))
@@ -232,6 +249,29 @@ class EpochReader:
         if gate is not None:
             samples = gate.observe(shard, samples)
         yield from samples
+
+    def _versioned(
+        self, step: Step, fetched: Iterator[dict] | None
+    ) -> tuple[Shard, Iterator[dict] | None]:
+        """The shard at the version its first GET reported (``ShardSamples.version``, known
+        with its first sample), and its samples, the first one included; stat'ed (a HEAD)
+        when it was not fetched ahead or that answer named no version (an empty object)."""
+        shard, samples, first = step.shard, None, None
+        try:
+            if fetched is not None:
+                samples = iter(fetched)
+                first = next(samples, None)
+                shard = Shard(shard.url, getattr(fetched, "version", None), shard.size)
+            if shard.version is None:
+                shard = stat_shard(shard, self.storage_options)
+        except ShardReadError as e:
+            version = shard.version or getattr(fetched, "version", None)
+            step.gate.failed(Shard(shard.url, version, shard.size), e, 0)
+            raise
+        step.shard = shard
+        if first is not None:
+            samples = itertools.chain((first,), samples)
+        return shard, samples
 
     def _replayed(
         self,

@@ -478,10 +478,12 @@ def stat_shards(
     storage_options: dict | None = None,
     threads: int = 16,
     failed: list[tuple[str, str]] | None = None,
+    listing: bool = True,
 ) -> list[Shard]:
-    """Stat many shards: S3 shards from one listing per folder (``listed_shards``), local files
-    with one ``os.stat`` each in this thread, the others (and those a listing does not show)
-    with a HEAD each, concurrently (a task per thread, not per shard).
+    """Stat many shards: S3 shards from one listing per folder (``listed_shards``; with
+    ``listing=False``, a few shards of a large folder, not), local files with one ``os.stat``
+    each in this thread, the others (and those a listing does not show) with a HEAD each,
+    concurrently (a task per thread, not per shard).
 
     With a ``failed`` list, a shard that cannot be stat'ed (missing, a changed pinned version)
     is left out and appended to it as ``(url, message)`` instead of raising."""
@@ -498,7 +500,8 @@ def stat_shards(
 
     shards = list(shards)
     listed = {s.url: replace(s, listed=False) for s in shards if s.listed and not s.pinned}
-    listed.update(listed_shards([s for s in shards if s.url not in listed], storage_options))
+    if listing:
+        listed.update(listed_shards([s for s in shards if s.url not in listed], storage_options))
     if len(listed) == len(shards):
         return [listed[s.url] for s in shards]
     with gc_paused():

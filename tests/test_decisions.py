@@ -473,16 +473,15 @@ def test_dataloader_workers_read_nothing_the_dataset_read_when_made(
 def test_the_dataset_lists_its_shards_while_the_gate_reads_its_reference(
     tmp_path: Path, s3_proxy, s3_bucket: str, s3fs_fresh
 ) -> None:
-    """Listing the shards' versions and reading the reference one after the other added a
-    round trip before the first sample: they overlap (the listing is held 3 s at the store;
-    the reference is asked for meanwhile)."""
+    """Listing the shards of a glob, with their versions, and reading the reference one after
+    the other added a round trip before the first sample: they overlap (the listing is held
+    3 s at the store; the reference is asked for meanwhile)."""
     options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
     s3fs_fresh.put([*clean, *drifted], f"{s3_bucket}/data/")
-    urls = [f"s3://{s3_bucket}/data/{Path(u).name}" for u in clean + drifted]
-    s3_proxy.add_fault("stall", method="GET", path="versions&prefix=data", seconds=3.0)
+    s3_proxy.add_fault("stall", method="GET", path="prefix=data", seconds=3.0)
     s3_proxy.reset_stats()
-    ds = _skip_gated(urls, store, options)
+    ds = _skip_gated(f"s3://{s3_bucket}/data/*.tar", store, options)
     assert [s.version.startswith("v:") for s in ds.shards] == [True] * 5
     listing = next(r for r in s3_proxy.requests if r.fault == "stall")
     reference = next(r for r in s3_proxy.requests if "/references/" in r.target)

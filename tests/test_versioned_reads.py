@@ -1,0 +1,130 @@
+"""A gated dataset over S3 shards the decision index found clean versions each shard by its
+first GET: no listing and no HEAD before the first sample, and a shard rewritten since its
+decision is decided again at the version it was read at."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from driftloader.dataset import DriftDataset
+from driftloader.errors import ShardReadError
+from driftloader.profiling import profile_shards
+from driftloader.store import ProfileStore
+
+from .conftest import write_shard
+
+pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
+
+NAMES = [f"clean-{i}.tar" for i in range(4)] + ["drift-0.tar"]
+
+
+def _bucket(endpoint: str, versioned: bool) -> str:
+    import boto3
+
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=name)
+    if versioned:
+        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def _corpus(tmp_path: Path, fs, bucket: str, store: ProfileStore, options: dict) -> list[str]:
+    """Five S3 shards (four clean, one drifted), profiled, and a reference "ref"."""
+    data = tmp_path / "data"
+    data.mkdir()
+    ref = [str(data / f"ref-{i}.tar") for i in range(2)]
+    for i, url in enumerate(ref):
+        write_shard(url, 200, seed=i)
+    for i, name in enumerate(NAMES):
+        write_shard(data / name, 80, seed=10 + i, shift=3.0 if name.startswith("drift") else 0.0)
+        fs.put(str(data / name), f"{bucket}/data/{name}")
+    urls = [f"s3://{bucket}/data/{name}" for name in NAMES]
+    profile_shards(ref + urls, store, progress=False, storage_options=options)
+    store.build_reference("ref", ref)
+    return urls
+
+
+def _gated(urls: list[str], store: ProfileStore, options: dict, **kwargs) -> DriftDataset:
+    return DriftDataset(
+        urls, store=store.url, reference="ref", policy="skip", storage_options=options,
+        shuffle=False, **kwargs,
+    )  # fmt: skip
+
+
+def _shard_requests(proxy) -> list[tuple[str, str]]:
+    """(method, what) of the requests about the data shards: "list", or the shard's name."""
+    found = []
+    for r in proxy.requests:
+        path, _, query = unquote(r.target).partition("?")
+        if "list-type" in query or "versions" in query:
+            if "prefix=data" in query and ".json" not in query:  # not a sidecar's lookup
+                found.append((r.method, "list"))
+        elif "/data/" in path:
+            found.append((r.method, path.rpartition("/")[2]))
+    return found
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["version-ids", "etags"])
+def test_decided_clean_s3_shards_are_read_with_no_listing_and_no_head(
+    tmp_path: Path, s3_proxy, s3fs_fresh, versioned: bool
+) -> None:
+    """The second run lists nothing and sends no HEAD for the four shards decided clean: each
+    is versioned by its first GET, at the version a listing gives, and decided from memory.
+    The drifted one is stat'ed (a HEAD) and not fetched."""
+    bucket = _bucket(s3_proxy.endpoint, versioned)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{bucket}/drift", options)
+    urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
+    assert sum(1 for _ in _gated(urls, store, options)) == 4 * 80  # decides, from the profiles
+
+    s3_proxy.reset_stats()
+    ds = _gated(urls, store, options)
+    assert sum(1 for _ in ds) == 4 * 80
+    requests = _shard_requests(s3_proxy)
+    assert ("HEAD", "drift-0.tar") in requests
+    assert [r for r in requests if r[0] != "GET" and r[1] != "drift-0.tar"] == []  # was a list
+    assert {name for method, name in requests if method == "GET"} == set(NAMES[:4])
+    rows = {Path(r["url"]).name: (r["action"], r["version"]) for r in ds.drift_report()}
+    listed = {Path(s.url).name: s.version for s in ds.shards}  # stats them all now
+    assert rows == {
+        **{name: ("passed", listed[name]) for name in NAMES[:4]},
+        "drift-0.tar": ("skipped", listed["drift-0.tar"]),
+    }
+    assert all(v.startswith("v:" if versioned else "e:") for v in listed.values())
+
+
+def test_a_shard_rewritten_since_its_clean_decision_is_decided_at_its_new_version(
+    tmp_path: Path, s3_proxy, s3fs_fresh
+) -> None:
+    """clean-0 is rewritten with drifted samples and clean-1 deleted after the decisions were
+    taken. The next run, still with no listing, reads clean-0's new bytes, finds them
+    drifted (the probe) and passes none of them; clean-1 fails, named, under its own row."""
+    bucket = _bucket(s3_proxy.endpoint, versioned=True)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{bucket}/drift", options)
+    urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
+    assert sum(1 for _ in _gated(urls, store, options)) == 4 * 80
+    old = {Path(s.url).name: s.version for s in _gated(urls, store, options).shards}
+    rewritten = tmp_path / "rewritten.tar"
+    write_shard(rewritten, 80, seed=99, shift=3.0)
+    s3fs_fresh.put(str(rewritten), f"{bucket}/data/clean-0.tar")
+    s3fs_fresh.rm(f"{bucket}/data/clean-1.tar")
+
+    s3_proxy.reset_stats()
+    ds = _gated(urls, store, options, on_error="skip")
+    keys = [sample["__key__"] for sample in ds]
+    assert len(keys) == 2 * 80  # clean-2 and clean-3: none of clean-0's new drifted samples
+    assert [r for r in _shard_requests(s3_proxy) if r[1] == "list"] == []
+    assert ds.stats.errors == 1 and ds.stats.skipped_shards == [urls[1]]
+    rows = {Path(r["url"]).name: r for r in ds.drift_report()}
+    assert rows["clean-0.tar"]["action"] == "dropped after probe"
+    assert rows["clean-0.tar"]["version"] not in (None, old["clean-0.tar"])
+    assert rows["clean-1.tar"]["action"] == "failed"
+    assert "does not exist" in rows["clean-1.tar"]["error"]
+    with pytest.raises(ShardReadError, match="clean-1.tar"):
+        sum(1 for _ in _gated(urls, store, options))
