@@ -15,7 +15,8 @@ def braceexpand(pattern: str) -> list[str]:
         return [pattern]
     end = _matching_brace(pattern, start)
     head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
-    return [head + alt + rest for alt in _brace_alternatives(body) for rest in braceexpand(tail)]
+    rests = braceexpand(tail)
+    return [head + alt + rest for alt in _brace_alternatives(body) for rest in rests]
 
 
 def _matching_brace(pattern: str, start: int) -> int:

@@ -508,14 +508,18 @@ def remote_stat(
     local files (one ``os.stat`` as the reader reaches each) and the S3 shards ``clean`` holds
     the keys of (the version the first GET reports; see ``shardstream``). The rest, if a few
     among many, are stat'ed with a HEAD each rather than with their folder's listing."""
-    later = [
-        is_local_file(s) or (versioned_by_reading(s) and shard_key(s.url) in clean) for s in shards
-    ]
+    later = [_at_read(s, clean) for s in shards]
     rest = [s for s, at_read in zip(shards, later) if not at_read]
     if not rest:
         return shards
     stated = iter(stat_shards(rest, storage_options, listing=10 * len(rest) >= len(shards)))
     return [s if at_read else next(stated) for s, at_read in zip(shards, later)]
+
+
+def _at_read(shard: Shard, clean: Container[str]) -> bool:
+    if versioned_by_reading(shard):  # its URL is its key unless it holds credentials
+        return bool(clean) and (shard.url in clean or shard_key(shard.url) in clean)
+    return is_local_file(shard)
 
 
 def versioned(shards: list[Shard], storage_options: dict | None) -> list[Shard]:

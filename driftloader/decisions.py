@@ -345,12 +345,13 @@ class DecisionIndex:
     def clean_keys(self) -> set[str]:
         """The shard keys every decision of which, at any version, found no drift: the
         shards a gated dataset reads without stat'ing them first (``dataset.remote_stat``)."""
-        clean: set[str] = set()
-        drifted: set[str] = set()
-        for (url, _), found in self._table().items():
-            flag = found.drifted if isinstance(found, Decision) else found.get("drifted")
-            (clean if flag is False else drifted).add(url)
-        return clean - drifted
+        table = self._table()
+        drifted = {
+            url
+            for (url, _), found in table.items()
+            if (found.drifted if isinstance(found, Decision) else found.get("drifted")) is not False
+        }
+        return {url for url, _ in table} - drifted
 
     def load_all(self) -> dict[Key, Decision]:
         """The index and every new record, read again now."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,13 +30,15 @@ from typing import Any
 from .errors import ShardReadError
 from .gate import READ, ShardGate, Verdict
 from .reader import ReadOptions, ReadStats, read_shard, read_shards
-from .sources import Shard, protocol_of, redact, stat_local, stat_shard
+from .sources import Shard, redact, stat_local, stat_shard
+
+_S3 = re.compile(r"s3a?://", re.IGNORECASE)
 
 
 def versioned_by_reading(shard: Shard) -> bool:
     """Whether a gated pass learns the shard's version from its first GET: an S3 shard not
     pinned and not stat'ed (``dataset.remote_stat`` left it so)."""
-    return shard.version is None and not shard.pinned and protocol_of(shard.url) in ("s3", "s3a")
+    return shard.version is None and not shard.pinned and _S3.match(shard.url) is not None
 
 
 @dataclass

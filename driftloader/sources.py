@@ -231,10 +231,17 @@ def split_url_list(urls: str) -> list[str]:
     return parts
 
 
+_REMOTE_OBJECT = re.compile(r"(?!file://)[a-zA-Z][a-zA-Z0-9+.-]*://[^*?\[]*[^/*?\[]\Z")
+"""A remote URL that is neither a glob nor a folder: a shard as it is (checked first: 100k
+brace-expanded names took a quarter of a second through the general checks)."""
+
+
 def _expand_one(pattern: str, storage_options: dict | None) -> list[Shard]:
     found: list[Shard] = []
     for url in braceexpand(pattern):
-        if is_pipe(url):
+        if _REMOTE_OBJECT.match(url) and not url.lower().endswith(MANIFEST_SUFFIXES):
+            found.append(Shard(url))
+        elif is_pipe(url):
             found.append(Shard(url))  # a shell command: neither a glob nor a manifest
         elif url.lower().endswith(MANIFEST_SUFFIXES):
             found.extend(read_manifest(url, storage_options))
