@@ -128,3 +128,30 @@ def test_a_shard_rewritten_since_its_clean_decision_is_decided_at_its_new_versio
     assert "does not exist" in rows["clean-1.tar"]["error"]
     with pytest.raises(ShardReadError, match="clean-1.tar"):
         sum(1 for _ in _gated(urls, store, options))
+
+
+def _named(sample: dict) -> str:
+    return f"{sample['__url__']}#{sample['__key__']}"
+
+
+def test_dataloader_workers_version_decided_shards_by_their_first_get(
+    tmp_path: Path, s3_proxy, s3fs_fresh
+) -> None:
+    """Each DataLoader worker reads its decided shards with no listing and no HEAD, and the
+    decisions it takes at the versions it read reach ``drift_report``."""
+    from torch.utils.data import DataLoader
+
+    bucket = _bucket(s3_proxy.endpoint, versioned=False)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{bucket}/drift", options)
+    urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
+    assert sum(1 for _ in _gated(urls, store, options)) == 4 * 80
+    s3_proxy.reset_stats()
+    ds = _gated(urls, store, options)
+    loader = DataLoader(ds.map(_named), batch_size=None, num_workers=2)
+    assert len(set(loader)) == 4 * 80
+    requests = _shard_requests(s3_proxy)
+    assert [r for r in requests if r[0] != "GET" and r[1] != "drift-0.tar"] == []
+    assert ("GET", "list") not in requests
+    rows = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
+    assert rows == {**{name: "passed" for name in NAMES[:4]}, "drift-0.tar": "skipped"}
