@@ -155,3 +155,19 @@ def test_dataloader_workers_version_decided_shards_by_their_first_get(
     assert ("GET", "list") not in requests
     rows = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
     assert rows == {**{name: "passed" for name in NAMES[:4]}, "drift-0.tar": "skipped"}
+
+
+@pytest.mark.parametrize("k", [0, 100, 4 * 80])
+def test_a_run_over_shards_versioned_as_read_resumes_exactly(
+    tmp_path: Path, s3_proxy, s3fs_fresh, k: int
+) -> None:
+    """Saved mid-epoch, the state holds every shard's version (``state_dict`` stats them);
+    the resumed run yields exactly the samples not yet yielded, with the same decisions."""
+    from .test_resume import check_resume
+
+    bucket = _bucket(s3_proxy.endpoint, versioned=True)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{bucket}/drift", options)
+    urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
+    assert sum(1 for _ in _gated(urls, store, options)) == 4 * 80
+    check_resume(lambda: _gated(urls, store, options), k)
