@@ -44,6 +44,7 @@ from .policy import policy_from
 from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadOptions, ReadStats
 from .shardstream import EpochReader, versioned_by_reading
 from .sources import (
+    LIST_PAGE_KEYS,
     Shard,
     expand_urls,
     gc_paused,
@@ -56,6 +57,7 @@ from .store import shard_key
 from .worker_reports import WorkerReports
 
 SKIPPED = S.SKIPPED
+STAT_THREADS = 16  # HEADs in flight when a few shards are stat'ed one by one
 _END = object()
 
 
@@ -218,7 +220,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
     @property
     def shards(self) -> list[Shard]:
         """The shards, in the order given, with their versions when the dataset is gated (a
-        local file that cannot be stat'ed stays without one: reading it fails, naming it)."""
+        shard that cannot be stat'ed stays without one: reading it fails, naming it)."""
         if self._shards is None:
             self._shards = versioned(self._given, self.storage_options)
         return self._shards
@@ -509,12 +511,15 @@ def remote_stat(
     """The shards with their versions but for those versioned as they are read: unpinned
     local files (one ``os.stat`` as the reader reaches each) and the S3 shards ``clean`` holds
     the keys of (the version the first GET reports; see ``shardstream``). The rest, if a few
-    among many, are stat'ed with a HEAD each rather than with their folder's listing."""
+    among many, are stat'ed with a HEAD each rather than with their folder's listing: HEADs
+    take one round trip per ``STAT_THREADS`` of them, the listing one per page of
+    ``LIST_PAGE_KEYS`` shards, one page after the other."""
     later = [_at_read(s, clean) for s in shards]
     rest = [s for s, at_read in zip(shards, later) if not at_read]
     if not rest:
         return shards
-    stated = iter(stat_shards(rest, storage_options, listing=10 * len(rest) >= len(shards)))
+    listing = len(rest) * LIST_PAGE_KEYS >= STAT_THREADS * len(shards)
+    stated = iter(stat_shards(rest, storage_options, STAT_THREADS, listing=listing))
     return [s if at_read else next(stated) for s, at_read in zip(shards, later)]
 
 

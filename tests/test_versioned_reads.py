@@ -171,3 +171,24 @@ def test_a_run_over_shards_versioned_as_read_resumes_exactly(
     urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
     assert sum(1 for _ in _gated(urls, store, options)) == 4 * 80
     check_resume(lambda: _gated(urls, store, options), k)
+
+
+def test_a_few_shards_left_to_stat_among_many_get_a_head_each_not_a_listing(
+    s3_proxy, s3fs_fresh
+) -> None:
+    """Left to stat: 1 shard of 70 (HEADs: one round trip per 16; the listing: one per 1,000
+    keys of the folder, one after the other) is HEADed; 10 of 70 come from one listing."""
+    from driftloader.dataset import remote_stat
+    from driftloader.sources import expand_urls
+
+    bucket = _bucket(s3_proxy.endpoint, versioned=False)
+    s3fs_fresh.pipe({f"{bucket}/data/s-{i:03d}.tar": b"x" * (i + 1) for i in range(70)})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    shards = expand_urls(f"s3://{bucket}/data/s-{{000..069}}.tar")
+    for left, expected in ((1, [("HEAD", "s-069.tar")]), (10, [("GET", "list")])):
+        s3_proxy.reset_stats()
+        clean = {s.url for s in shards[: 70 - left]}
+        stated = remote_stat(shards, options, clean)
+        assert _shard_requests(s3_proxy) == expected
+        assert [s.version is not None for s in stated] == [False] * (70 - left) + [True] * left
+        assert [s.size for s in stated[70 - left :]] == list(range(71 - left, 71))
