@@ -10,10 +10,11 @@ its decisions, and the shards it read on the profiling path.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from .drift import DriftConfig, ShardDrift, compare, importance_weights
 from .errors import FingerprintMismatch, ShardReadError
 from .features import featurizer_from
 from .policy import BATCH, Policy, WeightTally, policy_from
+from .prefetch import ProfilesAhead
 from .profile import Profile, ProfileConfig
 from .profiling import Metadata, ShardProfiler
 from .sources import Shard, redact
@@ -120,6 +122,7 @@ class ShardGate:
         self._look_again = False  # read the index again at this pass's first unknown shard
         self._written: dict[tuple[str, str | None], int] = {}  # catalog rows written (digest)
         self._writes = WriteBehind()  # catalog rows, written off the sample path
+        self._ahead = ProfilesAhead()  # stored profiles of the next shards, read meanwhile
         self.reset()
         if reference is not None:
             if self.options.featurizer is None:  # the featurizer the reference recorded
@@ -202,7 +205,7 @@ class ShardGate:
         known = indexed_verdict(self, shard)
         if known is not None:
             return known
-        stored = self.store.get_profile(shard.url, shard.version, self.featurizer.fingerprint)
+        stored = self._ahead.take((shard.url, shard.version), profile_read(self, shard))
         if stored is not None:
             reference = self.reference
             drift = compare(stored, reference, self.config) if reference is not None else None
@@ -567,6 +570,7 @@ def prepare_verdicts(gate: ShardGate) -> None:
     they do not know (another process, e.g. a DataLoader worker of an earlier epoch, may have
     decided it since)."""
     gate._look_again = gate._index is not None
+    gate._ahead.clear()
     read_for_verdicts(gate)
 
 
@@ -587,6 +591,13 @@ def read_for_verdicts(gate: ShardGate) -> None:
         exclusions = pool.submit(load_exclusions, gate.store, gate.reference_name)
         decisions_of(gate).read()
         gate._exclusions = exclusions.result()
+
+
+def profile_read(gate: ShardGate, shard: Shard) -> Callable[[], Profile | None]:
+    """The read of the shard's stored profile that a verdict on it makes (``ProfilesAhead``)."""
+    return functools.partial(
+        gate.store.get_profile, shard.url, shard.version, gate.featurizer.fingerprint
+    )
 
 
 def exclusions(gate: ShardGate) -> set[tuple[str, str | None]]:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ShardReadError
-from .gate import READ, ShardGate, Verdict
+from .gate import READ, ShardGate, Verdict, indexed_verdict, profile_read
+from .prefetch import WINDOW
 from .reader import ReadOptions, ReadStats, read_shard, read_shards
 from .sources import Shard, redact, stat_local, stat_shard
 
@@ -196,7 +197,8 @@ class EpochReader:
     ) -> Iterator[Step]:
         known = len(counts) if source_done else len(counts) - 1
         pos = 0
-        for j, shard in enumerate(shards):
+        first = 0 if needed is None else max(known, 0)  # replayed shards need no verdict
+        for j, shard in enumerate(_profiles_ahead(self.gate, shards, first)):
             if needed is None or j >= known:
                 yield self._decided(Step(j, shard, self.gate), stream)
                 continue
@@ -293,3 +295,38 @@ class EpochReader:
         samples = itertools.islice(self._admitted(step, fetched), count)
         for i, sample in enumerate(samples):
             yield sample if needed is not None and pos + i in needed else skipped
+
+
+def _profiles_ahead(gate: ShardGate | None, shards: Iterable[Shard], first: int) -> Iterator[Shard]:
+    """``shards`` as they are, the stored profiles that the verdicts on the next ``WINDOW`` of
+    them (from the ``first``-th on) will read being read meanwhile (``prefetch``): those of
+    shards with a version, neither pinned, quarantined nor decided in the index."""
+    if gate is None or gate.store is None:
+        yield from shards
+        return
+    queue: deque[Shard] = deque()
+    source = enumerate(shards)
+    while True:
+        while len(queue) < WINDOW:
+            j, shard = next(source, (-1, None))
+            if shard is None:
+                break
+            queue.append(shard)
+            if j >= first:
+                _read_profile_ahead(gate, shard)
+        if not queue:
+            return
+        yield queue.popleft()
+
+
+def _read_profile_ahead(gate: ShardGate, shard: Shard) -> None:
+    try:
+        shard = stat_local(shard)
+    except ShardReadError:
+        return  # raised, and recorded, when the reader reaches it
+    key = (shard.url, shard.version)
+    if shard.version is None or key in gate.pinned or indexed_verdict(gate, shard) is not None:
+        return
+    if gate.reference_name is not None and gate.is_quarantined(shard):
+        return
+    gate._ahead.start(key, profile_read(gate, shard))

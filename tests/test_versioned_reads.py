@@ -192,3 +192,26 @@ def test_a_few_shards_left_to_stat_among_many_get_a_head_each_not_a_listing(
         assert _shard_requests(s3_proxy) == expected
         assert [s.version is not None for s in stated] == [False] * (70 - left) + [True] * left
         assert [s.size for s in stated[70 - left :]] == list(range(71 - left, 71))
+
+
+def test_a_first_gated_run_reads_the_stored_profiles_ahead_concurrently(
+    tmp_path: Path, s3_proxy, s3fs_fresh
+) -> None:
+    """With no decision yet, each shard is decided from its stored profile. Those reads are
+    made ahead of the reader, several at once: at 150 ms a request, one after the other they
+    put a round trip per shard on the sample path."""
+    bucket = _bucket(s3_proxy.endpoint, versioned=False)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{bucket}/drift", options)
+    urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
+    ds = _gated(urls, store, options)
+    s3_proxy.latency_ms = 150
+    s3_proxy.reset_stats()
+    assert sum(1 for _ in ds) == 4 * 80
+    reads = sorted(
+        r.started for r in s3_proxy.requests if r.method == "GET" and "/drift/shards/" in r.target
+    )
+    assert len(reads) == 5  # one profile read per shard
+    assert reads[-1] - reads[0] < 0.15  # one after the other: >= 0.6 s from first to last
+    rows = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
+    assert rows == {**{name: "passed" for name in NAMES[:4]}, "drift-0.tar": "skipped"}
