@@ -298,9 +298,10 @@ class EpochReader:
 
 
 def _profiles_ahead(gate: ShardGate | None, shards: Iterable[Shard], first: int) -> Iterator[Shard]:
-    """``shards`` as they are, the stored profiles that the verdicts on the next ``WINDOW`` of
-    them (from the ``first``-th on) will read being read meanwhile (``prefetch``): those of
-    shards with a version, neither pinned, quarantined nor decided in the index."""
+    """``shards``, the stored profiles that the verdicts on the next ``WINDOW`` of them (from
+    the ``first``-th on) will read being read meanwhile (``prefetch``): those of shards with a
+    version, neither pinned, quarantined nor decided in the index. A local file among them
+    comes stat'ed (``stat_local``), so ``_decided`` does not stat it again."""
     if gate is None or gate.store is None:
         yield from shards
         return
@@ -311,22 +312,21 @@ def _profiles_ahead(gate: ShardGate | None, shards: Iterable[Shard], first: int)
             j, shard = next(source, (-1, None))
             if shard is None:
                 break
-            queue.append(shard)
-            if j >= first:
-                _read_profile_ahead(gate, shard)
+            queue.append(_read_profile_ahead(gate, shard) if j >= first else shard)
         if not queue:
             return
         yield queue.popleft()
 
 
-def _read_profile_ahead(gate: ShardGate, shard: Shard) -> None:
+def _read_profile_ahead(gate: ShardGate, shard: Shard) -> Shard:
+    """The shard, stat'ed if a local file, its profile's read started if its verdict needs it."""
     try:
         shard = stat_local(shard)
     except ShardReadError:
-        return  # raised, and recorded, when the reader reaches it
+        return shard  # stat'ed again, raised and recorded when the reader reaches it
     key = (shard.url, shard.version)
     if shard.version is None or key in gate.pinned or indexed_verdict(gate, shard) is not None:
-        return
-    if gate.reference_name is not None and gate.is_quarantined(shard):
-        return
-    gate._ahead.start(key, profile_read(gate, shard))
+        return shard
+    if gate.reference_name is None or not gate.is_quarantined(shard):
+        gate._ahead.start(key, profile_read(gate, shard))
+    return shard
