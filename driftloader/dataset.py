@@ -26,7 +26,6 @@ from . import stages as S
 from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
 from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
-from .errors import ShardReadError
 from .fluent import FluidInterface
 from .gate import (
     GateOptions,
@@ -50,7 +49,6 @@ from .sources import (
     gc_paused,
     is_local_file,
     redact,
-    stat_local,
     stat_shards,
 )
 from .store import shard_key
@@ -531,22 +529,13 @@ def _at_read(shard: Shard, clean: Container[str]) -> bool:
 
 def versioned(shards: list[Shard], storage_options: dict | None) -> list[Shard]:
     """Every shard with its version (``DriftDataset.shards``), those versioned as they are read
-    included; one that cannot be stat'ed stays as given (reading it fails, naming it)."""
-    with gc_paused():
-        shards = [stat_or_given(shard) for shard in shards]
-    unknown = [s for s in shards if versioned_by_reading(s)]
+    included (``stat_shards``: an ``os.stat`` per local file, a listing or HEADs for S3); one
+    that cannot be stat'ed stays as given (reading it fails, naming it)."""
+    unknown = [s for s in shards if is_local_file(s) or versioned_by_reading(s)]
     if not unknown:
         return shards
     found = {s.url: s for s in stat_shards(unknown, storage_options, failed=[])}
     return [found.get(s.url, s) for s in shards]
-
-
-def stat_or_given(shard: Shard) -> Shard:
-    """``shard`` with its version (``stat_local``), or as given when it cannot be stat'ed."""
-    try:
-        return stat_local(shard)
-    except ShardReadError:
-        return shard
 
 
 def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -> Iterator[Shard]:
