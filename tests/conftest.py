@@ -58,16 +58,23 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return s3_endpoint
 
 
-@pytest.fixture
-def s3_bucket(s3_env: str) -> str:
-    """A fresh versioned bucket on the moto server; yields its name."""
+def new_bucket(endpoint: str, versioned: bool = True) -> str:
+    """A fresh bucket at ``endpoint`` (versioning enabled unless ``versioned`` is False); its
+    name."""
     import boto3
 
     name = f"bucket-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=s3_env)
+    client = boto3.client("s3", endpoint_url=endpoint)
     client.create_bucket(Bucket=name)
-    client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    if versioned:
+        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
+    """A fresh versioned bucket on the moto server; yields its name."""
+    return new_bucket(s3_env)
 
 
 @pytest.fixture

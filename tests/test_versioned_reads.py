@@ -4,7 +4,6 @@ decision is decided again at the version it was read at."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -15,22 +14,11 @@ from driftloader.errors import ShardReadError
 from driftloader.profiling import profile_shards
 from driftloader.store import ProfileStore
 
-from .conftest import write_shard
+from .conftest import new_bucket, write_shard
 
 pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
 
 NAMES = [f"clean-{i}.tar" for i in range(4)] + ["drift-0.tar"]
-
-
-def _bucket(endpoint: str, versioned: bool) -> str:
-    import boto3
-
-    name = f"bucket-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket=name)
-    if versioned:
-        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
 
 
 def _corpus(tmp_path: Path, fs, bucket: str, store: ProfileStore, options: dict) -> list[str]:
@@ -76,7 +64,7 @@ def test_decided_clean_s3_shards_are_read_with_no_listing_and_no_head(
     """The second run lists nothing and sends no HEAD for the four shards decided clean: each
     is versioned by its first GET, at the version a listing gives, and decided from memory.
     The drifted one is stat'ed (a HEAD) and not fetched."""
-    bucket = _bucket(s3_proxy.endpoint, versioned)
+    bucket = new_bucket(s3_proxy.endpoint, versioned)
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     store = ProfileStore(f"s3://{bucket}/drift", options)
     urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
@@ -104,7 +92,7 @@ def test_a_shard_rewritten_since_its_clean_decision_is_decided_at_its_new_versio
     """clean-0 is rewritten with drifted samples and clean-1 deleted after the decisions were
     taken. The next run, still with no listing, reads clean-0's new bytes, finds them
     drifted (the probe) and passes none of them; clean-1 fails, named, under its own row."""
-    bucket = _bucket(s3_proxy.endpoint, versioned=True)
+    bucket = new_bucket(s3_proxy.endpoint, versioned=True)
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     store = ProfileStore(f"s3://{bucket}/drift", options)
     urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
@@ -141,7 +129,7 @@ def test_dataloader_workers_version_decided_shards_by_their_first_get(
     decisions it takes at the versions it read reach ``drift_report``."""
     from torch.utils.data import DataLoader
 
-    bucket = _bucket(s3_proxy.endpoint, versioned=False)
+    bucket = new_bucket(s3_proxy.endpoint, versioned=False)
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     store = ProfileStore(f"s3://{bucket}/drift", options)
     urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
@@ -165,7 +153,7 @@ def test_a_run_over_shards_versioned_as_read_resumes_exactly(
     the resumed run yields exactly the samples not yet yielded, with the same decisions."""
     from .test_resume import check_resume
 
-    bucket = _bucket(s3_proxy.endpoint, versioned=True)
+    bucket = new_bucket(s3_proxy.endpoint, versioned=True)
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     store = ProfileStore(f"s3://{bucket}/drift", options)
     urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
@@ -181,7 +169,7 @@ def test_a_few_shards_left_to_stat_among_many_get_a_head_each_not_a_listing(
     from driftloader.dataset import remote_stat
     from driftloader.sources import expand_urls
 
-    bucket = _bucket(s3_proxy.endpoint, versioned=False)
+    bucket = new_bucket(s3_proxy.endpoint, versioned=False)
     s3fs_fresh.pipe({f"{bucket}/data/s-{i:03d}.tar": b"x" * (i + 1) for i in range(70)})
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     shards = expand_urls(f"s3://{bucket}/data/s-{{000..069}}.tar")
@@ -200,7 +188,7 @@ def test_a_first_gated_run_reads_the_stored_profiles_ahead_concurrently(
     """With no decision yet, each shard is decided from its stored profile. Those reads are
     made ahead of the reader, several at once: at 150 ms a request, one after the other they
     put a round trip per shard on the sample path."""
-    bucket = _bucket(s3_proxy.endpoint, versioned=False)
+    bucket = new_bucket(s3_proxy.endpoint, versioned=False)
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     store = ProfileStore(f"s3://{bucket}/drift", options)
     urls = _corpus(tmp_path, s3fs_fresh, bucket, store, options)
