@@ -252,6 +252,14 @@ def explain_storage_error(
     return ShardReadError(url, f"read failed{tried}: {e!r}{never}{storage_hint(e)}", at)
 
 
+def _shut(pool: ThreadPoolExecutor) -> None:
+    """Stop ``pool`` without joining its threads. A pass abandoned mid-shard is closed where
+    the garbage collector finalizes it, which in CPython <= 3.12 can be inside a thread's start
+    or stop with ``threading``'s shutdown-locks lock held; a join takes that lock, so it would
+    hang. Nothing is lost: ``ReadAhead.release`` waited for the reads still running."""
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 # ------------------------------------------------------------------------------ local files
 
 
@@ -286,7 +294,7 @@ class LocalFetcher(Fetcher):
                 handle.state = None
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        _shut(self.pool)
 
 
 def _open_local(handle: ObjectHandle) -> tuple[int, int]:
@@ -383,7 +391,7 @@ class FsspecFetcher(Fetcher):
         return with_opener if self.opener is not None else with_cat
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        _shut(self.pool)
 
 
 # -------------------------------------------------------------------------------- read-ahead
