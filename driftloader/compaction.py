@@ -164,11 +164,17 @@ def _join(store: StoreFiles, *parts: str) -> str:
     return (os.sep if store.local else "/").join(parts)
 
 
-def list_folder(store: StoreFiles, folder: Folder) -> tuple[list[str], list[str], dict]:
+def list_folder(
+    store: StoreFiles, folder: Folder, listed: dict[str, str | None] | None = None
+) -> tuple[list[str], list[str], dict]:
     """One listing of ``folder``: its compacted files (oldest first), its small objects, and
-    every file's stamp (``StoreFiles.list_tree``)."""
-    stamps = store.list_tree(folder.root)
+    every file's stamp (``StoreFiles.list_tree``). ``listed``: a listing of a folder above it,
+    made already, to take ``folder``'s files from instead."""
     top = _join(store, folder.root, "")
+    if listed is None:
+        stamps = store.list_tree(folder.root)
+    else:
+        stamps = {p: stamp for p, stamp in listed.items() if p.startswith(top)}
     small_top = _join(store, folder.root, folder.small, "") if folder.small else top
     compacted, small = [], []
     for path in stamps:
@@ -202,14 +208,17 @@ def _oldest_first(paths: Iterable[str], folder: Folder) -> list[str]:
     return sorted(paths, key=age)
 
 
-def read_folder(store: StoreFiles, folder: Folder) -> Snapshot:
-    """Every compacted file and small object of ``folder``: one listing, then one batch of
-    reads (the compacted files beside the batched read of the small ones). A file gone by the
-    time it is read was folded into a newer compacted file meanwhile: the folder is listed
-    again and what is new read too (``READ_ATTEMPTS`` listings at most)."""
+def read_folder(
+    store: StoreFiles, folder: Folder, listed: dict[str, str | None] | None = None
+) -> Snapshot:
+    """Every compacted file and small object of ``folder``: one listing (``listed``, if made
+    already: see ``list_folder``), then one batch of reads (the compacted files beside the
+    batched read of the small ones). A file gone by the time it is read was folded into a
+    newer compacted file meanwhile: the folder is listed again and what is new read too
+    (``READ_ATTEMPTS`` listings at most)."""
     snapshot = Snapshot()
-    for _ in range(READ_ATTEMPTS):
-        compacted, small, stamps = list_folder(store, folder)
+    for attempt in range(READ_ATTEMPTS):
+        compacted, small, stamps = list_folder(store, folder, listed if attempt == 0 else None)
         compacted = [p for p in compacted if p not in snapshot.stamps]
         small = [p for p in small if p not in snapshot.stamps]
         if not compacted and not small:

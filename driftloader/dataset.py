@@ -27,15 +27,8 @@ from .compat import translate
 from .distributed import Placement, check_single_node, is_initialised, placement, rank_and_world
 from .equalize import equal_limit, equal_split, keyed_plan, rank_counts
 from .fluent import FluidInterface
-from .gate import (
-    GateOptions,
-    ShardGate,
-    catalog_decisions,
-    decisions_of,
-    exclusions,
-    plan_row,
-    read_for_verdicts,
-)
+from .gate import GateOptions, ShardGate, plan_row
+from .gate_reads import catalog_decisions, clean_keys, exclusions, read_for_verdicts
 from .handlers import error_handler
 from .monitoring import DriftRows
 from .pipeline import Context, hand_over
@@ -491,16 +484,6 @@ def listed_and_gate(
             raise
         shards = listing.result()
         return remote_stat(shards, storage_options, clean_keys(gate)), gate
-
-
-def clean_keys(gate: ShardGate) -> set[str]:
-    """The shard keys the gate's decision index found clean at every version it holds, none
-    quarantined: what a gated dataset may read before it knows their versions."""
-    if gate.store is None or gate.reference_name is None:
-        return set()
-    keys = decisions_of(gate).clean_keys()
-    excluded = exclusions(gate)
-    return keys - {key for key, _ in excluded} if excluded else keys
 
 
 def remote_stat(

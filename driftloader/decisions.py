@@ -215,6 +215,12 @@ def _context(about: dict[str, Any]) -> str:
     return _digest([about["format"], about["reference"], about["config"]])[:20]
 
 
+def list_contexts(store: ProfileStore, name: str) -> dict[str, str | None]:
+    """Every file of every context of reference ``name`` (``StoreFiles.list_tree``): one
+    listing, made before the reference is read, so before its context is known."""
+    return store.list_tree(store.path("decisions", check_reference_name(name)))
+
+
 # -- the index --------------------------------------------------------------------------------
 
 
@@ -272,7 +278,7 @@ class DecisionIndex:
         """Read the index again on the next ``get`` (a new pass may find it compacted)."""
         self._known = None
 
-    def _table(self) -> dict[Key, Decision | dict]:
+    def _table(self, listed: dict[str, str | None] | None = None) -> dict[Key, Decision | dict]:
         """Every record in memory by key, reading them first if not yet read: the compacted
         index (usually one file) and the new records not folded into it yet (one listing, one
         batch of reads: ``compaction.read_folder``), so a decision written by one pass is found
@@ -281,7 +287,7 @@ class DecisionIndex:
         objects."""
         if self._known is None:
             self.loads += 1
-            snapshot = read_folder(self.store, self.folder)
+            snapshot = read_folder(self.store, self.folder, listed)
             table: dict[Key, Decision | dict] = {}
             for path, data in snapshot.compacted:  # oldest first: later files win
                 table.update(self._records(path, data))
@@ -327,10 +333,11 @@ class DecisionIndex:
         table[key] = decision
         return decision
 
-    def read(self) -> None:
+    def read(self, listed: dict[str, str | None] | None = None) -> None:
         """Read the records now if not yet read (``forget`` resets), building no decision:
-        what a pass does before its first ``get``."""
-        self._table()
+        what a pass does before its first ``get``. ``listed``: ``list_contexts``'s listing,
+        made beforehand, of which this context's files are read."""
+        self._table(listed)
 
     def known(self) -> dict[Key, Decision]:
         """The decisions in memory, reading the compacted index first if not yet read."""

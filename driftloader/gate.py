@@ -10,12 +10,10 @@ its decisions, and the shards it read on the profiling path.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +22,14 @@ from .decisions import Decision, DecisionIndex
 from .drift import DriftConfig, ShardDrift, compare, importance_weights
 from .errors import FingerprintMismatch, ShardReadError
 from .features import featurizer_from
+from .gate_reads import (
+    catalog_decisions,
+    decisions_of,
+    exclusions,
+    prepare_verdicts,
+    profile_read,
+    start_reads,
+)
 from .policy import BATCH, Policy, WeightTally, policy_from
 from .prefetch import ProfilesAhead
 from .profile import Profile, ProfileConfig
@@ -125,6 +131,7 @@ class ShardGate:
         self._ahead = ProfilesAhead()  # stored profiles of the next shards, read meanwhile
         self.reset()
         if reference is not None:
+            start_reads(self)  # beside the reference's read: what its name tells
             if self.options.featurizer is None:  # the featurizer the reference recorded
                 self.featurizer = recorded_featurizer(self.reference)
             check_fingerprint(self, self.reference)
@@ -564,59 +571,6 @@ def plan_row(gate: ShardGate, shard: Shard) -> dict:
     }
 
 
-def prepare_verdicts(gate: ShardGate) -> None:
-    """What a pass does before its first verdict: what verdicts read is read once per gate,
-    and later passes decide from memory, looking in the store again only at their first shard
-    they do not know (another process, e.g. a DataLoader worker of an earlier epoch, may have
-    decided it since)."""
-    gate._look_again = gate._index is not None
-    gate._ahead.clear()
-    read_for_verdicts(gate)
-
-
-def read_for_verdicts(gate: ShardGate) -> None:
-    """Read what the verdicts need, once per gate, concurrently: the exclusion list beside the
-    reference and the decision index (one round trip each, not one after another). The
-    dataset reads them when it is made, so its DataLoader workers inherit them and later
-    passes decide from memory (a decision is a pure result of what keys it, so one in memory
-    never goes stale; one another process took since is taken again from its profile)."""
-    if gate.store is None or gate.reference_name is None:
-        return
-    if gate._exclusions is not None:
-        decisions_of(gate).read()
-        return
-    from .versions import load_exclusions
-
-    with ThreadPoolExecutor(1) as pool:
-        exclusions = pool.submit(load_exclusions, gate.store, gate.reference_name)
-        decisions_of(gate).read()
-        gate._exclusions = exclusions.result()
-
-
-def profile_read(gate: ShardGate, shard: Shard) -> Callable[[], Profile | None]:
-    """The read of the shard's stored profile that a verdict on it makes (``ProfilesAhead``)."""
-    return functools.partial(
-        gate.store.get_profile, shard.url, shard.version, gate.featurizer.fingerprint
-    )
-
-
-def exclusions(gate: ShardGate) -> set[tuple[str, str | None]]:
-    """The ``(shard key, version)`` pairs ``driftloader quarantine`` put on the exclusion list
-    of the gate's reference, read once per gate."""
-    if gate._exclusions is None:
-        from .versions import load_exclusions
-
-        gate._exclusions = load_exclusions(gate.store, gate.reference_name)
-    return gate._exclusions
-
-
-def decisions_of(gate: ShardGate) -> DecisionIndex:
-    """The gate's decision index (its reference and drift config), read once per gate."""
-    if gate._index is None:
-        gate._index = DecisionIndex.of(gate.store, gate.reference_name, gate.reference, gate.config)
-    return gate._index
-
-
 def indexed_verdict(gate: ShardGate, shard: Shard) -> Verdict | None:
     """The verdict from the shard's indexed decision, without loading its profile; None when
     it has none, or when the gate's policy weighs a drifted shard (that needs the profile)."""
@@ -635,31 +589,6 @@ def indexed_verdict(gate: ShardGate, shard: Shard) -> Verdict | None:
     if gate.policy.WEIGHS and drift.drifted and not skip:
         return None
     return Verdict(SKIP if skip else READ, None, drift, n=known.n)
-
-
-def catalog_decisions(
-    gate: ShardGate, shards: list[Shard], since: float, rows: list[dict]
-) -> list[dict]:
-    """Catalog decisions on ``shards`` against the gate's reference since ``since`` not in
-    ``rows`` (decisions of other processes)."""
-    store, reference = gate.store, gate.reference_name
-    if store is None or reference is None:
-        return []
-    seen = {(shard_key(r["url"]), r["version"]) for r in rows}
-    mine = {(shard_key(s.url), s.version) for s in shards}
-    found = []
-    for row in store.catalog():
-        key = (row.get("url"), row.get("version"))
-        if (
-            key in mine
-            and key not in seen
-            and row.get("reference") == reference
-            and row.get("policy") is not None
-            and float(row.get("decided") or 0) >= since
-        ):
-            found.append(row.to_dict())
-            seen.add(key)
-    return found
 
 
 _DROPPED: Any = object()

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ShardReadError
-from .gate import READ, ShardGate, Verdict, indexed_verdict, profile_read
+from .gate import READ, ShardGate, Verdict, indexed_verdict
+from .gate_reads import profile_read
 from .prefetch import WINDOW
 from .reader import ReadOptions, ReadStats, read_shard, read_shards
 from .sources import Shard, redact, stat_local, stat_shard

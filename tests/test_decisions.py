@@ -16,7 +16,8 @@ from driftloader.dataset import DriftDataset
 from driftloader.decisions import DecisionIndex, compact_store
 from driftloader.drift import DriftConfig
 from driftloader.errors import ProfileFormatError
-from driftloader.gate import ShardGate, decisions_of
+from driftloader.gate import ShardGate
+from driftloader.gate_reads import decisions_of
 from driftloader.policy import policy_from
 from driftloader.profile import Profile
 from driftloader.profiling import profile_shards
@@ -338,22 +339,33 @@ def test_a_decision_taken_again_in_a_later_epoch_is_not_written_again(
     assert {r.epoch for r in store.catalog() if r.policy} == {0}  # rows keep their first epoch
 
 
-def test_a_pass_reads_the_exclusions_and_the_decision_index_concurrently(
+def test_a_gate_reads_its_reference_exclusions_and_decisions_in_two_round_trips(
     tmp_path: Path, s3_proxy, s3_bucket: str
 ) -> None:
-    """The reads a pass needs before its first verdict overlap: not one round trip after
-    another (at 40 ms each, they delayed the first sample of every pass)."""
+    """What a gate reads before its first verdict: the reference, the exclusion list and the
+    listing of the reference's decision contexts at once, then the context's index file. At
+    40 ms a request, one after another, these three round trips delayed every dataset made."""
     options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
     check_shards(clean + drifted, store, "ref")
     compact_store(store)
-    gate = ShardGate(ProfileStore(store.url, options), "ref", "skip")  # loads the reference
-    s3_proxy.latency_ms = 150
+    latency = 0.3
+    s3_proxy.latency_ms = latency * 1000
     s3_proxy.reset_stats()
+    gate = ShardGate(ProfileStore(store.url, options), "ref", "skip")
     gate.start_pass(0, 0, resumed=False)
-    targets = [r.target for r in s3_proxy.requests]
-    assert any("exclusions" in t for t in targets) and any("index.jsonl" in t for t in targets)
-    assert s3_proxy.max_in_flight >= 2
+    requests = {unquote(r.target): r.started for r in s3_proxy.requests}
+
+    def started(part: str) -> float:
+        (when,) = [t for target, t in requests.items() if part in target]
+        return when
+
+    reference = started("/references/ref.json")
+    # asked for before the reference's answer came: the same round trip
+    assert started("/exclusions/ref.json") < reference + latency
+    assert started("prefix=drift/decisions/ref/&") < reference + latency
+    assert started(".index.jsonl") < reference + 2 * latency  # in the second round trip
+    assert len(requests) == 4
     s3_proxy.reset_stats()
     (shard,) = stat_shards(expand_urls(drifted), options)
     assert gate.verdict(shard).action == "skip"
