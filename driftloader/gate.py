@@ -27,8 +27,8 @@ from .gate_reads import (
     decisions_of,
     exclusions,
     prepare_verdicts,
-    profile_read,
     start_reads,
+    verdict_reads,
 )
 from .policy import BATCH, Policy, WeightTally, policy_from
 from .prefetch import ProfilesAhead
@@ -212,10 +212,9 @@ class ShardGate:
         known = indexed_verdict(self, shard)
         if known is not None:
             return known
-        stored = self._ahead.take((shard.url, shard.version), profile_read(self, shard))
+        read, then = verdict_reads(self, shard)
+        stored, drift = self._ahead.take((shard.url, shard.version), lambda: then(read()))
         if stored is not None:
-            reference = self.reference
-            drift = compare(stored, reference, self.config) if reference is not None else None
             if drift is not None:  # its record is written behind the samples
                 decisions_of(self).add(
                     shard.url, shard.version, stored.n, drift, self._writes.submit

@@ -24,9 +24,12 @@ from .decisions import DecisionIndex, list_contexts
 from .store import shard_key
 
 if TYPE_CHECKING:
+    from .drift import ShardDrift
     from .gate import ShardGate
     from .profile import Profile
     from .sources import Shard
+
+    Stored = tuple[Profile | None, ShardDrift | None]
 
 EXCLUSIONS, CONTEXTS = "exclusions", "decision contexts"  # keys of the reads made by name
 
@@ -97,11 +100,26 @@ def clean_keys(gate: ShardGate) -> set[str]:
     return keys - {key for key, _ in excluded} if excluded else keys
 
 
-def profile_read(gate: ShardGate, shard: Shard) -> Callable[[], Profile | None]:
-    """The read of the shard's stored profile that a verdict on it makes (``ProfilesAhead``)."""
-    return functools.partial(
+def verdict_reads(
+    gate: ShardGate, shard: Shard
+) -> tuple[Callable[[], Profile | None], Callable[[Profile | None], Stored]]:
+    """What a verdict on a shard with no decision reads and then computes: the read of its
+    stored profile, and the profile's drift against the reference (``ProfilesAhead.start``
+    runs both ahead of the reader, ``take`` gives the drift's result: (profile, drift))."""
+    read = functools.partial(
         gate.store.get_profile, shard.url, shard.version, gate.featurizer.fingerprint
     )
+    return read, functools.partial(stored_drift, gate)
+
+
+def stored_drift(gate: ShardGate, stored: Profile | None) -> Stored:
+    """(stored profile, its drift against the gate's reference); None for what is not there."""
+    from .drift import compare
+
+    reference = gate.reference
+    if stored is None or reference is None:
+        return stored, None
+    return stored, compare(stored, reference, gate.config)
 
 
 def catalog_decisions(

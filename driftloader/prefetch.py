@@ -5,8 +5,12 @@ one GET, made when the reader's lookahead reaches the shard, in the reader's thr
 gated pass after a reference is built, on S3 at 40 ms, that was a round trip per shard, one
 after the other, on the sample path. ``ProfilesAhead`` reads those profiles for the next shards
 of the pass on background threads (``shardstream`` says which); the verdict takes the result
-when it gets to the shard. Only reads are made here: every decision is still taken and recorded
-by the gate, in the reader's thread.
+when it gets to the shard. A read may have CPU work to follow it (``then``: the comparison of
+the profile with the reference, ~30 ms for 64 features): that runs on one thread of its own,
+in the order the reads were started, so the reader, idle while it waits for bytes at real
+latency, does not do it on the sample path, and the first shard's waits behind no other's.
+Only reads and comparisons are made here: every decision is still taken and recorded by the
+gate, in the reader's thread.
 """
 
 from __future__ import annotations
@@ -26,18 +30,28 @@ class ProfilesAhead:
     def __init__(self, threads: int = THREADS) -> None:
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
+        self._after: ThreadPoolExecutor | None = None  # what follows the reads, in order
         self._pid = os.getpid()
         self._started: dict[Hashable, Future] = {}
 
-    def start(self, key: Hashable, read: Callable[[], Any]) -> None:
-        """Run ``read()`` on a background thread unless it was started for ``key`` already."""
+    def start(
+        self, key: Hashable, read: Callable[[], Any], then: Callable[[Any], Any] | None = None
+    ) -> None:
+        """Run ``read()`` on a background thread unless it was started for ``key`` already;
+        with ``then``, ``then(read())`` is what ``take`` gives, run after the read on the one
+        thread that runs the ``then`` of every read, in the order started."""
         self._own()
         if key not in self._started:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     self.threads, thread_name_prefix="driftloader-ahead"
                 )
-            self._started[key] = self._pool.submit(read)
+            future = self._pool.submit(read)
+            if then is not None:
+                if self._after is None:
+                    self._after = ThreadPoolExecutor(1, thread_name_prefix="driftloader-ahead")
+                future = self._after.submit(_after, then, future)
+            self._started[key] = future
 
     def take(self, key: Hashable, read: Callable[[], Any]) -> Any:
         """What the read started for ``key`` gives (its error raised here), else ``read()``."""
@@ -52,10 +66,14 @@ class ProfilesAhead:
     def _own(self) -> None:
         """A forked DataLoader worker inherits this object but not its threads: start afresh."""
         if self._pid != os.getpid():
-            self._pool, self._pid, self._started = None, os.getpid(), {}
+            self._pool, self._after, self._pid, self._started = None, None, os.getpid(), {}
 
     def __getstate__(self) -> dict:
         return {"threads": self.threads}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["threads"])
+
+
+def _after(then: Callable[[Any], Any], read: Future) -> Any:
+    return then(read.result())

@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import ShardReadError
 from .gate import READ, ShardGate, Verdict, indexed_verdict
-from .gate_reads import profile_read
+from .gate_reads import verdict_reads
 from .prefetch import WINDOW
 from .reader import ReadOptions, ReadStats, read_shard, read_shards
 from .sources import Shard, redact, stat_local, stat_shard
@@ -329,5 +329,5 @@ def _read_profile_ahead(gate: ShardGate, shard: Shard) -> Shard:
     if shard.version is None or key in gate.pinned or indexed_verdict(gate, shard) is not None:
         return shard
     if gate.reference_name is None or not gate.is_quarantined(shard):
-        gate._ahead.start(key, profile_read(gate, shard))
+        gate._ahead.start(key, *verdict_reads(gate, shard))
     return shard

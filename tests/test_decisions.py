@@ -521,3 +521,30 @@ def test_workers_of_a_later_epoch_find_the_decisions_earlier_workers_took(
     assert _profile_gets(s3_proxy) == 0  # was 5: each shard decided again from its profile
     listings = [t for t in _drift_requests(s3_proxy) if "decisions/" in t and "list-type" in t]
     assert 0 < len(listings) <= 2  # once a worker (its first unknown shard), not once a shard
+
+
+def test_a_first_pass_compares_stored_profiles_ahead_off_the_readers_thread(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A shard with no decision is decided from its stored profile: the comparison with the
+    reference (~30 ms for 64 features) runs ahead on the read-ahead's thread, in the order of
+    the shards, not on the sample path; the decisions are the same."""
+    import threading
+
+    import driftloader.drift as drift_module
+
+    store = ProfileStore(str(tmp_path / "store"))
+    clean, drifted = _corpus(tmp_path, store)
+    compared, real = [], drift_module.compare
+
+    def recording(profile, reference, config=None):
+        compared.append((profile.url, threading.current_thread().name))
+        return real(profile, reference, config)
+
+    monkeypatch.setattr(drift_module, "compare", recording)
+    ds = _skip_gated(clean + drifted, store, {})
+    assert sum(1 for _ in ds) == 4 * 80
+    assert [Path(url).name for url, _ in compared] == [Path(u).name for u in clean + drifted]
+    assert {name.split("_")[0] for _, name in compared} == {"driftloader-ahead"}
+    rows = {Path(r["url"]).name: r["action"] for r in ds.drift_report()}
+    assert rows == {**{Path(u).name: "passed" for u in clean}, "drift-0.tar": "skipped"}

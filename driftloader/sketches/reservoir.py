@@ -187,17 +187,19 @@ class Reservoir(Sketch):
 
     def _decode(self) -> None:
         """Decode the rows and priorities kept encoded since loading (once)."""
-        if self._encoded is None:
+        encoded = self._encoded
+        if encoded is None:
             return
-        encoded, self._encoded = self._encoded, None
         try:
             rows = decode_array(encoded["rows"], _ROW_DTYPES, np.float64)
             self._set_checked(
                 rows, decode_array(encoded["priorities"], _PRIORITY_DTYPES, np.float64)
             )
         except ValueError as e:  # binascii.Error is a ValueError
-            self._encoded = encoded
             raise ProfileFormatError(f"malformed reservoir sketch: {e}") from e
+        # marked decoded only once the rows are set: another thread decoding the same
+        # sketch meanwhile sets the same rows, and none reads them unset
+        self._encoded = None
 
     def _set_checked(self, rows: np.ndarray, pri: np.ndarray) -> None:
         if pri.ndim != 1 or pri.size > min(self.k, self.seen) or (self.seen and pri.size == 0):
