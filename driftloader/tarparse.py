@@ -188,26 +188,43 @@ class TarMembers:
                 ok = 1
             if ok % 65521 and not _checksum_ok(header):
                 raise ShardReadError(url, "corrupt tar header (checksum mismatch)", start)
-            size = int(pax["size"]) if "size" in pax else _size(header, url, start)
+            if pax and "size" in pax:
+                size = int(pax["size"])
+            elif header[135] in (0, 32):  # _size inlined: eleven octal digits and a NUL
+                try:
+                    size = int(header[124:135], 8)
+                except ValueError:
+                    size = _size(header, url, start)
+            else:
+                size = _size(header, url, start)
             if size > limit:
                 raise ShardReadError(
                     url, f"member is {size} bytes, over max_member_size={limit}", start
                 )
             kind = header[156]
             data_at = at + BLOCK
-            self.pos = data_at
+            end = data_at + size + (-size) % BLOCK
             if kind in (_PAX, _LONG_NAME, _GLOBAL_PAX):
-                data = self._take(size, start)
+                if end <= len(buf):
+                    data, self.pos = buf[data_at : data_at + size], end
+                else:
+                    self.pos = data_at
+                    data = self._take(size, start)
                 if kind == _LONG_NAME:
                     long_name = data.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
-                elif kind == _PAX:
-                    pax = _pax_records(data, url, start)
+                elif kind == _PAX:  # webdataset's writer's: an mtime only, nothing we use
+                    used = b"path=" in data or b"size=" in data
+                    pax = _pax_records(data, url, start) if used else {}
                 continue
-            name = _name(header)
+            self.pos = data_at
+            cut = header.find(b"\x00", 0, 100)
+            if cut < 0 or header[345]:  # a name of 100 bytes, or a ustar prefix
+                name = _name(header)
+            else:
+                name = header[:cut].decode("utf-8", "surrogateescape")
             if pax or long_name:
                 name = pax.get("path") or long_name or name
                 long_name, pax = None, {}
-            end = data_at + size + (-size) % BLOCK
             if kind in _REGULAR and end <= len(buf):  # whole in the buffer: the fast path
                 self.pos = end
                 yield name, buf[data_at : data_at + size], start
