@@ -8,6 +8,7 @@ store root::
     decisions/<reference>/<context>/<generation>.index.jsonl         compacted, one per line
     decisions/<reference>/<context>/new/<sha1(url)>.<version>.json   one small record each
     decisions/<reference>/<context>/context.json                     what the context is of
+    decisions/<reference>/latest.<config digest>.jsonl               a copy of the index
 
 ``context`` is a digest of the reference's content and of the drift config (its fields, the
 registered drift tests and the library version): a rebuilt reference or another config is
@@ -39,6 +40,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,15 +49,18 @@ from typing import Any
 from . import __version__
 from .compaction import (
     COMPACT_OVER,
+    MAX_COMPACTED_BYTES,
     CompactionResult,
     Fold,
     Folder,
     Snapshot,
     fold,
     fold_small,
+    list_folder,
     parse_lines,
     read_folder,
     remove_tree,
+    write_lines,
 )
 from .drift import DriftConfig, FeatureDrift, ShardDrift
 from .drift.registry import DRIFT_TESTS
@@ -71,6 +76,7 @@ CONTEXT_FILE = "context.json"
 TOP = 5  # features a decision keeps at most (those that drifted)
 FOLD_ON_READ = 16
 """Small decision records past which a reader folds them into one file (``_fold_small``)."""
+LATEST = "latest"  # decisions/<reference>/latest.<config digest>.jsonl (``Latest``)
 
 Key = tuple[str, str | None]
 
@@ -221,6 +227,48 @@ def list_contexts(store: ProfileStore, name: str) -> dict[str, str | None]:
     return store.list_tree(store.path("decisions", check_reference_name(name)))
 
 
+@dataclass
+class Latest:
+    """A copy of a context's whole index, at a path the reference's name and the drift
+    config tell (``latest_path``), rewritten with every compacted file of the context. A gate
+    reads it beside the reference: one round trip for the index, not a second one for its
+    files once the reference gives the context. It is used only when it is of that context
+    and names exactly the compacted files the context's listing shows, with no new record
+    beside them (``DecisionIndex._table``); else the context is read as before. Its first
+    line is ``{"context", "files"}``, then the records."""
+
+    context: str
+    files: list[str]  # the base names of the compacted files whose records it holds
+    records: list[dict]
+
+
+def latest_path(store: ProfileStore, name: str, config_digest: str) -> str:
+    name = check_reference_name(name)
+    return store.path("decisions", name, f"{LATEST}.{config_digest[:20]}.jsonl")
+
+
+def read_latest(store: ProfileStore, name: str, config: DriftConfig | None) -> Latest | None:
+    """The copy of the index of reference ``name`` under ``config``; None when there is none
+    or it cannot be read (a cache: the context is then read as before, which reports any
+    error of the store)."""
+    return _read_copy(store, latest_path(store, name, config_fingerprint(config)))
+
+
+def _read_copy(store: ProfileStore, path: str) -> Latest | None:
+    try:
+        data = store.read_bytes(path, limit=MAX_COMPACTED_BYTES)
+        if not data:
+            return None
+        head, *records = parse_lines(store, path, data)
+        return Latest(str(head["context"]), [str(f) for f in head["files"]], records)
+    except Exception:  # noqa: BLE001 - whatever is wrong with a cache, it is not used
+        return None
+
+
+def _base(path: str) -> str:
+    return path.replace(os.sep, "/").rsplit("/", 1)[-1]
+
+
 # -- the index --------------------------------------------------------------------------------
 
 
@@ -241,6 +289,7 @@ class DecisionIndex:
         self.unfolded = 0  # new records ``load_all`` found (not compacted yet)
         self.folds = 0  # times a read folded the small records it found
         self.about: dict[str, Any] | None = None  # what the context is of (``of`` sets it)
+        self.config_digest: str | None = None  # of its drift config: names ``Latest``
         self._known: dict[Key, Decision | dict] | None = None
         self._read_from: list[str] = []  # the compacted files the records came from
 
@@ -252,7 +301,7 @@ class DecisionIndex:
         ``config``."""
         about = _described(reference, config)
         index = cls(store, name, _context(about))
-        index.about = about
+        index.about, index.config_digest = about, about["config"]
         return index
 
     @property
@@ -278,13 +327,17 @@ class DecisionIndex:
         """Read the index again on the next ``get`` (a new pass may find it compacted)."""
         self._known = None
 
-    def _table(self, listed: dict[str, str | None] | None = None) -> dict[Key, Decision | dict]:
+    def _table(
+        self, listed: dict[str, str | None] | None = None, latest: Latest | None = None
+    ) -> dict[Key, Decision | dict]:
         """Every record in memory by key, reading them first if not yet read: the compacted
         index (usually one file) and the new records not folded into it yet (one listing, one
         batch of reads: ``compaction.read_folder``), so a decision written by one pass is found
         by the next without a compaction. Records stay plain dicts until asked for (``get``):
         a pass over 100k decisions reads the index without building 100k ``Decision``
         objects."""
+        if self._known is None and listed is not None and latest is not None:
+            self._from_latest(listed, latest)
         if self._known is None:
             self.loads += 1
             snapshot = read_folder(self.store, self.folder, listed)
@@ -299,6 +352,29 @@ class DecisionIndex:
             self._read_from = [path for path, _ in snapshot.compacted]
             self._fold_small(snapshot)
         return self._known
+
+    def _from_latest(self, listed: dict[str, str | None], latest: Latest) -> None:
+        """Take the records from ``latest`` if it holds exactly what ``listed`` shows of this
+        context: the same compacted files, and no new record."""
+        compacted, small, _ = list_folder(self.store, self.folder, listed)
+        if latest.context != self.context or small:
+            return
+        if sorted(map(_base, compacted)) != sorted(latest.files):
+            return
+        self.loads += 1
+        self._known = {(r.get("url"), r.get("version")): r for r in latest.records}
+        self.unfolded, self._read_from = 0, compacted
+
+    def _write_latest(self, records: list[dict], files: list[str]) -> None:
+        """Rewrite the copy of the index (``Latest``): ``records`` are those of ``files``, the
+        context's compacted files now. Best effort: a reader that finds it stale or missing
+        reads the context's files."""
+        if self.config_digest is None or not self.store.writable:
+            return
+        head = {"context": self.context, "files": sorted(map(_base, files))}
+        path = latest_path(self.store, self.name, self.config_digest)
+        with contextlib.suppress(StoreReadOnlyError, OSError):
+            write_lines(self.store, path, [head, *records])
 
     def _records(self, path: str, data: bytes) -> dict[Key, Decision | dict]:
         try:
@@ -333,11 +409,14 @@ class DecisionIndex:
         table[key] = decision
         return decision
 
-    def read(self, listed: dict[str, str | None] | None = None) -> None:
+    def read(
+        self, listed: dict[str, str | None] | None = None, latest: Latest | None = None
+    ) -> None:
         """Read the records now if not yet read (``forget`` resets), building no decision:
         what a pass does before its first ``get``. ``listed``: ``list_contexts``'s listing,
-        made beforehand, of which this context's files are read."""
-        self._table(listed)
+        made beforehand, of which this context's files are read, or which tells that
+        ``latest`` (``read_latest``'s copy, read beside it) holds them all."""
+        self._table(listed, latest)
 
     def known(self) -> dict[Key, Decision]:
         """The decisions in memory, reading the compacted index first if not yet read."""
@@ -418,7 +497,15 @@ class DecisionIndex:
         """Fold the new records and the compacted files into a new compacted index
         (``compaction.fold``)."""
 
-        result = fold(self.store, self.folder, lambda old, new: _merged([*old, *new]))
+        written: list[list[dict]] = []
+
+        def merge(old: list[dict], new: list[dict]) -> list[dict]:
+            written.append(_merged([*old, *new]))
+            return written[-1]
+
+        result = fold(self.store, self.folder, merge)
+        if written and result.path is not None:
+            self._write_latest(written[-1], [result.path])
         self._known = None
         return result
 
@@ -431,7 +518,12 @@ class DecisionIndex:
         if len(snapshot.small) < FOLD_ON_READ or not self.store.writable:
             return
         with contextlib.suppress(StoreReadOnlyError, OSError):
-            self.folds += fold_small(self.store, self.folder, snapshot, _merged) is not None
+            folded = fold_small(self.store, self.folder, snapshot, _merged)
+            if folded is not None and folded.path is not None:
+                self.folds += 1
+                table = self._known or {}
+                records = [d.to_dict() if isinstance(d, Decision) else d for d in table.values()]
+                self._write_latest(records, [*self._read_from, folded.path])
 
 
 def _merged(records: list[dict]) -> list[dict]:
@@ -447,12 +539,28 @@ def _merged(records: list[dict]) -> list[dict]:
 
 
 def compact_decisions(store: ProfileStore) -> list[Fold]:
-    """Compact every decision index of the store (``DecisionIndex.compact`` each)."""
+    """Compact every decision index of the store (``DecisionIndex.compact`` each); the
+    contexts of each current reference rewrite their copy of the index (``Latest``), which
+    the contexts of a rebuilt one share the path of."""
     out = []
     for name in store.list_folders(store.path("decisions")):
+        current = _current_digest(store, name)
         for context in store.list_folders(store.path("decisions", name)):
-            out.append(DecisionIndex(store, name, context).compact())
+            index = DecisionIndex(store, name, context)
+            about = _about(store, name, context)
+            if about is not None and about["reference"] == current:
+                index.config_digest = about["config"]
+            out.append(index.compact())
     return out
+
+
+def _about(store: ProfileStore, name: str, context: str) -> dict[str, Any] | None:
+    """What ``context`` is of (its ``context.json``), if it says so and matches its name."""
+    try:
+        about = store.read_json(store.path("decisions", name, context, CONTEXT_FILE))
+        return about if about is not None and _context(about) == context else None
+    except (ProfileFormatError, KeyError, TypeError):
+        return None
 
 
 def prune_decisions(store: ProfileStore) -> list[str]:
@@ -471,7 +579,23 @@ def prune_decisions(store: ProfileStore) -> list[str]:
             if _stale(store, name, context, current):
                 remove_tree(store, folder)
                 pruned.append(store.display(folder))
+        pruned += _prune_copies(store, name)
     return pruned
+
+
+def _prune_copies(store: ProfileStore, name: str) -> list[str]:
+    """Remove the copies of the index (``Latest``) of reference ``name`` whose context's
+    folder is gone (pruned, or never written)."""
+    top = store.path("decisions", name)
+    contexts = set(store.list_folders(top))
+    copies = [p for p in store.list_tree(top) if _is_copy(_base(p))]
+    stale = [p for p in copies if getattr(_read_copy(store, p), "context", None) not in contexts]
+    store.delete(stale)
+    return [store.display(p) for p in stale]
+
+
+def _is_copy(name: str) -> bool:
+    return name.startswith(f"{LATEST}.") and name.endswith(".jsonl")
 
 
 def _current_digest(store: ProfileStore, name: str) -> str | None:
@@ -490,12 +614,8 @@ def _stale(store: ProfileStore, name: str, context: str, current: str) -> bool:
     ``name`` than ``current`` (the stored reference's digest; "" when it is gone)."""
     if not current:
         return True
-    try:
-        about = store.read_json(store.path("decisions", name, context, CONTEXT_FILE))
-        described = about is not None and _context(about) == context
-    except (ProfileFormatError, KeyError, TypeError):
-        return False
-    return described and about["reference"] != current
+    about = _about(store, name, context)
+    return about is not None and about["reference"] != current
 
 
 def compact_store(store: ProfileStore, *, prune: bool = False) -> CompactionResult:

@@ -7,11 +7,13 @@ DataLoader workers inherit them and later passes decide from memory. A decision 
 result of what keys it, so one in memory never goes stale; one another process took since is
 taken again from its profile.
 
-The reads a reference's name tells (the exclusion list, and the listing of every decision
-context of that reference) start when the gate is made, beside the reference's own read:
-the context's folder is named by the reference's digest, so without the listing made ahead
-the index took three round trips (the reference, then the listing, then the index file),
-about 0.17 s at 40 ms a request for every dataset made. Now it takes two.
+The reads a reference's name tells (the exclusion list, the listing of every decision
+context of that reference, and the copy of the index under the gate's drift config:
+``decisions.Latest``) start when the gate is made, beside the reference's own read. The
+context's folder is named by the reference's digest, so the index took three round trips
+before (the reference, then the listing, then the index file), about 0.17 s at 40 ms a
+request for every dataset made. Now it takes one when the copy is current (after a
+compaction or a fold, with no new record since), two when not.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .decisions import DecisionIndex, list_contexts
+from .decisions import DecisionIndex, list_contexts, read_latest
 from .store import shard_key
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
     Stored = tuple[Profile | None, ShardDrift | None]
 
-EXCLUSIONS, CONTEXTS = "exclusions", "decision contexts"  # keys of the reads made by name
+EXCLUSIONS, CONTEXTS, LATEST = "exclusions", "decision contexts", "latest decisions"
 
 
 def start_reads(gate: ShardGate) -> None:
@@ -44,6 +46,7 @@ def start_reads(gate: ShardGate) -> None:
     store, name = gate.store, gate.reference_name
     gate._ahead.start(EXCLUSIONS, functools.partial(load_exclusions, store, name))
     gate._ahead.start(CONTEXTS, functools.partial(list_contexts, store, name))
+    gate._ahead.start(LATEST, functools.partial(read_latest, store, name, gate.config))
 
 
 def prepare_verdicts(gate: ShardGate) -> None:
@@ -68,7 +71,8 @@ def read_for_verdicts(gate: ShardGate) -> None:
     from .versions import load_exclusions
 
     start_reads(gate)  # a read started already is not started again
-    decisions_of(gate).read(listed=gate._ahead.take(CONTEXTS, lambda: None))
+    listed = gate._ahead.take(CONTEXTS, lambda: None)
+    decisions_of(gate).read(listed, gate._ahead.take(LATEST, lambda: None))
     excluded = functools.partial(load_exclusions, gate.store, gate.reference_name)
     gate._exclusions = gate._ahead.take(EXCLUSIONS, excluded)
 

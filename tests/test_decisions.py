@@ -210,8 +210,9 @@ def test_a_run_folds_the_records_it_read_and_the_next_reads_one_file(
     tmp_path: Path, s3_proxy, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first gated run leaves a small record per shard it decided. The run after reads
-    them one by one and folds them into a compacted file of their own; the third reads that
-    one file. Every run takes the same decisions."""
+    them one by one and folds them into a compacted file of their own, and writes the copy of
+    the index (``decisions.Latest``); the third reads that copy alone. Every run takes the
+    same decisions."""
     monkeypatch.setattr(decisions, "FOLD_ON_READ", 3)  # the corpus has 5 shards
     options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
@@ -228,8 +229,8 @@ def test_a_run_folds_the_records_it_read_and_the_next_reads_one_file(
     assert first[:2] == second[:2] == third[:2] == (4 * 80, ["passed"] * 4 + ["skipped"])
     assert [first[3], second[3], third[3]] == [0, 1, 0]  # the second run folded
     assert len([p for p in second[2] if "/new/" in p]) == 5
-    assert [p for p in third[2] if "/new/" in p] == []
-    assert len([p for p in third[2] if p.endswith(".index.jsonl")]) == 1
+    assert [p for p in third[2] if "/new/" in p or p.endswith(".index.jsonl")] == []
+    assert len([p for p in third[2] if "/latest." in p]) == 1
 
 
 # -- many small objects are read in batches --------------------------------------------------
@@ -339,36 +340,64 @@ def test_a_decision_taken_again_in_a_later_epoch_is_not_written_again(
     assert {r.epoch for r in store.catalog() if r.policy} == {0}  # rows keep their first epoch
 
 
-def test_a_gate_reads_its_reference_exclusions_and_decisions_in_two_round_trips(
+def _gate_requests(s3_proxy, store: ProfileStore, options: dict) -> tuple[ShardGate, dict]:
+    """A gate made and its first pass prepared; each store request's start, by target."""
+    s3_proxy.reset_stats()
+    gate = ShardGate(ProfileStore(store.url, options), "ref", "skip")
+    gate.start_pass(0, 0, resumed=False)
+    return gate, {unquote(r.target): r.started for r in s3_proxy.requests}
+
+
+def _started(requests: dict, part: str) -> float:
+    (when,) = [t for target, t in requests.items() if part in target]
+    return when
+
+
+def test_a_gate_reads_its_reference_exclusions_and_decisions_in_one_round_trip(
     tmp_path: Path, s3_proxy, s3_bucket: str
 ) -> None:
-    """What a gate reads before its first verdict: the reference, the exclusion list and the
-    listing of the reference's decision contexts at once, then the context's index file. At
-    40 ms a request, one after another, these three round trips delayed every dataset made."""
+    """What a gate reads before its first verdict, after a compaction: the reference, the
+    exclusion list, the listing of the reference's decision contexts and the copy of the
+    index, all at once; the copy holds the context's compacted file, which is not read. At
+    40 ms a request, one after another (the reference, then the listing, then the index
+    file), these round trips delayed every dataset made."""
     options, store = _proxied_store(s3_proxy, s3_bucket)
     clean, drifted = _corpus(tmp_path, store)
     check_shards(clean + drifted, store, "ref")
     compact_store(store)
     latency = 0.3
     s3_proxy.latency_ms = latency * 1000
+    gate, requests = _gate_requests(s3_proxy, store, options)
+    reference = _started(requests, "/references/ref.json")
+    for part in ("/exclusions/ref.json", "prefix=drift/decisions/ref/&", "/latest."):
+        assert _started(requests, part) < reference + latency  # before the reference came
+    assert len(requests) == 4  # no index file read
     s3_proxy.reset_stats()
-    gate = ShardGate(ProfileStore(store.url, options), "ref", "skip")
-    gate.start_pass(0, 0, resumed=False)
-    requests = {unquote(r.target): r.started for r in s3_proxy.requests}
+    shards = stat_shards(expand_urls(clean + drifted), options)
+    assert [gate.verdict(s).action for s in shards] == ["read"] * 4 + ["skip"]
+    assert not [r for r in s3_proxy.requests if "/drift/" in r.target]  # all read already
 
-    def started(part: str) -> float:
-        (when,) = [t for target, t in requests.items() if part in target]
-        return when
 
-    reference = started("/references/ref.json")
-    # asked for before the reference's answer came: the same round trip
-    assert started("/exclusions/ref.json") < reference + latency
-    assert started("prefix=drift/decisions/ref/&") < reference + latency
-    assert started(".index.jsonl") < reference + 2 * latency  # in the second round trip
-    assert len(requests) == 4
+def test_a_copy_of_the_index_older_than_a_new_record_is_not_used(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """A decision recorded since the copy was written: the copy is not used, the context's
+    files are read (the second round trip), and the new decision is found there."""
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    check_shards(clean, store, "ref")
+    compact_store(store)
+    check_shards(drifted, store, "ref")  # a new record beside the compacted file
+    latency = 0.3
+    s3_proxy.latency_ms = latency * 1000
+    gate, requests = _gate_requests(s3_proxy, store, options)
+    reference = _started(requests, "/references/ref.json")
+    assert _started(requests, "/latest.") < reference + latency
+    assert reference + latency < _started(requests, ".index.jsonl") < reference + 2 * latency
+    assert _started(requests, "/new/") < reference + 2 * latency
     s3_proxy.reset_stats()
-    (shard,) = stat_shards(expand_urls(drifted), options)
-    assert gate.verdict(shard).action == "skip"
+    shards = stat_shards(expand_urls(clean + drifted), options)
+    assert [gate.verdict(s).action for s in shards] == ["read"] * 4 + ["skip"]
     assert not [r for r in s3_proxy.requests if "/drift/" in r.target]  # all read already
 
 
