@@ -292,6 +292,7 @@ class DecisionIndex:
         self.config_digest: str | None = None  # of its drift config: names ``Latest``
         self._known: dict[Key, Decision | dict] | None = None
         self._read_from: list[str] = []  # the compacted files the records came from
+        self._unwritten: dict[Key, Decision] = {}  # records waiting for a row's note (``add``)
 
     @classmethod
     def of(
@@ -452,19 +453,33 @@ class DecisionIndex:
         drift: ShardDrift,
         later: Callable[..., None] | None = None,
     ) -> Decision:
-        """Keep the decision of ``drift`` and write its record unless it is known already;
-        with ``later`` (a ``WriteBehind.submit``), the write is handed to it, keyed by the
-        shard, instead of made here."""
+        """Keep the decision of ``drift`` and write its record unless it is known already.
+        With ``later`` (the gate's ``WriteBehind.submit``) the record waits: the gate writes
+        the shard's catalog row next, and the record is written once, noting that row
+        (``mark_row``), not once before and once after; ``write_unwritten`` hands the records
+        no row noted to ``later`` (the gate's ``flush``)."""
         decision = Decision.of(url, version, n, drift)
         table = self._table()
         if self._decision(table, decision.key) == decision:
             return decision
         table[decision.key] = decision
         if later is not None:
-            later(decision.url, self._write, decision)
+            self._unwritten[decision.key] = decision
         else:
             self._write(decision)
         return decision
+
+    @property
+    def unwritten(self) -> int:
+        """Decisions kept whose record waits for its catalog row's note (``add``)."""
+        return len(self._unwritten)
+
+    def write_unwritten(self, later: Callable[..., None]) -> None:
+        """Hand the records still waiting for a row's note to ``later``, keyed by the shard."""
+        for key in list(self._unwritten):
+            decision = self._unwritten.pop(key, None)
+            if decision is not None:
+                later(decision.url, self._write, decision)
 
     def _write(self, decision: Decision, describe: bool = True) -> None:
         """Write ``decision``'s record (``context.json`` first, once, with ``describe``): a
@@ -482,9 +497,11 @@ class DecisionIndex:
         digest ``row`` (``gate.decision_digest`` of its fields; None: nothing is known of the
         row). A gate that recalls the decision with that digest then leaves the catalog alone,
         not even reading the row: that read was each recalled shard's only request. Written
-        only when the record says otherwise; a failed write means the row is read again."""
-        if decision.row != row:
-            self._write(dataclasses.replace(decision, row=row), describe=False)
+        when the record waits for it (``add``) or says otherwise; a failed write means the row
+        is read again."""
+        waited = self._unwritten.pop(decision.key, None) is not None
+        if waited or decision.row != row:
+            self._write(dataclasses.replace(decision, row=row), describe=waited)
 
     def _describe(self) -> None:
         """Write ``context.json`` (what the context is of, for ``prune_decisions``) once."""

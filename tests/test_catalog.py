@@ -189,5 +189,5 @@ def test_rows_stored_in_the_old_relative_form_still_match(
     assert (row.url, row.source) == (shard_key("shards/a.tar"), str(tmp_path / "shards"))
     gate = ShardGate.__new__(ShardGate)  # only report() and its store are used
     gate.store, gate.reference_name, gate.results = store, "ref", []
-    gate._writes = WriteBehind()
+    gate._writes, gate._index = WriteBehind(), None
     assert [r["url"] for r in gate.report([shard])] == [str(tmp_path / "shards" / "a.tar")]

@@ -340,6 +340,28 @@ def test_a_decision_taken_again_in_a_later_epoch_is_not_written_again(
     assert {r.epoch for r in store.catalog() if r.policy} == {0}  # rows keep their first epoch
 
 
+def test_a_first_gated_pass_writes_each_decision_record_once(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """A shard decided in a pass gets its catalog row, and its decision record noting that
+    row: one write of the record, not one before the row and one after it. The next run
+    takes every decision from the records, reading and writing no catalog row."""
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    s3_proxy.reset_stats()
+    ds = _skip_gated(clean + drifted, store, options)
+    assert sum(1 for _ in ds) == 4 * 80
+    puts = [unquote(r.target) for r in s3_proxy.requests if r.method == "PUT"]
+    records = [t for t in puts if "/decisions/" in t and "/new/" in t]
+    assert len(records) == len(set(records)) == 5
+    assert sum("/catalog/" in t for t in puts) == 5
+    s3_proxy.reset_stats()
+    again = _skip_gated(clean + drifted, store, options)
+    assert sum(1 for _ in again) == 4 * 80
+    assert not [r for r in s3_proxy.requests if "/catalog/" in unquote(r.target)]
+    assert sorted(r["action"] for r in again.drift_report()) == ["passed"] * 4 + ["skipped"]
+
+
 def _gate_requests(s3_proxy, store: ProfileStore, options: dict) -> tuple[ShardGate, dict]:
     """A gate made and its first pass prepared; each store request's start, by target."""
     s3_proxy.reset_stats()
