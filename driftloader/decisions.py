@@ -59,6 +59,7 @@ from .compaction import (
     list_folder,
     parse_lines,
     read_folder,
+    read_lines,
     remove_tree,
     write_lines,
 )
@@ -77,6 +78,9 @@ TOP = 5  # features a decision keeps at most (those that drifted)
 FOLD_ON_READ = 16
 """Small decision records past which a reader folds them into one file (``_fold_small``)."""
 LATEST = "latest"  # decisions/<reference>/latest.<config digest>.jsonl (``Latest``)
+FOLD_COPY_MAX = 20_000
+"""Decisions past which a reader's fold leaves the copy of the index to ``compact``: it would
+rewrite the whole index (~150 bytes a decision) to fold a few records, on the sample path."""
 
 Key = tuple[str, str | None]
 
@@ -235,11 +239,16 @@ class Latest:
     files once the reference gives the context. It is used only when it is of that context
     and names exactly the compacted files the context's listing shows, with no new record
     beside them (``DecisionIndex._table``); else the context is read as before. Its first
-    line is ``{"context", "files"}``, then the records."""
+    line is ``{"context", "files"}``, then the records, parsed only when it is used."""
 
     context: str
     files: list[str]  # the base names of the compacted files whose records it holds
-    records: list[dict]
+    path: str
+    body: bytes  # the records' lines
+
+    def records(self, store: ProfileStore) -> list[dict]:
+        """The records (``ProfileFormatError`` naming the file when one is corrupt)."""
+        return parse_lines(store, self.path, self.body)
 
 
 def latest_path(store: ProfileStore, name: str, config_digest: str) -> str:
@@ -259,8 +268,9 @@ def _read_copy(store: ProfileStore, path: str) -> Latest | None:
         data = store.read_bytes(path, limit=MAX_COMPACTED_BYTES)
         if not data:
             return None
-        head, *records = parse_lines(store, path, data)
-        return Latest(str(head["context"]), [str(f) for f in head["files"]], records)
+        first, _, body = data.partition(b"\n")
+        (head,) = parse_lines(store, path, first)
+        return Latest(str(head["context"]), [str(f) for f in head["files"]], path, body)
     except Exception:  # noqa: BLE001 - whatever is wrong with a cache, it is not used
         return None
 
@@ -362,8 +372,12 @@ class DecisionIndex:
             return
         if sorted(map(_base, compacted)) != sorted(latest.files):
             return
+        try:
+            records = latest.records(self.store)
+        except ProfileFormatError:
+            return  # a cache: the context's own files are read
         self.loads += 1
-        self._known = {(r.get("url"), r.get("version")): r for r in latest.records}
+        self._known = {(r.get("url"), r.get("version")): r for r in records}
         self.unfolded, self._read_from = 0, compacted
 
     def _write_latest(self, records: list[dict], files: list[str]) -> None:
@@ -512,8 +526,7 @@ class DecisionIndex:
 
     def compact(self) -> Fold:
         """Fold the new records and the compacted files into a new compacted index
-        (``compaction.fold``)."""
-
+        (``compaction.fold``), and bring the copy of the index (``Latest``) up to it."""
         written: list[list[dict]] = []
 
         def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -523,6 +536,10 @@ class DecisionIndex:
         result = fold(self.store, self.folder, merge)
         if written and result.path is not None:
             self._write_latest(written[-1], [result.path])
+        elif result.path is not None and self.config_digest is not None:  # nothing to fold
+            copy = _read_copy(self.store, latest_path(self.store, self.name, self.config_digest))
+            if copy is None or (copy.context, copy.files) != (self.context, [_base(result.path)]):
+                self._write_latest(read_lines(self.store, result.path), [result.path])
         self._known = None
         return result
 
@@ -539,8 +556,11 @@ class DecisionIndex:
             if folded is not None and folded.path is not None:
                 self.folds += 1
                 table = self._known or {}
-                records = [d.to_dict() if isinstance(d, Decision) else d for d in table.values()]
-                self._write_latest(records, [*self._read_from, folded.path])
+                if len(table) <= FOLD_COPY_MAX:  # past it, ``compact`` writes the copy
+                    records = [
+                        d.to_dict() if isinstance(d, Decision) else d for d in table.values()
+                    ]
+                    self._write_latest(records, [*self._read_from, folded.path])
 
 
 def _merged(records: list[dict]) -> list[dict]:

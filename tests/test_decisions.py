@@ -233,6 +233,30 @@ def test_a_run_folds_the_records_it_read_and_the_next_reads_one_file(
     assert len([p for p in third[2] if "/latest." in p]) == 1
 
 
+def test_a_fold_of_a_large_index_leaves_the_copy_to_compact(
+    tmp_path: Path, s3_proxy, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``FOLD_COPY_MAX`` decisions a reader's fold does not rewrite the whole index into
+    its copy: the next run reads the folded file; ``compact`` writes the copy."""
+    monkeypatch.setattr(decisions, "FOLD_ON_READ", 3)
+    monkeypatch.setattr(decisions, "FOLD_COPY_MAX", 4)  # the corpus has 5 shards
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+
+    def decision_gets() -> list[str]:
+        s3_proxy.reset_stats()
+        assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
+        gets = [unquote(r.target) for r in s3_proxy.requests if r.method == "GET"]
+        return [t for t in gets if "/decisions/" in t and "list-type" not in t]
+
+    decision_gets()  # decides from the profiles
+    assert len([t for t in decision_gets() if "/new/" in t]) == 5  # read and folded
+    third = decision_gets()
+    assert len([t for t in third if t.endswith(".index.jsonl")]) == 1  # no copy written
+    compact_store(store)
+    assert [t for t in decision_gets() if t.endswith(".index.jsonl")] == []  # the copy
+
+
 # -- many small objects are read in batches --------------------------------------------------
 
 
