@@ -128,7 +128,7 @@ class ShardGate:
         self._look_again = False  # read the index again at this pass's first unknown shard
         self._written: dict[tuple[str, str | None], int] = {}  # catalog rows written (digest)
         self._writes = WriteBehind()  # catalog rows, written off the sample path
-        self._ahead = ProfilesAhead()  # stored profiles of the next shards, read meanwhile
+        self._ahead = ProfilesAhead()  # the next shards' profiles, and what the name tells
         self.reset()
         if reference is not None:
             start_reads(self)  # beside the reference's read: what its name tells

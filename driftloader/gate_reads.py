@@ -68,13 +68,10 @@ def read_for_verdicts(gate: ShardGate) -> None:
     if gate._exclusions is not None:
         decisions_of(gate).read()
         return
-    from .versions import load_exclusions
-
     start_reads(gate)  # a read started already is not started again
     listed = gate._ahead.take(CONTEXTS, lambda: None)
     decisions_of(gate).read(listed, gate._ahead.take(LATEST, lambda: None))
-    excluded = functools.partial(load_exclusions, gate.store, gate.reference_name)
-    gate._exclusions = gate._ahead.take(EXCLUSIONS, excluded)
+    gate._exclusions = gate._ahead.take(EXCLUSIONS, lambda: exclusions(gate))
 
 
 def exclusions(gate: ShardGate) -> set[tuple[str, str | None]]:

@@ -10,7 +10,8 @@ the profile with the reference, ~30 ms for 64 features): that runs on one thread
 in the order the reads were started, so the reader, idle while it waits for bytes at real
 latency, does not do it on the sample path, and the first shard's waits behind no other's.
 Only reads and comparisons are made here: every decision is still taken and recorded by the
-gate, in the reader's thread.
+gate, in the reader's thread. The gate also starts here, when it is made, the reads its
+reference's name tells (``gate_reads.start_reads``).
 """
 
 from __future__ import annotations

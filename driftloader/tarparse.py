@@ -212,9 +212,8 @@ class TarMembers:
                     data = self._take(size, start)
                 if kind == _LONG_NAME:
                     long_name = data.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
-                elif kind == _PAX:  # webdataset's writer's: an mtime only, nothing we use
-                    used = b"path=" in data or b"size=" in data
-                    pax = _pax_records(data, url, start) if used else {}
+                elif kind == _PAX:
+                    pax = _pax_records(data, url, start)
                 continue
             self.pos = data_at
             cut = header.find(b"\x00", 0, 100)
