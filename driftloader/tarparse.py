@@ -19,6 +19,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
+import numpy as np
+
 from .errors import ShardReadError
 
 __all__ = ["DEFAULT_MAX_MEMBER_SIZE", "TarMembers", "decompressed", "group_samples"]
@@ -28,6 +30,12 @@ DEFAULT_MAX_MEMBER_SIZE = 1 << 30
 _REGULAR = frozenset(b"0\x007")  # type flags of regular files (as ints)
 _PAX, _GLOBAL_PAX, _LONG_NAME = ord("x"), ord("g"), ord("L")
 _ZERO_BLOCK = bytes(BLOCK)
+_SCAN_ROWS = 8192  # 4 MiB of headers and data looked at per vectorised scan
+_SCAN_MIN_ROWS = 4
+_USTAR = np.frombuffer(b"ustar", np.uint8)
+_SIZE_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)  # eleven octal digits
+_SUM_WEIGHTS = 8 ** np.arange(5, -1, -1, dtype=np.int64)  # six
+_PAX_KEYS = [np.frombuffer(key, np.uint8) for key in (b"path=", b"size=")]
 _GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_COMPRESSIONS = {
     b"BZh": "bzip2",
@@ -109,6 +117,76 @@ def _pax_records(data: bytes, url: str, offset: int) -> dict[str, str]:
     return records
 
 
+def _scan(buf: bytes, at: int, base: int, limit: int) -> tuple[list, int, int]:
+    """The run of members from ``buf[at]`` whose headers are all in the common form, found
+    with array operations over 512-byte rows instead of a loop over headers.
+
+    Returns ``(members, end, rows)``: ``(name, data, offset)`` for each regular member of the
+    run, the position after it, and how many rows were looked at. The run follows the chain
+    of headers from ``at``: each next header must lie where the one before puts it, so a
+    ``ustar`` found inside a member's data is never taken for a header. It stops before the
+    first header that the loop must see: one that is not a ustar header with a valid
+    six-digit checksum, eleven octal digits of size (at most ``limit``) and either a
+    NUL-ended name of under 100 bytes with no prefix for a regular member, or a pax header
+    whose one-row body has no ``path`` or ``size`` record (only those change a member); also
+    before a member not whole in ``buf``. Those go through the loop exactly as before.
+    """
+    rows = min((len(buf) - at) // BLOCK, _SCAN_ROWS)
+    table = np.frombuffer(buf, np.uint8, rows * BLOCK, at).reshape(rows, BLOCK)
+    heads = np.flatnonzero(table[:, 257] == 117)  # "u", then the whole magic
+    heads = heads[(table[heads, 257:262] == _USTAR).all(1)]
+    if heads.size == 0 or heads[0] != 0:
+        return [], at, rows
+    head = table[heads]
+    digits = head[:, 124:135].astype(np.int64) - 48
+    sum_digits = head[:, 148:154].astype(np.int64) - 48
+    size = digits @ _SIZE_WEIGHTS
+    byte_sum = head.sum(1, dtype=np.uint32) - head[:, 148:156].sum(1, dtype=np.uint32) + 256
+    kind = head[:, 156]
+    regular = (kind == 48) | (kind == 0) | (kind == 55)
+    pax = kind == _PAX
+    name = head[:, :100] == 0
+    name_end = name.argmax(1)
+    ok = (
+        ((digits >= 0) & (digits <= 7)).all(1)
+        & ((head[:, 135] == 0) | (head[:, 135] == 32))
+        & ((sum_digits >= 0) & (sum_digits <= 7)).all(1)
+        & ((head[:, 154] == 0) | (head[:, 154] == 32))
+        & (sum_digits @ _SUM_WEIGHTS == byte_sum)
+        & (size <= limit)
+        & ((regular & name.any(1) & (head[:, 345] == 0)) | pax)
+    )
+    after = heads + 1 + (size + BLOCK - 1) // BLOCK
+    ok &= ~pax | ((size <= BLOCK) & (after <= rows))
+    paxes = np.flatnonzero(pax & ok & (size > 0))
+    if paxes.size:  # the one-row pax bodies, as far as the longest reaches, in one string
+        reach = int(size[paxes].max())
+        bodies = table[heads[paxes] + 1, :reach].tobytes()
+        for key in (b"path=", b"size="):
+            found = bodies.find(key)
+            while found >= 0:
+                row = found // reach
+                ok[paxes[row]] = False
+                found = bodies.find(key, (row + 1) * reach)
+    ok[:-1] &= after[:-1] == heads[1:]
+    ok[-1] &= after[-1] <= rows
+    stops = np.flatnonzero(~ok)
+    count = int(stops[0]) if stops.size else heads.size
+    while count and pax[count - 1]:  # a run never ends on a pax header: it is the next one's
+        count -= 1
+    if not count:
+        return [], at, rows
+    run = regular[:count]
+    starts = at + heads[:count][run] * BLOCK
+    # slices taken in C: the names (NUL-free) decoded in one go, then each member's bytes
+    named = map(slice, starts.tolist(), (starts + name_end[:count][run]).tolist())
+    names = b"\0".join(map(buf.__getitem__, named)).decode("utf-8", "surrogateescape")
+    data_at = starts + BLOCK
+    data = map(slice, data_at.tolist(), (data_at + size[:count][run]).tolist())
+    members = list(zip(names.split("\0"), map(buf.__getitem__, data), (starts + base).tolist()))
+    return members, at + int(after[count - 1]) * BLOCK, rows
+
+
 class TarMembers:
     """Iterate ``(name, data, offset)`` over a tar stream given as consecutive blocks.
 
@@ -125,6 +203,7 @@ class TarMembers:
         self.buf = b""
         self.pos = 0
         self.base = 0  # absolute offset of buf[0]
+        self.scan_from = 0  # absolute offset before which the loop reads headers one by one
 
     def _need(self, size: int) -> bool:
         """Make ``size`` bytes available at ``pos``; False if the stream ends first."""
@@ -172,6 +251,19 @@ class TarMembers:
         pax: dict[str, str] = {}
         while True:
             buf, at = self.buf, self.pos
+            if (
+                len(buf) - at >= _SCAN_MIN_ROWS * BLOCK
+                and not pax
+                and long_name is None
+                and self.base + at >= self.scan_from
+            ):
+                members, end, rows = _scan(buf, at, self.base, limit)
+                if (end - at) * 2 < rows * BLOCK:  # mostly unusual headers: loop over them
+                    self.scan_from = self.base + at + rows * BLOCK
+                if members or end > at:
+                    self.pos = end
+                    yield from members
+                    continue
             if len(buf) - at < BLOCK:
                 if not self._need(BLOCK):
                     raise self._end_of_stream()
