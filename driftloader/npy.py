@@ -56,6 +56,9 @@ class NpyHeader:
 
 
 _headers: dict[tuple[bytes, int], NpyHeader] = {}
+# the bytes up to the data of the last header parsed, and that header: a shard's arrays
+# repeat one header, recognised by a prefix compare before any parsing
+_last: tuple[bytes, NpyHeader | None] = (MAGIC, None)
 
 
 def _buffer(raw: Any) -> bytes | bytearray | memoryview:
@@ -125,6 +128,8 @@ def read_header(raw: Any) -> NpyHeader:
         if len(_headers) >= _CACHE_SIZE:
             _headers.clear()
         _headers[key] = parsed
+    global _last
+    _last = (bytes(buf[: start + length]), parsed)
     return parsed
 
 
@@ -141,10 +146,12 @@ def load_npy(raw: Any, *, numeric_only: bool = False, copy: bool = False) -> np.
     if isinstance(raw, np.ndarray):
         check_dtype(raw.dtype, numeric_only)
         return raw.copy() if copy else raw
-    head = read_header(raw)  # its dtype is checked: never object
+    prefix, head = _last
+    if head is None or type(raw) is not bytes or not raw.startswith(prefix):
+        head = read_header(raw)  # its dtype is checked: never object
     if numeric_only and not head.numeric:
         check_dtype(head.dtype, numeric_only)
-    buf = _buffer(raw)
+    buf = raw if type(raw) is bytes else _buffer(raw)
     if len(buf) - head.data_offset < head.nbytes:
         raise NpyFormatError(
             f"truncated .npy data: {len(buf) - head.data_offset} bytes for {head.nbytes}"

@@ -5,6 +5,7 @@ workers (``hand_over``). The error handlers live in ``handlers.py`` and are re-e
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -169,10 +170,10 @@ class Decoder:
         # field name -> its basic decoder (None: stays bytes), when no handler comes first;
         # shards repeat the same few field names, so each is looked up once
         self._plans: dict[str, Callable[[bytes], Any] | None] = {}
+        self._fields: dict[str, Callable[[bytes], Any] | None] = {}  # the same, for __call__
 
     def _plan(self, key: str) -> Callable[[bytes], Any] | None:
-        """The basic decoder of field ``key`` (None: it stays bytes), looked up once a name
-        (``__call__`` inlines the lookup of a known name: it runs for every field)."""
+        """The basic decoder of field ``key`` (None: it stays bytes), looked up once a name."""
         if key in self._plans:
             return self._plans[key]
         ext = key.rsplit(".", 1)[-1]
@@ -193,29 +194,35 @@ class Decoder:
         plan = self._plan(key)
         return data if plan is None else plan(data)
 
+    def _field(self, key: str) -> Callable[[bytes], Any] | None:
+        """How field ``key`` is decoded (None: it is kept as it is), looked up once a name."""
+        if key[:2] == "__" or (self.only is not None and key not in self.only):
+            plan = None
+        elif self.handlers or key.endswith(".gz"):
+            plan = functools.partial(self.decode1, key)
+        else:
+            plan = self._plan(key)
+        self._fields[key] = plan
+        return plan
+
     def __call__(self, sample: dict) -> dict:
         result = {}
-        plans = self._plans if not self.handlers else None
+        fields = self._fields
         for key, value in sample.items():
-            if key[:2] == "__" or (self.only is not None and key not in self.only):
+            plan = fields[key] if key in fields else self._field(key)
+            if plan is None or not isinstance(value, bytes):
                 result[key] = value
-            elif isinstance(value, bytes):
-                try:
-                    if plans is None or key.endswith(".gz"):
-                        result[key] = self.decode1(key, value)
-                        continue
-                    plan = plans[key] if key in plans else self._plan(key)
-                    result[key] = value if plan is None else plan(value)
-                except Exception as e:
-                    raise DecodeError(
-                        f"cannot decode field {key!r} of sample {sample.get('__key__')!r} "
-                        f"in {sample.get('__url__')}: {e}",
-                        sample.get("__url__"),
-                        sample.get("__key__"),
-                        key,
-                    ) from e
-            else:
-                result[key] = value
+                continue
+            try:
+                result[key] = plan(value)
+            except Exception as e:
+                raise DecodeError(
+                    f"cannot decode field {key!r} of sample {sample.get('__key__')!r} "
+                    f"in {sample.get('__url__')}: {e}",
+                    sample.get("__url__"),
+                    sample.get("__key__"),
+                    key,
+                ) from e
         return result
 
 
