@@ -29,6 +29,17 @@ def test_profiling_and_check_do_not_import_torch():
     assert out.stdout.split() == ["False", "False", "False"]
 
 
+def test_a_dataset_does_not_import_scipy_stats(tmp_path):
+    # scipy.stats takes ~1 s to import; only the rate test of categorical drift needs it, and a
+    # plain DriftDataset compares nothing
+    code = (
+        f"import sys, driftloader as dl; ds = dl.DriftDataset([{str(tmp_path / 'a.tar')!r}]);"
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="DriftDatasett"):
         driftloader.DriftDatasett  # noqa: B018
