@@ -8,10 +8,12 @@ folders are passed over. ``group_samples`` groups members into samples by webdat
 the tar stream and refuses other compressions, naming them. Every error is a
 ``ShardReadError`` naming the shard and the byte offset.
 
-The loop in ``TarMembers.__iter__`` is the hot path of the reader (six headers per sample in a
-``webdataset.TarWriter`` shard: each member has a pax header for its mtime), so the common
-case (a standard header whole in the buffer, a regular member whole after it) is handled
-inline; anything unusual falls back to the careful functions below it.
+Walking the headers is the hot path of the reader (six headers per sample in a
+``webdataset.TarWriter`` shard: each member has a pax header for its mtime). ``_scan`` takes
+runs of common headers (ustar, regular members and pax headers with nothing we use) with
+array operations over the buffer's 512-byte rows; the loop in ``TarMembers.__iter__`` takes
+every other header, the common case inline and anything unusual through the careful
+functions below it.
 """
 
 from __future__ import annotations
