@@ -310,7 +310,7 @@ def _shard_samples(
         stream = decompressed(_counted(blocks, stats), redact(url), block_size)
         members = TarMembers(stream, redact(url), max_member_size)
         local = local_path(url) if protocol_of(url) == "file" and not is_pipe(url) else None
-        for sample in group_samples(iter(members), url):
+        for sample in group_samples(members.runs(), url):
             if local is not None:
                 sample["__local_path__"] = local
             stats.samples += 1

@@ -247,6 +247,11 @@ class TarMembers:
         )
 
     def __iter__(self) -> Iterator[tuple[str, bytes, int]]:
+        for run in self.runs():
+            yield from run
+
+    def runs(self) -> Iterator[list[tuple[str, bytes, int]]]:
+        """The members in runs: a scan's whole run, or one member the loop read."""
         url, limit = self.url, self.max_member_size
         adler32 = zlib.adler32
         long_name: str | None = None
@@ -264,7 +269,7 @@ class TarMembers:
                     self.scan_from = self.base + at + rows * BLOCK
                 if members or end > at:
                     self.pos = end
-                    yield from members
+                    yield members
                     continue
             if len(buf) - at < BLOCK:
                 if not self._need(BLOCK):
@@ -320,7 +325,7 @@ class TarMembers:
                 long_name, pax = None, {}
             if kind in _REGULAR and end <= len(buf):  # whole in the buffer: the fast path
                 self.pos = end
-                yield name, buf[data_at : data_at + size], start
+                yield [(name, buf[data_at : data_at + size], start)]
                 continue
             try:
                 data = self._take(size, start)
@@ -328,33 +333,38 @@ class TarMembers:
                 e.member = name  # its header was whole: this member is the one cut short
                 raise
             if kind in _REGULAR:  # links, devices, folders: never followed
-                yield name, data, start
+                yield [(name, data, start)]
 
 
 # --------------------------------------------------------------------------------- samples
 
 
-def group_samples(members: Iterator[tuple[str, bytes, int]], url: str) -> Iterator[dict]:
-    """Group tar members into samples: key = path up to the first dot of the file name;
-    members with no extension, and tar metadata (``__name__.ext``), belong to none."""
+def group_samples(runs: Iterator[list[tuple[str, bytes, int]]], url: str) -> Iterator[dict]:
+    """Group tar members, in runs as ``TarMembers.runs`` gives them, into samples: key = path
+    up to the first dot of the file name; members with no extension, and tar metadata
+    (``__name__.ext``), belong to none."""
     current: dict | None = None
     key = None
     try:
-        for name, data, offset in members:
-            # _key_and_ext inlined (it runs for every member): keep the two the same
-            slash = name.rfind("/")
-            dot = name.find(".", slash + 1)
-            if dot <= slash + 1 or (name.startswith("__", slash + 1) and _is_meta(name)):
-                continue
-            ext = name[dot + 1 :].lower()
-            if name[:dot] != key:
-                if current is not None:
-                    yield current
-                key = name[:dot]
-                current = {"__key__": key, "__url__": url, ext: data}
-            elif ext in current:
-                raise ShardReadError(url, f"duplicate member {name!r} in sample {key!r}", offset)
-            else:
+        for run in runs:
+            for name, data, offset in run:
+                # _key_and_ext inlined (it runs for every member): keep the two the same
+                slash = name.rfind("/")
+                dot = name.find(".", slash + 1)
+                if dot <= slash + 1 or (name.startswith("__", slash + 1) and _is_meta(name)):
+                    continue
+                stem = name[:dot]
+                if stem != key:
+                    if current is not None:
+                        yield current
+                    key = stem
+                    current = {"__key__": key, "__url__": url, name[dot + 1 :].lower(): data}
+                    continue
+                ext = name[dot + 1 :].lower()
+                if ext in current:
+                    raise ShardReadError(
+                        url, f"duplicate member {name!r} in sample {key!r}", offset
+                    )
                 current[ext] = data
     except ShardReadError as e:
         # Cut short inside a member of the next sample: the current one is whole, keep it.
