@@ -48,8 +48,12 @@ def _mixed_archive(fmt: int, seed: int, samples: int) -> bytes:
                 key = f"{'d' * 120}/s{i}"  # the ustar prefix field
             elif roll < 0.08:
                 key = f"ünï/s{i}"  # UTF-8 names
+            elif roll < 0.09:
+                key = f"r\udce2\udc82{i}"  # bytes that are not UTF-8 (E2 82, cut short)
             size = rng.choice([0, 1, 37, 511, 512, 513, 2000, 5000])
             _member(tar, f"{key}.bin", rng.randbytes(size), mtime=1_700_000_000.25 + i)
+            if 0.08 <= roll < 0.09:  # and a name that ends in them
+                _member(tar, f"{key}.t\udce2\udc82", b"x")
             if roll > 0.97:
                 _member(tar, f"{key}.tar", _nested_tar(i))
             if 0.95 < roll <= 0.97 and fmt == tarfile.PAX_FORMAT:
