@@ -101,6 +101,8 @@ class Fold:
     records: int
     folded: int
     removed: int
+    # with nothing to fold: the records of ``path``, as read (the caller need not read again)
+    kept: list[dict] | None = field(default=None, repr=False, compare=False)
 
 
 # -- JSON-lines files ------------------------------------------------------------------------
@@ -264,7 +266,7 @@ def fold(
     old = snapshot.records(store)
     if not small and len(old) <= 1:
         path, records = old[0] if old else (None, [])
-        return Fold(path, len(records), 0, 0)
+        return Fold(path, len(records), 0, 0, kept=records)
     records = merge([r for _, rs in old for r in rs], [d for _, d in small])
     return _written(store, folder, snapshot, records, small, [p for p, _ in old])
 

@@ -59,7 +59,6 @@ from .compaction import (
     list_folder,
     parse_lines,
     read_folder,
-    read_lines,
     remove_tree,
     write_lines,
 )
@@ -539,7 +538,7 @@ class DecisionIndex:
         elif result.path is not None and self.config_digest is not None:  # nothing to fold
             copy = _read_copy(self.store, latest_path(self.store, self.name, self.config_digest))
             if copy is None or (copy.context, copy.files) != (self.context, [_base(result.path)]):
-                self._write_latest(read_lines(self.store, result.path), [result.path])
+                self._write_latest(result.kept or [], [result.path])
         self._known = None
         return result
 

@@ -257,6 +257,29 @@ def test_a_fold_of_a_large_index_leaves_the_copy_to_compact(
     assert [t for t in decision_gets() if t.endswith(".index.jsonl")] == []  # the copy
 
 
+def test_a_compaction_with_nothing_to_fold_reads_the_index_once(
+    tmp_path: Path, s3_proxy, s3_bucket: str
+) -> None:
+    """With one compacted file and no new record, ``compact`` brings a missing copy of the
+    index up to it from the records it has just read: one GET of the file, not two."""
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
+    compact_store(store)
+    copies = [p for p in store.list_tree(store.path("decisions")) if "/latest." in p]
+    assert len(copies) == 1
+    store.delete(copies)
+    s3_proxy.reset_stats()
+    compact_store(store)
+    gets = [unquote(r.target) for r in s3_proxy.requests if r.method == "GET"]
+    assert len([t for t in gets if t.endswith(".index.jsonl")]) == 1
+    s3_proxy.reset_stats()  # the copy is back, and what the next pass reads
+    assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
+    gets = [unquote(r.target) for r in s3_proxy.requests if r.method == "GET"]
+    assert [t for t in gets if t.endswith(".index.jsonl")] == []
+    assert len([t for t in gets if "/latest." in t]) == 1
+
+
 # -- many small objects are read in batches --------------------------------------------------
 
 
