@@ -334,7 +334,7 @@ def decided_store(
         record = {**record, "url": shard_key(shard.url), "version": shard.version}
         lines.append(json.dumps(record, separators=(",", ":")))
     store.write_bytes(index.index_path, ("\n".join(lines) + "\n").encode())
-    compact_store(store)  # one compacted file and its copy (``decisions.Latest``), as in use
+    compact_store(store)  # one compacted file and its copy (``index_copy.Latest``), as in use
 
 
 def gate_at_scale(

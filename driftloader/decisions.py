@@ -40,7 +40,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ from typing import Any
 from . import __version__
 from .compaction import (
     COMPACT_OVER,
-    MAX_COMPACTED_BYTES,
     CompactionResult,
     Fold,
     Folder,
@@ -65,6 +63,7 @@ from .compaction import (
 from .drift import DriftConfig, FeatureDrift, ShardDrift
 from .drift.registry import DRIFT_TESTS
 from .errors import ProfileFormatError, ReferenceNotFound, StoreReadOnlyError
+from .index_copy import Latest, base_name, is_copy, latest_path, read_copy
 from .profile import Profile
 from .sketches.encoding import decode_float, encode_float
 from .store import ProfileStore, check_reference_name, shard_key, url_hash, version_name
@@ -76,7 +75,6 @@ CONTEXT_FILE = "context.json"
 TOP = 5  # features a decision keeps at most (those that drifted)
 FOLD_ON_READ = 16
 """Small decision records past which a reader folds them into one file (``_fold_small``)."""
-LATEST = "latest"  # decisions/<reference>/latest.<config digest>.jsonl (``Latest``)
 FOLD_COPY_MAX = 20_000
 """Decisions past which a reader's fold leaves the copy of the index to ``compact``: it would
 rewrite the whole index (~150 bytes a decision) to fold a few records, on the sample path."""
@@ -230,52 +228,11 @@ def list_contexts(store: ProfileStore, name: str) -> dict[str, str | None]:
     return store.list_tree(store.path("decisions", check_reference_name(name)))
 
 
-@dataclass
-class Latest:
-    """A copy of a context's whole index, at a path the reference's name and the drift
-    config tell (``latest_path``), rewritten with every compacted file of the context. A gate
-    reads it beside the reference: one round trip for the index, not a second one for its
-    files once the reference gives the context. It is used only when it is of that context
-    and names exactly the compacted files the context's listing shows, with no new record
-    beside them (``DecisionIndex._table``); else the context is read as before. Its first
-    line is ``{"context", "files"}``, then the records, parsed only when it is used."""
-
-    context: str
-    files: list[str]  # the base names of the compacted files whose records it holds
-    path: str
-    body: bytes  # the records' lines
-
-    def records(self, store: ProfileStore) -> list[dict]:
-        """The records (``ProfileFormatError`` naming the file when one is corrupt)."""
-        return parse_lines(store, self.path, self.body)
-
-
-def latest_path(store: ProfileStore, name: str, config_digest: str) -> str:
-    name = check_reference_name(name)
-    return store.path("decisions", name, f"{LATEST}.{config_digest[:20]}.jsonl")
-
-
 def read_latest(store: ProfileStore, name: str, config: DriftConfig | None) -> Latest | None:
     """The copy of the index of reference ``name`` under ``config``; None when there is none
     or it cannot be read (a cache: the context is then read as before, which reports any
     error of the store)."""
-    return _read_copy(store, latest_path(store, name, config_fingerprint(config)))
-
-
-def _read_copy(store: ProfileStore, path: str) -> Latest | None:
-    try:
-        data = store.read_bytes(path, limit=MAX_COMPACTED_BYTES)
-        if not data:
-            return None
-        first, _, body = data.partition(b"\n")
-        (head,) = parse_lines(store, path, first)
-        return Latest(str(head["context"]), [str(f) for f in head["files"]], path, body)
-    except Exception:  # noqa: BLE001 - whatever is wrong with a cache, it is not used
-        return None
-
-
-def _base(path: str) -> str:
-    return path.replace(os.sep, "/").rsplit("/", 1)[-1]
+    return read_copy(store, latest_path(store, name, config_fingerprint(config)))
 
 
 # -- the index --------------------------------------------------------------------------------
@@ -369,7 +326,7 @@ class DecisionIndex:
         compacted, small, _ = list_folder(self.store, self.folder, listed)
         if latest.context != self.context or small:
             return
-        if sorted(map(_base, compacted)) != sorted(latest.files):
+        if sorted(map(base_name, compacted)) != sorted(latest.files):
             return
         try:
             records = latest.records(self.store)
@@ -385,7 +342,7 @@ class DecisionIndex:
         reads the context's files."""
         if self.config_digest is None or not self.store.writable:
             return
-        head = {"context": self.context, "files": sorted(map(_base, files))}
+        head = {"context": self.context, "files": sorted(map(base_name, files))}
         path = latest_path(self.store, self.name, self.config_digest)
         with contextlib.suppress(StoreReadOnlyError, OSError):
             write_lines(self.store, path, [head, *records])
@@ -536,8 +493,11 @@ class DecisionIndex:
         if written and result.path is not None:
             self._write_latest(written[-1], [result.path])
         elif result.path is not None and self.config_digest is not None:  # nothing to fold
-            copy = _read_copy(self.store, latest_path(self.store, self.name, self.config_digest))
-            if copy is None or (copy.context, copy.files) != (self.context, [_base(result.path)]):
+            copy = read_copy(self.store, latest_path(self.store, self.name, self.config_digest))
+            if copy is None or (copy.context, copy.files) != (
+                self.context,
+                [base_name(result.path)],
+            ):
                 self._write_latest(result.kept or [], [result.path])
         self._known = None
         return result
@@ -574,13 +534,16 @@ def _merged(records: list[dict]) -> list[dict]:
     return [out[k] for k in sorted(out, key=lambda k: (k[0], str(k[1])))]
 
 
-def compact_decisions(store: ProfileStore) -> list[Fold]:
+def compact_decisions(
+    store: ProfileStore, digests: dict[str, str | None] | None = None
+) -> list[Fold]:
     """Compact every decision index of the store (``DecisionIndex.compact`` each); the
     contexts of each current reference rewrite their copy of the index (``Latest``), which
-    the contexts of a rebuilt one share the path of."""
-    out = []
+    the contexts of a rebuilt one share the path of. ``digests``: the references' digests
+    already read (``_current_digest``), filled with those read here."""
+    out, digests = [], {} if digests is None else digests
     for name in store.list_folders(store.path("decisions")):
-        current = _current_digest(store, name)
+        current = _current_digest(store, name, digests)
         for context in store.list_folders(store.path("decisions", name)):
             index = DecisionIndex(store, name, context)
             about = _about(store, name, context)
@@ -599,15 +562,16 @@ def _about(store: ProfileStore, name: str, context: str) -> dict[str, Any] | Non
         return None
 
 
-def prune_decisions(store: ProfileStore) -> list[str]:
+def prune_decisions(store: ProfileStore, digests: dict[str, str | None] | None = None) -> list[str]:
     """Remove the decision folders of contexts no stored reference has any more: their
     reference was removed, or rebuilt with other content (``context.json`` tells what a
     context was decided against). A folder that does not say (written by an earlier version)
     is kept unless its reference is gone; one decided against the current reference under
-    any drift config is always kept. Returns the folders removed."""
-    pruned = []
+    any drift config is always kept. Returns the folders removed. ``digests`` as in
+    ``compact_decisions``."""
+    pruned, digests = [], {} if digests is None else digests
     for name in store.list_folders(store.path("decisions")):
-        current = _current_digest(store, name)
+        current = _current_digest(store, name, digests)
         if current is None:  # not a reference name, or its reference is unreadable
             continue
         for context in store.list_folders(store.path("decisions", name)):
@@ -624,25 +588,24 @@ def _prune_copies(store: ProfileStore, name: str) -> list[str]:
     folder is gone (pruned, or never written)."""
     top = store.path("decisions", name)
     contexts = set(store.list_folders(top))
-    copies = [p for p in store.list_tree(top) if _is_copy(_base(p))]
-    stale = [p for p in copies if getattr(_read_copy(store, p), "context", None) not in contexts]
+    copies = [p for p in store.list_tree(top) if is_copy(base_name(p))]
+    stale = [p for p in copies if getattr(read_copy(store, p), "context", None) not in contexts]
     store.delete(stale)
     return [store.display(p) for p in stale]
 
 
-def _is_copy(name: str) -> bool:
-    return name.startswith(f"{LATEST}.") and name.endswith(".jsonl")
-
-
-def _current_digest(store: ProfileStore, name: str) -> str | None:
-    """The digest of stored reference ``name``; "" when there is none; None when ``name`` is
-    no reference name or its reference cannot be read (nothing of it is pruned then)."""
-    try:
-        return reference_digest(store.get_reference(name))
-    except ReferenceNotFound:
-        return ""
-    except (ValueError, OSError):
-        return None
+def _current_digest(store: ProfileStore, name: str, digests: dict[str, str | None]) -> str | None:
+    """The digest of stored reference ``name`` (read once: kept in ``digests``); "" when there
+    is none; None when ``name`` is no reference name or its reference cannot be read (nothing
+    of it is pruned then)."""
+    if name not in digests:
+        try:
+            digests[name] = reference_digest(store.get_reference(name))
+        except ReferenceNotFound:
+            digests[name] = ""
+        except (ValueError, OSError):
+            digests[name] = None
+    return digests[name]
 
 
 def _stale(store: ProfileStore, name: str, context: str, current: str) -> bool:
@@ -660,10 +623,10 @@ def compact_store(store: ProfileStore, *, prune: bool = False) -> CompactionResu
     ``ValueError`` naming the store when it cannot be written (read-only, a file, no bucket);
     reads give the same answers after."""
     store.check_writable()
-    result = CompactionResult()
+    result, digests = CompactionResult(), {}
     if prune:
-        result.pruned = prune_decisions(store)
-    for part in [store.compact_catalog(), *compact_decisions(store)]:
+        result.pruned = prune_decisions(store, digests)
+    for part in [store.compact_catalog(), *compact_decisions(store, digests)]:
         if part.path is not None:
             result.files[store.display(part.path)] = part.records
         result.folded += part.folded

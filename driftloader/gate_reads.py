@@ -9,7 +9,7 @@ taken again from its profile.
 
 The reads a reference's name tells (the exclusion list, the listing of every decision
 context of that reference, and the copy of the index under the gate's drift config:
-``decisions.Latest``) start when the gate is made, beside the reference's own read. The
+``index_copy.Latest``) start when the gate is made, beside the reference's own read. The
 context's folder is named by the reference's digest, so the index took three round trips
 before (the reference, then the listing, then the index file), about 0.17 s at 40 ms a
 request for every dataset made. Now it takes one when the copy is current (after a

@@ -15,6 +15,7 @@ from driftloader.check import check_shards
 from driftloader.compaction import write_lines
 from driftloader.dataset import DriftDataset
 from driftloader.decisions import Decision, DecisionIndex, compact_store
+from driftloader.profile import Profile
 from driftloader.store import ProfileStore
 
 from .test_decisions import _corpus
@@ -170,6 +171,29 @@ def test_prune_removes_only_decisions_of_gone_or_rebuilt_references(tmp_path: Pa
     assert compact_store(store, prune=True).pruned == []  # the current ones stay
     index = DecisionIndex.of(store, "ref", store.get_reference("ref"), None)
     assert len(index.known()) == 5  # check's and the gate's decisions against the current one
+
+
+class CountingStore(ProfileStore):
+    """A real store that counts the references it reads."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.references_read: Counter[str] = Counter()
+
+    def get_reference(self, name: str) -> Profile:
+        self.references_read[name] += 1
+        return super().get_reference(name)
+
+
+def test_a_pruning_compaction_reads_each_reference_once(tmp_path: Path) -> None:
+    store = CountingStore(str(tmp_path / "store"))
+    clean, _ = _corpus(tmp_path, store)
+    store.build_reference("other", clean[:2])
+    check_shards(clean[:2], store, "ref")
+    check_shards(clean[:2], store, "other")
+    store.references_read.clear()
+    compact_store(store, prune=True)
+    assert store.references_read == {"ref": 1, "other": 1}  # prune and compact share them
 
 
 class ListingStore(ProfileStore):

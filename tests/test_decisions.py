@@ -211,7 +211,7 @@ def test_a_run_folds_the_records_it_read_and_the_next_reads_one_file(
 ) -> None:
     """The first gated run leaves a small record per shard it decided. The run after reads
     them one by one and folds them into a compacted file of their own, and writes the copy of
-    the index (``decisions.Latest``); the third reads that copy alone. Every run takes the
+    the index (``index_copy.Latest``); the third reads that copy alone. Every run takes the
     same decisions."""
     monkeypatch.setattr(decisions, "FOLD_ON_READ", 3)  # the corpus has 5 shards
     options, store = _proxied_store(s3_proxy, s3_bucket)
