@@ -116,6 +116,24 @@ def test_header_limit_and_cache() -> None:
     assert MAX_HEADER == 10_000
 
 
+def test_a_repeated_header_is_recognised_and_still_checked() -> None:
+    """The header of the last array parsed is recognised by its bytes (shards repeat one);
+    the data's length and ``numeric_only`` are checked all the same."""
+    a, b = np.arange(4, dtype="<f4"), np.arange(6, dtype="<i8").reshape(2, 3)
+    for array in (a, b, a, a, b, b):
+        got = load_npy(npy(array))
+        np.testing.assert_array_equal(got, array)
+        assert (got.dtype, got.shape) == (array.dtype, array.shape)
+    raw = npy(a)
+    assert load_npy(raw).tolist() == [0, 1, 2, 3]
+    with pytest.raises(NpyFormatError, match="truncated .npy data"):
+        load_npy(raw[:-1])  # the same header, one byte of data short
+    text = npy(np.array(["ab"]))
+    assert load_npy(text).tolist() == ["ab"]
+    with pytest.raises(NpyFormatError, match="unsupported array dtype"):
+        load_npy(text, numeric_only=True)
+
+
 class _Tripwire:
     def __reduce__(self):  # unpickling this would raise
         return (pytest.fail, ("an .npy payload was unpickled",))

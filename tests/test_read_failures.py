@@ -10,6 +10,8 @@ import pytest
 from torch.utils.data import DataLoader
 
 import driftloader as dl
+from driftloader.profiling import profile_shards
+from driftloader.sources import filesystem
 
 from .conftest import write_gated_corpus, write_shard
 
@@ -104,3 +106,34 @@ def test_stats_and_failed_shards_reach_the_main_process(corpus, workers):
     for _ in range(2):  # epochs add up, as without workers
         list(DataLoader(ds, batch_size=None, num_workers=workers))
     assert ds.stats.samples == 2 * len(plain) and ds.stats.errors == 2
+
+
+def test_a_decided_shard_failing_mid_read_has_its_failed_row(s3_proxy, s3_bucket, tmp_path):
+    """A shard decided in an earlier pass passes its samples straight on; when its read fails
+    mid-shard (a connection reset, no retry left), the samples read before it are kept and
+    counted, its row says "failed" with that count, and the other shards pass as decided."""
+    corpus = write_gated_corpus(tmp_path, [40, 30, 50], 0)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    fs = filesystem(f"s3://{s3_bucket}/x", options)
+    urls = []
+    for path in corpus["clean"]:
+        fs.put(path, f"{s3_bucket}/data/{Path(path).name}")
+        urls.append(f"s3://{s3_bucket}/data/{Path(path).name}")
+    store = corpus["store"]
+    profile_shards(urls, store, storage_options=options, progress=False)
+    gated = dict(store=store, reference="ref", policy="skip", storage_options=options)
+    expected = [_key(s) for s in dl.DriftDataset(urls, shuffle=False, **gated)]  # decides them
+    assert len(expected) == 120
+    s3_proxy.add_fault(
+        "reset", method="GET", path="clean-1.tar", ranged=True, nth=3, after_bytes=100
+    )
+    ds = dl.DriftDataset(
+        urls, shuffle=False, on_error="skip", retries=0, block_size=16_384, **gated
+    )
+    keys = [_key(s) for s in ds]
+    cut = [k for k in expected[40:70] if k in keys]
+    assert keys == expected[:40] + cut + expected[70:] and 0 < len(cut) < 30
+    rows = {Path(r["url"]).name: r for r in ds.drift_report()}
+    assert rows["clean-1.tar"]["action"] == "failed" and rows["clean-1.tar"]["n"] == len(cut)
+    assert [rows[f"clean-{i}.tar"]["action"] for i in (0, 2)] == ["passed", "passed"]
+    assert ds.stats.samples == len(keys) and ds.stats.errors == 1
