@@ -450,9 +450,9 @@ class ReadAhead:
         self,
         block_size: int,
         max_inflight: int,
-        on_peak: Callable[[int], None] | None = None,
-        lookahead: int = 4,
-        max_requests: int = 8,
+        on_peak: Callable[[int], None] | None,
+        lookahead: int,
+        max_requests: int,
     ) -> None:
         self.block_size = block_size
         self.max_inflight = max(max_inflight, block_size)
