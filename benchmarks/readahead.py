@@ -1,0 +1,84 @@
+"""driftloader's read-ahead bounds against latency: the same pass under a few ``ReadOptions``.
+
+    python benchmarks/readahead.py [--rounds 3] [--shards 32]
+
+The issue's vectors (peers.py's corpus: 32 shards x 1,000 samples, ~9.3 MB a shard) on moto,
+behind the latency proxy at 0, 40 and 100 ms (50 MB/s a connection), and locally; 0 DataLoader
+workers, batch 256. Each variant sets the shards read ahead (``lookahead``) and the requests in
+flight (``max_requests``) within the default 64 MiB; variants and settings alternate round by
+round, and medians are printed. This chose the defaults (8 shards, 16 requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import peers  # noqa: E402
+from benchmarks.servers import Servers  # noqa: E402
+
+VARIANTS = {
+    "4 shards, 8 requests": (4, 8),
+    "4 shards, 16 requests": (4, 16),
+    "8 shards, 16 requests": (8, 16),
+    "16 shards, 32 requests": (16, 32),
+}
+
+
+def one_pass(urls: list[str], endpoint: str | None, lookahead: int, requests: int) -> float:
+    from torch.utils.data import DataLoader
+
+    import driftloader as dl
+
+    options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
+    read = dl.ReadOptions(lookahead=lookahead, max_requests=requests)
+    started = time.perf_counter()
+    ds = dl.DriftDataset(urls, shuffle=False, storage_options=options, read_options=read)
+    count = 0
+    for _, classes in DataLoader(ds.decode().to_tuple("x.npy", "cls"), batch_size=peers.BATCH):
+        count += len(classes)
+    return count / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=32)
+    args = parser.parse_args(argv)
+    import s3fs
+
+    with Servers() as servers, tempfile.TemporaryDirectory(prefix="readahead-") as tmp:
+        moto = servers.moto()
+        settings = {"local": None}
+        settings.update({f"{ms} ms": servers.proxy(moto, ms, peers.MBPS) for ms in (0, 40, 100)})
+        folder = Path(tmp) / "tar"
+        folder.mkdir()
+        paths = peers.write_tars("vectors", args.shards, 1000, folder)
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto})
+        fs.mkdir("readahead")
+        fs.put(str(folder), "readahead/", recursive=True)
+        remote = [f"s3://readahead/tar/{p.name}" for p in paths]
+        local = [str(p) for p in paths]
+        rates: dict[tuple[str, str], list[float]] = {}
+        for r in range(args.rounds):
+            for setting, endpoint in settings.items():
+                for name, (lookahead, requests) in VARIANTS.items():
+                    urls = remote if endpoint else local
+                    rate = one_pass(urls, endpoint, lookahead, requests)
+                    rates.setdefault((setting, name), []).append(rate)
+                    print(f"round {r + 1} {setting} {name}: {rate:,.0f} samples/s", flush=True)
+    print("\n| setting | " + " | ".join(VARIANTS) + " |")
+    print("| --- |" + " ---: |" * len(VARIANTS))
+    for setting in settings:
+        cells = [f"{statistics.median(rates[setting, name]):,.0f}" for name in VARIANTS]
+        print(f"| {setting} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
