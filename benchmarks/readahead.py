@@ -1,12 +1,13 @@
 """driftloader's read-ahead bounds against latency: the same pass under a few ``ReadOptions``.
 
-    python benchmarks/readahead.py [--rounds 3] [--shards 32]
+    python benchmarks/readahead.py [--rounds 3] [--shards 32] [--workers 2]
 
 The issue's vectors (peers.py's corpus: 32 shards x 1,000 samples, ~9.3 MB a shard) on moto,
 behind the latency proxy at 0, 40 and 100 ms (50 MB/s a connection), and locally; 0 DataLoader
-workers, batch 256. Each variant sets the shards read ahead (``lookahead``) and the requests in
-flight (``max_requests``) within the default 64 MiB; variants and settings alternate round by
-round, and medians are printed. This chose the defaults (8 shards, 16 requests).
+workers unless ``--workers`` (each worker keeps its own bounds), batch 256. Each variant sets
+the shards read ahead (``lookahead``) and the requests in flight (``max_requests``) within the
+default 64 MiB; variants and settings alternate round by round, and medians are printed. This
+chose the defaults (8 shards, 16 requests).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ VARIANTS = {
 }
 
 
-def one_pass(urls: list[str], endpoint: str | None, lookahead: int, requests: int) -> float:
+def one_pass(
+    urls: list[str], endpoint: str | None, lookahead: int, requests: int, workers: int
+) -> float:
     from torch.utils.data import DataLoader
 
     import driftloader as dl
@@ -41,7 +44,13 @@ def one_pass(urls: list[str], endpoint: str | None, lookahead: int, requests: in
     started = time.perf_counter()
     ds = dl.DriftDataset(urls, shuffle=False, storage_options=options, read_options=read)
     count = 0
-    for _, classes in DataLoader(ds.decode().to_tuple("x.npy", "cls"), batch_size=peers.BATCH):
+    loader = DataLoader(
+        ds.decode().to_tuple("x.npy", "cls"),
+        batch_size=peers.BATCH,
+        num_workers=workers,
+        multiprocessing_context=peers.WORKER_START if workers else None,
+    )
+    for _, classes in loader:
         count += len(classes)
     return count / (time.perf_counter() - started)
 
@@ -50,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shards", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     args = parser.parse_args(argv)
     import s3fs
 
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             for setting, endpoint in settings.items():
                 for name, (lookahead, requests) in VARIANTS.items():
                     urls = remote if endpoint else local
-                    rate = one_pass(urls, endpoint, lookahead, requests)
+                    rate = one_pass(urls, endpoint, lookahead, requests, args.workers)
                     rates.setdefault((setting, name), []).append(rate)
                     print(f"round {r + 1} {setting} {name}: {rate:,.0f} samples/s", flush=True)
     print("\n| setting | " + " | ".join(VARIANTS) + " |")
