@@ -37,7 +37,7 @@ _SCAN_MIN_ROWS = 4
 _USTAR = np.frombuffer(b"ustar", np.uint8)
 _SIZE_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)  # eleven octal digits
 _SUM_WEIGHTS = 8 ** np.arange(5, -1, -1, dtype=np.int64)  # six
-_PAX_KEYS = [np.frombuffer(key, np.uint8) for key in (b"path=", b"size=")]
+_PAX_USED = (b"path=", b"size=")  # the pax records that change a member; others are passed
 _GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_COMPRESSIONS = {
     b"BZh": "bzip2",
@@ -98,7 +98,7 @@ def _name(header: bytes) -> str:
 
 def _pax_records(data: bytes, url: str, offset: int) -> dict[str, str]:
     """The records of a pax extended header; malformed ones raise ``ShardReadError``."""
-    if b"path=" not in data and b"size=" not in data:
+    if not any(key in data for key in _PAX_USED):
         return {}  # only times and owners: nothing we use
     records, pos = {}, 0
     try:
@@ -164,7 +164,7 @@ def _scan(buf: bytes, at: int, base: int, limit: int) -> tuple[list, int, int]:
     if paxes.size:  # the one-row pax bodies, as far as the longest reaches, in one string
         reach = int(size[paxes].max())
         bodies = table[heads[paxes] + 1, :reach].tobytes()
-        for key in (b"path=", b"size="):
+        for key in _PAX_USED:
             found = bodies.find(key)
             while found >= 0:
                 row = found // reach
@@ -267,7 +267,7 @@ class TarMembers:
                 members, end, rows = _scan(buf, at, self.base, limit)
                 if (end - at) * 2 < rows * BLOCK:  # mostly unusual headers: loop over them
                     self.scan_from = self.base + at + rows * BLOCK
-                if members or end > at:
+                if members:  # a run ends on a regular member: none, and nothing was taken
                     self.pos = end
                     yield members
                     continue
