@@ -151,7 +151,7 @@ def load_npy(raw: Any, *, numeric_only: bool = False, copy: bool = False) -> np.
         head = read_header(raw)  # its dtype is checked: never object
     if numeric_only and not head.numeric:
         check_dtype(head.dtype, numeric_only)
-    buf = raw if type(raw) is bytes else _buffer(raw)
+    buf = _buffer(raw)
     if len(buf) - head.data_offset < head.nbytes:
         raise NpyFormatError(
             f"truncated .npy data: {len(buf) - head.data_offset} bytes for {head.nbytes}"
