@@ -33,8 +33,6 @@ ROOT = HERE.parent
 def one_pass(tree: str, contender: str, workers: int, tars: str, truth: str) -> None:
     """In the child: time one pass of ``contender`` over the shards, print its JSON line."""
     sys.path.insert(0, str(ROOT))
-    from torch.utils.data import DataLoader
-
     from benchmarks import peers
 
     sys.path.insert(0, tree)  # after peers put this checkout first: the commit's driftloader
@@ -47,15 +45,7 @@ def one_pass(tree: str, contender: str, workers: int, tars: str, truth: str) -> 
         ds = peers.read_webdataset("vectors", urls, None)
     else:
         ds = peers.read_driftloader("vectors", urls, None)
-    loader = DataLoader(
-        ds,
-        batch_size=peers.BATCH,
-        num_workers=workers,
-        multiprocessing_context=peers.WORKER_START if workers else None,
-    )
-    seen = peers.Checksum()
-    for values, classes in loader:
-        seen.add_batch(values, classes)
+    seen = peers.loader_pass(ds, workers)
     rate = seen.count / (time.perf_counter() - started)
     if not seen.matches(peers.Checksum(**json.loads(Path(truth).read_text()))):
         raise SystemExit(f"{contender}: read {seen}, expected {truth}")

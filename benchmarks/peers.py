@@ -216,12 +216,16 @@ def read_webdataset(corpus: str, urls: list[str], endpoint: str | None):
     return ds.to_tuple("jpg", "cls").map(decode_pair(corpus))
 
 
-def read_driftloader(corpus: str, urls: list[str], endpoint: str | None, store=None):
+def read_driftloader(
+    corpus: str, urls: list[str], endpoint: str | None, store=None, **options
+) -> object:
+    """``DriftDataset`` over ``urls`` (gated by ``store``'s reference "ref" with the skip
+    policy when given; ``options``: more of its keywords, e.g. ``read_options``)."""
     import driftloader as dl
 
-    options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
+    storage = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
     gate = {"store": store, "reference": "ref", "policy": "skip"} if store is not None else {}
-    ds = dl.DriftDataset(urls, shuffle=False, storage_options=options, **gate)
+    ds = dl.DriftDataset(urls, shuffle=False, storage_options=storage, **gate, **options)
     if corpus == "vectors":
         return ds.decode().to_tuple("x.npy", "cls")
     return ds.to_tuple("jpg", "cls").map(decode_pair(corpus))
@@ -427,22 +431,10 @@ class Run:
 
     def time_pass(self, contender: str, workers: int) -> float:
         """Samples/s of one full pass, from building the dataset to the last batch."""
-        from torch.utils.data import DataLoader
-
         cache_dir = tempfile.mkdtemp(dir=self.scratch, prefix="cache-")
         try:
             started = time.perf_counter()
-            loader = DataLoader(
-                self.dataset(contender, cache_dir),
-                batch_size=BATCH,
-                num_workers=workers,
-                # litdata.optimize (the LitData writer) sets the process's start method to
-                # spawn; every contender gets the platform's default workers instead
-                multiprocessing_context=WORKER_START if workers else None,
-            )
-            seen = Checksum()
-            for values, classes in loader:
-                seen.add_batch(values, classes)
+            seen = loader_pass(self.dataset(contender, cache_dir), workers)
             elapsed = time.perf_counter() - started
         finally:
             shutil.rmtree(cache_dir, ignore_errors=True)
@@ -452,6 +444,25 @@ class Run:
                 f"read {seen}, expected {self.corpus.truth}"
             )
         return seen.count / elapsed
+
+
+def loader_pass(dataset, workers: int) -> Checksum:
+    """What one pass of ``dataset`` (pairs of value and class) through a DataLoader of batch
+    ``BATCH`` and ``workers`` workers reads."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset,
+        batch_size=BATCH,
+        num_workers=workers,
+        # litdata.optimize (the LitData writer) sets the process's start method to spawn;
+        # every contender gets the platform's default workers instead
+        multiprocessing_context=WORKER_START if workers else None,
+    )
+    seen = Checksum()
+    for values, classes in loader:
+        seen.add_batch(values, classes)
+    return seen
 
 
 def contenders_for(setting: Setting, chosen: list[str]) -> list[str]:

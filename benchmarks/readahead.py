@@ -33,26 +33,20 @@ VARIANTS = {
 
 
 def one_pass(
-    urls: list[str], endpoint: str | None, lookahead: int, requests: int, workers: int
+    urls: list[str], endpoint: str | None, bounds: tuple[int, int], workers: int, truth
 ) -> float:
-    from torch.utils.data import DataLoader
-
+    """Samples/s of one pass under ``bounds`` (lookahead, max_requests), checked against
+    ``truth`` (peers.py's checksum)."""
     import driftloader as dl
 
-    options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else None
-    read = dl.ReadOptions(lookahead=lookahead, max_requests=requests)
+    read = dl.ReadOptions(lookahead=bounds[0], max_requests=bounds[1])
     started = time.perf_counter()
-    ds = dl.DriftDataset(urls, shuffle=False, storage_options=options, read_options=read)
-    count = 0
-    loader = DataLoader(
-        ds.decode().to_tuple("x.npy", "cls"),
-        batch_size=peers.BATCH,
-        num_workers=workers,
-        multiprocessing_context=peers.WORKER_START if workers else None,
-    )
-    for _, classes in loader:
-        count += len(classes)
-    return count / (time.perf_counter() - started)
+    ds = peers.read_driftloader("vectors", urls, endpoint, read_options=read)
+    seen = peers.loader_pass(ds, workers)
+    elapsed = time.perf_counter() - started
+    if not seen.matches(truth):
+        raise RuntimeError(f"read {seen} under {bounds}, expected {truth}")
+    return seen.count / elapsed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(tmp) / "tar"
         folder.mkdir()
         paths = peers.write_tars("vectors", args.shards, 1000, folder)
+        truth = peers.ground_truth("vectors", args.shards, 1000)
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto})
         fs.mkdir("readahead")
         fs.put(str(folder), "readahead/", recursive=True)
@@ -78,9 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         rates: dict[tuple[str, str], list[float]] = {}
         for r in range(args.rounds):
             for setting, endpoint in settings.items():
-                for name, (lookahead, requests) in VARIANTS.items():
+                for name, bounds in VARIANTS.items():
                     urls = remote if endpoint else local
-                    rate = one_pass(urls, endpoint, lookahead, requests, args.workers)
+                    rate = one_pass(urls, endpoint, bounds, args.workers, truth)
                     rates.setdefault((setting, name), []).append(rate)
                     print(f"round {r + 1} {setting} {name}: {rate:,.0f} samples/s", flush=True)
     print("\n| setting | " + " | ".join(VARIANTS) + " |")
