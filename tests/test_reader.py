@@ -63,18 +63,20 @@ def _tar_bytes(fmt: int, names: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def _respelled(tar: bytes) -> bytes:
-    """The same archive with every header's numbers spelled as other writers do: the checksum
-    in seven digits and a NUL, the size in twelve digits with no NUL."""
-    out, at = bytearray(tar), 0
+def _respelled(tar: bytes, every: int = 1) -> bytes:
+    """The same archive with every ``every``-th header's numbers spelled as other writers do:
+    the checksum in seven digits and a NUL, the size in twelve digits with no NUL."""
+    out, at, n = bytearray(tar), 0, 0
     while at + 512 <= len(out) and any(out[at : at + 512]):
         header = out[at : at + 512]
         size = int(bytes(header[124:136]).split(b"\0")[0] or b"0", 8)
-        header[124:136] = b"%012o" % size
-        header[148:156] = b" " * 8
-        header[148:156] = b"%07o\0" % sum(header)
-        out[at : at + 512] = header
+        if n % every == every - 1:
+            header[124:136] = b"%012o" % size
+            header[148:156] = b" " * 8
+            header[148:156] = b"%07o\0" % sum(header)
+            out[at : at + 512] = header
         at += 512 + size + (-size) % 512
+        n += 1
     return bytes(out)
 
 
