@@ -107,6 +107,11 @@ def _proxied_store(s3_proxy, bucket: str) -> tuple[dict, ProfileStore]:
     return options, ProfileStore(f"s3://{bucket}/drift", options)
 
 
+def _targets(proxy, method: str | None = None) -> list[str]:
+    """What the proxy's requests asked for (unquoted), those of ``method`` if given."""
+    return [unquote(r.target) for r in proxy.requests if method is None or r.method == method]
+
+
 def _profile_gets(proxy) -> int:
     return sum(r.method == "GET" and "/shards/" in r.target for r in proxy.requests)
 
@@ -221,7 +226,7 @@ def test_a_run_folds_the_records_it_read_and_the_next_reads_one_file(
         s3_proxy.reset_stats()
         ds = _skip_gated(clean + drifted, store, options)
         n = sum(1 for _ in ds)
-        paths = [unquote(r.target).split("?")[0] for r in s3_proxy.requests if r.method == "GET"]
+        paths = [t.split("?")[0] for t in _targets(s3_proxy, "GET")]
         read = [p for p in paths if "/decisions/" in p]
         return n, sorted(r["action"] for r in ds.drift_report()), read, decisions_of(ds.gate).folds
 
@@ -246,8 +251,7 @@ def test_a_fold_of_a_large_index_leaves_the_copy_to_compact(
     def decision_gets() -> list[str]:
         s3_proxy.reset_stats()
         assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
-        gets = [unquote(r.target) for r in s3_proxy.requests if r.method == "GET"]
-        return [t for t in gets if "/decisions/" in t and "list-type" not in t]
+        return [t for t in _targets(s3_proxy, "GET") if "/decisions/" in t and "list-type" not in t]
 
     decision_gets()  # decides from the profiles
     assert len([t for t in decision_gets() if "/new/" in t]) == 5  # read and folded
@@ -271,11 +275,11 @@ def test_a_compaction_with_nothing_to_fold_reads_the_index_once(
     store.delete(copies)
     s3_proxy.reset_stats()
     compact_store(store)
-    gets = [unquote(r.target) for r in s3_proxy.requests if r.method == "GET"]
+    gets = _targets(s3_proxy, "GET")
     assert len([t for t in gets if t.endswith(".index.jsonl")]) == 1
     s3_proxy.reset_stats()  # the copy is back, and what the next pass reads
     assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
-    gets = [unquote(r.target) for r in s3_proxy.requests if r.method == "GET"]
+    gets = _targets(s3_proxy, "GET")
     assert [t for t in gets if t.endswith(".index.jsonl")] == []
     assert len([t for t in gets if "/latest." in t]) == 1
 
@@ -373,7 +377,7 @@ def test_a_decision_taken_again_in_a_later_epoch_is_not_written_again(
     ds = _skip_gated(clean + drifted, store, options)
 
     def catalog_requests() -> int:
-        return sum("/catalog/" in unquote(r.target) for r in s3_proxy.requests)
+        return sum("/catalog/" in t for t in _targets(s3_proxy))
 
     s3_proxy.reset_stats()
     assert sum(1 for _ in ds) == 4 * 80
@@ -398,14 +402,14 @@ def test_a_first_gated_pass_writes_each_decision_record_once(
     s3_proxy.reset_stats()
     ds = _skip_gated(clean + drifted, store, options)
     assert sum(1 for _ in ds) == 4 * 80
-    puts = [unquote(r.target) for r in s3_proxy.requests if r.method == "PUT"]
+    puts = _targets(s3_proxy, "PUT")
     records = [t for t in puts if "/decisions/" in t and "/new/" in t]
     assert len(records) == len(set(records)) == 5
     assert sum("/catalog/" in t for t in puts) == 5
     s3_proxy.reset_stats()
     again = _skip_gated(clean + drifted, store, options)
     assert sum(1 for _ in again) == 4 * 80
-    assert not [r for r in s3_proxy.requests if "/catalog/" in unquote(r.target)]
+    assert not [t for t in _targets(s3_proxy) if "/catalog/" in t]
     assert sorted(r["action"] for r in again.drift_report()) == ["passed"] * 4 + ["skipped"]
 
 
@@ -489,7 +493,7 @@ def test_a_new_run_taking_the_recorded_decisions_again_writes_nothing(
     clean, drifted = _corpus(tmp_path, store)
 
     def catalog_requests() -> int:
-        return sum("/catalog/" in unquote(r.target) for r in s3_proxy.requests)
+        return sum("/catalog/" in t for t in _targets(s3_proxy))
 
     assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
     s3_proxy.reset_stats()
