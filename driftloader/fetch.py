@@ -120,6 +120,19 @@ class ObjectHandle:
         self.version: ShardVersion | None = shard.parsed_version
         self.lock = threading.Lock()
         self.state: Any = None  # the fetcher's per-object state (an open file, a bucket/key)
+        self.on_size: Callable[[], None] | None = None  # called when ``heard`` learns the size
+
+    def heard(self, total: int | None) -> None:
+        """The size an answer's headers report, before its body arrives, so that the next
+        blocks can be asked for at once. A disagreement is left to ``learn``, which checks the
+        whole answer and its version."""
+        if total is None or self.size is not None:
+            return
+        with self.lock:
+            if self.size is None:
+                self.size = total
+        if self.on_size is not None:
+            self.on_size()
 
     def learn(self, piece: Piece, offset: int) -> None:
         """Take the size and version a response reports; fail if they disagree with ours."""
@@ -463,9 +476,11 @@ class ReadAhead:
         self.plans: deque[_Plan] = deque()
         self.inflight = 0
         self.peak = 0
+        self.wake = threading.Event()  # set when an awaited block arrives or a size is heard
 
     def add(self, handle: ObjectHandle) -> None:
         """Queue a shard to be read after those already added."""
+        handle.on_size = self.wake.set
         self.plans.append(_Plan(handle))
         self._fill()
 
@@ -503,6 +518,7 @@ class ReadAhead:
                 self._fill()
                 if not plan.requests:
                     return
+                self._await(plan.requests[0].future)
                 request = plan.requests.popleft()
                 try:
                     piece = request.future.result()
@@ -517,6 +533,20 @@ class ReadAhead:
                     yield piece.data
         finally:
             self.release(plan)
+
+    def _await(self, future: Future) -> None:
+        """Wait for ``future``, asking for more blocks meanwhile whenever an answer's headers
+        tell a shard's size: a shard's second block leaves one round trip after its first,
+        not after the first's whole body."""
+        if future.done():
+            return
+        future.add_done_callback(lambda _: self.wake.set())
+        while True:
+            self.wake.clear()
+            self._fill()
+            if future.done():
+                return
+            self.wake.wait()
 
     def release(self, plan: _Plan) -> None:
         """Forget a shard: its requests in flight are cancelled, its file closed."""

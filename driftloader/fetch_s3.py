@@ -76,6 +76,7 @@ class S3Fetcher(Fetcher):
         body = response["Body"]
         try:
             skip, total = _where_body_starts(handle, response, start)
+            handle.heard(total)
             while size > 0:
                 chunk = await _within(body.read(_READ_CHUNK), timeout)
                 if not chunk:

@@ -179,3 +179,28 @@ def test_a_shards_next_blocks_are_asked_for_before_the_reader_reaches_it(
     # How many more depends on when shard 0's own requests free their slots: 7 to 10 were
     # seen, 7 with the tests' other process busy.
     assert asked_for_second >= 4
+
+
+def test_a_shards_second_block_is_asked_for_once_the_first_answers_headers_arrive(
+    s3_proxy, s3_bucket, s3fs_fresh, tmp_path
+):
+    """A shard of unknown size: the first answer's ``Content-Range`` tells the size as soon as
+    its headers arrive, and the next blocks are asked for then, not after the first block's
+    whole body (at 0.2 MB/s the second half of a 128 KiB block comes ~0.33 s after its first)."""
+    url, names = _upload(s3fs_fresh, s3_bucket, tmp_path, "slow", 40, 3)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    block = 8 * BLOCK
+    read = ReadOptions(block_size=block, max_requests=16, max_inflight=8 * block, lookahead=0)
+    ds = dl.DriftDataset([url], shuffle=False, storage_options=options, read_options=read)
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 50
+    s3_proxy.mbps = 0.2
+    try:
+        keys = [s["__key__"] for s in ds]
+    finally:
+        s3_proxy.mbps = None
+    assert keys == names
+    gets = sorted(_gets(s3_proxy, "slow"), key=lambda r: r.started)
+    assert len(gets) >= 3
+    # before: the second request left once the first block's body had all arrived (>= 0.3 s)
+    assert gets[1].started - gets[0].started < 0.2
