@@ -5,9 +5,9 @@
 The issue's vectors (peers.py's corpus: 32 shards x 1,000 samples, ~9.3 MB a shard) on moto,
 behind the latency proxy at 0, 40 and 100 ms (50 MB/s a connection), and locally; 0 DataLoader
 workers unless ``--workers`` (each worker keeps its own bounds), batch 256. Each variant sets
-the shards read ahead (``lookahead``) and the requests in flight (``max_requests``) within the
-default 64 MiB; variants and settings alternate round by round, and medians are printed. This
-chose the defaults (8 shards, 16 requests).
+the bytes in flight (``max_inflight``), the shards read ahead (``lookahead``) and the requests
+in flight (``max_requests``); variants and settings alternate round by round, and medians are
+printed. This chose the defaults (128 MiB, 16 shards, 32 requests).
 """
 
 from __future__ import annotations
@@ -24,22 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import peers  # noqa: E402
 from benchmarks.servers import Servers  # noqa: E402
 
-VARIANTS = {
-    "4 shards, 8 requests": (4, 8),
-    "4 shards, 16 requests": (4, 16),
-    "8 shards, 16 requests": (8, 16),
-    "16 shards, 32 requests": (16, 32),
+VARIANTS = {  # max_inflight MiB, lookahead shards, max_requests
+    "64 MiB, 8 shards, 16 requests": (64, 8, 16),
+    "128 MiB, 8 shards, 16 requests": (128, 8, 16),
+    "128 MiB, 16 shards, 32 requests": (128, 16, 32),
+    "256 MiB, 16 shards, 32 requests": (256, 16, 32),
 }
 
 
 def one_pass(
-    urls: list[str], endpoint: str | None, bounds: tuple[int, int], workers: int, truth
+    urls: list[str], endpoint: str | None, bounds: tuple[int, int, int], workers: int, truth
 ) -> float:
-    """Samples/s of one pass under ``bounds`` (lookahead, max_requests), checked against
-    ``truth`` (peers.py's checksum)."""
+    """Samples/s of one pass under ``bounds`` (max_inflight MiB, lookahead, max_requests),
+    checked against ``truth`` (peers.py's checksum)."""
     import driftloader as dl
 
-    read = dl.ReadOptions(lookahead=bounds[0], max_requests=bounds[1])
+    mib, lookahead, requests = bounds
+    read = dl.ReadOptions(max_inflight=mib << 20, lookahead=lookahead, max_requests=requests)
     started = time.perf_counter()
     ds = peers.read_driftloader("vectors", urls, endpoint, read_options=read)
     seen = peers.loader_pass(ds, workers)

@@ -52,16 +52,16 @@ def test_requests_in_flight_across_shard_boundaries_under_the_bound(
 def test_the_default_bounds_keep_many_small_shards_in_flight(
     s3_proxy, s3_bucket, s3fs_fresh, tmp_path
 ):
-    """At 100 ms a request, the defaults keep the next 8 shards' requests in flight beside the
-    current one's (4 shards and 8 requests before: too few to hide the latency)."""
-    shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"small-{i}", 2, i) for i in range(14)]
+    """At 100 ms a request, the defaults keep the next 16 shards' requests in flight beside the
+    current one's (8 shards and 16 requests before, in 64 MiB: too few to hide the latency)."""
+    shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"small-{i}", 2, i) for i in range(20)]
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     ds = dl.DriftDataset([u for u, _ in shards], shuffle=False, storage_options=options)
     s3_proxy.reset_stats()
     s3_proxy.latency_ms = 100
     keys = [s["__key__"] for s in ds]
     assert keys == [k for _, ks in shards for k in ks]
-    assert 8 <= s3_proxy.max_in_flight <= ReadOptions().max_requests + 1
+    assert 16 <= s3_proxy.max_in_flight <= ReadOptions().max_requests + 1
 
 
 def test_read_options_are_checked_and_merged_with_the_keywords(tmp_path):
