@@ -120,7 +120,7 @@ class ObjectHandle:
         self.version: ShardVersion | None = shard.parsed_version
         self.lock = threading.Lock()
         self.state: Any = None  # the fetcher's per-object state (an open file, a bucket/key)
-        self.on_size: Callable[[], None] | None = None  # called when ``heard`` learns the size
+        self.on_size: Callable[[], None] | None = None  # called once the size is first known
 
     def heard(self, total: int | None) -> None:
         """The size an answer's headers report, before its body arrives, so that the next
@@ -129,13 +129,15 @@ class ObjectHandle:
         if total is None or self.size is not None:
             return
         with self.lock:
-            if self.size is None:
+            sized = self.size is None
+            if sized:
                 self.size = total
-        if self.on_size is not None:
-            self.on_size()
+        if sized:
+            self._sized()
 
     def learn(self, piece: Piece, offset: int) -> None:
         """Take the size and version a response reports; fail if they disagree with ours."""
+        sized = False
         with self.lock:
             if piece.version is not None:
                 if self.version is None:
@@ -149,7 +151,7 @@ class ObjectHandle:
                     )
             if piece.total is not None:
                 if self.size is None:
-                    self.size = piece.total
+                    self.size, sized = piece.total, True
                 elif piece.total != self.size:
                     raise ShardReadError(
                         self.url,
@@ -157,6 +159,14 @@ class ObjectHandle:
                         f"had {self.size}",
                         offset,
                     )
+        if sized:
+            self._sized()
+
+    def _sized(self) -> None:
+        """The size is known now, from whichever answer told it first: the reader may ask for
+        the next blocks."""
+        if self.on_size is not None:
+            self.on_size()
 
 
 class Fetcher:
@@ -476,7 +486,7 @@ class ReadAhead:
         self.plans: deque[_Plan] = deque()
         self.inflight = 0
         self.peak = 0
-        self.wake = threading.Event()  # set when an awaited block arrives or a size is heard
+        self.wake = threading.Event()  # set when an awaited block arrives or a size is known
 
     def add(self, handle: ObjectHandle) -> None:
         """Queue a shard to be read after those already added."""
@@ -535,9 +545,9 @@ class ReadAhead:
             self.release(plan)
 
     def _await(self, future: Future) -> None:
-        """Wait for ``future``, asking for more blocks meanwhile whenever an answer's headers
-        tell a shard's size: a shard's second block leaves one round trip after its first,
-        not after the first's whole body."""
+        """Wait for ``future``, asking for more blocks meanwhile whenever an answer tells a
+        shard's size (S3's headers do, before the body): a shard's second block leaves one
+        round trip after its first, not after the first's whole body."""
         if future.done():
             return
         future.add_done_callback(lambda _: self.wake.set())

@@ -33,7 +33,7 @@ from .tarparse import DEFAULT_MAX_MEMBER_SIZE, TarMembers, decompressed, group_s
 __all__ = ["ReadOptions", "ReadStats", "is_transient", "read_shard", "read_shards"]
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
-# Little's law: a 8 MiB block held for 100 ms + 8 MiB / 50 MB/s = 0.27 s, at ~280 MB/s, needs
+# Little's law: an 8 MiB block held for 100 ms + 8 MiB / 50 MB/s = 0.27 s, at ~280 MB/s, needs
 # ~75 MB in flight; 64 MiB and 8 shards lost 32% from 0 to 100 ms (results/peers.md)
 DEFAULT_MAX_INFLIGHT = 128 * 1024 * 1024
 DEFAULT_MAX_REQUESTS = 32
