@@ -10,8 +10,11 @@ Each request is served by the fetcher of the shard's protocol:
 - ``S3Fetcher``: ``GetObject`` with a ``Range`` on s3fs's own event loop (many requests at once,
   one connection each, no HEAD: the size and version come from the response's
   ``Content-Range``, ``ETag`` and ``x-amz-version-id``);
+- ``HttpFetcher`` (``fetch_http``): ranged GETs on fsspec's aiohttp session and event loop for
+  ``http(s)://``, the size likewise from ``Content-Range``;
 - ``LocalFetcher``: ``os.pread`` in a small thread pool;
-- ``FsspecFetcher``: ``fs.cat_file(path, start, end)`` (or a user ``opener``) in threads.
+- ``FsspecFetcher``: ``fs.cat_file(path, start, end)`` (or a user ``opener``) in threads, one
+  per request allowed in flight (``max_requests``).
 
 Every read is pinned to one version of the shard: the version it was stat'ed at (S3
 ``VersionId``, else ``If-Match`` on its ETag; a local file's size and mtime are checked when it
@@ -361,7 +364,7 @@ class FsspecFetcher(Fetcher):
         on_retry: Callable[[], None],
         storage_options: dict | None,
         opener: Callable[..., Any] | None = None,
-        threads: int = 4,
+        threads: int = 4,  # requests at once: ``read_shards`` gives its ``max_requests``
     ) -> None:
         super().__init__(policy, on_retry)
         self.storage_options = storage_options

@@ -158,17 +158,20 @@ def _pipe_blocks(url: str, block_size: int) -> Iterator[bytes]:
 class _Fetchers:
     """One fetcher per kind of storage, made when first needed, closed together."""
 
-    def __init__(self, storage_options, policy: RetryPolicy, on_retry, opener) -> None:
+    def __init__(self, storage_options, policy: RetryPolicy, on_retry, opener, threads) -> None:
         self.storage_options = storage_options
         self.policy = policy
         self.on_retry = on_retry
         self.opener = opener
+        self.threads = threads  # of a threaded fetcher: one per request in flight
         self.made: dict[str, Fetcher] = {}
 
     def for_shard(self, shard: Shard) -> Fetcher:
         protocol = protocol_of(shard.url)
         kind = "opener" if self.opener is not None else protocol
-        if kind not in ("file", "s3", "s3a", "opener"):
+        if kind in ("http", "https"):
+            kind = "http"
+        elif kind not in ("file", "s3", "s3a", "opener"):
             kind = "fsspec:" + protocol
         if kind not in self.made:
             self.made[kind] = self._make(kind)
@@ -181,7 +184,13 @@ class _Fetchers:
             from .fetch_s3 import S3Fetcher
 
             return S3Fetcher(self.policy, self.on_retry, self.storage_options)
-        return FsspecFetcher(self.policy, self.on_retry, self.storage_options, self.opener)
+        if kind == "http":
+            from .fetch_http import HttpFetcher
+
+            return HttpFetcher(self.policy, self.on_retry, self.storage_options)
+        return FsspecFetcher(
+            self.policy, self.on_retry, self.storage_options, self.opener, self.threads
+        )
 
     def close(self) -> None:
         for fetcher in self.made.values():
@@ -262,7 +271,8 @@ def read_shards(
     def on_peak(peak: int) -> None:
         stats.inflight_peak_bytes = max(stats.inflight_peak_bytes, peak)
 
-    fetchers = _Fetchers(storage_options, RetryPolicy(retries, backoff, timeout), on_retry, opener)
+    policy = RetryPolicy(retries, backoff, timeout)
+    fetchers = _Fetchers(storage_options, policy, on_retry, opener, max_requests)
     ahead = ReadAhead(block_size, max_inflight, on_peak, lookahead, max_requests)
     pending: deque[tuple[Shard, ObjectHandle | None]] = deque()
     source = iter(shards)

@@ -1,0 +1,147 @@
+"""Reading shards over plain HTTP (``http://`` / ``https://``, fsspec's HTTPFileSystem) through
+the fault proxy in front of moto, whose objects are served to anonymous GETs once public: the
+size comes from the first answer's ``Content-Range`` (no HEAD), many requests are in flight at
+once, and resets, 5xx, stalls, missing shards and servers that ignore Range are handled as on
+S3."""
+
+from __future__ import annotations
+
+import pytest
+
+import driftloader as dl
+from driftloader.errors import ShardReadError
+from driftloader.reader import ReadOptions, ReadStats, read_shard, read_shards
+
+from .conftest import write_shard
+
+BLOCK = 16 * 1024
+
+
+def _public(s3fs_fresh, bucket: str, tmp_path, name: str, n: int, seed: int) -> list:
+    local = tmp_path / f"{name}.tar"
+    samples = write_shard(local, n, seed=seed, start=seed * 1000)
+    s3fs_fresh.put(str(local), f"{bucket}/{name}.tar")
+    s3fs_fresh.chmod(f"{bucket}/{name}.tar", acl="public-read")
+    return [(s["__key__"], s["bin"]) for s in samples]
+
+
+@pytest.fixture
+def served(s3_proxy, s3_bucket, s3fs_fresh, tmp_path):
+    """Three shards served over HTTP through the proxy: (urls, expected samples per shard)."""
+    expected = [_public(s3fs_fresh, s3_bucket, tmp_path, f"h{i}", 12, i) for i in range(3)]
+    urls = [f"{s3_proxy.endpoint}/{s3_bucket}/h{i}.tar" for i in range(3)]
+    s3_proxy.reset_stats()
+    return urls, expected
+
+
+def _read_all(urls, **kwargs) -> list[list[tuple[str, bytes]]]:
+    return [
+        [(s["__key__"], s["bin"]) for s in samples]
+        for _, samples in read_shards(urls, None, block_size=BLOCK, **kwargs)
+    ]
+
+
+def _gets(proxy, name: str) -> list:
+    return sorted(
+        (r for r in proxy.requests if r.method == "GET" and f"/{name}.tar" in r.target),
+        key=lambda r: r.started,
+    )
+
+
+def test_a_shards_second_block_is_asked_for_once_the_first_answers_headers_arrive(
+    s3_proxy, s3_bucket, s3fs_fresh, tmp_path
+):
+    """fsspec's ``cat_file`` hides the headers: a shard's size was known only once a block came
+    back short, so its blocks went one after the other (~0.33 s apart here, at 0.2 MB/s)."""
+    expected = _public(s3fs_fresh, s3_bucket, tmp_path, "slow", 40, 3)
+    url = f"{s3_proxy.endpoint}/{s3_bucket}/slow.tar"
+    block = 8 * BLOCK
+    read = ReadOptions(block_size=block, max_requests=16, max_inflight=8 * block, lookahead=0)
+    ds = dl.DriftDataset([url], shuffle=False, read_options=read)
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 50
+    s3_proxy.mbps = 0.2
+    try:
+        samples = [(s["__key__"], s["bin"]) for s in ds]
+    finally:
+        s3_proxy.mbps = None
+    assert samples == expected
+    gets = _gets(s3_proxy, "slow")
+    assert len(gets) >= 3 and s3_proxy.counts.get("HEAD", 0) == 0
+    assert gets[1].started - gets[0].started < 0.2
+
+
+def test_many_small_http_shards_are_in_flight_at_once(s3_proxy, s3_bucket, s3fs_fresh, tmp_path):
+    """At 100 ms a request, the default bounds keep the next 16 shards' requests in flight (4
+    before: ``cat_file`` ran in a pool of 4 threads, whatever ``max_requests`` said)."""
+    expected = [_public(s3fs_fresh, s3_bucket, tmp_path, f"small-{i}", 2, i) for i in range(20)]
+    urls = [f"{s3_proxy.endpoint}/{s3_bucket}/small-{i}.tar" for i in range(20)]
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 100
+    assert _read_all(urls) == expected
+    assert 16 <= s3_proxy.max_in_flight <= ReadOptions().max_requests + 1
+    assert s3_proxy.counts.get("HEAD", 0) == 0
+
+
+def test_a_reset_mid_block_resumes_at_the_byte(served, s3_proxy):
+    urls, expected = served
+    s3_proxy.add_fault("reset", method="GET", ranged=True, nth=2, after_bytes=5000)
+    stats = ReadStats()
+    assert _read_all(urls, backoff=0.01, stats=stats) == expected  # each sample once
+    assert stats.retries == 1
+    gets = [r for r in s3_proxy.requests if r.method == "GET"]
+    failed = next(i for i, r in enumerate(gets) if r.fault == "reset")
+    start, end = (int(x) for x in gets[failed].range[6:].split("-"))
+    # the shard's next blocks may be asked for before the retry: its size came in the headers
+    target = gets[failed].target
+    again = next(
+        r for r in gets[failed + 1 :] if r.target == target and r.range.endswith(f"-{end}")
+    )
+    assert start <= int(again.range[6:].split("-")[0]) < end
+
+
+def test_5xx_is_retried_and_counted(served, s3_proxy):
+    urls, expected = served
+    s3_proxy.add_fault("status", method="GET", status=503, times=2)
+    stats = ReadStats()
+    assert _read_all(urls, backoff=0.01, stats=stats) == expected
+    assert stats.retries == 2
+
+
+def test_a_stall_that_lasts_fails_naming_url_time_and_byte(served, s3_proxy):
+    urls, _ = served
+    s3_proxy.add_fault("stall", method="GET", after_bytes=3000, seconds=8, times=None)
+    stats = ReadStats()  # each answer brings 3,000 more bytes, then stalls: 2 tries, 6,000
+    with pytest.raises(
+        ShardReadError, match=r"h0\.tar at byte 6000: timed out after 1\.5 s reading it \(1 retry\)"
+    ):
+        list(read_shard(urls[0], None, timeout=1.5, retries=1, backoff=0.01, stats=stats))
+    assert stats.retries == 1
+
+
+def test_a_missing_shard_is_named_and_not_retried(served, s3_proxy, s3_bucket):
+    urls, _ = served
+    missing = f"{s3_proxy.endpoint}/{s3_bucket}/nothing-here.tar"
+    stats = ReadStats()
+    with pytest.raises(ShardReadError, match=r"nothing-here\.tar.*does not exist"):
+        list(read_shard(missing, None, backoff=0.01, stats=stats))
+    assert stats.retries == 0
+
+
+def test_a_server_ignoring_range_gives_each_sample_once(served, s3_proxy):
+    urls, expected = served
+    s3_proxy.add_fault("ignore_range", method="GET", times=None)
+    assert _read_all(urls) == expected
+    assert s3_proxy.counts["GET"] > 3  # several blocks per shard, each answered whole
+
+
+def test_storage_options_headers_go_with_every_request(served, s3_proxy):
+    """The filesystem's settings (``storage_options``, e.g. the headers a private server
+    needs) go with each GET: here an ``If-Match`` that no version matches makes moto answer
+    412, and the read fails at once, naming the shard."""
+    urls, expected = served
+    assert [(s["__key__"], s["bin"]) for s in read_shard(urls[0], {"headers": {}})] == expected[0]
+    stats = ReadStats()
+    with pytest.raises(ShardReadError, match=r"h0\.tar.*412"):
+        list(read_shard(urls[0], {"headers": {"If-Match": '"nope"'}}, stats=stats))
+    assert stats.retries == 0
