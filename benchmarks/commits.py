@@ -1,7 +1,8 @@
-"""Local read rate of this checkout against an earlier commit of driftloader, in one run.
+"""Read rate of this checkout against an earlier commit of driftloader, in one run.
 
     python benchmarks/commits.py --base 98a89bb              # issue #12's "today"
     python benchmarks/commits.py --base 98a89bb --shards 32 --rounds 5 --workers 0,2
+    python benchmarks/commits.py --base e6335f4 --http 0,40,100   # http:// through the proxy
 
 Issue #12 asks for twice the local rate of its day on its vectors (a 64-float .npy, a class
 and a 4 KiB blob per sample). Rates on these machines move by 2x from session to session, so
@@ -11,11 +12,17 @@ scratch folder, and every pass runs in a fresh process whose ``driftloader`` is 
 are peers.py's: ``.decode().to_tuple("x.npy", "cls")`` through a DataLoader of batch 256, the
 count and sums checked against the ground truth. The order of the contenders rotates round by
 round; medians and the median of each round's ratio are printed.
+
+With ``--http``, the shards are read as ``http://`` URLs instead of local files: uploaded to
+moto (public-read), reached through the latency proxy at each latency given (ms to the first
+byte, 50 MB/s a connection; ``servers.py``), as a web server or a CDN serves them. webdataset
+reads them with its ``curl`` pipe.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -30,8 +37,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def one_pass(tree: str, contender: str, workers: int, tars: str, truth: str) -> None:
-    """In the child: time one pass of ``contender`` over the shards, print its JSON line."""
+def one_pass(
+    tree: str, contender: str, workers: int, tars: str, truth: str, prefix: str | None
+) -> None:
+    """In the child: time one pass of ``contender`` over the shards (local files, or under
+    the URL ``prefix``), print its JSON line."""
     sys.path.insert(0, str(ROOT))
     from benchmarks import peers
 
@@ -40,6 +50,8 @@ def one_pass(tree: str, contender: str, workers: int, tars: str, truth: str) -> 
         importlib.import_module(module)  # before the clock starts, as in a training job
 
     urls = sorted(str(p) for p in Path(tars).glob("*.tar"))
+    if prefix:
+        urls = [f"{prefix}/{Path(u).name}" for u in urls]
     started = time.perf_counter()
     if contender == "webdataset":
         ds = peers.read_webdataset("vectors", urls, None)
@@ -53,9 +65,10 @@ def one_pass(tree: str, contender: str, workers: int, tars: str, truth: str) -> 
     print(json.dumps({"rate": rate, "driftloader": getattr(module, "__file__", None)}))
 
 
-def run_pass(tree: Path, contender: str, workers: int, scratch: Path) -> float:
+def run_pass(tree: Path, contender: str, workers: int, scratch: Path, prefix: str | None) -> float:
     args = [sys.executable, __file__, "--one-pass", contender, "--tree", str(tree)]
     args += ["--workers", str(workers), "--scratch", str(scratch)]
+    args += ["--prefix", prefix] if prefix else []
     out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     result = json.loads(out.strip().splitlines()[-1])
     if contender != "webdataset" and not result["driftloader"].startswith(str(tree)):
@@ -76,13 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=1000, help="samples per shard")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", default="0,2", help="DataLoader workers, comma-separated")
+    parser.add_argument("--http", help="read http:// URLs through the proxy at these ms (0,40)")
     parser.add_argument("--one-pass", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one_pass:
         scratch = Path(args.scratch)
-        one_pass(args.tree, args.one_pass, int(args.workers), scratch / "tar", scratch / "truth")
+        tars, truth = str(scratch / "tar"), str(scratch / "truth")
+        one_pass(args.tree, args.one_pass, int(args.workers), tars, truth, args.prefix)
         return
 
     sys.path.insert(0, str(ROOT))
@@ -92,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "driftloader"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="dl-commits-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dl-commits-") as tmp, contextlib.ExitStack() as stack:
         scratch = Path(tmp)
         tree = scratch / f"tree-{base}"
         tree.mkdir()
@@ -105,41 +121,67 @@ def main(argv: list[str] | None = None) -> None:
         peers.write_tars("vectors", args.shards, args.samples, scratch / "tar")
         truth = peers.ground_truth("vectors", args.shards, args.samples)
         (scratch / "truth").write_text(json.dumps(vars(truth)))
+        settings = {"local": None}
+        if args.http:
+            settings = served_over_http(stack, scratch / "tar", args.http.split(","))
         contenders = {"webdataset": ROOT, f"driftloader {base}": tree, f"driftloader {head}": ROOT}
         workers = [int(w) for w in args.workers.split(",")]
-        rates: dict = {(c, w): [] for c in contenders for w in workers}
+        cells = [(s, w) for s in settings for w in workers]
+        rates: dict = {(c, *cell): [] for c in contenders for cell in cells}
         for r in range(args.rounds):
             names = list(contenders)
             names = names[r % len(names) :] + names[: r % len(names)]
-            for w in workers:
+            for setting, w in cells:
                 for name in names:
-                    rate = run_pass(contenders[name], name.split(" ")[0], w, scratch)
-                    rates[name, w].append(rate)
-                    print(f"round {r + 1} workers {w} {name}: {rate:,.0f} samples/s", flush=True)
+                    prefix = settings[setting]
+                    rate = run_pass(contenders[name], name.split(" ")[0], w, scratch, prefix)
+                    rates[name, setting, w].append(rate)
+                    print(
+                        f"round {r + 1} {setting} workers {w} {name}: {rate:,.0f} samples/s",
+                        flush=True,
+                    )
     print(
         f"\n{args.shards} shards x {args.samples}, {args.rounds} rounds, "
         f"HEAD {head}{' (uncommitted changes)' if dirty else ''}, {os.cpu_count()} cores"
     )
     print(
-        "| workers | webdataset | driftloader "
-        + base
-        + " | driftloader "
-        + head
-        + " | new / old (median of rounds) | new / webdataset |"
+        f"| setting | workers | webdataset | driftloader {base} | driftloader {head} "
+        "| new / old (median of rounds) | new / webdataset |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
-    for w in workers:
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for setting, w in cells:
         old, new, wds = (
-            rates[f"driftloader {base}", w],
-            rates[f"driftloader {head}", w],
-            rates["webdataset", w],
+            rates[f"driftloader {base}", setting, w],
+            rates[f"driftloader {head}", setting, w],
+            rates["webdataset", setting, w],
         )
         gain = statistics.median(n / o for n, o in zip(new, old))
         over = statistics.median(n / o for n, o in zip(new, wds))
         print(
-            f"| {w} | {statistics.median(wds):,.0f} | {statistics.median(old):,.0f} | "
-            f"{statistics.median(new):,.0f} | {gain:.2f}x | {over:.2f}x |"
+            f"| {setting} | {w} | {statistics.median(wds):,.0f} | {statistics.median(old):,.0f} "
+            f"| {statistics.median(new):,.0f} | {gain:.2f}x | {over:.2f}x |"
         )
+
+
+def served_over_http(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:
+    """Upload ``tars`` to moto, public-read, and start a proxy per latency: {setting: prefix of
+    the shards' http:// URLs}."""
+    import s3fs
+
+    from benchmarks import peers
+    from benchmarks.servers import Servers
+
+    servers = stack.enter_context(Servers())
+    moto = servers.moto()
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto}, skip_instance_cache=True)
+    fs.mkdir("commits-http")
+    for path in sorted(tars.glob("*.tar")):
+        fs.put(str(path), f"commits-http/{path.name}")
+        fs.chmod(f"commits-http/{path.name}", acl="public-read")
+    return {
+        f"http {ms} ms": f"{servers.proxy(moto, float(ms), peers.MBPS)}/commits-http"
+        for ms in latencies
+    }
 
 
 if __name__ == "__main__":
