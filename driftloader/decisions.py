@@ -19,8 +19,8 @@ each other's work; a record may also note which catalog row holds it (``row``, s
 the new records once (one listing, one batch of reads) and falls back to profile +
 ``compare`` for shards not in it; ``check`` reads them too and adds what it decides. A reader
 that finds ``FOLD_ON_READ`` new records or more folds them into a compacted file of their own
-from what it read (one write, one listing, one batch delete), so the runs after it read them
-in one request. ``compact_store`` (``driftloader compact``) folds the new records into a new
+from what it read (one write, one listing, one batch delete, on a background thread), so the
+runs after it read them in one request. ``compact_store`` (``driftloader compact``) folds the new records into a new
 compacted index and the catalog's small rows into a new compacted catalog file
 (``compaction.py``); with ``prune`` it first removes the folders of contexts whose reference
 is gone or was rebuilt (``context.json`` tells what a context was decided against; it is
@@ -67,6 +67,7 @@ from .index_copy import Latest, base_name, is_copy, latest_path, read_copy
 from .profile import Profile
 from .sketches.encoding import decode_float, encode_float
 from .store import ProfileStore, check_reference_name, shard_key, url_hash, version_name
+from .writebehind import WriteBehind
 
 DECISION_FORMAT = 1
 INDEX_FILE = "index.jsonl"
@@ -259,6 +260,7 @@ class DecisionIndex:
         self._known: dict[Key, Decision | dict] | None = None
         self._read_from: list[str] = []  # the compacted files the records came from
         self._unwritten: dict[Key, Decision] = {}  # records waiting for a row's note (``add``)
+        self._folding = WriteBehind(threads=1, limit=1)  # the fold a read started, if any
 
     @classmethod
     def of(
@@ -506,20 +508,31 @@ class DecisionIndex:
         """Past ``FOLD_ON_READ`` small records read, fold them into a compacted file of their
         own (``compaction.fold_small``: from what was just read, nothing read again), so the
         next run reads them in one request: a gated run leaves one record per shard it
-        decided, and every later run read them one by one. A store that refuses is left as
-        it is: the records stay readable."""
+        decided, and every later run read them one by one. The fold (a write, a listing, a
+        delete and the copy of the index: four round trips) runs on a background thread, so
+        the run that reads them does not wait for it; ``settle`` does. A store that refuses
+        is left as it is: the records stay readable."""
         if len(snapshot.small) < FOLD_ON_READ or not self.store.writable:
             return
+        table = self._known or {}
+        # a copy: passes add decisions to the table meanwhile (Decisions are frozen)
+        records = list(table.values()) if len(table) <= FOLD_COPY_MAX else None
+        self._folding.submit("fold", self._fold, snapshot, records, list(self._read_from))
+
+    def _fold(
+        self, snapshot: Snapshot, records: list[Decision | dict] | None, read_from: list[str]
+    ) -> None:
         with contextlib.suppress(StoreReadOnlyError, OSError):
             folded = fold_small(self.store, self.folder, snapshot, _merged)
             if folded is not None and folded.path is not None:
                 self.folds += 1
-                table = self._known or {}
-                if len(table) <= FOLD_COPY_MAX:  # past it, ``compact`` writes the copy
-                    records = [
-                        d.to_dict() if isinstance(d, Decision) else d for d in table.values()
-                    ]
-                    self._write_latest(records, [*self._read_from, folded.path])
+                if records is not None:  # past ``FOLD_COPY_MAX``, ``compact`` writes the copy
+                    records = [d.to_dict() if isinstance(d, Decision) else d for d in records]
+                    self._write_latest(records, [*read_from, folded.path])
+
+    def settle(self) -> None:
+        """Wait for the fold a read started (``_fold_small``), if any."""
+        self._folding.flush()
 
 
 def _merged(records: list[dict]) -> list[dict]:

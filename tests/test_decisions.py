@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -236,6 +237,28 @@ def test_a_run_folds_the_records_it_read_and_the_next_reads_one_file(
     assert len([p for p in second[2] if "/new/" in p]) == 5
     assert [p for p in third[2] if "/new/" in p or p.endswith(".index.jsonl")] == []
     assert len([p for p in third[2] if "/latest." in p]) == 1
+
+
+def test_a_run_is_built_without_waiting_for_the_fold_of_the_records_it_read(
+    tmp_path: Path, s3_proxy, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold of the records a run reads (a write, a listing, a delete and the copy of the
+    index: four round trips, ~0.5 s at 100 ms) runs beside the run: a dataset is built while
+    the store holds the fold's write back, and the pass's end waits for the fold."""
+    monkeypatch.setattr(decisions, "FOLD_ON_READ", 3)  # the corpus has 5 shards
+    options, store = _proxied_store(s3_proxy, s3_bucket)
+    clean, drifted = _corpus(tmp_path, store)
+    assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80  # decides
+    s3_proxy.add_fault("stall", method="PUT", path=r"\.index\.jsonl", seconds=4)
+    started = time.monotonic()
+    ds = _skip_gated(clean + drifted, store, options)
+    assert time.monotonic() - started < 2.5  # before: >= 4 s, waiting for the fold's write
+    assert sum(1 for _ in ds) == 4 * 80
+    assert decisions_of(ds.gate).folds == 1  # done when the pass ended
+    assert [r.fault for r in s3_proxy.requests if r.method == "PUT"].count("stall") == 1
+    s3_proxy.reset_stats()
+    assert sum(1 for _ in _skip_gated(clean + drifted, store, options)) == 4 * 80
+    assert [t for t in _targets(s3_proxy, "GET") if "/new/" in t] == []  # folded
 
 
 def test_a_fold_of_a_large_index_leaves_the_copy_to_compact(
