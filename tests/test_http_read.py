@@ -145,3 +145,15 @@ def test_storage_options_headers_go_with_every_request(served, s3_proxy):
     with pytest.raises(ShardReadError, match=r"h0\.tar.*412"):
         list(read_shard(urls[0], {"headers": {"If-Match": '"nope"'}}, stats=stats))
     assert stats.retries == 0
+
+
+def test_dataloader_workers_each_read_their_http_shards_once(served, s3_proxy):
+    """Forked DataLoader workers make their own HTTP session and loop (the parent's read one
+    first): every sample comes once."""
+    from torch.utils.data import DataLoader
+
+    urls, expected = served
+    ds = dl.DriftDataset(urls, shuffle=False)
+    assert sorted(s["__key__"] for s in ds) == sorted(k for shard in expected for k, _ in shard)
+    keys = list(DataLoader(ds.map(lambda s: s["__key__"]), batch_size=None, num_workers=2))
+    assert sorted(keys) == sorted(k for shard in expected for k, _ in shard)
