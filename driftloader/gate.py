@@ -465,14 +465,13 @@ class ShardGate:
         return False
 
     def flush(self) -> None:
-        """Wait until every catalog row and decision record this gate handed over is written,
-        and the index's fold of the records it read is done (the reader calls it when a pass
-        ends or its stream is closed); raises the first failed write. A record whose row did not note it (``DecisionIndex.add``) goes last."""
+        """Wait for every row and record handed over, and for the index's fold of the records
+        read (the reader calls it when a pass ends); raises the first failed write."""
         self._writes.flush()
-        if self._index is not None and self._index.unwritten:
-            self._index.write_unwritten(self._writes.submit)
-            self._writes.flush()
         if self._index is not None:
+            if self._index.unwritten:
+                self._index.write_unwritten(self._writes.submit)
+                self._writes.flush()
             self._index.settle()  # a fold of the records read, started when they were read
 
     def report(self, shards: list[Shard] | None = None, since: float = 0.0) -> list[dict]:
