@@ -9,6 +9,7 @@ front of moto to measure (benchmarks) and to test failure handling (tests, ``s3_
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": proxy.endpoint})
     proxy.add_fault("reset", method="GET", ranged=True, after_bytes=100_000)
     ...
+    proxy.ranges = False   # a server without Range support, faults still injected
     proxy.counts["HEAD"], proxy.max_in_flight, proxy.bytes_sent
     proxy.stop()
 
@@ -259,6 +260,7 @@ class LatencyProxy:
         self.lifetime_s = lifetime_s
         self.port = port
         self.faults: list[FaultRule] = []
+        self.ranges = True  # False: a server without Range support (every answer is whole)
         self._traffic = _Traffic()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -516,7 +518,7 @@ class LatencyProxy:
         record: RequestRecord,
     ) -> bool:
         drop = set(_HOP_HEADERS)
-        if fault is not None and fault.kind == "ignore_range":
+        if not self.ranges or (fault is not None and fault.kind == "ignore_range"):
             drop.add("range")
         lines = [f"{request.method} {request.target} {request.version}"]
         lines += [f"{k}: {v}" for k, v in request.headers if k.lower() not in drop]

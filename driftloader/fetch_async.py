@@ -90,17 +90,17 @@ def body_start(
 async def read_body(
     read: Callable[[int], Awaitable[bytes]], size: int, skip: int, parts: list, timeout: float
 ) -> None:
-    """Append the body's bytes to ``parts`` after the first ``skip``, up to ``size`` of them;
-    ``Stalled`` when no data comes for ``timeout`` seconds (the bytes that came stay)."""
-    while size > 0:
-        chunk = await within(read(READ_CHUNK), timeout)
+    """Append the body's bytes to ``parts`` after the first ``skip``, up to ``size`` of them,
+    reading no further (an answer kept open is read on from there); ``Stalled`` when no data
+    comes for ``timeout`` seconds (the bytes that came stay)."""
+    while skip > 0:
+        chunk = await within(read(min(READ_CHUNK, skip)), timeout)
         if not chunk:
             return
-        if skip:
-            dropped = min(skip, len(chunk))
-            chunk, skip = chunk[dropped:], skip - dropped
-            if not chunk:
-                continue
-        chunk = chunk[:size]
+        skip -= len(chunk)
+    while size > 0:
+        chunk = await within(read(min(READ_CHUNK, size)), timeout)
+        if not chunk:
+            return
         parts.append(chunk)
         size -= len(chunk)
