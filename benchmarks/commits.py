@@ -16,7 +16,14 @@ round; medians and the median of each round's ratio are printed.
 With ``--http``, the shards are read as ``http://`` URLs instead of local files: uploaded to
 moto (public-read), reached through the latency proxy at each latency given (ms to the first
 byte, 50 MB/s a connection; ``servers.py``), as a web server or a CDN serves them. webdataset
-reads them with its ``curl`` pipe.
+reads them with its ``curl`` pipe. ``--origin files`` serves them from the scratch folder with
+``file_origin.py`` instead of moto (moto caps every remote row at 60-80 MB/s, below the local
+rate), and adds the local files as a setting of the same run: the rows then say what the latency
+costs the reader, not what moto costs. With ``--base none``, only this checkout and webdataset
+run::
+
+    python benchmarks/commits.py --base none --http 0,40,100 --origin files
+
 """
 
 from __future__ import annotations
@@ -84,12 +91,15 @@ def commit_of(rev: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--base", default="98a89bb", help="the earlier commit")
+    parser.add_argument("--base", default="98a89bb", help="the earlier commit, or none")
     parser.add_argument("--shards", type=int, default=32)
     parser.add_argument("--samples", type=int, default=1000, help="samples per shard")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", default="0,2", help="DataLoader workers, comma-separated")
     parser.add_argument("--http", help="read http:// URLs through the proxy at these ms (0,40)")
+    parser.add_argument(
+        "--origin", choices=("moto", "files"), default="moto", help="behind the proxy (--http)"
+    )
     parser.add_argument("--one-pass", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
@@ -104,27 +114,29 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(ROOT))
     from benchmarks import peers
 
-    base, head = commit_of(args.base), commit_of("HEAD")
+    base = None if args.base == "none" else commit_of(args.base)
+    head = commit_of("HEAD")
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "driftloader"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="dl-commits-") as tmp, contextlib.ExitStack() as stack:
         scratch = Path(tmp)
-        tree = scratch / f"tree-{base}"
-        tree.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", base, "driftloader"], check=True, capture_output=True, cwd=ROOT
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        contenders = {"webdataset": ROOT}
+        if base:
+            contenders[f"driftloader {base}"] = export(base, scratch / f"tree-{base}")
+        contenders[f"driftloader {head}"] = ROOT
         (scratch / "tar").mkdir()
         print(f"writing {args.shards} shards x {args.samples} samples ...", flush=True)
         peers.write_tars("vectors", args.shards, args.samples, scratch / "tar")
         truth = peers.ground_truth("vectors", args.shards, args.samples)
         (scratch / "truth").write_text(json.dumps(vars(truth)))
-        settings = {"local": None}
+        settings: dict = {"local": None}
         if args.http:
-            settings = served_over_http(stack, scratch / "tar", args.http.split(","))
-        contenders = {"webdataset": ROOT, f"driftloader {base}": tree, f"driftloader {head}": ROOT}
+            latencies = args.http.split(",")
+            if args.origin == "files":
+                settings.update(served_from_files(stack, scratch / "tar", latencies))
+            else:
+                settings = served_over_http(stack, scratch / "tar", latencies)
         workers = [int(w) for w in args.workers.split(",")]
         cells = [(s, w) for s in settings for w in workers]
         rates: dict = {(c, *cell): [] for c in contenders for cell in cells}
@@ -144,23 +156,54 @@ def main(argv: list[str] | None = None) -> None:
         f"\n{args.shards} shards x {args.samples}, {args.rounds} rounds, "
         f"HEAD {head}{' (uncommitted changes)' if dirty else ''}, {os.cpu_count()} cores"
     )
-    print(
-        f"| setting | workers | webdataset | driftloader {base} | driftloader {head} "
-        "| new / old (median of rounds) | new / webdataset |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    report(rates, cells, base, head, "local" in settings)
+
+
+def export(commit: str, tree: Path) -> Path:
+    """``driftloader/`` of ``commit``, extracted under ``tree``."""
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", commit, "driftloader"], check=True, capture_output=True, cwd=ROOT
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def report(rates: dict, cells: list, base: str | None, head: str, local: bool) -> None:
+    """The table: medians, the median of the rounds' ratios, and (with local files in the run)
+    each cell's rate over the local rate with the same workers (the median of rounds)."""
+    new_name = f"driftloader {head}"
+    columns = ["setting", "workers", "webdataset"]
+    columns += [f"driftloader {base}", new_name, "new / old"] if base else [new_name]
+    columns += ["new / webdataset"] + (["new / its local rate"] if local else [])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
+
+    def ratio(a: list, b: list) -> str:
+        return f"{statistics.median(x / y for x, y in zip(a, b)):.2f}x"
+
     for setting, w in cells:
-        old, new, wds = (
-            rates[f"driftloader {base}", setting, w],
-            rates[f"driftloader {head}", setting, w],
-            rates["webdataset", setting, w],
-        )
-        gain = statistics.median(n / o for n, o in zip(new, old))
-        over = statistics.median(n / o for n, o in zip(new, wds))
-        print(
-            f"| {setting} | {w} | {statistics.median(wds):,.0f} | {statistics.median(old):,.0f} "
-            f"| {statistics.median(new):,.0f} | {gain:.2f}x | {over:.2f}x |"
-        )
+        new, wds = rates[new_name, setting, w], rates["webdataset", setting, w]
+        row = [setting, str(w), f"{statistics.median(wds):,.0f}"]
+        if base:
+            old = rates[f"driftloader {base}", setting, w]
+            row += [f"{statistics.median(old):,.0f}", f"{statistics.median(new):,.0f}"]
+            row += [ratio(new, old)]
+        else:
+            row += [f"{statistics.median(new):,.0f}"]
+        row += [ratio(new, wds)] + ([ratio(new, rates[new_name, "local", w])] if local else [])
+        print("| " + " | ".join(row) + " |")
+
+
+def served_from_files(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:
+    """``file_origin`` serving ``tars`` and a proxy per latency in front of it: {setting:
+    prefix of the shards' http:// URLs}."""
+    from benchmarks import peers
+    from benchmarks.servers import Servers
+
+    servers = stack.enter_context(Servers())
+    origin = servers.files(tars)
+    return {f"files {ms} ms": servers.proxy(origin, float(ms), peers.MBPS) for ms in latencies}
 
 
 def served_over_http(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:

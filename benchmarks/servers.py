@@ -1,5 +1,5 @@
 """The benchmarks' stand-ins for object storage, each in a process of its own: moto's S3 server
-and ``latency_proxy`` in front of it.
+(or ``file_origin``, a fast HTTP origin) and ``latency_proxy`` in front of it.
 
 Run in the benchmark's own process, as threads, they would share its GIL with the readers being
 measured: at 40 ms and eight connections the proxy's pacing and moto's responses took the
@@ -67,6 +67,18 @@ class Servers:
         port = free_port()
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
         return self._start(argv, port, "moto's server")
+
+    def files(self, root: Path, lifetime_s: float = 3 * 3600) -> str:
+        """``file_origin`` serving the files of ``root`` (Range, keep-alive); its endpoint."""
+        port = free_port()
+        argv = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "file_origin.py"),
+            f"--root={root}",
+            f"--port={port}",
+            f"--lifetime={lifetime_s}",
+        ]
+        return self._start(argv, port, "the file origin")
 
     def proxy(
         self, upstream: str, latency_ms: float, mbps: float, lifetime_s: float = 3 * 3600

@@ -189,3 +189,45 @@ def test_dataloader_workers_each_read_their_http_shards_once(served, s3_proxy):
     assert sorted(s["__key__"] for s in ds) == sorted(k for shard in expected for k, _ in shard)
     keys = list(DataLoader(ds.map(lambda s: s["__key__"]), batch_size=None, num_workers=2))
     assert sorted(keys) == sorted(k for shard in expected for k, _ in shard)
+
+
+def test_the_benchmarks_file_origin_serves_ranges_and_driftloader_reads_it(tmp_path):
+    """``benchmarks/file_origin.py``, the fast origin of the read-path benchmarks (moto caps
+    them below the local rate): ranges, whole answers, 416 past the end, 404 for anything but a
+    file of its folder; and a shard read through it gives its samples."""
+    import urllib.error
+    import urllib.request
+
+    from benchmarks.servers import Servers
+
+    samples = write_shard(tmp_path / "s.tar", 30, seed=7)
+    data = (tmp_path / "s.tar").read_bytes()
+    (tmp_path / "sub").mkdir()
+    with Servers() as servers:
+        origin = servers.files(tmp_path, lifetime_s=120)
+
+        def get(path: str, range_: str | None = None):
+            request = urllib.request.Request(f"{origin}/{path}")
+            if range_:
+                request.add_header("Range", range_)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.headers.get("Content-Range"), answer.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers.get("Content-Range"), b""
+
+        assert get("s.tar") == (200, None, data)
+        assert get("s.tar", "bytes=100-1123") == (
+            206,
+            f"bytes 100-1123/{len(data)}",
+            data[100:1124],
+        )
+        assert get("s.tar", f"bytes={len(data) - 10}-") == (
+            206,
+            f"bytes {len(data) - 10}-{len(data) - 1}/{len(data)}",
+            data[-10:],
+        )
+        assert get("s.tar", f"bytes={len(data)}-")[:2] == (416, f"bytes */{len(data)}")
+        assert get("missing.tar")[0] == get("sub")[0] == get("..%2Fs.tar")[0] == 404
+        got = _read_all([f"{origin}/s.tar"])
+        assert got == [[(s["__key__"], s["bin"]) for s in samples]]

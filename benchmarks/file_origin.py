@@ -1,0 +1,101 @@
+"""A fast origin for the read-path benchmarks: the files of one folder over HTTP/1.1, with
+``Range`` (206 and ``Content-Range``), keep-alive and ``sendfile``, in a process of its own.
+
+moto serves about 60-80 MB/s on these machines, below what driftloader reads from local files,
+so every row measured behind it is capped by moto, not by the reader. Behind
+``latency_proxy.py``, this origin gives the proxy's latency and per-connection bandwidth without
+that cap, so the reader's own cost at a latency can be set against its local rate. It is a
+benchmark tool, loopback only, and serves ``GET`` and ``HEAD`` of plain file names::
+
+    python benchmarks/file_origin.py --root /tmp/tars --port 8123 --lifetime 3600
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+from pathlib import Path
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+class FileOrigin:
+    """Serves the files directly under ``root`` (no subfolders, no listing)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    async def serve(self, port: int, lifetime_s: float) -> None:
+        server = await asyncio.start_server(self._connection, "127.0.0.1", port)
+        async with server:
+            await asyncio.sleep(lifetime_s)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not await self._answer(head.decode("latin-1"), writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, head: str, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection is to close after it."""
+        line, *lines = head.split("\r\n")
+        method, target, _ = (line.split(" ") + ["", "", ""])[:3]
+        headers = dict(
+            (k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in lines if h)
+        )
+        path = self.root / target.lstrip("/").split("?")[0]
+        if method not in ("GET", "HEAD") or path.parent != self.root or not path.is_file():
+            status = "404 Not Found" if method in ("GET", "HEAD") else "405 Method Not Allowed"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode())
+            await writer.drain()
+            return True
+        size = path.stat().st_size
+        start, end = 0, size - 1
+        ranged = _RANGE.match(headers.get("range", ""))
+        if ranged:
+            start = int(ranged[1])
+            end = min(int(ranged[2]), size - 1) if ranged[2] else size - 1
+            if start >= size:
+                writer.write(
+                    f"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\n"
+                    "Content-Length: 0\r\n\r\n".encode()
+                )
+                await writer.drain()
+                return True
+        length = end - start + 1
+        lines = [
+            "HTTP/1.1 206 Partial Content" if ranged else "HTTP/1.1 200 OK",
+            f"Content-Length: {length}",
+            "Content-Type: application/x-tar",
+            "Accept-Ranges: bytes",
+        ]
+        if ranged:
+            lines.append(f"Content-Range: bytes {start}-{end}/{size}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        if method == "GET":
+            with open(path, "rb") as f:
+                await asyncio.get_running_loop().sendfile(writer.transport, f, start, length)
+        await writer.drain()
+        return headers.get("connection", "").lower() != "close"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="the folder whose files are served")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--lifetime", type=float, default=3600, help="seconds before it exits")
+    args = parser.parse_args()
+    if not os.path.isdir(args.root):
+        parser.error(f"--root {args.root} is not a folder")
+    asyncio.run(FileOrigin(Path(args.root)).serve(args.port, args.lifetime))
+
+
+if __name__ == "__main__":
+    main()
