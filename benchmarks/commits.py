@@ -196,14 +196,19 @@ def report(rates: dict, cells: list, base: str | None, head: str, local: bool) -
 
 
 def served_from_files(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:
-    """``file_origin`` serving ``tars`` and a proxy per latency in front of it: {setting:
-    prefix of the shards' http:// URLs}."""
+    """``file_origin`` serving ``tars`` and a proxy per latency in front of it ("direct": the
+    origin itself, no proxy): {setting: prefix of the shards' http:// URLs}."""
     from benchmarks import peers
     from benchmarks.servers import Servers
 
     servers = stack.enter_context(Servers())
     origin = servers.files(tars)
-    return {f"files {ms} ms": servers.proxy(origin, float(ms), peers.MBPS) for ms in latencies}
+    return {
+        f"files {ms} ms" if ms != "direct" else "files direct": (
+            servers.proxy(origin, float(ms), peers.MBPS) if ms != "direct" else origin
+        )
+        for ms in latencies
+    }
 
 
 def served_over_http(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:

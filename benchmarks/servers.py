@@ -70,31 +70,23 @@ class Servers:
 
     def files(self, root: Path, lifetime_s: float = 3 * 3600) -> str:
         """``file_origin`` serving the files of ``root`` (Range, keep-alive); its endpoint."""
-        port = free_port()
-        argv = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "file_origin.py"),
-            f"--root={root}",
-            f"--port={port}",
-            f"--lifetime={lifetime_s}",
-        ]
-        return self._start(argv, port, "the file origin")
+        return self._script("file_origin.py", "the file origin", root=root, lifetime=lifetime_s)
 
     def proxy(
         self, upstream: str, latency_ms: float, mbps: float, lifetime_s: float = 3 * 3600
     ) -> str:
         """``latency_proxy`` in front of ``upstream``; its endpoint."""
+        flags = {"upstream": upstream, "latency-ms": latency_ms, "mbps": mbps}
+        return self._script(
+            "latency_proxy.py", f"the {latency_ms:g} ms proxy", **flags, lifetime=lifetime_s
+        )
+
+    def _script(self, script: str, what: str, **flags: object) -> str:
+        """``benchmarks/<script> --flag=value ... --port=<free>`` started; its endpoint."""
         port = free_port()
-        argv = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "latency_proxy.py"),
-            f"--upstream={upstream}",
-            f"--latency-ms={latency_ms}",
-            f"--mbps={mbps}",
-            f"--port={port}",
-            f"--lifetime={lifetime_s}",
-        ]
-        return self._start(argv, port, f"the {latency_ms:g} ms proxy")
+        argv = [sys.executable, str(ROOT / "benchmarks" / script), f"--port={port}"]
+        argv += [f"--{name}={value}" for name, value in flags.items()]
+        return self._start(argv, port, what)
 
     def stop(self) -> None:
         for proc in self.processes:
