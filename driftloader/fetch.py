@@ -46,6 +46,7 @@ from .sources import Shard, filesystem, is_connect_failure, local_path, redact, 
 
 _TRANSIENT_NAMES = {
     "ClientPayloadError",
+    "ClientConnectionError",
     "ServerDisconnectedError",
     "ClientOSError",
     "ServerTimeoutError",

@@ -53,11 +53,18 @@ class AsyncFetcher(Fetcher):
 
 
 async def within(awaitable: Awaitable, timeout: float) -> Any:
-    """``awaitable``'s result, or ``Stalled`` after ``timeout`` seconds."""
+    """``awaitable``'s result, or ``Stalled`` after ``timeout`` seconds (``asyncio.timeout``
+    where there is one, 3.11+: ``wait_for`` there made a task of every chunk's read)."""
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        if _timeout is None:
+            return await asyncio.wait_for(awaitable, timeout)
+        async with _timeout(timeout):
+            return await awaitable
     except asyncio.TimeoutError as e:
         raise Stalled(f"no data for {timeout:g} s") from e
+
+
+_timeout = getattr(asyncio, "timeout", None)
 
 
 def body_start(
@@ -90,17 +97,38 @@ def body_start(
 async def read_body(
     read: Callable[[int], Awaitable[bytes]], size: int, skip: int, parts: list, timeout: float
 ) -> None:
-    """Append the body's bytes to ``parts`` after the first ``skip``, up to ``size`` of them,
-    reading no further (an answer kept open is read on from there); ``Stalled`` when no data
-    comes for ``timeout`` seconds (the bytes that came stay)."""
-    while skip > 0:
-        chunk = await within(read(min(READ_CHUNK, skip)), timeout)
-        if not chunk:
-            return
-        skip -= len(chunk)
+    """Append the body's bytes to ``parts`` after the first ``skip``, up to ``size`` of them;
+    ``Stalled`` when no data comes for ``timeout`` seconds (the bytes that came stay).
+
+    ``read(n)`` gives at most ``n`` bytes (``StreamReader.read``: nothing past the block is
+    taken, so an answer kept open is read on from there), or the next chunk received whatever
+    its length (``chunks``: no copy, for a body that ends with the block or is dropped after
+    it); the bytes past ``skip + size`` are then dropped."""
     while size > 0:
-        chunk = await within(read(min(READ_CHUNK, size)), timeout)
+        chunk = await within(read(min(READ_CHUNK, skip + size)), timeout)
         if not chunk:
             return
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk, skip = chunk[skip:], 0
+        if len(chunk) > size:
+            chunk = chunk[:size]
         parts.append(chunk)
         size -= len(chunk)
+
+
+def chunks(content: Any) -> Callable[[int], Awaitable[bytes]]:
+    """``read(n)`` for ``read_body`` over aiohttp's ``StreamReader`` ``content`` that gives
+    each chunk as the socket delivered it, whole. ``content.read(n)`` joins the chunks
+    buffered into one ``bytes`` (a copy of every byte, under the GIL, beside the block's own
+    join); ``readchunk`` hands them over as they are. b"" at the end of the body."""
+
+    async def read(_: int) -> bytes:
+        while True:
+            data, end_of_http_chunk = await content.readchunk()
+            if data or not end_of_http_chunk:  # (b"", True) ends a chunk of a chunked body
+                return data
+
+    return read

@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import ShardReadError
 from .fetch import ObjectHandle, RetryPolicy
-from .fetch_async import AsyncFetcher, body_start, read_body, within
+from .fetch_async import AsyncFetcher, body_start, chunks, read_body, within
 from .shardversion import ShardVersion
 from .sources import filesystem
 
@@ -113,7 +113,7 @@ class HttpFetcher(AsyncFetcher):
         """The block from an answer of its own (ranged, or a whole shard of one block)."""
         try:
             handle.heard(total)
-            await read_body(response.content.read, size, skip, parts, self.policy.timeout)
+            await read_body(chunks(response.content), size, skip, parts, self.policy.timeout)
         finally:
             response.release()
         return total, None

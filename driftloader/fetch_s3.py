@@ -8,11 +8,12 @@ without data, then retried from the byte reached (``fetch_async``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .errors import ShardReadError
 from .fetch import ObjectHandle, RetryPolicy
-from .fetch_async import AsyncFetcher, body_start, read_body, within
+from .fetch_async import AsyncFetcher, body_start, chunks, read_body, within
 from .shardversion import ShardVersion
 from .sources import filesystem
 
@@ -60,7 +61,7 @@ class S3Fetcher(AsyncFetcher):
                 handle, status, response.get("ContentRange"), response.get("ContentLength"), start
             )
             handle.heard(total)
-            await read_body(body.read, size, skip, parts, timeout)
+            await read_body(_reader(body), size, skip, parts, timeout)
         finally:
             body.close()
         version = ShardVersion.from_info(
@@ -94,3 +95,10 @@ def _answer_refused(handle: ObjectHandle, e: Exception, start: int):
     if code in ("AccessDenied", "403") or status == 403:
         raise ShardReadError(handle.url, f"permission denied: {e}") from e
     raise e
+
+
+def _reader(body: Any) -> Callable[[int], Awaitable[bytes]]:
+    """``read_body``'s reader of a GetObject body: the aiohttp stream's chunks as received when
+    aiobotocore's body wraps one (its ``read(n)`` joins them into a copy), else its ``read``."""
+    content = getattr(getattr(body, "raw_stream", None), "content", None)
+    return chunks(content) if hasattr(content, "readchunk") else body.read

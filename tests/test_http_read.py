@@ -231,3 +231,48 @@ def test_the_benchmarks_file_origin_serves_ranges_and_driftloader_reads_it(tmp_p
         assert get("missing.tar")[0] == get("sub")[0] == get("..%2Fs.tar")[0] == 404
         got = _read_all([f"{origin}/s.tar"])
         assert got == [[(s["__key__"], s["bin"]) for s in samples]]
+
+
+def test_a_chunked_ranged_answer_is_read_whole_without_retries(tmp_path):
+    """Bodies are taken chunk by chunk as the socket gives them (``readchunk``, no join per
+    read); in a ``Transfer-Encoding: chunked`` answer, the end of an HTTP chunk that it reports
+    is not the end of the body."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    samples = write_shard(tmp_path / "c.tar", 30, seed=5)
+    data = (tmp_path / "c.tar").read_bytes()
+
+    async def ranged(request: web.Request) -> web.StreamResponse:
+        first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
+        start, end = int(first), min(int(last), len(data) - 1)
+        answer = web.StreamResponse(status=206)
+        answer.headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        answer.enable_chunked_encoding()
+        await answer.prepare(request)
+        for at in range(start, end + 1, 3000):  # many small HTTP chunks
+            await answer.write(data[at : min(at + 3000, end + 1)])
+        await answer.write_eof()
+        return answer
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_get("/c.tar", ranged)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        stats = ReadStats()
+        got = _read_all([f"http://127.0.0.1:{port}/c.tar"], stats=stats)
+        assert got == [[(s["__key__"], s["bin"]) for s in samples]]
+        assert stats.retries == 0
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
