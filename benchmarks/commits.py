@@ -55,6 +55,10 @@ def one_pass(
     sys.path.insert(0, tree)  # after peers put this checkout first: the commit's driftloader
     for module in ("driftloader", "driftloader.dataset", "webdataset"):
         importlib.import_module(module)  # before the clock starts, as in a training job
+    if prefix:  # and the URLs' filesystem (aiohttp for http://): once a process, not a pass
+        import fsspec
+
+        fsspec.get_filesystem_class(prefix.split("://")[0])
 
     urls = sorted(str(p) for p in Path(tars).glob("*.tar"))
     if prefix:
