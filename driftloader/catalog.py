@@ -46,6 +46,8 @@ class CatalogRow(Mapping):
         fingerprint: the featurizer's fingerprint of the profile.
         n_features: features in the profile.
         profile: where the profile is stored (path or URL, without credentials).
+        profile_bytes: the stored profile's size, so that a listing tells it is whole without
+            reading it (``store.profiled``).
     The latest drift result against a reference (training decision or ``check``):
         reference: the reference name the shard was compared with.
         policy: the gate's policy (``monitor``, ``skip``, ``reweight``, ``resample``); None for
@@ -81,6 +83,7 @@ class CatalogRow(Mapping):
     fingerprint: str | None = None
     n_features: int | None = None
     profile: str | None = None
+    profile_bytes: int | None = None
     reference: str | None = None
     policy: str | None = None
     epoch: int | None = None
@@ -167,6 +170,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "fingerprint": ((str,), "string"),
     "n_features": ((int,), "integer"),
     "profile": ((str,), "string"),
+    "profile_bytes": ((int,), "integer"),
     "reference": ((str,), "string"),
     "policy": ((str,), "string"),
     "epoch": ((int,), "integer"),

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from .catalog import json_safe
+from .decisions import compact_if_large
 from .errors import EmptyShardError, ProfileFormatError, ShardReadError, StoreReadOnlyError
 from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
 from .features import FeatureBatch, featurizer_from
@@ -45,7 +46,7 @@ from .sources import (
     stat_shards,
     strip_protocol,
 )
-from .store import ProfileStore, shard_key, source_label, unique_shards
+from .store import ProfileStore, profiled, shard_key, source_label, unique_shards
 from .thumbnails import add_thumbnails
 
 ON_ERROR = ("raise", "skip")  # the names of handlers.ON_ERROR that profiling takes
@@ -511,6 +512,8 @@ def profile_shards(
             _check_picklable(metadata, "metadata")
             with resolved(executor, min(workers, len(todo)), _local_pool) as pool:
                 _run_pool(pool, todo, (*args, force), summary, on_error, bar)
+        if summary.profiled:  # a catalog row each: the next run reads them in one request
+            compact_if_large(store)
     finally:
         summary.seconds = time.monotonic() - started
     bar.close(summary.line())
@@ -527,8 +530,16 @@ def _unreadable(missing: list[tuple[str, str]]) -> ShardReadError:
     return ShardReadError(url, message)
 
 
+LISTED_FROM = 256
+"""From this many shards, which are profiled already is told by the catalog and a listing of
+the store's profiles (``store.profiled``), not by reading every profile."""
+
+
 def _unprofiled(store: ProfileStore, shards: list[Shard], fingerprint: str) -> list[Shard]:
-    have = store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), shards)
+    if len(shards) >= LISTED_FROM:
+        have = profiled(store, shards, fingerprint)
+    else:
+        have = store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), shards)
     return [s for s, h in zip(shards, have) if not h]
 
 

@@ -67,6 +67,7 @@ from .store_files import (
     MAX_JSON_DEPTH,
     S3_STORE_OPTIONS,
     StoreFiles,
+    encode_json,
     parse_store_json,
 )
 
@@ -164,13 +165,15 @@ class ProfileStore(StoreFiles):
             raise ValueError("put_profile needs a profile with a shard url (profile.url is None)")
         path = self._slot(profile.url, profile.version, profile.fingerprint)
         if strict:
-            self.write_json(path, self._stored_form(profile))
-        elif self._put(path, profile) is None:
+            size = len(data := self._stored_form(profile))
+            self.write_bytes(path, data)
+        elif (size := self._put(path, profile)) is None:
             return None
         summary = {
             **profile.summary(),
             "url": shard_key(profile.url),
             "profile": self.display(path),
+            "profile_bytes": size,
         }
         self.record(CatalogRow.from_dict(summary))
         return path
@@ -197,7 +200,8 @@ class ProfileStore(StoreFiles):
         read-only store (one warning)."""
         if not profile.url:
             raise ValueError("put_probe needs a profile with a shard url (profile.url is None)")
-        return self._put(self.probe_path(profile.url, profile.version), profile)
+        path = self.probe_path(profile.url, profile.version)
+        return path if self._put(path, profile) is not None else None
 
     def get_probe(self, url: str, version: str | None) -> Profile | None:
         """The stored probe profile of shard ``url`` at ``version``; None if absent or corrupt."""
@@ -253,15 +257,16 @@ class ProfileStore(StoreFiles):
             plain if stored in (None, fingerprint) else self.profile_path(url, version, fingerprint)
         )
 
-    def _put(self, path: str, profile: Profile) -> str | None:
-        """Write a shard's profile to ``path`` atomically, or warn once on a read-only store."""
-        written = self._best_effort(path, self._stored_form(profile), "the shard's profile")
-        return path if written else None
+    def _put(self, path: str, profile: Profile) -> int | None:
+        """Write a shard's profile to ``path`` atomically: its size in bytes, or None on a
+        read-only store (warned once)."""
+        data = self._stored_form(profile)
+        return len(data) if self._best_effort(path, data, "the shard's profile") else None
 
     @staticmethod
-    def _stored_form(profile: Profile) -> dict:
-        """The profile as stored: its URL without credentials."""
-        return {**profile.to_dict(), "url": redact(profile.url)}
+    def _stored_form(profile: Profile) -> bytes:
+        """The profile as stored: JSON, its URL without credentials."""
+        return encode_json({**profile.to_dict(), "url": redact(profile.url)})
 
     def _load(self, path: str, fix: str | None = None) -> Profile | None:
         try:
@@ -507,6 +512,32 @@ class ProfileStore(StoreFiles):
                 2,
             )
         return row
+
+
+def profiled(store: ProfileStore, shards: Sequence[Shard], fingerprint: str) -> list[bool]:
+    """``store.has_profile`` of each of ``shards`` (stat'ed: with their versions), reading only
+    the profiles that the catalog and one listing of the profiles do not vouch for: a
+    profile is whole when its catalog row names it, by ``fingerprint``, with the size the
+    listing gives (rows record the size written since ``profile_bytes`` was added). Over
+    many shards that is the catalog and a listing request per 1,000 profiles instead of a
+    GET of each profile; a profile damaged or deleted since is read, and found so."""
+    rows = {(row.url, row.version): row for row in store.catalog()}
+    sizes = store.list_sizes(store.path("shards"))
+
+    def vouched(shard: Shard) -> bool:
+        row = rows.get((shard_key(shard.url), shard.version))
+        if row is None or row.fingerprint != fingerprint or row.profile_bytes is None:
+            return False
+        for fp in (None, fingerprint):
+            path = store.profile_path(shard.url, shard.version, fp)
+            if store.display(path) == row.profile:
+                return sizes.get(path) == row.profile_bytes
+        return False
+
+    listed = [vouched(shard) for shard in shards]
+    unsure = [shard for shard, ok in zip(shards, listed) if not ok]
+    read = iter(store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), unsure))
+    return [ok or next(read) for ok in listed]
 
 
 def canonical_row(row: CatalogRow) -> CatalogRow:

@@ -319,9 +319,7 @@ class StoreFiles:
 
     def write_json(self, path: str, document: Any, *, indent: int | None = None) -> None:
         """Write ``document`` as strict JSON (no NaN) to ``path`` atomically (``write_bytes``)."""
-        separators = None if indent is not None else (",", ":")
-        text = json.dumps(document, allow_nan=False, indent=indent, separators=separators)
-        self.write_bytes(path, text.encode())
+        self.write_bytes(path, encode_json(document, indent))
 
     def exists(self, path: str) -> bool:
         """True if a file exists at ``path`` (not read)."""
@@ -353,6 +351,13 @@ class StoreFiles:
         """Every file under ``folder`` (recursively, temp files excluded): path -> a stamp that
         changes when the file is written again (the ETag on S3; inode, mtime and size locally;
         None when the filesystem tells none). One listing request per 1,000 files on S3."""
+        return {path: _stamp(info) for path, info in self._tree(folder).items()}
+
+    def list_sizes(self, folder: str) -> dict[str, int | None]:
+        """Every file under ``folder``, as ``list_tree`` lists them: path -> size in bytes."""
+        return {path: info.get("size") for path, info in self._tree(folder).items()}
+
+    def _tree(self, folder: str) -> dict[str, dict]:
         if self.local:
             return _local_tree(folder)
         self.fs.invalidate_cache(folder)
@@ -364,7 +369,7 @@ class StoreFiles:
                 found = self._call("_find", folder, detail=True)
         except FileNotFoundError:
             return {}
-        return {p: _stamp(i) for p, i in found.items() if i.get("type") != "directory"}
+        return {p: i for p, i in found.items() if i.get("type") != "directory"}
 
     def list_folders(self, folder: str) -> list[str]:
         """Names of the folders directly in ``folder``, sorted ([] when there is none)."""
@@ -461,16 +466,27 @@ class StoreFiles:
             self._warn_read_only("this run's profiles and decisions")
 
     def _best_effort(self, path: str, document: Any, what: str) -> bool:
-        """Write ``document``; on a read-only store warn once and say False."""
+        """Write ``document`` (JSON, or bytes as they are); on a read-only store warn once
+        and say False."""
         try:
-            self.write_json(path, document)
+            if isinstance(document, bytes):
+                self.write_bytes(path, document)
+            else:
+                self.write_json(path, document)
         except StoreReadOnlyError:
             self._warn_read_only(what)
             return False
         return True
 
 
-def _local_tree(folder: str) -> dict[str, str]:
+def encode_json(document: Any, indent: int | None = None) -> bytes:
+    """``document`` as strict JSON (no NaN), compact unless ``indent``: what ``write_json``
+    writes."""
+    separators = None if indent is not None else (",", ":")
+    return json.dumps(document, allow_nan=False, indent=indent, separators=separators).encode()
+
+
+def _local_tree(folder: str) -> dict[str, dict]:
     out = {}
     for top, folders, names in os.walk(folder):
         folders[:] = [f for f in folders if not f.startswith(".")]
@@ -480,14 +496,23 @@ def _local_tree(folder: str) -> dict[str, str]:
             path = os.path.join(top, name)
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(path)
-                out[path] = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+                out[path] = {"stamp": f"{st.st_ino}:{st.st_mtime_ns}", "size": st.st_size}
     return out
 
 
 def _stamp(info: dict) -> str | None:
     """What changes when an object store file is written again: its ETag (or the nearest
     the filesystem gives); None when it gives none (such a file never counts as unchanged)."""
-    for key in ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified", "mtime"):
+    for key in (
+        "stamp",  # a local file's inode and mtime
+        "ETag",
+        "etag",
+        "md5Hash",
+        "generation",
+        "LastModified",
+        "last_modified",
+        "mtime",
+    ):
         if info.get(key) is not None:
             return f"{info[key]}:{info.get('size')}"
     return None

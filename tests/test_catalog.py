@@ -29,6 +29,7 @@ def every_field() -> CatalogRow:
         fingerprint="fp",
         n_features=3,
         profile="/store/shards/a.json",
+        profile_bytes=2048,
         reference="v1",
         policy="skip",
         epoch=2,
