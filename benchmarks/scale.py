@@ -143,6 +143,7 @@ def store_profiles(store, fs, shards: list, options: dict, rows: bool = True) ->
             continue
         row = CatalogRow.from_dict({**profile.summary(), "url": shard.url})
         row.version, row.profile = shard.version, store.display(path)
+        row.profile_bytes = len(documents[path])  # as put_profile records it
         documents[store.catalog_path(shard.url, shard.version)] = json.dumps(row.to_dict()).encode()
     keys = list(documents)
     for start in range(0, len(keys), 2000):

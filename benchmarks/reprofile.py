@@ -1,0 +1,97 @@
+"""A re-run of ``profile`` over a corpus already profiled, on moto: what telling the profiled
+shards costs, read one profile each (as before 8585084, and below ``LISTED_FROM`` shards) or
+from the catalog and one listing of the profiles (``store.profiled``).
+
+    python benchmarks/reprofile.py [--shards 5000] [--rounds 2] [--latency-ms 0]
+
+Shards and store are ``scale.py``'s: tiny shards uploaded to moto (its own process), a profile
+and catalog row stored for each from templates. Every request goes through an in-process
+counting proxy (``latency_proxy.LatencyProxy``, ``--latency-ms`` to the first byte) and is
+counted with the bytes it sent. The ways alternate round by round; the listing runs once with
+the catalog as profiling leaves it (a small row per shard) and once compacted, as ``profile``
+now leaves it past 2,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.latency_proxy import LatencyProxy  # noqa: E402
+from benchmarks.scale import fill_store, upload  # noqa: E402
+from benchmarks.servers import Servers  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shards", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+
+    import s3fs
+
+    from driftloader import profiling
+    from driftloader.decisions import compact_store
+    from driftloader.store import ProfileStore
+
+    with Servers() as servers:
+        moto = servers.moto()
+        proxy = LatencyProxy(moto, latency_ms=args.latency_ms).start()
+        options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto}, skip_instance_cache=True)
+        fs.mkdir("reprofile")
+        started = time.perf_counter()
+        urls = upload(fs, "reprofile", args.shards)
+        glob = "s3://reprofile/data/*.tar"
+        store = ProfileStore("s3://reprofile/drift", options)
+        fill_store(store, fs, urls, options)
+        print(
+            f"{args.shards:,} shards and profiles stored in {time.perf_counter() - started:.0f} s"
+        )
+
+        def rerun(listed_from: float) -> dict:
+            profiling.LISTED_FROM = listed_from
+            fresh = ProfileStore(store.url, options)
+            proxy.reset_stats()
+            started = time.perf_counter()
+            summary = profiling.profile_shards(glob, fresh, storage_options=options, progress=False)
+            seconds = time.perf_counter() - started
+            assert (summary.profiled, summary.skipped) == (0, args.shards), summary
+            return {
+                "s": seconds,
+                "requests": sum(proxy.counts.values()),
+                "MB": proxy.bytes_sent / 1e6,
+            }
+
+        ways = {"each profile read": float("inf"), "catalog + listing": 1}
+        results: dict = {}
+        for stage in ("rows as profiling leaves them", "catalog compacted"):
+            if stage == "catalog compacted":
+                compact_store(ProfileStore(store.url, options))
+            for r in range(args.rounds):
+                names = list(ways) if r % 2 == 0 else list(ways)[::-1]
+                for name in names:
+                    result = rerun(ways[name])
+                    results.setdefault((stage, name), []).append(result)
+                    print(stage, name, result, flush=True)
+        proxy.stop()
+
+    print(f"\n{args.shards:,} tiny shards, {args.rounds} rounds, {args.latency_ms:g} ms latency")
+    print("| catalog | way | s (median) | requests | MB sent |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for (stage, name), runs in results.items():
+        print(
+            f"| {stage} | {name} | {statistics.median(r['s'] for r in runs):.2f} "
+            f"| {runs[-1]['requests']:,} | {runs[-1]['MB']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
