@@ -7,15 +7,14 @@ from the catalog and one listing of the profiles (``store.profiled``).
 Shards and store are ``scale.py``'s: tiny shards uploaded to moto (its own process), a profile
 and catalog row stored for each from templates. Every request goes through an in-process
 counting proxy (``latency_proxy.LatencyProxy``, ``--latency-ms`` to the first byte) and is
-counted with the bytes it sent. The ways alternate round by round; the listing runs once with
-the catalog as profiling leaves it (a small row per shard) and once compacted, as ``profile``
-now leaves it past 2,000 rows.
+counted with the bytes it sent. The ways alternate round by round. The store starts as older
+versions left it, a small catalog row per shard: the listing way's first run compacts them
+(past 2,000, as ``profile`` and ``check`` now do), and its later runs read one compacted file.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,6 @@ def main() -> None:
     import s3fs
 
     from driftloader import profiling
-    from driftloader.decisions import compact_store
     from driftloader.store import ProfileStore
 
     with Servers() as servers:
@@ -71,25 +69,23 @@ def main() -> None:
             }
 
         ways = {"each profile read": float("inf"), "catalog + listing": 1}
-        results: dict = {}
-        for stage in ("rows as profiling leaves them", "catalog compacted"):
-            if stage == "catalog compacted":
-                compact_store(ProfileStore(store.url, options))
-            for r in range(args.rounds):
-                names = list(ways) if r % 2 == 0 else list(ways)[::-1]
-                for name in names:
-                    result = rerun(ways[name])
-                    results.setdefault((stage, name), []).append(result)
-                    print(stage, name, result, flush=True)
+        runs: list[tuple[str, str, dict]] = []
+        for r in range(args.rounds):
+            for name in list(ways) if r % 2 == 0 else list(ways)[::-1]:
+                rows = len(store.list_json(store.path("catalog")))
+                state = f"{rows:,} small rows" if rows else "compacted"
+                result = rerun(ways[name])
+                runs.append((state, name, result))
+                print(state, name, result, flush=True)
         proxy.stop()
 
     print(f"\n{args.shards:,} tiny shards, {args.rounds} rounds, {args.latency_ms:g} ms latency")
-    print("| catalog | way | s (median) | requests | MB sent |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for (stage, name), runs in results.items():
+    print("| round | catalog before the run | way | s | requests | MB sent |")
+    print("| ---: | --- | --- | ---: | ---: | ---: |")
+    for i, (state, name, r) in enumerate(runs):
         print(
-            f"| {stage} | {name} | {statistics.median(r['s'] for r in runs):.2f} "
-            f"| {runs[-1]['requests']:,} | {runs[-1]['MB']:.1f} |"
+            f"| {i // 2 + 1} | {state} | {name} | {r['s']:.2f} | {r['requests']:,} "
+            f"| {r['MB']:.1f} |"
         )
 
 

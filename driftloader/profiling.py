@@ -537,6 +537,7 @@ the store's profiles (``store.profiled``), not by reading every profile."""
 
 def _unprofiled(store: ProfileStore, shards: list[Shard], fingerprint: str) -> list[Shard]:
     if len(shards) >= LISTED_FROM:
+        compact_if_large(store)  # a catalog of small rows costs a GET a row, as profiles do
         have = profiled(store, shards, fingerprint)
     else:
         have = store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), shards)
