@@ -17,6 +17,11 @@ from .fetch_async import AsyncFetcher, body_start, chunks, read_body, within
 from .shardversion import ShardVersion
 from .sources import filesystem
 
+try:
+    from aiohttp import ClientResponse
+except ImportError:  # aiobotocore on httpx alone
+    ClientResponse = None  # type: ignore[assignment,misc]
+
 
 class S3Fetcher(AsyncFetcher):
     """Ranged reads of S3 objects through s3fs's aiobotocore client and event loop."""
@@ -99,6 +104,9 @@ def _answer_refused(handle: ObjectHandle, e: Exception, start: int):
 
 def _reader(body: Any) -> Callable[[int], Awaitable[bytes]]:
     """``read_body``'s reader of a GetObject body: the aiohttp stream's chunks as received when
-    aiobotocore's body wraps one (its ``read(n)`` joins them into a copy), else its ``read``."""
-    content = getattr(getattr(body, "raw_stream", None), "content", None)
-    return chunks(content) if hasattr(content, "readchunk") else body.read
+    aiobotocore's body wraps an aiohttp response (its ``read(n)`` joins them into a copy), else
+    its ``read`` (aiobotocore's httpx backend, whose streamed ``content`` raises if touched)."""
+    raw = getattr(body, "raw_stream", None)
+    if ClientResponse is not None and isinstance(raw, ClientResponse):
+        return chunks(raw.content)
+    return body.read
