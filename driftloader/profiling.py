@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 from .catalog import json_safe
-from .decisions import compact_if_large
 from .errors import EmptyShardError, ProfileFormatError, ShardReadError, StoreReadOnlyError
 from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
 from .features import FeatureBatch, featurizer_from
@@ -513,7 +512,7 @@ def profile_shards(
             with resolved(executor, min(workers, len(todo)), _local_pool) as pool:
                 _run_pool(pool, todo, (*args, force), summary, on_error, bar)
         if summary.profiled:  # a catalog row each: the next run reads them in one request
-            compact_if_large(store)
+            _compact_if_large(store)
     finally:
         summary.seconds = time.monotonic() - started
     bar.close(summary.line())
@@ -535,9 +534,15 @@ LISTED_FROM = 256
 the store's profiles (``store.profiled``), not by reading every profile."""
 
 
+def _compact_if_large(store: ProfileStore) -> None:
+    from .decisions import compact_if_large  # imports the drift tests (scipy): not at start
+
+    compact_if_large(store)
+
+
 def _unprofiled(store: ProfileStore, shards: list[Shard], fingerprint: str) -> list[Shard]:
     if len(shards) >= LISTED_FROM:
-        compact_if_large(store)  # a catalog of small rows costs a GET a row, as profiles do
+        _compact_if_large(store)  # a catalog of small rows costs a GET a row, as profiles do
         have = profiled(store, shards, fingerprint)
     else:
         have = store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), shards)
