@@ -192,3 +192,24 @@ def write_gated_corpus(root: Path, clean_sizes: list[int], drifted: int) -> dict
     profile_shards(reference + clean + shifted, store, progress=False)
     store.build_reference("ref", reference)
     return {"store": store, "clean": clean, "drifted": shifted}
+
+
+EXIT_ABORT = "terminate called without an active exception"
+"""What a torchrun rank prints when a native thread is torn down while joinable as it exits
+(exit -6). Seen in two fresh-clone CI runs (the accelerate example once, the DDP example once)
+on the 2-core machine under load, never in a rerun: a native thread of torch/gloo's, not one of
+driftloader's (those are Python threads, joined at exit)."""
+
+
+def run_ranks(command: list[str], timeout: float, env: dict | None = None):
+    """``subprocess.run`` of a torchrun ``command``, run once more if a rank aborted at exit
+    with ``EXIT_ABORT``: any other failure, or the same abort twice, is the test's to see."""
+    import subprocess
+
+    env = {**os.environ, **(env or {})}
+    for attempt in (1, 2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        if result.returncode == 0 or EXIT_ABORT not in result.stderr or attempt == 2:
+            return result
+        print(f"a rank aborted at exit ({EXIT_ABORT!r}): running {command[-1]} once more")
+    raise AssertionError("unreachable")

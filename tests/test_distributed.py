@@ -17,7 +17,7 @@ from driftloader.distributed import gather_reports, merge_profiles, placement
 from driftloader.profile import Profile
 from driftloader.store import ProfileStore
 
-from .conftest import write_gated_corpus
+from .conftest import run_ranks, write_gated_corpus
 
 WORLD = 2
 CLEAN_SIZES = [30, 45, 38, 52, 33, 41, 60, 36]
@@ -181,7 +181,6 @@ def test_rank_and_world_come_from_the_environment(monkeypatch):
 
 
 def test_the_ddp_example_runs_under_torchrun():
-    import subprocess
     import sys
 
     script = Path(__file__).resolve().parent.parent / "examples" / "ddp_train.py"
@@ -189,12 +188,7 @@ def test_the_ddp_example_runs_under_torchrun():
     command = (
         [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     )
-    result = subprocess.run(
-        [*command, "--standalone", "--nproc_per_node=2", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_ranks([*command, "--standalone", "--nproc_per_node=2", str(script)], 120)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     (counts,) = [line for line in lines if "batches per rank" in line]

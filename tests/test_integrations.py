@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 import driftloader as dl
+
+from .conftest import run_ranks
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PER_SHARD, CLEAN_SHARDS, BATCH = 1000, 4, 64
@@ -31,9 +31,7 @@ def _example(name: str):
 
 
 def _run(command: list[str], env: dict | None = None) -> str:
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env={**os.environ, **(env or {})}
-    )
+    result = run_ranks(command, 240, env)  # two processes each (torchrun, Lightning's DDP)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 
