@@ -92,3 +92,22 @@ def test_profiling_past_the_compaction_threshold_compacts_the_catalog(
     assert store.list_json(store.path("catalog")) == []  # 5 rows folded into a compacted file
     rows = store.catalog()
     assert len(rows) == 5 and all(row.profile_bytes for row in rows)
+
+
+def test_a_local_store_is_vouched_for_by_its_listing_without_a_read(tmp_path: Path) -> None:
+    """On local files too the listing's sizes vouch: a profile overwritten in place with as many
+    bytes of garbage is not read, so it is taken as whole (the documented limit: writes are
+    atomic, and damage that changes the size, as in the tests above, is found)."""
+    for i in range(3):
+        write_shard(tmp_path / f"s-{i}.tar", 4, seed=i, start=i * 100)
+    urls = str(tmp_path / "s-{0..2}.tar")
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls, store, progress=False)
+    shards = stat_shards(expand_urls(urls))
+    fingerprint = store.get_profile(shards[0].url, shards[0].version).fingerprint
+    path = Path(store.profile_path(shards[1].url, shards[1].version))
+    path.write_bytes(b" " * path.stat().st_size)  # same size: not JSON, yet listed as whole
+    assert profiled(store, shards, fingerprint) == [True, True, True]
+    path.write_bytes(b" " * (path.stat().st_size + 1))
+    with pytest.warns(RuntimeWarning, match=r"corrupt profile .*\.json"):
+        assert profiled(store, shards, fingerprint) == [True, False, True]
