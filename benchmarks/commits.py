@@ -207,12 +207,13 @@ def served_from_files(stack: contextlib.ExitStack, tars: Path, latencies: list[s
 
     servers = stack.enter_context(Servers())
     origin = servers.files(tars)
-    return {
-        f"files {ms} ms" if ms != "direct" else "files direct": (
-            servers.proxy(origin, float(ms), peers.MBPS) if ms != "direct" else origin
-        )
-        for ms in latencies
-    }
+    settings = {}
+    for ms in latencies:
+        if ms == "direct":
+            settings["files direct"] = origin
+        else:
+            settings[f"files {ms} ms"] = servers.proxy(origin, float(ms), peers.MBPS)
+    return settings
 
 
 def served_over_http(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:

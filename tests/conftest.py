@@ -207,9 +207,8 @@ def run_ranks(command: list[str], timeout: float, env: dict | None = None):
     import subprocess
 
     env = {**os.environ, **(env or {})}
-    for attempt in (1, 2):
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-        if result.returncode == 0 or EXIT_ABORT not in result.stderr or attempt == 2:
-            return result
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if result.returncode != 0 and EXIT_ABORT in result.stderr:
         print(f"a rank aborted at exit ({EXIT_ABORT!r}): running {command[-1]} once more")
-    raise AssertionError("unreachable")
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return result
