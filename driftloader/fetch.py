@@ -452,6 +452,11 @@ class _Plan:
             return not self.requests
         return self.next_offset < size
 
+    def requested(self) -> bool:
+        """Every byte of the shard is asked for (or it needs no more)."""
+        size = self.handle.size
+        return self.finished or (size is not None and self.next_offset >= size)
+
 
 def _learn(handle: ObjectHandle, offset: int, future: Future) -> None:
     """A shard's size from its first answer as soon as it arrives, so that its next blocks are
@@ -482,6 +487,12 @@ class ReadAhead:
         max_requests: int,
     ) -> None:
         self.block_size = block_size
+        # A shard whose size is unknown, while one before it still has bytes to ask for, is
+        # first asked for a small block: its answer's headers tell the size. A whole block for
+        # each of the next shards would take the window from the shard being read, which
+        # then kept one block in flight until the reader reached them (a 28 MB shard at
+        # 100 ms: 15.7k -> 27.7k samples/s).
+        self.probe_size = max(block_size // 8, 4096)
         self.max_inflight = max(max_inflight, block_size)
         self.max_requests = max(max_requests, 1)
         self.requests = 0
@@ -499,11 +510,10 @@ class ReadAhead:
         self._fill()
 
     def _fill(self) -> None:
+        behind = False  # a shard before this one still has bytes to ask for
         for plan in list(self.plans)[: self.lookahead + 1]:
             while plan.wants_more():
-                size = self.block_size
-                if plan.handle.size is not None:
-                    size = min(size, plan.handle.size - plan.next_offset)
+                size = self._next_size(plan, behind)
                 if self.inflight and (
                     self.inflight + size > self.max_inflight or self.requests >= self.max_requests
                 ):
@@ -521,6 +531,19 @@ class ReadAhead:
                     self.peak = self.inflight
                     if self.on_peak is not None:
                         self.on_peak(self.peak)
+            behind = behind or not plan.requested()
+
+    def _next_size(self, plan: _Plan, behind: bool) -> int:
+        """Bytes of ``plan``'s next request: a block; a shard's last bytes in one request when
+        they are at most a quarter block more (a 9.3 MB shard is one request, not 8 + 1.3
+        MiB); only a probe when its size is unknown and a shard before it still has bytes to
+        ask for (``probe_size``)."""
+        if plan.handle.size is None:
+            return self.probe_size if behind and not plan.next_offset else self.block_size
+        remaining = plan.handle.size - plan.next_offset
+        if remaining <= min(self.block_size + self.block_size // 4, self.max_inflight):
+            return remaining
+        return self.block_size
 
     def blocks(self, handle: ObjectHandle) -> Iterator[bytes]:
         """The shard's bytes, block by block, in order; it must be the oldest one added."""
