@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,9 +34,13 @@ from .tarparse import DEFAULT_MAX_MEMBER_SIZE, TarMembers, decompressed, group_s
 __all__ = ["ReadOptions", "ReadStats", "is_transient", "read_shard", "read_shards"]
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
-# Little's law: an 8 MiB block held for 100 ms + 8 MiB / 50 MB/s = 0.27 s, at ~280 MB/s, needs
-# ~75 MB in flight; 64 MiB and 8 shards lost 32% from 0 to 100 ms (results/peers.md)
-DEFAULT_MAX_INFLIGHT = 128 * 1024 * 1024
+# Bytes in flight by default, per process that reads, split among its DataLoader workers: what
+# hides a latency is the process's whole rate times the time a request is held (Little's law),
+# and each of N workers reads 1/N of it. When the bytes come no faster than C (one link, or a
+# server's CPU) a request is held for L + bytes in flight / C, and 128 MiB lost 17-27% from 0 to
+# 100 ms at ~350 MB/s, 256 MiB 3-12% (results/peers.md). At least 4 blocks per worker.
+DEFAULT_PROCESS_INFLIGHT = 256 * 1024 * 1024
+MIN_INFLIGHT_BLOCKS = 4
 DEFAULT_MAX_REQUESTS = 32
 DEFAULT_LOOKAHEAD = 16  # shards
 DEFAULT_TIMEOUT = 20.0
@@ -47,14 +52,15 @@ Handler = Callable[[Exception], bool]
 class ReadOptions:
     """How shards are read: ``read_shards``' keywords as one value (``DriftDataset(read_options=)``).
 
-    ``max_inflight`` bytes and ``max_requests`` ranged requests are kept in flight (requested
-    and not yet parsed), for the current shard's next ``block_size`` blocks and the next
+    ``max_inflight`` bytes (by default 256 MiB per process, split among its DataLoader
+    workers: ``inflight_bound``) and ``max_requests`` ranged requests are kept in flight
+    (requested and not yet parsed), for the current shard's next ``block_size`` blocks and the next
     ``lookahead`` shards; ``timeout`` seconds without data is a stall, retried ``retries`` times
     with ``backoff`` from the byte reached. Members over ``max_member_size`` bytes are refused.
     """
 
     block_size: int = DEFAULT_BLOCK_SIZE
-    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    max_inflight: int | None = None
     max_requests: int = DEFAULT_MAX_REQUESTS
     lookahead: int = DEFAULT_LOOKAHEAD
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE
@@ -67,7 +73,7 @@ class ReadOptions:
         if self.block_size < 4096:
             raise ValueError(f"block_size={self.block_size} is too small; use at least 4096 bytes")
         for name in ("max_inflight", "lookahead", "retries", "max_member_size"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.max_requests < 1:
             raise ValueError(f"max_requests={self.max_requests} must be >= 1")
@@ -75,6 +81,15 @@ class ReadOptions:
             raise ValueError(
                 f"timeout={self.timeout} must be > 0 and backoff={self.backoff} >= 0 seconds"
             )
+
+    def inflight_bound(self) -> int:
+        """``max_inflight``, or the default for this process: ``DEFAULT_PROCESS_INFLIGHT``
+        over the DataLoader workers it is one of (256 MiB alone, 128 MiB each of 2, 32 MiB
+        each of 8), at least ``MIN_INFLIGHT_BLOCKS`` blocks."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        share = DEFAULT_PROCESS_INFLIGHT // _dataloader_workers()
+        return max(share, MIN_INFLIGHT_BLOCKS * self.block_size)
 
     def keywords(self) -> dict[str, Any]:
         """These options as ``read_shards`` keywords."""
@@ -128,6 +143,14 @@ class ReadStats:
 
 
 # -------------------------------------------------------------------------------- pipes
+
+
+def _dataloader_workers() -> int:
+    """How many DataLoader workers this process is one of (1 outside a worker). torch is not
+    imported for it: a process that never imported its DataLoader is in no worker."""
+    data = sys.modules.get("torch.utils.data")
+    info = data.get_worker_info() if data is not None else None
+    return max(1, info.num_workers) if info is not None else 1
 
 
 def _pipe_blocks(url: str, block_size: int) -> Iterator[bytes]:
@@ -227,7 +250,7 @@ def read_shards(
     storage_options: dict | None = None,
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    max_inflight: int | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
     retries: int = 5,
@@ -241,8 +264,9 @@ def read_shards(
 
     Ranged requests for the current shard's next blocks and the next ``lookahead`` shards'
     blocks stay in flight: at most ``max_requests`` of them and ``max_inflight`` bytes
-    requested and not yet parsed (at least one ``block_size`` block). ``shards`` is consumed
-    lazily, ``lookahead`` shards ahead of the one being read.
+    requested and not yet parsed (at least one ``block_size`` block; by default 256 MiB per
+    process, split among its DataLoader workers: ``ReadOptions.inflight_bound``). ``shards``
+    is consumed lazily, ``lookahead`` shards ahead of the one being read.
     Read each ``samples`` before asking for the next pair; one left unread (a shard the
     caller decided to skip) is dropped with its requests. A shard that fails raises
     ``ShardReadError`` from its ``samples`` only: the next pair still comes.
@@ -251,7 +275,7 @@ def read_shards(
     with no data for ``timeout`` seconds counts as one. Every read of a shard is pinned to
     one version (see ``fetch``).
     """
-    ReadOptions(  # checks them, naming the value
+    options = ReadOptions(  # checks them, naming the value
         block_size,
         max_inflight,
         max_requests,
@@ -273,7 +297,7 @@ def read_shards(
 
     policy = RetryPolicy(retries, backoff, timeout)
     fetchers = _Fetchers(storage_options, policy, on_retry, opener, max_requests)
-    ahead = ReadAhead(block_size, max_inflight, on_peak, lookahead, max_requests)
+    ahead = ReadAhead(block_size, options.inflight_bound(), on_peak, lookahead, max_requests)
     pending: deque[tuple[Shard, ObjectHandle | None]] = deque()
     source = iter(shards)
 

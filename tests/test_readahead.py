@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 import driftloader as dl
 from driftloader.reader import ReadOptions
@@ -277,3 +278,27 @@ def test_read_ahead_asks_for_probes_ahead_and_whole_tails():
         ("s3://b/0.tar", 4 * block, block + block // 8),
     ]
     assert ahead.inflight <= 8 * block
+
+
+class _Bound(torch.utils.data.IterableDataset):
+    """Yields, from each DataLoader worker, the bytes in flight its reader would allow."""
+
+    def __init__(self, **options) -> None:
+        self.options = options
+
+    def __iter__(self):
+        yield ReadOptions(**self.options).inflight_bound()
+
+
+def test_the_default_bytes_in_flight_are_split_among_dataloader_workers():
+    """A process's rate is what the bytes in flight must cover, and each of its N workers reads
+    1/N of it: 256 MiB alone, 128 MiB each of 2 (before: 128 MiB each, whatever N), at least
+    four blocks each; a bound given is kept."""
+    from torch.utils.data import DataLoader
+
+    assert ReadOptions().inflight_bound() == 256 << 20
+    assert list(DataLoader(_Bound(), batch_size=None, num_workers=2)) == [128 << 20] * 2
+    four_blocks = list(DataLoader(_Bound(block_size=32 << 20), batch_size=None, num_workers=4))
+    assert four_blocks == [128 << 20] * 4  # 64 MiB each would be 2 blocks
+    given = list(DataLoader(_Bound(max_inflight=8 << 20), batch_size=None, num_workers=2))
+    assert given == [8 << 20] * 2
