@@ -45,7 +45,7 @@ from .sources import (
     stat_shards,
     strip_protocol,
 )
-from .store import ProfileStore, profiled, shard_key, source_label, unique_shards
+from .store import ProfileStore, profiled, read_profiled, shard_key, source_label, unique_shards
 from .thumbnails import add_thumbnails
 
 ON_ERROR = ("raise", "skip")  # the names of handlers.ON_ERROR that profiling takes
@@ -545,7 +545,7 @@ def _unprofiled(store: ProfileStore, shards: list[Shard], fingerprint: str) -> l
         _compact_if_large(store)  # a catalog of small rows costs a GET a row, as profiles do
         have = profiled(store, shards, fingerprint)
     else:
-        have = store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), shards)
+        have = read_profiled(store, shards, fingerprint)
     return [s for s, h in zip(shards, have) if not h]
 
 

@@ -535,9 +535,14 @@ def profiled(store: ProfileStore, shards: Sequence[Shard], fingerprint: str) -> 
         return False
 
     listed = [vouched(shard) for shard in shards]
-    unsure = [shard for shard, ok in zip(shards, listed) if not ok]
-    read = iter(store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), unsure))
+    read = iter(read_profiled(store, [s for s, ok in zip(shards, listed) if not ok], fingerprint))
     return [ok or next(read) for ok in listed]
+
+
+def read_profiled(store: ProfileStore, shards: Sequence[Shard], fingerprint: str) -> list[bool]:
+    """``store.has_profile`` of each of ``shards``, each profile read (concurrently): a
+    corrupt one counts as absent."""
+    return store.map(lambda s: store.has_profile(s.url, s.version, fingerprint), shards)
 
 
 def canonical_row(row: CatalogRow) -> CatalogRow:
