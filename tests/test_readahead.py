@@ -24,6 +24,13 @@ def _upload(s3fs_fresh, bucket: str, tmp_path, name: str, n: int, seed: int, shi
     return f"s3://{bucket}/{name}.tar", [s["__key__"] for s in samples]
 
 
+def _plain(proxy, shards: list[tuple], read: ReadOptions) -> dl.DriftDataset:
+    """A plain dataset over ``shards`` (``_upload``'s) through ``proxy``, read under ``read``."""
+    options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
+    urls = [url for url, _ in shards]
+    return dl.DriftDataset(urls, shuffle=False, storage_options=options, read_options=read)
+
+
 def _gets(proxy, name: str) -> list:
     return [r for r in proxy.requests if r.method == "GET" and f"/{name}.tar" in r.target]
 
@@ -162,11 +169,8 @@ def test_a_shards_next_blocks_are_asked_for_before_the_reader_reaches_it(
     tells it, and its next blocks are requested (within the bounds) while the shard before is
     still read, not one round trip after the reader gets to it."""
     shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"multi-{i}", 40, i) for i in range(2)]
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     read = ReadOptions(block_size=BLOCK, max_requests=16, max_inflight=64 * BLOCK, lookahead=1)
-    ds = dl.DriftDataset(
-        [u for u, _ in shards], shuffle=False, storage_options=options, read_options=read
-    )
+    ds = _plain(s3_proxy, shards, read)
     s3_proxy.reset_stats()
     s3_proxy.latency_ms = 20
     keys, asked_for_second = [], None
@@ -217,11 +221,8 @@ def test_the_shard_being_read_keeps_the_window_while_the_next_shards_sizes_are_u
     one request in flight until the reader reached them: its requests left one round trip
     apart (a 28 MB shard at 100 ms read at 15.7k samples/s instead of 27.7k)."""
     shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"wide-{i}", 40, i) for i in range(8)]
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     read = ReadOptions(block_size=BLOCK, max_requests=16, max_inflight=8 * BLOCK, lookahead=7)
-    ds = dl.DriftDataset(
-        [u for u, _ in shards], shuffle=False, storage_options=options, read_options=read
-    )
+    ds = _plain(s3_proxy, shards, read)
     s3_proxy.reset_stats()
     s3_proxy.latency_ms = 100
     keys = [s["__key__"] for s in ds]
