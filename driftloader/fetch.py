@@ -373,7 +373,18 @@ class FsspecFetcher(Fetcher):
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="driftloader-read")
 
     def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
+        if handle.size is None and handle.state is None and self.opener is None:
+            handle.state = self.pool.submit(self._size, handle)
         return self.pool.submit(self._retrying, handle, offset, size, self._reader(handle))
+
+    def _size(self, handle: ObjectHandle) -> None:
+        """Ask for the size of a shard named without it, beside its first block: ranged reads
+        here say nothing of the object, so its next blocks would otherwise be asked for one
+        at a time until one came back short (a 1 GB shard: 128 round trips). A failure is
+        left to the reads, which name it."""
+        with contextlib.suppress(Exception):
+            fs = filesystem(handle.shard.url, self.storage_options)
+            handle.heard(fs.size(fs._strip_protocol(handle.shard.url)))
 
     def _reader(self, handle: ObjectHandle) -> Callable[[int, int, list], Piece]:
         fs = filesystem(handle.shard.url, self.storage_options)
