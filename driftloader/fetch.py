@@ -524,6 +524,8 @@ class ReadAhead:
         behind = False  # a shard before this one still has bytes to ask for
         for plan in list(self.plans)[: self.lookahead + 1]:
             while plan.wants_more():
+                if behind and (plan.next_offset or plan.handle.size is not None):
+                    break  # in read order: past its probe, a shard waits for those before it
                 size = self._next_size(plan, behind)
                 if self.inflight and (
                     self.inflight + size > self.max_inflight or self.requests >= self.max_requests
@@ -547,10 +549,10 @@ class ReadAhead:
     def _next_size(self, plan: _Plan, behind: bool) -> int:
         """Bytes of ``plan``'s next request: a block; a shard's last bytes in one request when
         they are at most a quarter block more (a 9.3 MB shard is one request, not 8 + 1.3
-        MiB); only a probe when its size is unknown and a shard before it still has bytes to
-        ask for (``probe_size``)."""
+        MiB); a probe when its size is unknown and a shard before it still has bytes to ask
+        for (``probe_size``)."""
         if plan.handle.size is None:
-            return self.probe_size if behind and not plan.next_offset else self.block_size
+            return self.probe_size if behind else self.block_size
         remaining = plan.handle.size - plan.next_offset
         if remaining <= min(self.block_size + self.block_size // 4, self.max_inflight):
             return remaining

@@ -253,8 +253,9 @@ class _Recorder:
 
 def test_read_ahead_asks_for_probes_ahead_and_whole_tails():
     """The scheduling alone: while the first shard's size is unknown the next shards get a
-    probe each; once it is known, its next blocks come before any later shard's; a last
-    piece of at most a quarter block is asked for with the block before it."""
+    probe each, and no more even when their probes tell their sizes first; once the first
+    shard's size is known, its next blocks come before any later shard's; a last piece of at
+    most a quarter block is asked for with the block before it."""
     from driftloader.fetch import ObjectHandle, ReadAhead
     from driftloader.sources import Shard
 
@@ -269,14 +270,20 @@ def test_read_ahead_asks_for_probes_ahead_and_whole_tails():
         (f"s3://b/{i}.tar", 0, probe) for i in (1, 2, 3)
     ]
     fetcher.asked.clear()
+    handles[1].heard(3 * block)  # a probe's headers before the first shard's: it waits
+    ahead._fill()
+    assert fetcher.asked == []
     handles[0].heard(5 * block + block // 8)  # its first answer's headers
     ahead._fill()
-    # 5 blocks' worth left, in 4 requests: the last one has the eighth of a block too
+    # 5 blocks' worth left, in 4 requests: the last one has the eighth of a block too; then,
+    # in read order, the next shard's blocks after its probe, as far as the bound allows
     assert fetcher.asked == [
         ("s3://b/0.tar", block, block),
         ("s3://b/0.tar", 2 * block, block),
         ("s3://b/0.tar", 3 * block, block),
         ("s3://b/0.tar", 4 * block, block + block // 8),
+        ("s3://b/1.tar", probe, block),
+        ("s3://b/1.tar", probe + block, block),
     ]
     assert ahead.inflight <= 8 * block
 
