@@ -104,7 +104,7 @@ def _s3_options(storage_options: dict | None) -> dict:
     config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
     config.setdefault("connect_timeout", CONNECT_TIMEOUT)
     config.setdefault("read_timeout", 20)
-    config.setdefault("max_pool_connections", 32)  # the reader keeps requests in flight
+    config.setdefault("max_pool_connections", 48)  # the reader keeps requests in flight
     options["config_kwargs"] = config
     return options
 
