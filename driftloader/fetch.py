@@ -383,12 +383,16 @@ class FsspecFetcher(Fetcher):
         at a time until one came back short (a 1 GB shard: 128 round trips). A failure is
         left to the reads, which name it."""
         with contextlib.suppress(Exception):
-            fs = filesystem(handle.shard.url, self.storage_options)
-            handle.heard(fs.size(fs._strip_protocol(handle.shard.url)))
+            fs, path = self._located(handle)
+            handle.heard(fs.size(path))
+
+    def _located(self, handle: ObjectHandle) -> tuple[Any, str]:
+        """The shard's filesystem and its path there."""
+        fs = filesystem(handle.shard.url, self.storage_options)
+        return fs, fs._strip_protocol(handle.shard.url)
 
     def _reader(self, handle: ObjectHandle) -> Callable[[int, int, list], Piece]:
-        fs = filesystem(handle.shard.url, self.storage_options)
-        path = fs._strip_protocol(handle.shard.url)
+        fs, path = self._located(handle)
         kwargs: dict = {}
         if handle.version is not None and handle.version.version_id:
             kwargs["version_id"] = handle.version.version_id

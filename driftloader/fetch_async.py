@@ -52,6 +52,9 @@ class AsyncFetcher(Fetcher):
         raise NotImplementedError
 
 
+_timeout = getattr(asyncio, "timeout", None)
+
+
 async def within(awaitable: Awaitable, timeout: float) -> Any:
     """``awaitable``'s result, or ``Stalled`` after ``timeout`` seconds (``asyncio.timeout``
     where there is one, 3.11+: ``wait_for`` there made a task of every chunk's read)."""
@@ -62,9 +65,6 @@ async def within(awaitable: Awaitable, timeout: float) -> Any:
             return await awaitable
     except asyncio.TimeoutError as e:
         raise Stalled(f"no data for {timeout:g} s") from e
-
-
-_timeout = getattr(asyncio, "timeout", None)
 
 
 def body_start(

@@ -48,6 +48,14 @@ DEFAULT_TIMEOUT = 20.0
 Handler = Callable[[Exception], bool]
 
 
+def _dataloader_workers() -> int:
+    """How many DataLoader workers this process is one of (1 outside a worker). torch is not
+    imported for it: a process that never imported its DataLoader is in no worker."""
+    data = sys.modules.get("torch.utils.data")
+    info = data.get_worker_info() if data is not None else None
+    return max(1, info.num_workers) if info is not None else 1
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How shards are read: ``read_shards``' keywords as one value (``DriftDataset(read_options=)``).
@@ -143,14 +151,6 @@ class ReadStats:
 
 
 # -------------------------------------------------------------------------------- pipes
-
-
-def _dataloader_workers() -> int:
-    """How many DataLoader workers this process is one of (1 outside a worker). torch is not
-    imported for it: a process that never imported its DataLoader is in no worker."""
-    data = sys.modules.get("torch.utils.data")
-    info = data.get_worker_info() if data is not None else None
-    return max(1, info.num_workers) if info is not None else 1
 
 
 def _pipe_blocks(url: str, block_size: int) -> Iterator[bytes]:
