@@ -446,7 +446,11 @@ def run_checks(steps: Steps, store, glob: str, size: int, options: dict) -> None
     from driftloader.report import shard_rows
     from driftloader.store import ProfileStore
 
-    steps.run(size, "check", lambda: check_shards(glob, store, "ref", storage_options=options))
+    steps.run(  # as `driftloader check` calls it: each result without its per-test detail
+        size,
+        "check",
+        lambda: check_shards(glob, store, "ref", storage_options=options, details=False),
+    )
     steps.run(size, "compact", lambda: compact_store(store))
     steps.run(
         size,
@@ -500,7 +504,7 @@ def main() -> None:
     print("load:", load)
     with Servers() as servers:  # moto in a process of its own (not sharing this one's GIL)
         endpoint = servers.moto()  # Servers sets moto's dummy credentials
-        with LatencyProxy(endpoint, lifetime_s=7200) as proxy:  # counts every request
+        with LatencyProxy(endpoint, lifetime_s=6 * 3600) as proxy:  # counts every request
             options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
             os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
             fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
