@@ -392,29 +392,10 @@ class FsspecFetcher(Fetcher):
         return fs, fs._strip_protocol(handle.shard.url)
 
     def _reader(self, handle: ObjectHandle) -> Callable[[int, int, list], Piece]:
+        if self.opener is not None:
+            return self._opened(handle)
         fs, path = self._located(handle)
-        kwargs: dict = {}
-        if handle.version is not None and handle.version.version_id:
-            kwargs["version_id"] = handle.version.version_id
-
-        def with_opener(start: int, size: int, parts: list) -> Piece:
-            try:
-                file = self.opener(path, "rb", **kwargs)
-            except FileNotFoundError as e:
-                raise ShardReadError(handle.url, "shard does not exist") from e
-            try:
-                if start:
-                    file.seek(start)
-                while size > 0:
-                    chunk = file.read(size)
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    size -= len(chunk)
-            finally:
-                with contextlib.suppress(Exception):
-                    file.close()
-            return Piece(b"")
+        kwargs = _pinned(handle)
 
         def with_cat(start: int, size: int, parts: list) -> Piece:
             try:
@@ -430,10 +411,64 @@ class FsspecFetcher(Fetcher):
             parts.append(data)
             return Piece(b"")
 
-        return with_opener if self.opener is not None else with_cat
+        return with_cat
+
+    def _opened(self, handle: ObjectHandle) -> Callable[[int, int, list], Piece]:
+        """Reads through the user's opener: ``ReadOptions`` says what path it is given."""
+        try:
+            path = self._located(handle)[1]
+        except ValueError:  # a protocol fsspec does not know: the opener's own
+            path = handle.shard.url
+        kwargs = _pinned(handle)
+
+        def with_opener(start: int, size: int, parts: list) -> Piece:
+            try:
+                file = self.opener(path, "rb", **kwargs)
+            except FileNotFoundError as e:
+                raise ShardReadError(handle.url, "shard does not exist") from e
+            try:
+                if handle.size is None:  # the next blocks can go out at once, not one by one
+                    handle.heard(_file_size(file))
+                if start:
+                    file.seek(start)
+                while size > 0:
+                    chunk = file.read(size)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    size -= len(chunk)
+            finally:
+                with contextlib.suppress(Exception):
+                    file.close()
+            return Piece(b"")
+
+        return with_opener
 
     def close(self) -> None:
         _shut(self.pool)
+
+
+def _pinned(handle: ObjectHandle) -> dict:
+    """The keywords that pin a read to the shard's version, where fsspec takes one."""
+    version = handle.version
+    return {"version_id": version.version_id} if version and version.version_id else {}
+
+
+def _file_size(file: Any) -> int | None:
+    """The size of an opened file: its ``size`` (fsspec files), its descriptor's, or the end
+    a seek finds; None if it tells none of these."""
+    size = getattr(file, "size", None)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    with contextlib.suppress(Exception):
+        return os.fstat(file.fileno()).st_size
+    with contextlib.suppress(Exception):
+        if file.seekable():
+            here = file.tell()
+            end = file.seek(0, os.SEEK_END)
+            file.seek(here)
+            return end
+    return None
 
 
 # -------------------------------------------------------------------------------- read-ahead

@@ -65,6 +65,10 @@ class ReadOptions:
     (requested and not yet parsed), for the current shard's next ``block_size`` blocks and the next
     ``lookahead`` shards; ``timeout`` seconds without data is a stall, retried ``retries`` times
     with ``backoff`` from the byte reached. Members over ``max_member_size`` bytes are refused.
+
+    ``opener(path, "rb", **kwargs)``, if given, opens every shard for its reads: ``path`` is
+    the shard's path on its fsspec filesystem (``bucket/key`` for ``s3://bucket/key``), or its
+    URL as given when fsspec knows no such protocol; ``kwargs`` may hold a ``version_id``.
     """
 
     block_size: int = DEFAULT_BLOCK_SIZE

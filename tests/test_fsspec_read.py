@@ -1,9 +1,11 @@
-"""Shards on a filesystem that only fsspec knows (GCS, Azure, ...: ``FsspecFetcher``), named
-without their sizes: the size is asked for beside the first block, so the next blocks go out
-together instead of one at a time until one comes back short."""
+"""Shards on a filesystem that only fsspec knows (GCS, Azure, ...: ``FsspecFetcher``) or read
+through a user's ``opener``, named without their sizes: the size is asked for beside the first
+block (or read from the opened file), so the next blocks go out together instead of one at a
+time until one comes back short."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
@@ -64,3 +66,44 @@ def test_a_shard_of_unknown_size_has_its_blocks_read_together(tmp_path):
     assert keys == [s["__key__"] for s in samples]
     assert SlowMemory.most >= 3  # was 1: one block after the other (0.80 s here, now 0.13 s)
     assert SlowMemory.sized == 1  # one size asked for
+
+
+class SlowFile(io.BytesIO):
+    """An opened shard whose reads take 30 ms each, counting reads at once (no ``size``, no
+    descriptor: its size is where a seek to its end lands)."""
+
+    lock = threading.Lock()
+    reading = 0
+    most = 0
+
+    def read(self, size=-1):
+        cls = type(self)
+        with cls.lock:
+            cls.reading += 1
+            cls.most = max(cls.most, cls.reading)
+        try:
+            time.sleep(0.03)
+            return super().read(size)
+        finally:
+            with cls.lock:
+                cls.reading -= 1
+
+
+def test_a_shard_read_through_an_opener_has_its_blocks_read_together(tmp_path):
+    local = tmp_path / "a.tar"
+    samples = write_shard(local, 40, seed=2)
+    data = local.read_bytes()
+    assert len(data) > 6 * BLOCK
+    opened = []
+
+    def opener(path, mode="rb", **kwargs):
+        opened.append(path)
+        return SlowFile(data)
+
+    read = ReadOptions(block_size=BLOCK, max_requests=8, max_inflight=8 * BLOCK, opener=opener)
+    ds = dl.DriftDataset(["custom://bucket/a.tar"], shuffle=False, read_options=read)
+    SlowFile.most = 0
+    keys = [s["__key__"] for s in ds]
+    assert keys == [s["__key__"] for s in samples]
+    assert len(opened) > 6  # one open per block
+    assert SlowFile.most >= 3  # was 1: the size was not known until a block came back short
