@@ -30,13 +30,13 @@ from .fluent import FluidInterface
 from .gate import GateOptions, ShardGate, plan_row
 from .gate_reads import catalog_decisions, clean_keys, exclusions, read_for_verdicts
 from .handlers import error_handler
+from .listing import LIST_PAGE_KEYS
 from .monitoring import DriftRows
 from .pipeline import Context, hand_over
 from .policy import policy_from
 from .reader import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MEMBER_SIZE, ReadOptions, ReadStats
 from .shardstream import EpochReader, versioned_by_reading
 from .sources import (
-    LIST_PAGE_KEYS,
     Shard,
     expand_urls,
     gc_paused,

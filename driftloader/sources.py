@@ -7,7 +7,6 @@ import gc
 import json
 import os
 import re
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from .errors import (
     StorageUnreachable,
     VersionMismatch,
 )
+from .listing import folder_listing, version_aware
 from .shardversion import ShardVersion, file_version
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
@@ -330,7 +330,7 @@ def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
     path = fs._strip_protocol(folder)
     try:
         with _listing(url):
-            by_name = _folder_listing(fs, path, re.split(r"[*?\[]", name, maxsplit=1)[0], False)
+            by_name = folder_listing(fs, path, re.split(r"[*?\[]", name, maxsplit=1)[0], False)
     except FileNotFoundError:
         return []  # no such bucket: matches nothing, as fsspec's glob says
     matches = re.compile(fnmatch.translate(name)).match
@@ -450,10 +450,6 @@ def _info(fs: Any, path: str, url: str, **kwargs: Any) -> dict:
         raise ShardReadError(redact(url), f"cannot stat shard: {e!r}{storage_hint(e)}") from e
 
 
-def _version_aware(fs: Any) -> bool:
-    return bool(getattr(fs, "version_aware", False))
-
-
 def _stat_pinned(fs: Any, path: str, shard: Shard) -> Shard:
     """Check that storage still holds the pinned version; ``VersionMismatch`` naming it if not.
 
@@ -461,7 +457,7 @@ def _stat_pinned(fs: Any, path: str, shard: Shard) -> Shard:
     compared with the current ETag (an overwritten shard fails instead of reading new bytes).
     """
     version = shard.parsed_version
-    if version is not None and version.version_id and _version_aware(fs):
+    if version is not None and version.version_id and version_aware(fs):
         try:
             info = _info(fs, path, shard.url, version_id=version.version_id)
         except ShardReadError as e:
@@ -587,10 +583,10 @@ def listed_shards(shards: Sequence[Shard], storage_options: dict | None = None) 
 def _listed_folder(folder: str, members: list[Shard], storage_options: dict | None) -> dict:
     fs = filesystem(folder, storage_options)
     names = [s.url.rpartition("/")[2] for s in members]
-    every_version = _version_aware(fs) and any(s.pinned for s in members)
+    every_version = version_aware(fs) and any(s.pinned for s in members)
     path, prefix = fs._strip_protocol(folder), os.path.commonprefix(names)
     try:
-        by_name = _folder_listing(fs, path, prefix, every_version)
+        by_name = folder_listing(fs, path, prefix, every_version)
     except Exception:  # noqa: BLE001 - no list permission, an old s3fs: a HEAD each instead
         return {}
     found = {}
@@ -599,76 +595,6 @@ def _listed_folder(folder: str, members: list[Shard], storage_options: dict | No
         if listed is not None:
             found[shard.url] = listed
     return found
-
-
-def _folder_listing(fs: Any, path: str, prefix: str, every_version: bool) -> dict[str, list]:
-    """``{name: [info, ...]}`` of the objects directly in the folder ``path`` whose names start
-    with ``prefix``, from a fresh listing: ListObjectsV2 when the bucket was never versioned,
-    else its object versions (the latest, or every one with ``every_version``)."""
-    infos = None if every_version else _listing_if_never_versioned(fs, path, prefix)
-    if infos is None:
-        found = fs.find(
-            path,
-            maxdepth=1,
-            prefix=prefix,
-            detail=True,
-            refresh=True,
-            **({"versions": True} if every_version else {}),
-        )
-        infos = list(found.values())
-    by_name: dict[str, list[dict]] = {}
-    for info in infos:
-        if info.get("type", "file") == "file":
-            key = str(info.get("Key") or info["name"]).split("?versionId=", 1)[0]
-            by_name.setdefault(key.rpartition("/")[2], []).append(info)
-    return by_name
-
-
-LIST_PAGE_KEYS = 1000  # S3's largest page of a listing
-_VERSIONED_BUCKETS: set[tuple[int, str]] = set()
-"""(id of a cached filesystem, bucket) of buckets seen versioned: once enabled, S3 versioning
-can be suspended but never removed, so this never goes stale."""
-
-
-def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] | None:
-    """The folder's objects from ListObjectsV2 when its bucket was never versioned, else None
-    (to list object versions). A never-versioned bucket's objects have no VersionId, so both
-    listings give the same versions (ETags) and sizes, and ListObjectsV2 is the lighter one
-    (moto's ListObjectVersions takes time in proportion to the objects' bytes: 2.5 s for 32
-    shards of 10 MB, against 0.05 s). The bucket's versioning is asked at the same time, so
-    it costs no round trip; a bucket seen versioned is not asked again in this process."""
-    bucket, key, _ = fs.split_path(path)
-    seen = (id(fs), bucket)
-    if not _version_aware(fs) or seen in _VERSIONED_BUCKETS:
-        return None
-    pool, stop = ThreadPoolExecutor(1), threading.Event()
-    try:
-        listing = pool.submit(_objects_v2, fs, bucket, f"{key}/{prefix}" if key else prefix, stop)
-        try:
-            status = fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
-        except Exception:  # noqa: BLE001 - not allowed to ask: list versions, as before
-            status = "unknown"
-        if status is not None:
-            _VERSIONED_BUCKETS.add(seen)
-            stop.set()  # the plain listing ends after its current page, not waited for
-            return None
-        return listing.result()
-    finally:
-        pool.shutdown(wait=False)
-
-
-def _objects_v2(fs: Any, bucket: str, prefix: str, stop: threading.Event) -> list[dict]:
-    """``info()``-like dicts (Key with the bucket, size, ETag) of the objects directly under
-    ``prefix``, from ListObjectsV2, every page (no more once ``stop`` is set)."""
-    infos: list[dict] = []
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
-    while True:
-        page = fs.call_s3("list_objects_v2", MaxKeys=LIST_PAGE_KEYS, **kwargs)
-        for item in page.get("Contents", []):
-            infos.append({**item, "Key": f"{bucket}/{item['Key']}", "size": item.get("Size")})
-        if not page.get("IsTruncated") or stop.is_set():
-            return infos
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
 def _answer(shard: Shard, infos: list[dict], every_version: bool) -> Shard | None:

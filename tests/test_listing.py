@@ -1,0 +1,84 @@
+"""Listing a long S3 folder: after the first page, numbered names are listed in ranges at once
+(``listing.objects_v2``), and the ranges lose and repeat no name whatever the names are."""
+
+from __future__ import annotations
+
+import random
+
+import boto3
+import pytest
+
+import driftloader.listing as listing
+from driftloader.sources import expand_urls, filesystem
+
+from .test_sources import _listing_kind, _new_bucket
+
+
+def _plain_listing(endpoint: str, bucket: str, prefix: str) -> list[tuple[str, int, str]]:
+    """(key, size, ETag) of the folder's own objects, page after page, as boto3 lists them."""
+    client = boto3.client("s3", endpoint_url=endpoint)
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": 7}
+    )
+    return [(o["Key"], o["Size"], o["ETag"]) for p in pages for o in p.get("Contents", ())]
+
+
+def _listed(bucket: str, prefix: str, options: dict) -> list[tuple[str, int, str]]:
+    fs = filesystem(f"s3://{bucket}", options)
+    infos = listing.objects(fs, bucket, prefix)
+    return [(i["Key"].split("/", 1)[1], i["size"], i["ETag"]) for i in infos]
+
+
+def test_numbered_names():
+    assert listing._numbered("d/k-0000.tar", "d/k-0999.tar") == ("d/k-", 4, 999)
+    assert listing._numbered("d/k-000123.tar", "d/k-000130.json") == ("d/k-", 6, 130)
+    assert listing._numbered("d/k-0.tar", "d/k-1899.tar") is None  # widths differ
+    assert listing._numbered("d/k-0001.tar", "d/k-0001.txt") is None  # same number
+    assert listing._numbered("d/a.tar", "d/b.tar") is None
+
+
+def test_a_long_listing_of_numbered_names_is_asked_in_ranges_at_once(
+    s3_proxy, s3_env, s3fs_fresh, monkeypatch
+):
+    """240 shards in pages of 5: a plain listing is 48 round trips one after the other. The
+    glob now lists the first page, probes where the numbers end, and lists the rest in ranges
+    at once: many requests in flight, the same names, sizes and ETags, few requests more."""
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    bucket = _new_bucket(s3_env, "ranges", False)
+    s3fs_fresh.pipe({f"{bucket}/many/k-{i:05d}.tar": b"x" * (i % 7) for i in range(240)})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.reset_stats()
+    s3_proxy.latency_ms = 20
+    shards = expand_urls(f"s3://{bucket}/many/k-*.tar", options)
+    s3_proxy.latency_ms = 0
+    plain = _plain_listing(s3_env, bucket, "many/k-")
+    assert [(s.url, s.size, s.version) for s in shards] == [
+        (f"s3://{bucket}/{key}", size, "e:" + etag.strip('"')) for key, size, etag in plain
+    ]
+    assert s3_proxy.max_in_flight >= 8  # was 1: each page asked for after the last
+    lists = [_listing_kind(r.target) for r in s3_proxy.requests].count("objects")
+    assert lists <= 48 + listing.LIST_RANGES + 16  # pages, a part page per range, probes
+
+
+@pytest.mark.parametrize("ranges", [2, 32])
+def test_ranges_lose_and_repeat_no_name_whatever_the_names(
+    s3_proxy, s3_env, s3fs_fresh, monkeypatch, ranges
+):
+    """Numbered names mixed with names that do not fit their pattern (other widths, other
+    suffixes, letters, a subfolder, non-ASCII): the ranged listing gives exactly the plain
+    listing's objects, in its order."""
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    monkeypatch.setattr(listing, "LIST_RANGES", ranges)
+    bucket = _new_bucket(s3_env, "mixed", False)
+    rng = random.Random(ranges)
+    names = {f"k-{i:04d}.tar" for i in range(0, 400, 3)}
+    names |= {f"k-{i:04d}.json" for i in rng.sample(range(400), 20)}
+    names |= {f"k-{i}.tar" for i in rng.sample(range(1000), 15)}  # not padded
+    names |= {f"k-{i:06d}.tar" for i in rng.sample(range(10**6), 10)}  # wider
+    names |= {"k-abc.tar", "k-0150x.tar", "k-é.tar", "k-9999.tar", "k-", "k-0200/inner.tar"}
+    s3fs_fresh.pipe({f"{bucket}/d/{n}": n.encode() for n in names})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    got = _listed(bucket, "d/k-", options)
+    plain = _plain_listing(s3_env, bucket, "d/k-")
+    assert got == plain
+    assert len(plain) == len(names) - 1  # all but the subfolder's object
