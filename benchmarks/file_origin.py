@@ -5,7 +5,10 @@ moto serves about 60-80 MB/s on these machines, below what driftloader reads fro
 so every row measured behind it is capped by moto, not by the reader. Behind
 ``latency_proxy.py``, this origin gives the proxy's latency and per-connection bandwidth without
 that cap, so the reader's own cost at a latency can be set against its local rate. It is a
-benchmark tool, loopback only, and serves ``GET`` and ``HEAD`` of plain file names::
+benchmark tool, loopback only, and serves ``GET`` and ``HEAD`` of plain file names. It also
+answers S3's ListObjectsV2 (``GET /<any bucket>?list-type=2``: the file names as keys, pages
+from ``start-after`` or a continuation token) and a bucket's versioning (never versioned),
+each page at once, as S3 does, where moto builds each page's XML in ~0.1-0.5 s::
 
     python benchmarks/file_origin.py --root /tmp/tars --port 8123 --lifetime 3600
 """
@@ -14,9 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import os
 import re
+import zlib
 from pathlib import Path
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
@@ -26,6 +33,7 @@ class FileOrigin:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._keys: list[str] | None = None  # the file names, sorted: listed once
 
     async def serve(self, port: int, lifetime_s: float) -> None:
         server = await asyncio.start_server(self._connection, "127.0.0.1", port)
@@ -50,6 +58,8 @@ class FileOrigin:
         headers = dict(
             (k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in lines if h)
         )
+        if method == "GET" and "?" in target:
+            return await self._bucket(target.partition("?")[2], writer)
         path = self.root / target.lstrip("/").split("?")[0]
         if method not in ("GET", "HEAD") or path.parent != self.root or not path.is_file():
             status = "404 Not Found" if method in ("GET", "HEAD") else "405 Method Not Allowed"
@@ -84,6 +94,44 @@ class FileOrigin:
                 await asyncio.get_running_loop().sendfile(writer.transport, f, start, length)
         await writer.drain()
         return headers.get("connection", "").lower() != "close"
+
+    async def _bucket(self, query: str, writer: asyncio.StreamWriter) -> bool:
+        """A bucket request: its versioning (never versioned) or a ListObjectsV2 page."""
+        asked = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        if "versioning" in asked:
+            body = '<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"/>'
+        else:
+            body = self._page(asked)
+        data = ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {len(data)}"
+        writer.write(head.encode() + b"\r\n\r\n" + data)
+        await writer.drain()
+        return True
+
+    def _page(self, asked: dict[str, str]) -> str:
+        if self._keys is None:
+            self._keys = sorted(p.name for p in self.root.iterdir() if p.is_file())
+        keys, prefix = self._keys, asked.get("prefix", "")
+        after = asked.get("continuation-token") or asked.get("start-after") or ""
+        start = max(bisect.bisect_right(keys, after), bisect.bisect_left(keys, prefix))
+        most = int(asked.get("max-keys", 1000))
+        end = start
+        while end < len(keys) and end - start < most and keys[end].startswith(prefix):
+            end += 1
+        more = end < len(keys) and keys[end].startswith(prefix)
+        items = "".join(
+            f"<Contents><Key>{escape(k)}</Key><LastModified>2026-01-01T00:00:00.000Z"
+            f'</LastModified><ETag>"{zlib.crc32(k.encode()):08x}"</ETag><Size>0</Size>'
+            "<StorageClass>STANDARD</StorageClass></Contents>"
+            for k in keys[start:end]
+        )
+        token = f"<NextContinuationToken>{escape(keys[end - 1])}</NextContinuationToken>"
+        return (
+            '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>origin</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{end - start}"
+            f"</KeyCount><MaxKeys>{most}</MaxKeys><IsTruncated>{str(more).lower()}"
+            f"</IsTruncated>{items}{token if more else ''}</ListBucketResult>"
+        )
 
 
 def main() -> None:

@@ -16,10 +16,12 @@ after page, as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 LIST_PAGE_KEYS = 1000  # S3's largest page of a listing
@@ -28,6 +30,30 @@ _DIGITS = frozenset("0123456789")
 _VERSIONED_BUCKETS: set[tuple[int, str]] = set()
 """(id of a cached filesystem, bucket) of buckets seen versioned: once enabled, S3 versioning
 can be suspended but never removed, so this never goes stale."""
+
+
+def quick_timestamps(fs: Any) -> None:
+    """Give an s3fs filesystem (before its first request) a session whose responses parse ISO
+    8601 timestamps with Python's own parser: botocore's takes ~40 us for each object's
+    ``LastModified`` (dateutil), ~40 of the ~90 ms a page of 1,000 keys costs to read here.
+    Other forms go to botocore's parser. Left as it is if it has a session already."""
+    if getattr(fs, "session", True) is not None or not isinstance(getattr(fs, "kwargs", 0), dict):
+        return
+    import aiobotocore.session
+
+    session = aiobotocore.session.AioSession(**fs.kwargs)  # what s3fs would make
+    factory = session.get_component("response_parser_factory")
+    factory.set_parser_defaults(timestamp_parser=_timestamp)
+    fs.session = session
+
+
+def _timestamp(value: Any) -> Any:
+    if isinstance(value, str) and value.endswith("Z") and "T" in value:
+        with contextlib.suppress(ValueError):  # Python 3.10 takes no "Z"
+            return datetime.fromisoformat(value[:-1] + "+00:00")
+    from botocore.utils import parse_timestamp
+
+    return parse_timestamp(value)
 
 
 def version_aware(fs: Any) -> bool:

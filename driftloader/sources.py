@@ -25,7 +25,7 @@ from .errors import (
     StorageUnreachable,
     VersionMismatch,
 )
-from .listing import folder_listing, version_aware
+from .listing import folder_listing, quick_timestamps, version_aware
 from .shardversion import ShardVersion, file_version
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
@@ -129,6 +129,8 @@ def filesystem(url: str, storage_options: dict | None = None):
             raise ValueError(
                 f"cannot open {redact(url)} with storage options {sorted(options)}: {e}"
             ) from e
+        if protocol in ("s3", "s3a"):
+            quick_timestamps(fs)
         _FS_CACHE[key] = fs
     return fs
 
