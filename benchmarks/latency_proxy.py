@@ -261,6 +261,7 @@ class LatencyProxy:
         self.port = port
         self.faults: list[FaultRule] = []
         self.ranges = True  # False: a server without Range support (every answer is whole)
+        self.ignored_params: set[str] = set()  # query parameters a server would not honour
         self._traffic = _Traffic()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -292,6 +293,14 @@ class LatencyProxy:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def _honoured(self, target: str) -> str:
+        """``target`` without the query parameters in ``ignored_params``."""
+        path, _, query = target.partition("?")
+        if not self.ignored_params or not query:
+            return target
+        kept = [p for p in query.split("&") if p.partition("=")[0] not in self.ignored_params]
+        return f"{path}?{'&'.join(kept)}" if kept else path
 
     def add_fault(self, kind: str, **match) -> FaultRule:
         """Add a ``FaultRule(kind, **match)``; returns it (its ``fired`` counts its uses)."""
@@ -520,7 +529,7 @@ class LatencyProxy:
         drop = set(_HOP_HEADERS)
         if not self.ranges or (fault is not None and fault.kind == "ignore_range"):
             drop.add("range")
-        lines = [f"{request.method} {request.target} {request.version}"]
+        lines = [f"{request.method} {self._honoured(request.target)} {request.version}"]
         lines += [f"{k}: {v}" for k, v in request.headers if k.lower() not in drop]
         lines.append("Connection: close")
         up_reader, up_writer = await asyncio.open_connection(

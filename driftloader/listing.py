@@ -45,6 +45,8 @@ def quick_timestamps(fs: Any) -> None:
     factory = session.get_component("response_parser_factory")
     factory.set_parser_defaults(timestamp_parser=_timestamp)
     fs.session = session
+    if hasattr(fs, "_session_is_owned"):  # kept when s3fs refreshes its client
+        fs._session_is_owned = False
 
 
 def _timestamp(value: Any) -> Any:
@@ -87,7 +89,8 @@ def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] |
     listings give the same versions (ETags) and sizes, and ListObjectsV2 is the lighter one
     (moto's ListObjectVersions takes time in proportion to the objects' bytes: 2.5 s for 32
     shards of 10 MB, against 0.05 s). The bucket's versioning is asked at the same time, so
-    it costs no round trip; a bucket seen versioned is not asked again in this process."""
+    it costs no round trip; a bucket seen versioned (or whose versioning may not be asked) is
+    not asked again in this process."""
     bucket, key, _ = fs.split_path(path)
     seen = (id(fs), bucket)
     if not version_aware(fs) or seen in _VERSIONED_BUCKETS:
@@ -131,23 +134,31 @@ def objects(
     versions. Past the first page only if ``wanted()`` says so (None: it is)."""
     pages = _Pages(fs, bucket, prefix, versions, every_version)
     first = pages.call({})
-    infos = pages.infos(first, None)
+    infos = pages.infos(first)
     keys = [item["Key"] for item in first.get(pages.items, ())]
     if not first.get("IsTruncated") or (wanted is not None and not wanted()):
         return infos
-    # Versions are listed page after page: moto's ListObjectVersions skips the first key
-    # after a KeyMarker that is no key, so ranges of versions could not be tested here.
-    numbered = _numbered(keys[0], keys[-1]) if len(keys) > 1 and not versions else None
+    numbered = _numbered(keys[0], keys[-1]) if _rangeable(bucket, keys, versions) else None
     if numbered is None:  # pages after the first, in order
-        return infos + pages.between(pages.onward(first), None)
+        return infos + pages.between(pages.onward(first), None, None)
     last = _last_name(first)  # no range may start before it: its keys are listed
     cuts = [c for c in pages.cuts(*numbered) if c >= last]
     # the first range goes on from where the first page stopped, each other after its cut
     starts = [pages.onward(first), *({"StartAfter": c} for c in cuts)]
-    ranges = list(zip(starts, [*cuts, None]))
+    ranges = list(zip(starts, [last, *cuts], [*cuts, None]))
     with ThreadPoolExecutor(min(len(ranges), LIST_RANGES), "driftloader-list") as pool:
         parts = list(pool.map(lambda r: pages.between(*r), ranges))
     return infos + [info for part in parts for info in part]
+
+
+def _rangeable(bucket: str, keys: list[str], versions: bool) -> bool:
+    """Whether the rest of a listing whose first page holds ``keys`` may go in ranges: not
+    for versions (moto's ListObjectVersions skips the first key after a ``KeyMarker`` that is
+    no key, so that could not be tested), nor for a store that does not list in key order
+    (S3 Express directory buckets, named ``--x-s3``, which take no ``StartAfter`` either)."""
+    if versions or len(keys) < 2 or bucket.endswith("--x-s3"):
+        return False
+    return all(a < b for a, b in zip(keys, keys[1:]))
 
 
 def _numbered(first: str, last: str) -> tuple[str, int, int] | None:
@@ -198,24 +209,27 @@ class _Pages:
             }
         return {"ContinuationToken": page["NextContinuationToken"]}
 
-    def infos(self, page: dict, hi: str | None) -> list[dict]:
-        """The page's objects up to ``hi`` (every one if None), as s3fs's ``info()`` gives
-        them: of versions, the latest unless ``every_version``."""
+    def infos(self, page: dict, lo: str | None = None, hi: str | None = None) -> list[dict]:
+        """The page's objects after ``lo`` up to ``hi`` (None: no bound), as s3fs's
+        ``info()`` gives them: of versions, the latest unless ``every_version``."""
         bucket, every = self.bucket, not self.versions or self.every_version
         return [
             {**item, "Key": f"{bucket}/{item['Key']}", "size": item.get("Size")}
             for item in page.get(self.items, ())
-            if (hi is None or item["Key"] <= hi) and (every or item.get("IsLatest"))
+            if (lo is None or item["Key"] > lo)
+            and (hi is None or item["Key"] <= hi)
+            and (every or item.get("IsLatest"))
         ]
 
-    def between(self, start: dict, hi: str | None) -> list[dict]:
-        """The objects from the listing ``start`` (keywords) to ``hi`` (None: to the end),
-        page after page."""
+    def between(self, start: dict, lo: str | None, hi: str | None) -> list[dict]:
+        """The objects from the listing ``start`` (keywords), after ``lo`` up to ``hi``
+        (None: no bound), page after page. The bounds keep a store that ignores
+        ``StartAfter`` from giving a key twice: it costs time, not a key."""
         out: list[dict] = []
         kwargs = start
         while True:
             page = self.call(kwargs)
-            out += self.infos(page, hi)
+            out += self.infos(page, lo, hi)
             if not page.get("IsTruncated") or (hi is not None and _last_name(page) > hi):
                 break
             kwargs = self.onward(page)

@@ -123,14 +123,14 @@ def filesystem(url: str, storage_options: dict | None = None):
     if fs is None:
         try:
             fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
+            if protocol in ("s3", "s3a"):
+                quick_timestamps(fs)
         except (ValueError, ImportError) as e:  # unknown protocol, or its package missing
             raise ValueError(f"cannot open {redact(url)}: {e}") from e
         except TypeError as e:  # an option the filesystem does not take
             raise ValueError(
                 f"cannot open {redact(url)} with storage options {sorted(options)}: {e}"
             ) from e
-        if protocol in ("s3", "s3a"):
-            quick_timestamps(fs)
         _FS_CACHE[key] = fs
     return fs
 

@@ -115,3 +115,17 @@ def test_an_s3_filesystem_parses_a_listing_s_timestamps_itself(s3_env, s3fs_fres
     want = boto3.client("s3", endpoint_url=s3_env).list_objects_v2(Bucket=bucket, Prefix="d/")
     assert [i["LastModified"] for i in got] == [o["LastModified"] for o in want["Contents"]]
     assert len(calls) == 3  # was 0: botocore's own parser
+
+
+def test_a_store_that_ignores_start_after_costs_time_not_keys(
+    s3_proxy, s3_env, s3fs_fresh, monkeypatch
+):
+    """Some S3-compatible stores do not honour ``StartAfter``: each range then lists from the
+    folder's start, and keeps only the keys of its own range (each key once)."""
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    monkeypatch.setattr(listing, "LIST_RANGES", 4)
+    bucket = _new_bucket(s3_env, "nostart", False)
+    s3fs_fresh.pipe({f"{bucket}/d/k-{i:04d}.tar": b"x" for i in range(40)})
+    s3_proxy.ignored_params = {"start-after"}
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    assert _listed(bucket, "d/k-", options) == _plain_listing(s3_env, bucket, "d/k-")
