@@ -5,6 +5,7 @@ time until one comes back short."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -18,6 +19,20 @@ from driftloader.reader import ReadOptions
 from .conftest import write_shard
 
 BLOCK = 16 * 1024
+
+
+@contextlib.contextmanager
+def _slow_read(cls):
+    """30 ms of a read, counted in ``cls.reading`` (and ``cls.most``, the most at once)."""
+    with cls.lock:
+        cls.reading += 1
+        cls.most = max(cls.most, cls.reading)
+    try:
+        time.sleep(0.03)
+        yield
+    finally:
+        with cls.lock:
+            cls.reading -= 1
 
 
 class SlowMemory(MemoryFileSystem):
@@ -36,16 +51,8 @@ class SlowMemory(MemoryFileSystem):
         return super()._strip_protocol(path.replace("slowmem://", "memory://", 1))
 
     def cat_file(self, path, start=None, end=None, **kwargs):
-        cls = type(self)
-        with cls.lock:
-            cls.reading += 1
-            cls.most = max(cls.most, cls.reading)
-        try:
-            time.sleep(0.03)
+        with _slow_read(type(self)):
             return super().cat_file(path, start=start, end=end, **kwargs)
-        finally:
-            with cls.lock:
-                cls.reading -= 1
 
     def size(self, path):
         type(self).sized += 1
@@ -77,16 +84,8 @@ class SlowFile(io.BytesIO):
     most = 0
 
     def read(self, size=-1):
-        cls = type(self)
-        with cls.lock:
-            cls.reading += 1
-            cls.most = max(cls.most, cls.reading)
-        try:
-            time.sleep(0.03)
+        with _slow_read(type(self)):
             return super().read(size)
-        finally:
-            with cls.lock:
-                cls.reading -= 1
 
 
 def test_a_shard_read_through_an_opener_has_its_blocks_read_together(tmp_path):
