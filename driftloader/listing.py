@@ -66,24 +66,18 @@ def folder_listing(fs: Any, path: str, prefix: str, every_version: bool) -> dict
     """``{name: [info, ...]}`` of the objects directly in the folder ``path`` whose names start
     with ``prefix``, from a fresh listing: ListObjectsV2 when the bucket was never versioned,
     else its object versions (the latest, or every one with ``every_version``)."""
-    infos = None if every_version else _listing_if_never_versioned(fs, path, prefix)
+    bucket, folder, _ = fs.split_path(path)
+    prefix = f"{folder}/{prefix}" if folder else prefix
+    infos = None if every_version else _listing_if_never_versioned(fs, bucket, prefix)
     if infos is None:
-        bucket, key, _ = fs.split_path(path)
-        versions = version_aware(fs)
-        infos = objects(fs, bucket, _under(key, prefix), None, versions, every_version)
+        infos = objects(fs, bucket, prefix, None, version_aware(fs), every_version)
     by_name: dict[str, list[dict]] = {}
-    for info in infos:
-        if info.get("type", "file") == "file":
-            key = str(info.get("Key") or info["name"]).split("?versionId=", 1)[0]
-            by_name.setdefault(key.rpartition("/")[2], []).append(info)
+    for info in infos:  # objects only (no folders), each Key without a version
+        by_name.setdefault(info["Key"].rpartition("/")[2], []).append(info)
     return by_name
 
 
-def _under(folder: str, prefix: str) -> str:
-    return f"{folder}/{prefix}" if folder else prefix
-
-
-def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] | None:
+def _listing_if_never_versioned(fs: Any, bucket: str, prefix: str) -> list[dict] | None:
     """The folder's objects from ListObjectsV2 when its bucket was never versioned, else None
     (to list object versions). A never-versioned bucket's objects have no VersionId, so both
     listings give the same versions (ETags) and sizes, and ListObjectsV2 is the lighter one
@@ -91,7 +85,6 @@ def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] |
     shards of 10 MB, against 0.05 s). The bucket's versioning is asked at the same time, so
     it costs no round trip; a bucket seen versioned (or whose versioning may not be asked) is
     not asked again in this process."""
-    bucket, key, _ = fs.split_path(path)
     seen = (id(fs), bucket)
     if not version_aware(fs) or seen in _VERSIONED_BUCKETS:
         return None
@@ -102,7 +95,7 @@ def _listing_if_never_versioned(fs: Any, path: str, prefix: str) -> list[dict] |
         return plain[0]
 
     try:
-        listing = pool.submit(objects, fs, bucket, _under(key, prefix), wanted)
+        listing = pool.submit(objects, fs, bucket, prefix, wanted)
         try:
             status = fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
         except Exception:  # noqa: BLE001 - not allowed to ask: list versions, as before
@@ -273,12 +266,12 @@ def _first_false(values: list[int], exists, default: int) -> int:
     return next((v for v, yes in zip(values, answers) if not yes), default)
 
 
+_KEYED = ("Contents", "Versions", "DeleteMarkers")
+
+
 def _last_name(page: dict) -> str:
     """The last key or common prefix the page holds (each kind comes in key order)."""
     last = [page[kind][-1]["Key"] for kind in _KEYED if page.get(kind)]
     if page.get("CommonPrefixes"):
         last.append(page["CommonPrefixes"][-1]["Prefix"])
     return max(last, default="")
-
-
-_KEYED = ("Contents", "Versions", "DeleteMarkers")
