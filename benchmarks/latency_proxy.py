@@ -52,7 +52,9 @@ class FaultRule:
     "stall" (send nothing for ``seconds``, before the head or after ``after_bytes`` body bytes,
     then go on), "ignore_range" (drop the Range header: 200 with the whole object).
     Matching: ``method`` (exact, any if None), ``path`` (regex searched in the request target),
-    ``ranged`` (True: only requests with a Range header; False: only without). The rule fires on
+    ``ranged`` (True: only requests with a Range header; False: only without), ``from_byte``
+    (only ranged requests whose range starts at or past it: a fault on a block further into an
+    object, whatever order concurrent block requests arrive in). The rule fires on
     the ``nth`` matching request (1-based) and the ``times - 1`` after it (``times=None``: all).
     """
 
@@ -60,6 +62,7 @@ class FaultRule:
     method: str | None = None
     path: str | None = None
     ranged: bool | None = None
+    from_byte: int | None = None
     nth: int = 1
     times: int | None = 1
     after_bytes: int | None = None
@@ -82,13 +85,16 @@ class FaultRule:
         if self.seconds < 0:
             raise ValueError(f"seconds={self.seconds} must be >= 0")
 
-    def take(self, method: str, target: str, ranged: bool) -> bool:
-        """Count this request if it matches; True when the fault fires on it."""
+    def take(self, method: str, target: str, ranged: bool, start: int | None = None) -> bool:
+        """Count this request if it matches; True when the fault fires on it (``start``: the
+        first byte its Range asks for)."""
         if self.method is not None and self.method.upper() != method:
             return False
         if self.path is not None and not re.search(self.path, target):
             return False
         if self.ranged is not None and self.ranged != ranged:
+            return False
+        if self.from_byte is not None and (start is None or start < self.from_byte):
             return False
         self.matched += 1
         last = None if self.times is None else self.nth + self.times - 1
@@ -477,9 +483,15 @@ class LatencyProxy:
             traffic.in_flight -= 1
 
     def _match_fault(self, request: _Request) -> FaultRule | None:
-        ranged = request.header("range") is not None
+        asked = request.header("range")
+        start = re.match(r"bytes=(\d+)-", asked or "")
+        start = int(start[1]) if start else None
         with self._lock:
-            fired = [r for r in self.faults if r.take(request.method, request.target, ranged)]
+            fired = [
+                r
+                for r in self.faults
+                if r.take(request.method, request.target, asked is not None, start)
+            ]
         return fired[0] if fired else None
 
     async def _read_request_body(

@@ -195,6 +195,9 @@ def test_fault_rule_matches_method_path_range_and_nth():
     assert not rule.take("GET", "/b/shard-1.tar", False)
     fired = [rule.take("GET", "/b/shard-1.tar", True) for _ in range(4)]
     assert fired == [False, True, True, False] and rule.fired == 2
+    further = FaultRule("reset", ranged=True, from_byte=4096)
+    assert not further.take("GET", "/b/o", True, 0) and not further.take("GET", "/b/o", False)
+    assert further.take("GET", "/b/o", True, 4096) and further.fired == 1
 
 
 def test_refuses_bad_settings():
