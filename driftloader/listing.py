@@ -7,11 +7,15 @@ the first shard can be read. Shard names are almost always numbered with a fixed
 of those numbers, found by a few probes of one key each, and the ranges listed at once, each
 from its ``StartAfter``.
 
+A profile store's names start with hashes (``catalog/<sha1>.<version>.json``), spread evenly
+over the hex digits: the first page tells how many keys each hex value holds, so the rest is
+cut into ranges of about equal size with no probe.
+
 A range is ``(lo, hi]`` in S3's key order: its pages start after ``lo`` and it keeps the keys
 up to ``hi``. The ranges tile the key space whatever the names are, so a wrong guess of the
 numbers costs only time, never a key: a name that does not fit the pattern lands in whichever
-range its place in the order falls in. Names that are not numbered this way are listed page
-after page, as before.
+range its place in the order falls in. Names neither numbered nor hashed are listed page after
+page, as before.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 LIST_PAGE_KEYS = 1000  # S3's largest page of a listing
 LIST_RANGES = 32  # ranges of a long listing asked for at once, each read page after page
 _DIGITS = frozenset("0123456789")
+_HEX = frozenset("0123456789abcdef")
+_HASH_DIGITS = 8  # hex digits of a hashed name that its ranges are cut by
 _VERSIONED_BUCKETS: set[tuple[int, str]] = set()
 """(id of a cached filesystem, bucket) of buckets seen versioned: once enabled, S3 versioning
 can be suspended but never removed, so this never goes stale."""
@@ -118,24 +124,37 @@ def objects(
     wanted: Callable[[], bool] | None = None,
     versions: bool = False,
     every_version: bool = False,
+    *,
+    recursive: bool = False,
+    call: Callable[..., dict] | None = None,
+    ranges: int | None = None,
 ) -> list[dict]:
     """``info()``-like dicts (Key with the bucket, size, ETag) of the objects directly under
-    ``prefix``, in key order, as s3fs's ``find`` gives them. From ListObjectsV2: the first
-    page, then the rest of the folder in numbered ranges at once (``LIST_RANGES``), or page
-    after page when the names are not numbered. With ``versions``, from ListObjectVersions,
-    page after page: each object's latest version, or with ``every_version`` each of its
-    versions. Past the first page only if ``wanted()`` says so (None: it is)."""
-    pages = _Pages(fs, bucket, prefix, versions, every_version)
+    ``prefix`` (every object under it with ``recursive``), in key order, as s3fs's ``find``
+    gives them. From ListObjectsV2: the first page, then the rest of the folder in numbered
+    or hashed ranges at once (``LIST_RANGES``), or page after page when the names are
+    neither. With ``versions``, from ListObjectVersions, page after page: each object's
+    latest version, or with ``every_version`` each of its versions. Past the first page only
+    if ``wanted()`` says so (None: it is). ``call(method, **kwargs)`` asks S3 for one page
+    (default: ``fs.call_s3``); ``ranges`` caps the ranges (default ``LIST_RANGES``)."""
+    pages = _Pages(fs, bucket, prefix, versions, every_version, recursive, call)
     first = pages.call({})
     infos = pages.infos(first)
     keys = [item["Key"] for item in first.get(pages.items, ())]
     if not first.get("IsTruncated") or (wanted is not None and not wanted()):
         return infos
-    numbered = _numbered(keys[0], keys[-1]) if _rangeable(bucket, keys, versions) else None
-    if numbered is None:  # pages after the first, in order
-        return infos + pages.between(pages.onward(first), None, None)
     last = _last_name(first)  # no range may start before it: its keys are listed
-    cuts = [c for c in pages.cuts(*numbered) if c >= last]
+    if not _rangeable(bucket, keys, versions):
+        cuts = []
+    elif numbered := _numbered(keys[0], keys[-1]):
+        cuts = pages.cuts(*numbered)
+    elif hashed := _hashed(keys[0], keys[-1]):
+        cuts = _hash_cuts(*hashed, listed=len(keys))
+    else:
+        cuts = []
+    cuts = _fewer([c for c in cuts if c >= last], (ranges or LIST_RANGES) - 1)
+    if not cuts:  # pages after the first, in order
+        return infos + pages.between(pages.onward(first), None, None)
     # the first range goes on from where the first page stopped, each other after its cut
     starts = [pages.onward(first), *({"StartAfter": c} for c in cuts)]
     ranges = list(zip(starts, [last, *cuts], [*cuts, None]))
@@ -172,24 +191,74 @@ def _numbered(first: str, last: str) -> tuple[str, int, int] | None:
     return last[:start], end - start, int(last[start:end])
 
 
+def _fewer(cuts: list[str], most: int) -> list[str]:
+    """At most ``most`` of ``cuts``, spread evenly among them (ranges of about equal size)."""
+    if len(cuts) <= most:
+        return cuts
+    return [cuts[(j * len(cuts)) // (most + 1)] for j in range(1, most + 1)] if most > 0 else []
+
+
+def _hashed(first: str, last: str) -> tuple[str, int, int, int] | None:
+    """``(head, width, low, high)`` when ``first`` and ``last`` differ within a run of at
+    least 6 lowercase hex digits both hold at the same place (hashed names): the run's first
+    ``width`` (at most ``_HASH_DIGITS``) digits, as numbers, in ``first`` and ``last``."""
+    i = len(os.path.commonprefix([first, last]))
+    start = i
+    while start > 0 and last[start - 1] in _HEX:
+        start -= 1
+
+    def run(name: str) -> int:
+        end = start
+        while end < len(name) and name[end] in _HEX:
+            end += 1
+        return end - start
+
+    width = min(_HASH_DIGITS, run(first), run(last))
+    if width < 6 or i >= start + width:
+        return None
+    low, high = (int(name[start : start + width], 16) for name in (first, last))
+    return last[:start], width, low, high
+
+
+def _hash_cuts(head: str, width: int, low: int, high: int, listed: int) -> list[str]:
+    """Names, ascending, cutting the hash values after ``high`` into ranges of about a
+    ``LIST_PAGE_KEYS`` page or more each (at most ``LIST_RANGES``), from the ``listed`` keys
+    the first page held between ``low`` and ``high``: hashes are spread evenly."""
+    top = 16**width
+    left = (top - high - 1) * listed / (high - low + 1)  # keys expected after the first page
+    parts = max(1, min(LIST_RANGES, -(-int(left) // LIST_PAGE_KEYS)))
+    values = sorted({high + 1 + (top - high - 1) * j // parts for j in range(1, parts)})
+    return [head + format(v, f"0{width}x") for v in values]
+
+
 class _Pages:
-    """Pages of one prefix's listing, with ``Delimiter="/"``: its folder's own objects."""
+    """Pages of one prefix's listing, with ``Delimiter="/"`` (its folder's own objects) unless
+    ``recursive``."""
 
     def __init__(
-        self, fs: Any, bucket: str, prefix: str, versions: bool, every_version: bool
+        self,
+        fs: Any,
+        bucket: str,
+        prefix: str,
+        versions: bool,
+        every_version: bool,
+        recursive: bool = False,
+        call: Callable[..., dict] | None = None,
     ) -> None:
         self.fs, self.bucket, self.prefix = fs, bucket, prefix
         self.versions, self.every_version = versions, every_version
         self.method = "list_object_versions" if versions else "list_objects_v2"
         self.items = "Versions" if versions else "Contents"
+        self._folder = {} if recursive else {"Delimiter": "/"}
+        self._call = call or fs.call_s3
 
     def call(self, kwargs: dict, keys: int | None = None) -> dict:
-        return self.fs.call_s3(
+        return self._call(
             self.method,
             Bucket=self.bucket,
             Prefix=self.prefix,
-            Delimiter="/",
             MaxKeys=keys or LIST_PAGE_KEYS,
+            **self._folder,
             **kwargs,
         )
 

@@ -34,8 +34,10 @@ MAX_JSON_BYTES = 256 * 2**20
 MAX_JSON_DEPTH = 64
 """The deepest JSON nesting read: profiles nest 6 levels, plus the user's shard metadata."""
 DEFAULT_TIMEOUT = 60.0
-"""Seconds one store operation (a read, a write, a listing, a HEAD) may take in all, retries
-included, on object stores; then ``StoreTimeoutError``. ``ProfileStore(timeout=...)``."""
+"""Seconds one store operation (a read, a write, a HEAD, a page of a listing) may take in all,
+retries included, on object stores; then ``StoreTimeoutError``. ``ProfileStore(timeout=...)``.
+A listing on S3 has the deadline per page of 1,000 files: a folder of a million catalog rows
+is a thousand pages, ~100 s when they come one after the other."""
 S3_STORE_OPTIONS: dict[str, Any] = {
     "config_kwargs": {
         "connect_timeout": CONNECT_TIMEOUT,
@@ -55,6 +57,12 @@ concurrently by ``read_many`` instead. ``version_aware`` False: the store reads 
 the latest objects; a version-aware listing is S3's ListObjectVersions, which returns every
 version ever written (catalog rows are rewritten each epoch: on a versioned bucket each epoch
 would add a page to every listing of the catalog)."""
+
+LIST_RANGES = 8
+"""Ranges of a long store listing asked for at once (``listing.objects``): a million catalog
+rows are a thousand pages, ~125 round trips so. Fewer than a shard glob's 32: a store is
+often a small or shared S3-compatible server (one moto process builds its pages one at a
+time, and 32 at once would each outlast botocore's read timeout)."""
 
 READ_BATCH = 64
 """Requests in flight at once when ``read_many`` reads a list of store files on an object
@@ -122,8 +130,8 @@ class StoreFiles:
     ``read_only``: the store is never written. Profiles made while training stay in memory,
     decisions stay in ``drift_report()``; ``check`` compares without storing. A store that turns
     out read-only (the first write is refused for permissions) behaves the same from then on,
-    after one ``RuntimeWarning``. ``timeout``: seconds one operation may take on an object
-    store, retries included (``DEFAULT_TIMEOUT``).
+    after one ``RuntimeWarning``. ``timeout``: seconds one operation (one page of a listing on
+    S3) may take on an object store, retries included (``DEFAULT_TIMEOUT``).
     """
 
     def __init__(
@@ -341,10 +349,13 @@ class StoreFiles:
                 if n.endswith(".json") and not n.startswith(".")
             )
         self.fs.invalidate_cache(folder)
-        try:
-            paths = self._call("_ls", folder, detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
+        if self._s3:
+            paths = [info["Key"] for info in self._s3_listing(folder, recursive=False)]
+        else:
+            try:
+                paths = self._call("_ls", folder, detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
         return sorted(p for p in paths if p.endswith(".json"))
 
     def list_tree(self, folder: str) -> dict[str, str | None]:
@@ -361,15 +372,34 @@ class StoreFiles:
         if self.local:
             return _local_tree(folder)
         self.fs.invalidate_cache(folder)
-        parent, _, name = folder.rstrip("/").rpartition("/")
-        try:  # s3fs: a prefix listing, with no HEAD when the folder is empty
-            if getattr(self.fs, "call_s3", None) is not None and parent:
-                found = self._call("_find", parent, prefix=name + "/", detail=True)
-            else:
-                found = self._call("_find", folder, detail=True)
+        if self._s3:
+            found = self._s3_listing(folder, recursive=True)
+            return {i["Key"]: i for i in found if not i["Key"].endswith("/")}  # no folder marks
+        try:
+            found = self._call("_find", folder, detail=True)
         except FileNotFoundError:
             return {}
         return {p: i for p, i in found.items() if i.get("type") != "directory"}
+
+    @property
+    def _s3(self) -> bool:
+        return not self.local and getattr(self.fs, "call_s3", None) is not None
+
+    def _s3_listing(self, folder: str, recursive: bool) -> list[dict]:
+        """The objects in ``folder`` on S3 (under it with ``recursive``), as ``Key``-named
+        info dicts: a prefix listing (no HEAD, [] when the folder is empty), its pages at once
+        when the names allow (``listing.objects``: the store's are hashed), each page within
+        ``timeout``; a folder of a million files takes a thousand pages."""
+        from driftloader.listing import objects
+
+        bucket, key, _ = self.fs.split_path(folder)
+        what = f"a page of the listing of {self.display(folder)}"
+
+        def page(method: str, **kwargs: Any) -> dict:
+            return self._call("_call_s3", method, doing=what, **kwargs)
+
+        prefix = key.rstrip("/") + "/" if key else ""
+        return objects(self.fs, bucket, prefix, recursive=recursive, call=page, ranges=LIST_RANGES)
 
     def list_folders(self, folder: str) -> list[str]:
         """Names of the folders directly in ``folder``, sorted ([] when there is none)."""
@@ -420,10 +450,10 @@ class StoreFiles:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: str, *args: Any, doing: str | None = None, **kwargs: Any) -> Any:
         """``fs.<method>`` on an object store within ``timeout`` seconds in all (async
         filesystems run the coroutine on fsspec's loop with a deadline; others are called
-        as they are, bounded only by their own timeouts)."""
+        as they are, bounded only by their own timeouts). ``doing``: what a timeout names."""
         fs = self.fs
         if not getattr(fs, "async_impl", False) or not hasattr(fs, method):
             return getattr(fs, method.lstrip("_"))(*args, **kwargs)
@@ -433,7 +463,7 @@ class StoreFiles:
             return sync(fs.loop, getattr(fs, method), *args, timeout=self.timeout, **kwargs)
         except FSTimeoutError:
             target = args[0] if args and isinstance(args[0], str) else None
-            what = method.strip("_") + (f" {self.display(target)}" if target else "")
+            what = doing or method.strip("_") + (f" {self.display(target)}" if target else "")
             raise StoreTimeoutError(
                 f"store {redact(self.url)}: {what} did not finish within {self.timeout:g} s "
                 "(ProfileStore(timeout=...) sets the limit)"

@@ -129,3 +129,91 @@ def test_a_store_that_ignores_start_after_costs_time_not_keys(
     s3_proxy.ignored_params = {"start-after"}
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     assert _listed(bucket, "d/k-", options) == _plain_listing(s3_env, bucket, "d/k-")
+
+
+def test_hashed_names():
+    assert listing._hashed("c/00a1b2c3d4e5.1.json", "c/028f5c28aa00.1.json") == (
+        "c/",
+        8,
+        0x00A1B2C3,
+        0x028F5C28,
+    )
+    assert listing._hashed("c/ab12cd.json", "c/ab12ce.json") == ("c/", 6, 0xAB12CD, 0xAB12CE)
+    assert listing._hashed("c/abc.json", "c/abd.json") is None  # too short for a hash
+    assert listing._hashed("c/ref-a.json", "c/ref-b.json") is None
+    cuts = listing._hash_cuts("c/", 8, 0x00A1B2C3, 16**8 // 100, listed=1000)
+    assert len(cuts) == listing.LIST_RANGES - 1 and cuts == sorted(cuts)  # ~99k keys left
+    assert cuts[0] > "c/028f5c28" and all(len(c) == 10 for c in cuts)
+    half = 16**8 // 2  # the first page held half the hashes: as many keys are left
+    assert listing._hash_cuts("c/", 8, 0, half, listed=1000) == []  # one page: no range
+    assert listing._hash_cuts("c/", 8, 0, half, listed=4000) == [
+        "c/a0000000",
+        "c/c0000000",
+        "c/e0000000",
+    ]
+
+
+def _sha1(i: int) -> str:
+    import hashlib
+
+    return hashlib.sha1(str(i).encode()).hexdigest()
+
+
+def test_a_long_listing_of_hashed_names_is_asked_in_ranges_at_once(
+    s3_proxy, s3_env, s3fs_fresh, monkeypatch
+):
+    """A profile store's names start with sha1 hashes (``catalog/<sha1>.<version>.json``):
+    after the first page, the rest is cut by hash value, with no probe, and listed at once;
+    the same objects as a plain listing, folder by folder or recursively."""
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    bucket = _new_bucket(s3_env, "hashed", False)
+    s3fs_fresh.pipe({f"{bucket}/c/{_sha1(i)}.v{i % 3}.json": b"{}" for i in range(240)})
+    s3fs_fresh.pipe({f"{bucket}/c/{_sha1(i)}/deeper.json": b"{}" for i in range(3)})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.latency_ms = 20
+    s3_proxy.reset_stats()
+    got = _listed(bucket, "c/", options)
+    assert s3_proxy.max_in_flight >= 8  # was 1
+    s3_proxy.latency_ms = 0
+    assert got == _plain_listing(s3_env, bucket, "c/") and len(got) == 240
+    fs = filesystem(f"s3://{bucket}", options)
+    every = listing.objects(fs, bucket, "c/", recursive=True)
+    assert [i["Key"] for i in every] == sorted(s3fs_fresh.find(f"{bucket}/c/"))
+    assert len(every) == 243
+    from driftloader.store_files import LIST_RANGES, StoreFiles
+
+    files = StoreFiles(f"s3://{bucket}", options)  # a store lists its folders so, fewer at once
+    s3_proxy.latency_ms = 20
+    s3_proxy.reset_stats()
+    tree = files.list_tree(files.path("c"))
+    assert sorted(tree) == sorted(s3fs_fresh.find(f"{bucket}/c/"))
+    assert 4 <= s3_proxy.max_in_flight <= LIST_RANGES
+
+
+def test_a_store_listing_has_its_deadline_per_page(s3_proxy, s3_env, s3fs_fresh, monkeypatch):
+    """A store's listing of a folder of a million files is a thousand pages: the store's
+    ``timeout`` bounds each page, not the whole listing (which ended a check of 100k
+    uncompacted catalog rows with ``StoreTimeoutError``). A stalled page still ends it."""
+    from driftloader.errors import StoreTimeoutError
+    from driftloader.store_files import StoreFiles
+
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    bucket = _new_bucket(s3_env, "deadline", False)
+    names = sorted(f"{w}-{v}.json" for w in ("ant", "bee", "cat") for v in "abcdefghij")
+    s3fs_fresh.pipe({f"{bucket}/store/references/{n}": b"{}" for n in names})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    files = StoreFiles(f"s3://{bucket}/store", options, timeout=1.0)
+    s3_proxy.latency_ms = 250  # 6 pages, one after the other (names neither numbered nor hashed)
+    listed = files.list_json(files.path("references"))
+    assert [p.rsplit("/", 1)[1] for p in listed] == names
+    assert s3_proxy.counts["GET"] >= 6  # ~1.5 s in all, past the 1 s deadline
+    s3_proxy.latency_ms = 0
+    s3_proxy.add_fault("stall", method="GET", path="list-type=2", nth=3, seconds=3)
+    with pytest.raises(StoreTimeoutError, match="a page of the listing of .*references.*1 s"):
+        files.list_json(files.path("references"))
+
+
+def test_fewer_ranges_are_spread_evenly():
+    cuts = [f"c/{i:02d}" for i in range(31)]  # 32 ranges of equal size
+    assert listing._fewer(cuts, 7) == [cuts[i] for i in (3, 7, 11, 15, 19, 23, 27)]
+    assert listing._fewer(cuts, 40) == cuts and listing._fewer(cuts, 0) == []
