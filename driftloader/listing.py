@@ -144,23 +144,53 @@ def objects(
     if not first.get("IsTruncated") or (wanted is not None and not wanted()):
         return infos
     last = _last_name(first)  # no range may start before it: its keys are listed
+    scale = cuts = None
     if not _rangeable(bucket, keys, versions):
-        cuts = []
+        pass
     elif numbered := _numbered(keys[0], keys[-1]):
+        scale = _Scale(numbered[0], numbered[1], 10, keys[0], keys[-1], _listed(first))
         cuts = pages.cuts(*numbered)
     elif hashed := _hashed(keys[0], keys[-1]):
+        scale = _Scale(hashed[0], hashed[1], 16, keys[0], keys[-1], _listed(first))
         cuts = _hash_cuts(*hashed, listed=len(keys))
-    else:
-        cuts = []
-    cuts = _fewer([c for c in cuts if c >= last], (ranges or LIST_RANGES) - 1)
-    if not cuts:  # pages after the first, in order
+    cuts = _fewer([c for c in cuts or () if c >= last], (ranges or LIST_RANGES) - 1)
+    if scale is None or not cuts:  # pages after the first, in order
         return infos + pages.between(pages.onward(first), None, None)
-    # the first range goes on from where the first page stopped, each other after its cut
+    # the first range goes on from where the first page stopped, each other after its cut;
+    # the last holds what is past the numbers or hashes (nothing expected of it)
     starts = [pages.onward(first), *({"StartAfter": c} for c in cuts)]
-    ranges = list(zip(starts, [last, *cuts], [*cuts, None]))
+    ends = [*cuts, None]
+    expected = [scale.between(lo, hi) for lo, hi in zip([last, *cuts[:-1]], cuts)] + [None]
+    ranges = list(zip(starts, [last, *cuts], ends, expected))
     with ThreadPoolExecutor(min(len(ranges), LIST_RANGES), "driftloader-list") as pool:
         parts = list(pool.map(lambda r: pages.between(*r), ranges))
     return infos + [info for part in parts for info in part]
+
+
+class _Scale:
+    """Where a name falls among numbered or hashed names (the ``width`` digits after
+    ``head``, in ``base``) and how many keys a range of them holds, at the density of the
+    first page (``listed`` entries from ``first`` to ``last``)."""
+
+    def __init__(self, head: str, width: int, base: int, first: str, last: str, listed: int):
+        self.head, self.width, self.base = head, width, base
+        self.per_value = listed / max(self.value(last) - self.value(first) + 1, 1)
+
+    def value(self, name: str) -> int:
+        digits = name[len(self.head) : len(self.head) + self.width]
+        try:
+            return int(digits, self.base)
+        except ValueError:
+            return 0
+
+    def between(self, lo: str, hi: str) -> int:
+        """Keys expected after ``lo`` up to ``hi``."""
+        return max(round((self.value(hi) - self.value(lo)) * self.per_value), 0)
+
+
+def _listed(page: dict) -> int:
+    """Entries a page of a listing holds (``MaxKeys`` counts objects and common prefixes)."""
+    return sum(len(page.get(kind, ())) for kind in (*_KEYED, "CommonPrefixes"))
 
 
 def _rangeable(bucket: str, keys: list[str], versions: bool) -> bool:
@@ -283,15 +313,25 @@ class _Pages:
             and (every or item.get("IsLatest"))
         ]
 
-    def between(self, start: dict, lo: str | None, hi: str | None) -> list[dict]:
+    def between(
+        self, start: dict, lo: str | None, hi: str | None, expected: int | None = None
+    ) -> list[dict]:
         """The objects from the listing ``start`` (keywords), after ``lo`` up to ``hi``
         (None: no bound), page after page. The bounds keep a store that ignores
-        ``StartAfter`` from giving a key twice: it costs time, not a key."""
+        ``StartAfter`` from giving a key twice: it costs time, not a key. With ``expected``
+        keys up to ``hi``, the page that should reach it asks for a few more than are left
+        rather than a whole page past ``hi`` (read and thrown away); a wrong guess costs
+        a page more or a few keys more, never a key."""
         out: list[dict] = []
-        kwargs = start
+        kwargs, listed = start, 0
+        margin = None if expected is None else 8 + expected // 20
         while True:
-            page = self.call(kwargs)
+            keys = None
+            if margin is not None and 0 < expected - listed + margin < LIST_PAGE_KEYS:
+                keys = expected - listed + margin
+            page = self.call(kwargs, keys)
             out += self.infos(page, lo, hi)
+            listed += _listed(page)
             if not page.get("IsTruncated") or (hi is not None and _last_name(page) > hi):
                 break
             kwargs = self.onward(page)

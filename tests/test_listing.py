@@ -217,3 +217,32 @@ def test_fewer_ranges_are_spread_evenly():
     cuts = [f"c/{i:02d}" for i in range(31)]  # 32 ranges of equal size
     assert listing._fewer(cuts, 7) == [cuts[i] for i in (3, 7, 11, 15, 19, 23, 27)]
     assert listing._fewer(cuts, 40) == cuts and listing._fewer(cuts, 0) == []
+
+
+def test_a_range_stops_a_few_keys_past_its_end(s3_env, s3fs_fresh, monkeypatch):
+    """A range's keys are expected from the first page's density: its last page asks for a
+    few keys more than are left, not a whole page past its end (read and thrown away:
+    botocore's parsing is most of a listing's cost). A wrong guess costs a page more."""
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 100)
+    bucket = _new_bucket(s3_env, "stops", False)
+    s3fs_fresh.pipe({f"{bucket}/d/k-{i:05d}.tar": b"x" for i in range(400)})
+    fs = filesystem(f"s3://{bucket}", {"client_kwargs": {"endpoint_url": s3_env}})
+    returned = []
+
+    def call(method, **kwargs):
+        page = fs.call_s3(method, **kwargs)
+        returned.append(len(page.get("Contents", ())))
+        return page
+
+    pages = listing._Pages(fs, bucket, "d/k-", False, False, call=call)
+    lo, hi = "d/k-00009.tar", "d/k-00209.tar"  # 200 keys
+    want = [f"{bucket}/d/k-{i:05d}.tar" for i in range(10, 210)]
+    for expected, sizes in (
+        (200, [100, 100, 18]),  # 8 + 5% past the end
+        (150, [100, 65, 100]),  # fewer than there are: a whole page more
+        (None, [100, 100, 100]),  # nothing expected: whole pages, 100 keys past the end
+    ):
+        returned.clear()
+        got = pages.between({"StartAfter": lo}, lo, hi, expected)
+        assert [i["Key"] for i in got] == want
+        assert returned == sizes
