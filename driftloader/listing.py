@@ -147,12 +147,12 @@ def objects(
     scale = cuts = None
     if not _rangeable(bucket, keys, versions):
         pass
+    elif hashed := _hashed(keys[0], keys[-1]):  # first: a hash may start with digits
+        scale = _Scale(hashed[0], hashed[1], 16, keys[0], keys[-1], _listed(first))
+        cuts = _hash_cuts(*hashed, listed=len(keys))
     elif numbered := _numbered(keys[0], keys[-1]):
         scale = _Scale(numbered[0], numbered[1], 10, keys[0], keys[-1], _listed(first))
         cuts = pages.cuts(*numbered)
-    elif hashed := _hashed(keys[0], keys[-1]):
-        scale = _Scale(hashed[0], hashed[1], 16, keys[0], keys[-1], _listed(first))
-        cuts = _hash_cuts(*hashed, listed=len(keys))
     cuts = _fewer([c for c in cuts or () if c >= last], (ranges or LIST_RANGES) - 1)
     if scale is None or not cuts:  # pages after the first, in order
         return infos + pages.between(pages.onward(first), None, None)
@@ -230,8 +230,9 @@ def _fewer(cuts: list[str], most: int) -> list[str]:
 
 def _hashed(first: str, last: str) -> tuple[str, int, int, int] | None:
     """``(head, width, low, high)`` when ``first`` and ``last`` differ within a run of at
-    least 6 lowercase hex digits both hold at the same place (hashed names): the run's first
-    ``width`` (at most ``_HASH_DIGITS``) digits, as numbers, in ``first`` and ``last``."""
+    least 16 lowercase hex digits both hold at the same place (hashed names: a sha1 has 40,
+    an md5 32; no shard number is that wide): the run's first ``width`` (``_HASH_DIGITS``)
+    digits, as numbers, in ``first`` and ``last``."""
     i = len(os.path.commonprefix([first, last]))
     start = i
     while start > 0 and last[start - 1] in _HEX:
@@ -243,9 +244,9 @@ def _hashed(first: str, last: str) -> tuple[str, int, int, int] | None:
             end += 1
         return end - start
 
-    width = min(_HASH_DIGITS, run(first), run(last))
-    if width < 6 or i >= start + width:
+    if min(run(first), run(last)) < 16 or i >= start + _HASH_DIGITS:
         return None
+    width = _HASH_DIGITS
     low, high = (int(name[start : start + width], 16) for name in (first, last))
     return last[:start], width, low, high
 

@@ -132,14 +132,18 @@ def test_a_store_that_ignores_start_after_costs_time_not_keys(
 
 
 def test_hashed_names():
-    assert listing._hashed("c/00a1b2c3d4e5.1.json", "c/028f5c28aa00.1.json") == (
+    first, last = _sha1(1), _sha1(2)  # 356a19..., da4b92...
+    assert listing._hashed(f"c/{first}", f"c/{last}") == (
         "c/",
         8,
-        0x00A1B2C3,
-        0x028F5C28,
+        int(first[:8], 16),
+        int(last[:8], 16),
     )
-    assert listing._hashed("c/ab12cd.json", "c/ab12ce.json") == ("c/", 6, 0xAB12CD, 0xAB12CE)
-    assert listing._hashed("c/abc.json", "c/abd.json") is None  # too short for a hash
+    # a hash that starts with digits is no shard number
+    digits = ("c/0012" + "a" * 36 + ".json", "c/0283" + "f" * 36 + ".json")
+    assert listing._hashed(*digits) == ("c/", 8, 0x0012AAAA, 0x0283FFFF)
+    assert listing._hashed("c/ab12cd.json", "c/ab12ce.json") is None  # too short for a hash
+    assert listing._hashed("d/k-000000000001.tar", "d/k-000000000999.tar") is None
     assert listing._hashed("c/ref-a.json", "c/ref-b.json") is None
     cuts = listing._hash_cuts("c/", 8, 0x00A1B2C3, 16**8 // 100, listed=1000)
     assert len(cuts) == listing.LIST_RANGES - 1 and cuts == sorted(cuts)  # ~99k keys left
