@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -30,6 +31,11 @@ from typing import Any
 
 LIST_PAGE_KEYS = 1000  # S3's largest page of a listing
 LIST_RANGES = 32  # ranges of a long listing asked for at once, each read page after page
+LIST_BUDGET_S = 4.0
+"""Seconds a page may take when asked for beside the others: requests at once are cut to
+this over what the first page took. S3 answers pages side by side (~50-100 ms each, so 32 at
+once); a server that builds them one at a time answers n at once in n times as long (moto,
+at 300k objects ~1 s a page: 32 at once outlasted botocore's read timeout)."""
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdef")
 _HASH_DIGITS = 8  # hex digits of a hashed name that its ranges are cut by
@@ -138,7 +144,11 @@ def objects(
     if ``wanted()`` says so (None: it is). ``call(method, **kwargs)`` asks S3 for one page
     (default: ``fs.call_s3``); ``ranges`` caps the ranges (default ``LIST_RANGES``)."""
     pages = _Pages(fs, bucket, prefix, versions, every_version, recursive, call)
+    started = time.monotonic()
     first = pages.call({})
+    pages.at_once = max(
+        1, min(ranges or LIST_RANGES, int(LIST_BUDGET_S / max(time.monotonic() - started, 1e-3)))
+    )
     infos = pages.infos(first)
     keys = [item["Key"] for item in first.get(pages.items, ())]
     if not first.get("IsTruncated") or (wanted is not None and not wanted()):
@@ -148,8 +158,8 @@ def objects(
     if not _rangeable(bucket, keys, versions):
         pass
     elif hashed := _hashed(keys[0], keys[-1]):  # first: a hash may start with digits
-        scale = _Scale(hashed[0], hashed[1], 16, keys[0], keys[-1], _listed(first))
-        cuts = _hash_cuts(*hashed, listed=len(keys))
+        scale = _Scale(*hashed, 16, keys[0], keys[-1], _listed(first))
+        cuts = scale.hash_cuts(last)
     elif numbered := _numbered(keys[0], keys[-1]):
         scale = _Scale(numbered[0], numbered[1], 10, keys[0], keys[-1], _listed(first))
         cuts = pages.cuts(*numbered)
@@ -159,33 +169,69 @@ def objects(
     # the first range goes on from where the first page stopped, each other after its cut;
     # the last holds what is past the numbers or hashes (nothing expected of it)
     starts = [pages.onward(first), *({"StartAfter": c} for c in cuts)]
-    ends = [*cuts, None]
     expected = [scale.between(lo, hi) for lo, hi in zip([last, *cuts[:-1]], cuts)] + [None]
-    ranges = list(zip(starts, [last, *cuts], ends, expected))
-    with ThreadPoolExecutor(min(len(ranges), LIST_RANGES), "driftloader-list") as pool:
-        parts = list(pool.map(lambda r: pages.between(*r), ranges))
+    spans = list(zip(starts, [last, *cuts], [*cuts, None], expected))
+    failed = threading.Event()  # one range failed: the others stop at their next page
+
+    def listed(span: tuple) -> list[dict]:
+        try:
+            return pages.between(*span, stop=failed)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(min(len(spans), pages.at_once), "driftloader-list") as pool:
+        parts = list(pool.map(listed, spans))
     return infos + [info for part in parts for info in part]
 
 
 class _Scale:
-    """Where a name falls among numbered or hashed names (the ``width`` digits after
-    ``head``, in ``base``) and how many keys a range of them holds, at the density of the
-    first page (``listed`` entries from ``first`` to ``last``)."""
+    """Where a name falls among numbered or hashed names, and how many keys lie between two
+    names at the density of the first page (``listed`` entries from ``first`` to ``last``).
+
+    A name's position is the number its ``width`` digits after ``head`` make in ``base``;
+    for hashes, plus the fraction the next hex digits make (past a "/": the hash inside a
+    fan-out folder such as ``shards/ab/<sha1>``), so a first page inside one folder still
+    tells how many keys a folder holds."""
 
     def __init__(self, head: str, width: int, base: int, first: str, last: str, listed: int):
         self.head, self.width, self.base = head, width, base
-        self.per_value = listed / max(self.value(last) - self.value(first) + 1, 1)
+        span = self.position(last) - self.position(first)
+        # numbers: the first page held every number from first to last; hashes: a stretch
+        self.per_unit = listed / (span + 1 if base == 10 else max(span, 16.0**-_HASH_DIGITS))
 
-    def value(self, name: str) -> int:
-        digits = name[len(self.head) : len(self.head) + self.width]
+    def position(self, name: str) -> float:
+        at = len(self.head) + self.width
         try:
-            return int(digits, self.base)
+            whole = int(name[len(self.head) : at], self.base)
         except ValueError:
-            return 0
+            return 0.0
+        if self.base == 10:
+            return float(whole)
+        rest = name[at + 1 :] if name[at : at + 1] == "/" else name[at:]
+        digits = ""
+        for char in rest[:_HASH_DIGITS]:
+            if char not in _HEX:
+                break
+            digits += char
+        return whole + (
+            int(digits.ljust(_HASH_DIGITS, "0"), 16) / 16**_HASH_DIGITS if digits else 0
+        )
 
     def between(self, lo: str, hi: str) -> int:
         """Keys expected after ``lo`` up to ``hi``."""
-        return max(round((self.value(hi) - self.value(lo)) * self.per_value), 0)
+        return max(round((self.position(hi) - self.position(lo)) * self.per_unit), 0)
+
+    def hash_cuts(self, last: str) -> list[str]:
+        """Names, ascending, cutting the hash values after ``last`` (the first page's last
+        name) into ranges of about a ``LIST_PAGE_KEYS`` page or more each, at most
+        ``LIST_RANGES``: hashes are spread evenly."""
+        top, here = 16**self.width, self.position(last)
+        left = (top - here) * self.per_unit  # keys expected after the first page
+        parts = max(1, min(LIST_RANGES, -(-int(left) // LIST_PAGE_KEYS)))
+        low = int(here) + 1
+        values = sorted({low + (top - low) * j // parts for j in range(1, parts)})
+        return [self.head + format(v, f"0{self.width}x") for v in values if v < top]
 
 
 def _listed(page: dict) -> int:
@@ -228,11 +274,13 @@ def _fewer(cuts: list[str], most: int) -> list[str]:
     return [cuts[(j * len(cuts)) // (most + 1)] for j in range(1, most + 1)] if most > 0 else []
 
 
-def _hashed(first: str, last: str) -> tuple[str, int, int, int] | None:
-    """``(head, width, low, high)`` when ``first`` and ``last`` differ within a run of at
-    least 16 lowercase hex digits both hold at the same place (hashed names: a sha1 has 40,
-    an md5 32; no shard number is that wide): the run's first ``width`` (``_HASH_DIGITS``)
-    digits, as numbers, in ``first`` and ``last``."""
+def _hashed(first: str, last: str) -> tuple[str, int] | None:
+    """``(head, width)``: where to cut hashed names (the ``width`` hex digits after
+    ``head``), when ``first`` and ``last`` differ within a run of lowercase hex digits both
+    hold at the same place: a hash (16 digits or more: a sha1 has 40, an md5 32; no shard
+    number is that wide), cut by its first ``_HASH_DIGITS``, or a fan-out folder of 1-4 hex
+    digits (``shards/ab/``), cut by its name. A hash inside a fan-out folder named by its
+    first digits, which the first page did not leave, is cut at the folder, not inside it."""
     i = len(os.path.commonprefix([first, last]))
     start = i
     while start > 0 and last[start - 1] in _HEX:
@@ -244,22 +292,27 @@ def _hashed(first: str, last: str) -> tuple[str, int, int, int] | None:
             end += 1
         return end - start
 
-    if min(run(first), run(last)) < 16 or i >= start + _HASH_DIGITS:
+    width = min(run(first), run(last))
+    if i >= start + width:
         return None
-    width = _HASH_DIGITS
-    low, high = (int(name[start : start + width], 16) for name in (first, last))
-    return last[:start], width, low, high
+    after = {first[start + width : start + width + 1], last[start + width : start + width + 1]}
+    if run(first) == width == run(last) <= 4 and after == {"/"}:
+        return last[:start], width
+    if width < 16 or i >= start + _HASH_DIGITS:
+        return None
+    return _fan_out(last, start) or (last[:start], _HASH_DIGITS)
 
 
-def _hash_cuts(head: str, width: int, low: int, high: int, listed: int) -> list[str]:
-    """Names, ascending, cutting the hash values after ``high`` into ranges of about a
-    ``LIST_PAGE_KEYS`` page or more each (at most ``LIST_RANGES``), from the ``listed`` keys
-    the first page held between ``low`` and ``high``: hashes are spread evenly."""
-    top = 16**width
-    left = (top - high - 1) * listed / (high - low + 1)  # keys expected after the first page
-    parts = max(1, min(LIST_RANGES, -(-int(left) // LIST_PAGE_KEYS)))
-    values = sorted({high + 1 + (top - high - 1) * j // parts for j in range(1, parts)})
-    return [head + format(v, f"0{width}x") for v in values]
+def _fan_out(name: str, start: int) -> tuple[str, int] | None:
+    """``(head, width)`` of the folder just before ``start`` in ``name`` when it is named by
+    the first 1-4 digits of the hash at ``start`` (``shards/ab/ab12...``, a store's layout)."""
+    if start < 2 or name[start - 1] != "/":
+        return None
+    folder = name.rfind("/", 0, start - 1) + 1
+    digits = name[folder : start - 1]
+    if 1 <= len(digits) <= 4 and name.startswith(digits, start) and _HEX.issuperset(digits):
+        return name[:folder], len(digits)
+    return None
 
 
 class _Pages:
@@ -282,6 +335,7 @@ class _Pages:
         self.items = "Versions" if versions else "Contents"
         self._folder = {} if recursive else {"Delimiter": "/"}
         self._call = call or fs.call_s3
+        self.at_once = LIST_RANGES  # requests in flight at once (``LIST_BUDGET_S``)
 
     def call(self, kwargs: dict, keys: int | None = None) -> dict:
         return self._call(
@@ -315,18 +369,24 @@ class _Pages:
         ]
 
     def between(
-        self, start: dict, lo: str | None, hi: str | None, expected: int | None = None
+        self,
+        start: dict,
+        lo: str | None,
+        hi: str | None,
+        expected: int | None = None,
+        stop: threading.Event | None = None,
     ) -> list[dict]:
         """The objects from the listing ``start`` (keywords), after ``lo`` up to ``hi``
         (None: no bound), page after page. The bounds keep a store that ignores
         ``StartAfter`` from giving a key twice: it costs time, not a key. With ``expected``
         keys up to ``hi``, the page that should reach it asks for a few more than are left
         rather than a whole page past ``hi`` (read and thrown away); a wrong guess costs
-        a page more or a few keys more, never a key."""
+        a page more or a few keys more, never a key. Once ``stop`` is set (another range
+        failed), no page more is asked for: what this range has is thrown away."""
         out: list[dict] = []
         kwargs, listed = start, 0
         margin = None if expected is None else 8 + expected // 20
-        while True:
+        while stop is None or not stop.is_set():
             keys = None
             if margin is not None and 0 < expected - listed + margin < LIST_PAGE_KEYS:
                 keys = expected - listed + margin
@@ -356,10 +416,15 @@ class _Pages:
             run = key[len(head) : len(head) + width]
             return key.startswith(head) and len(run) == width and _DIGITS.issuperset(run)
 
-        end = _first_false([10**k for k in range(1, width) if number < 10**k], exists, top)
+        end = _first_false(
+            [10**k for k in range(1, width) if number < 10**k], exists, top, self.at_once
+        )
         tenth = max(end // 10, 1)
         end = _first_false(
-            [tenth * d for d in range(2, 10) if number < tenth * d < end], exists, end
+            [tenth * d for d in range(2, 10) if number < tenth * d < end],
+            exists,
+            end,
+            self.at_once,
         )
         span = end - number - 1  # the numbers left: after ``number``, below ``end``
         parts = max(1, min(LIST_RANGES - 1, -(-span // LIST_PAGE_KEYS)))
@@ -367,11 +432,11 @@ class _Pages:
         return [name(v) for v in sorted(values) if number < v < top]  # each of ``width`` digits
 
 
-def _first_false(values: list[int], exists, default: int) -> int:
-    """The first of ``values`` (ascending) that ``exists`` says no to, asked all at once."""
+def _first_false(values: list[int], exists, default: int, at_once: int) -> int:
+    """The first of ``values`` (ascending) that ``exists`` says no to, asked ``at_once``."""
     if not values:
         return default
-    with ThreadPoolExecutor(len(values), "driftloader-list") as pool:
+    with ThreadPoolExecutor(min(len(values), at_once), "driftloader-list") as pool:
         answers = list(pool.map(exists, values))
     return next((v for v, yes in zip(values, answers) if not yes), default)
 

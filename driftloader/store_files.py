@@ -34,10 +34,11 @@ MAX_JSON_BYTES = 256 * 2**20
 MAX_JSON_DEPTH = 64
 """The deepest JSON nesting read: profiles nest 6 levels, plus the user's shard metadata."""
 DEFAULT_TIMEOUT = 60.0
-"""Seconds one store operation (a read, a write, a HEAD, a page of a listing) may take in all,
-retries included, on object stores; then ``StoreTimeoutError``. ``ProfileStore(timeout=...)``.
-A listing on S3 has the deadline per page of 1,000 files: a folder of a million catalog rows
-is a thousand pages, ~100 s when they come one after the other."""
+"""Seconds one store operation (a read, a write, a HEAD, a listing) may take in all, retries
+included, on object stores; then ``StoreTimeoutError``. ``ProfileStore(timeout=...)``. On S3 a
+listing has the deadline per page of 1,000 files: a folder of a million catalog rows is a
+thousand pages, ~100 s when they come one after the other (other object stores: one deadline
+for the whole listing)."""
 S3_STORE_OPTIONS: dict[str, Any] = {
     "config_kwargs": {
         "connect_timeout": CONNECT_TIMEOUT,
@@ -373,8 +374,7 @@ class StoreFiles:
             return _local_tree(folder)
         self.fs.invalidate_cache(folder)
         if self._s3:
-            found = self._s3_listing(folder, recursive=True)
-            return {i["Key"]: i for i in found if not i["Key"].endswith("/")}  # no folder marks
+            return {i["Key"]: i for i in self._s3_listing(folder, recursive=True)}
         try:
             found = self._call("_find", folder, detail=True)
         except FileNotFoundError:
@@ -399,7 +399,12 @@ class StoreFiles:
             return self._call("_call_s3", method, doing=what, **kwargs)
 
         prefix = key.rstrip("/") + "/" if key else ""
-        return objects(self.fs, bucket, prefix, recursive=recursive, call=page, ranges=LIST_RANGES)
+        try:
+            return objects(
+                self.fs, bucket, prefix, recursive=recursive, call=page, ranges=LIST_RANGES
+            )
+        except FileNotFoundError:  # no such bucket: nothing stored, as with no such folder
+            return []
 
     def list_folders(self, folder: str) -> list[str]:
         """Names of the folders directly in ``folder``, sorted ([] when there is none)."""

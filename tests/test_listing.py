@@ -133,28 +133,46 @@ def test_a_store_that_ignores_start_after_costs_time_not_keys(
 
 def test_hashed_names():
     first, last = _sha1(1), _sha1(2)  # 356a19..., da4b92...
-    assert listing._hashed(f"c/{first}", f"c/{last}") == (
-        "c/",
-        8,
-        int(first[:8], 16),
-        int(last[:8], 16),
-    )
+    assert listing._hashed(f"c/{first}.1.json", f"c/{last}.1.json") == ("c/", 8)
     # a hash that starts with digits is no shard number
-    digits = ("c/0012" + "a" * 36 + ".json", "c/0283" + "f" * 36 + ".json")
-    assert listing._hashed(*digits) == ("c/", 8, 0x0012AAAA, 0x0283FFFF)
+    assert listing._hashed("c/0012" + "a" * 36, "c/0283" + "f" * 36) == ("c/", 8)
     assert listing._hashed("c/ab12cd.json", "c/ab12ce.json") is None  # too short for a hash
     assert listing._hashed("d/k-000000000001.tar", "d/k-000000000999.tar") is None
     assert listing._hashed("c/ref-a.json", "c/ref-b.json") is None
-    cuts = listing._hash_cuts("c/", 8, 0x00A1B2C3, 16**8 // 100, listed=1000)
+    # a store's profiles: shards/<2 digits>/<sha1>/<version>.json, cut at the folders, whether
+    # the first page spans folders or stays in one
+    a, b = "00" + "1" * 38, "01" + "e" * 38
+    assert listing._hashed(f"st/shards/00/{a}/v.json", f"st/shards/01/{b}/v.json") == (
+        "st/shards/",
+        2,
+    )
+    c = "00" + "f" * 38
+    assert listing._hashed(f"st/shards/00/{a}/v.json", f"st/shards/00/{c}/v.json") == (
+        "st/shards/",
+        2,
+    )
+    # a folder that only looks like hex digits is no fan-out: the hash is cut
+    assert listing._hashed(f"c/{first}", f"c/{last}") == ("c/", 8)
+
+
+def test_hash_cuts_from_the_first_page_s_density():
+    head = "c/"
+    scale = listing._Scale(head, 8, 16, "c/00000000", "c/028f5c28", 1000)  # 1% of the hashes
+    cuts = scale.hash_cuts("c/028f5c28")
     assert len(cuts) == listing.LIST_RANGES - 1 and cuts == sorted(cuts)  # ~99k keys left
     assert cuts[0] > "c/028f5c28" and all(len(c) == 10 for c in cuts)
-    half = 16**8 // 2  # the first page held half the hashes: as many keys are left
-    assert listing._hash_cuts("c/", 8, 0, half, listed=1000) == []  # one page: no range
-    assert listing._hash_cuts("c/", 8, 0, half, listed=4000) == [
-        "c/a0000000",
-        "c/c0000000",
-        "c/e0000000",
+    assert scale.between("c/10000000", "c/20000000") == pytest.approx(6250, rel=0.01)
+    half = listing._Scale(head, 8, 16, "c/00000000", "c/80000000", 1000)  # half of them
+    assert half.hash_cuts("c/80000000") == []  # ~1,000 left: one page, no range
+    quarter = listing._Scale(head, 8, 16, "c/00000000", "c/40000000", 4000)
+    assert quarter.hash_cuts("c/40000000") == [
+        f"c/{v:08x}" for v in (0x40000001 + 0xBFFFFFFF * j // 12 for j in range(1, 12))
     ]
+    # inside one fan-out folder: 1,000 keys in a quarter of folder 00 make 4,000 a folder
+    inner = listing._Scale("s/", 2, 16, "s/00/00000000", "s/00/40000000", 1000)
+    assert inner.between("s/00/40000000", "s/01") == 3000
+    assert inner.between("s/01", "s/02") == 4000
+    assert len(inner.hash_cuts("s/00/40000000")) == listing.LIST_RANGES - 1
 
 
 def _sha1(i: int) -> str:
@@ -250,3 +268,110 @@ def test_a_range_stops_a_few_keys_past_its_end(s3_env, s3fs_fresh, monkeypatch):
         got = pages.between({"StartAfter": lo}, lo, hi, expected)
         assert [i["Key"] for i in got] == want
         assert returned == sizes
+
+
+@pytest.mark.parametrize("ranges", [2, 8])
+def test_hashed_ranges_lose_and_repeat_no_name_whatever_the_names(
+    s3_proxy, s3_env, s3fs_fresh, monkeypatch, ranges
+):
+    """Hashed names mixed with names at the cuts, just before and after them, uppercase hex,
+    names that are no hash and a subfolder, from a store that also ignores ``StartAfter``:
+    exactly the plain listing, in its order."""
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    bucket = _new_bucket(s3_env, "hmix", False)
+    names = {f"{_sha1(i)}.v.json" for i in range(150)}
+    names |= {f"{v:x}0000000" for v in range(16)}  # where a cut may fall
+    names |= {f"{v:x}0000000x" for v in range(0, 16, 3)} | {f"{v:x}000000" for v in range(16)}
+    names |= {_sha1(7).upper(), "compacted.jsonl", "zz-last.json", "é.json", "0" * 40 + "/in"}
+    s3fs_fresh.pipe({f"{bucket}/c/{n}": b"{}" for n in names})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    fs = filesystem(f"s3://{bucket}", options)
+    plain = _plain_listing(s3_env, bucket, "c/")
+    for ignored in (set(), {"start-after"}):
+        s3_proxy.ignored_params = ignored
+        got = listing.objects(fs, bucket, "c/", ranges=ranges)
+        assert [(i["Key"].split("/", 1)[1], i["size"], i["ETag"]) for i in got] == plain
+    assert len(plain) == len(names) - 1  # all but the subfolder's object
+
+
+def test_a_store_lists_its_profiles_folder_in_ranges(s3_proxy, s3_env, s3fs_fresh, monkeypatch):
+    """A store's profiles sit in fan-out folders (``shards/<2 digits>/<sha1>/...``): its
+    listing is cut at those folders, whether the first page spans several or stays in one,
+    and gives each file once."""
+    from driftloader.store import ProfileStore
+    from driftloader.store_files import LIST_RANGES
+
+    bucket = _new_bucket(s3_env, "profiles", False)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{bucket}/st", options)
+    from driftloader.store import url_hash
+
+    urls = [f"s3://data/shard-{i:05d}.tar" for i in range(20_000)]
+    first = [u for u in urls if url_hash(u).startswith("00")][:20]  # folder 00: 20 profiles
+    urls = first + [u for u in urls if not url_hash(u).startswith("00")][:280]
+    paths = [store.profile_path(u, "e:1") for u in urls]
+    s3fs_fresh.pipe({p: b"{}" for p in paths})
+    for page in (5, 40):  # the first page: inside folder 00, or over 30 folders
+        monkeypatch.setattr(listing, "LIST_PAGE_KEYS", page)
+        s3_proxy.latency_ms = 20
+        s3_proxy.reset_stats()
+        found = store._s3_listing(store.path("shards"), recursive=True)
+        s3_proxy.latency_ms = 0
+        assert [i["Key"] for i in found] == sorted(paths)
+        assert 4 <= s3_proxy.max_in_flight <= LIST_RANGES
+        assert store.list_sizes(store.path("shards")) == dict.fromkeys(sorted(paths), 2)
+
+
+def test_a_store_lists_nothing_in_a_missing_bucket_and_keeps_folder_marks(s3_env, s3fs_fresh):
+    """As with s3fs's own listings: a bucket that does not exist holds nothing (a read-only
+    store there lists no reference), and a folder mark (an empty ``x/`` object some tools
+    write) is listed with the files, so removing a folder's files removes it too."""
+    from driftloader.store_files import StoreFiles
+
+    gone = StoreFiles("s3://no-such-bucket-here/st", {"client_kwargs": {"endpoint_url": s3_env}})
+    assert gone.list_json(gone.path("references")) == []
+    assert gone.list_tree(gone.path("catalog")) == {}
+    bucket = _new_bucket(s3_env, "marks", False)
+    s3fs_fresh.pipe({f"{bucket}/st/decisions/r/": b"", f"{bucket}/st/decisions/r/a.json": b"{}"})
+    files = StoreFiles(f"s3://{bucket}/st", {"client_kwargs": {"endpoint_url": s3_env}})
+    assert sorted(files.list_tree(files.path("decisions"))) == [
+        f"{bucket}/st/decisions/r/",
+        f"{bucket}/st/decisions/r/a.json",
+    ]
+
+
+def test_a_stalled_page_stops_the_other_ranges(s3_proxy, s3_env, s3fs_fresh, monkeypatch):
+    """When one range's page outlasts the store's deadline, the other ranges ask for no page
+    more: the error comes after about one deadline, not after every other range is listed."""
+    from driftloader.errors import StoreTimeoutError
+    from driftloader.store_files import StoreFiles
+
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    bucket = _new_bucket(s3_env, "stall", False)
+    s3fs_fresh.pipe({f"{bucket}/st/catalog/{_sha1(i)}.json": b"{}" for i in range(400)})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    files = StoreFiles(f"s3://{bucket}/st", options, timeout=1.0)
+    s3_proxy.latency_ms = 300  # 80 pages: 10 a range, 3 s each range
+    s3_proxy.add_fault("stall", method="GET", path="list-type=2", nth=3, seconds=4)
+    s3_proxy.reset_stats()
+    with pytest.raises(StoreTimeoutError, match="a page of the listing of"):
+        files.list_json(files.path("catalog"))
+    pages = [r for r in s3_proxy.requests if "list-type=2" in r.target]
+    assert len(pages) < 60  # listing on would take 80
+
+
+def test_a_slow_first_page_asks_fewer_ranges_at_once(s3_proxy, s3_env, s3fs_fresh, monkeypatch):
+    """A server that builds its pages one at a time answers n at once in n times as long:
+    the ranges at once are cut to what the first page took (moto at 100k shards answered 32
+    at once past botocore's read timeout), and the listing is the same."""
+    monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    monkeypatch.setattr(listing, "LIST_BUDGET_S", 0.9)
+    bucket = _new_bucket(s3_env, "slowpages", False)
+    s3fs_fresh.pipe({f"{bucket}/d/k-{i:04d}.tar": b"x" for i in range(120)})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3_proxy.latency_ms = 300  # the first page takes >= 0.3 s: at most 3 at once
+    s3_proxy.reset_stats()
+    got = _listed(bucket, "d/k-", options)
+    s3_proxy.latency_ms = 0
+    assert got == _plain_listing(s3_env, bucket, "d/k-")
+    assert 2 <= s3_proxy.max_in_flight <= 3
