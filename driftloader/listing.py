@@ -7,9 +7,13 @@ the first shard can be read. Shard names are almost always numbered with a fixed
 of those numbers, found by a few probes of one key each, and the ranges listed at once, each
 from its ``StartAfter``.
 
-A profile store's names start with hashes (``catalog/<sha1>.<version>.json``), spread evenly
-over the hex digits: the first page tells how many keys each hex value holds, so the rest is
-cut into ranges of about equal size with no probe.
+A profile store's names start with hashes (``catalog/<sha1>.<version>.json``, or
+``shards/ab/<sha1>/...`` in fan-out folders), spread evenly over the hex digits: the first
+page tells how many keys each hex value holds, so the rest is cut into ranges of about equal
+size with no probe.
+
+How many ranges go at once depends on what the first page took (``LIST_BUDGET_S``): S3
+answers pages side by side, a small server one after the other.
 
 A range is ``(lo, hi]`` in S3's key order: its pages start after ``lo`` and it keeps the keys
 up to ``hi``. The ranges tile the key space whatever the names are, so a wrong guess of the
