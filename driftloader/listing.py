@@ -153,24 +153,22 @@ def objects(
         connect()
     started = time.monotonic()
     first = pages.call({})
-    pages.at_once = max(
-        1, min(ranges or LIST_RANGES, int(LIST_BUDGET_S / max(time.monotonic() - started, 1e-3)))
-    )
+    most = ranges or LIST_RANGES
+    pages.at_once = max(1, min(most, int(LIST_BUDGET_S / max(time.monotonic() - started, 1e-3))))
     infos = pages.infos(first)
     keys = [item["Key"] for item in first.get(pages.items, ())]
     if not first.get("IsTruncated") or (wanted is not None and not wanted()):
         return infos
     last = _last_name(first)  # no range may start before it: its keys are listed
     scale = cuts = None
-    if not _rangeable(bucket, keys, versions):
-        pass
-    elif hashed := _hashed(keys[0], keys[-1]):  # first: a hash may start with digits
-        scale = _Scale(*hashed, 16, keys[0], keys[-1], _listed(first))
-        cuts = scale.hash_cuts(last)
-    elif numbered := _numbered(keys[0], keys[-1]):
-        scale = _Scale(numbered[0], numbered[1], 10, keys[0], keys[-1], _listed(first))
-        cuts = pages.cuts(*numbered)
-    cuts = _fewer([c for c in cuts or () if c >= last], (ranges or LIST_RANGES) - 1)
+    if _rangeable(bucket, keys, versions):
+        if hashed := _hashed(keys[0], keys[-1]):  # first: a hash may start with digits
+            scale = _Scale(*hashed, 16, keys[0], keys[-1], _listed(first))
+            cuts = scale.hash_cuts(last)
+        elif numbered := _numbered(keys[0], keys[-1]):
+            scale = _Scale(*numbered[:2], 10, keys[0], keys[-1], _listed(first))
+            cuts = pages.cuts(*numbered)
+    cuts = _fewer([c for c in cuts or () if c >= last], most - 1)
     if scale is None or not cuts:  # pages after the first, in order
         return infos + pages.between(pages.onward(first), None, None)
     # the first range goes on from where the first page stopped, each other after its cut;
@@ -256,22 +254,31 @@ def _rangeable(bucket: str, keys: list[str], versions: bool) -> bool:
     return all(a < b for a, b in zip(keys, keys[1:]))
 
 
+def _runs(first: str, last: str, chars: frozenset) -> tuple[int, int, int, int]:
+    """``(i, start, in_first, in_last)``: where ``first`` and ``last`` first differ, where
+    the run of ``chars`` holding that place in ``last`` starts, and how long that run is in
+    each name (from ``start``)."""
+    i = len(os.path.commonprefix([first, last]))
+    start = i
+    while start > 0 and last[start - 1] in chars:
+        start -= 1
+
+    def run(name: str) -> int:
+        end = start
+        while end < len(name) and name[end] in chars:
+            end += 1
+        return end - start
+
+    return i, start, run(first), run(last)
+
+
 def _numbered(first: str, last: str) -> tuple[str, int, int] | None:
     """``(head, width, number)`` of the number ``last`` holds where it first differs from
     ``first``, when both hold a number of that width there (fixed-width names); else None."""
-    i = len(os.path.commonprefix([first, last]))
-    if i >= len(last) or last[i] not in _DIGITS:
+    i, start, in_first, width = _runs(first, last, _DIGITS)
+    if width <= i - start or in_first != width:  # they differ past the number, or widths do
         return None
-    start = i
-    while start > 0 and last[start - 1] in _DIGITS:
-        start -= 1
-    end = i
-    while end < len(last) and last[end] in _DIGITS:
-        end += 1
-    run = first[start:end]
-    if len(run) != end - start or not _DIGITS.issuperset(run) or first[end : end + 1] in _DIGITS:
-        return None
-    return last[:start], end - start, int(last[start:end])
+    return last[:start], width, int(last[start : start + width])
 
 
 def _fewer(cuts: list[str], most: int) -> list[str]:
@@ -288,22 +295,12 @@ def _hashed(first: str, last: str) -> tuple[str, int] | None:
     number is that wide), cut by its first ``_HASH_DIGITS``, or a fan-out folder of 1-4 hex
     digits (``shards/ab/``), cut by its name. A hash inside a fan-out folder named by its
     first digits, which the first page did not leave, is cut at the folder, not inside it."""
-    i = len(os.path.commonprefix([first, last]))
-    start = i
-    while start > 0 and last[start - 1] in _HEX:
-        start -= 1
-
-    def run(name: str) -> int:
-        end = start
-        while end < len(name) and name[end] in _HEX:
-            end += 1
-        return end - start
-
-    width = min(run(first), run(last))
+    i, start, in_first, in_last = _runs(first, last, _HEX)
+    width = min(in_first, in_last)
     if i >= start + width:
         return None
     after = {first[start + width : start + width + 1], last[start + width : start + width + 1]}
-    if run(first) == width == run(last) <= 4 and after == {"/"}:
+    if in_first == width == in_last <= 4 and after == {"/"}:
         return last[:start], width
     if width < 16 or i >= start + _HASH_DIGITS:
         return None

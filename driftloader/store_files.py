@@ -62,8 +62,8 @@ would add a page to every listing of the catalog)."""
 LIST_RANGES = 8
 """Ranges of a long store listing asked for at once (``listing.objects``): a million catalog
 rows are a thousand pages, ~125 round trips so. Fewer than a shard glob's 32: a store is
-often a small or shared S3-compatible server (one moto process builds its pages one at a
-time, and 32 at once would each outlast botocore's read timeout)."""
+often a small or shared S3-compatible server. (A server that builds its pages one at a time,
+as moto does, gets fewer still: ``listing.LIST_BUDGET_S``.)"""
 
 READ_BATCH = 64
 """Requests in flight at once when ``read_many`` reads a list of store files on an object
@@ -349,10 +349,10 @@ class StoreFiles:
                 for n in names
                 if n.endswith(".json") and not n.startswith(".")
             )
-        self.fs.invalidate_cache(folder)
         if self._s3:
             paths = [info["Key"] for info in self._s3_listing(folder, recursive=False)]
         else:
+            self.fs.invalidate_cache(folder)
             try:
                 paths = self._call("_ls", folder, detail=False, refresh=True)
             except FileNotFoundError:
@@ -372,9 +372,9 @@ class StoreFiles:
     def _tree(self, folder: str) -> dict[str, dict]:
         if self.local:
             return _local_tree(folder)
-        self.fs.invalidate_cache(folder)
-        if self._s3:
+        if self._s3:  # a fresh listing: s3fs's cache is not read
             return {i["Key"]: i for i in self._s3_listing(folder, recursive=True)}
+        self.fs.invalidate_cache(folder)
         try:
             found = self._call("_find", folder, detail=True)
         except FileNotFoundError:
