@@ -239,7 +239,12 @@ def test_resample_draws_differ_between_epochs_and_agree_within_one(corpus):
         return [s["__key__"] for s in ds]
 
     assert keys(0) == keys(0)  # every rank and worker draws the same
-    assert keys(0) != keys(1) and keys(0) != keys(0, seed=1)
+    # one uniform offset makes a draw: two seeds (or epochs) give the same one by chance
+    # when their offsets fall between the same cumulative weights (seen once in CI), so the
+    # draw must change for some of four others, not for each
+    first = keys(0)
+    assert any(keys(epoch) != first for epoch in range(1, 5))
+    assert any(keys(0, seed=seed) != first for seed in range(1, 5))
 
 
 def test_systematic_resample_counts_are_floor_or_ceil_of_the_expected():
