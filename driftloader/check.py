@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -65,9 +66,47 @@ def check_shards(
     Each result also goes to the decision index (``decisions.py``), so the loader's gate
     decides these shards without loading their profiles; past ``COMPACT_OVER`` small records
     the store is compacted. ``details=False`` leaves out each feature's per-test ``detail``
-    from the results (what ``driftloader check`` prints needs none): with it, every result
-    holds ~35 KB, 3.5 GB over 100k shards.
+    from the results: with it, every result holds ~35 KB, 3.5 GB over 100k shards; without,
+    ~18 KB. To hold none of them, iterate ``iter_checks`` (same arguments) instead.
     """
+    run = iter_checks(
+        urls,
+        store,
+        reference,
+        config=config,
+        storage_options=storage_options,
+        workers=workers,
+        record=record,
+        executor=executor,
+        metadata=metadata,
+        on_error=on_error,
+        featurizer=featurizer,
+        details=details,
+    )
+    verdicts = dict(run.indexed())
+    return CheckResults([verdicts[i] for i in sorted(verdicts)], failed=run.failed)
+
+
+def iter_checks(
+    urls: str | Sequence[str],
+    store: ProfileStore,
+    reference: str,
+    *,
+    config: DriftConfig | None = None,
+    storage_options: dict | None = None,
+    workers: int = 1,
+    record: bool = True,
+    executor: ExecutorSpec = None,
+    metadata: Metadata = None,
+    on_error: str = "raise",
+    featurizer: Any = None,
+    details: bool = True,
+) -> CheckStream:
+    """``check_shards`` one result at a time: iterate the returned ``CheckStream`` for each
+    shard's ``ShardDrift`` as it is compared (and recorded). Nothing is kept, so a check over a
+    million shards holds a few chunks of profiles, not a million results. The reference, the
+    shards' versions and the decision index are read here, so a missing reference raises
+    before the first result."""
     on_error_name(on_error, ON_ERROR)
     ref = store.get_reference(reference)
     featurizer = featurizer_of(featurizer) if featurizer is not None else recorded_featurizer(ref)
@@ -86,24 +125,96 @@ def check_shards(
     index = DecisionIndex.of(store, reference, ref, config) if record and store.writable else None
     if index is not None:
         index.load_all()
-    verdicts: dict[int, ShardDrift] = {}
-    failed: list[tuple[str, str]] = []
-    writes = WriteBehind(RECORD_THREADS, 4 * RECORD_THREADS)
-    for i, profile in _each_profile(shards, store, (workers, executor), options, failed):
-        shard = shards[i]
+    check = _Check(store, reference, ref, config, record, details, index)
+    return CheckStream(check, shards, (workers, executor), options, missing)
+
+
+class CheckStream:
+    """The results of ``iter_checks``, yielded in the order shards are checked: those with a
+    stored profile first, in the order given, then those profiled now. Iterate it once; after
+    the loop ``failed`` lists the shards that could not be read (under ``on_error="skip"``) as
+    ``(url, message)``. Leaving the loop early records what was yielded and stops there."""
+
+    def __init__(
+        self,
+        check: _Check,
+        shards: list[Shard],
+        runner: tuple[int, ExecutorSpec],
+        options: dict,
+        failed: list[tuple[str, str]],
+    ) -> None:
+        self._check, self._shards, self._runner, self._options = check, shards, runner, options
+        self.failed = failed
+        self._started = False
+
+    def __len__(self) -> int:
+        """The shards to check (the results will be fewer by ``failed``)."""
+        return len(self._shards)
+
+    def __iter__(self) -> Iterator[ShardDrift]:
+        return (result for _, result in self.indexed())
+
+    def indexed(self) -> Iterator[tuple[int, ShardDrift]]:
+        """``(i, result)``: ``i`` is the shard's place among the shards given."""
+        if self._started:
+            raise RuntimeError("a CheckStream is iterated once: call iter_checks again")
+        self._started = True
+        shards, failed, check = self._shards, self.failed, self._check
+        profiles = _each_profile(shards, check.store, self._runner, self._options, failed)
+        writes = WriteBehind(RECORD_THREADS, 4 * RECORD_THREADS)
+        try:
+            for i, profile in profiles:
+                result = check.compare(shards[i], profile, failed, self._options["on_error"])
+                if result is not None:
+                    if check.record:  # three small requests: many shards' at once
+                        writes.submit(shards[i].url, check.keep, shards[i], result, profile.n)
+                    yield i, result if check.details else without_details(result)
+        except BaseException:  # the loop left early, or failed: what was yielded is recorded
+            with contextlib.suppress(Exception):
+                writes.flush()
+            raise
+        writes.flush()
+        if check.index is not None:
+            compact_if_large(check.store, check.index)
+
+
+class _Check:
+    """What comparing and recording one shard needs: the store, the reference and its
+    decision index (``None`` when nothing is recorded)."""
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        name: str,
+        ref: Profile,
+        config: DriftConfig | None,
+        record: bool,
+        details: bool,
+        index: DecisionIndex | None,
+    ) -> None:
+        self.store, self.name, self.ref, self.config = store, name, ref, config
+        self.record, self.details, self.index = record, details, index
+
+    def compare(
+        self, shard: Shard, profile: Profile, failed: list, on_error: str
+    ) -> ShardDrift | None:
+        """``profile`` compared with the reference, or ``None`` when it is empty."""
         if profile.n == 0:  # stored by an older version: an empty shard is a data error
             if on_error == "raise":
                 raise EmptyShardError(f"{redact(shard.url)}: {EMPTY_SHARD}")
             failed.append((redact(shard.url), EMPTY_SHARD))
-            continue
-        result = compare(profile, ref, config)
-        verdicts[i] = result if details else without_details(result)
-        if record:  # three small requests: many shards' at once, not one after the other
-            writes.submit(shard.url, _keep, store, index, shard, reference, result, profile.n)
-    writes.flush()
-    if index is not None:
-        compact_if_large(store, index)
-    return CheckResults([verdicts[i] for i in sorted(verdicts)], failed=[*missing, *failed])
+            return None
+        return compare(profile, self.ref, self.config)
+
+    def keep(self, shard: Shard, result: ShardDrift, n: int) -> None:
+        """Record a check in the catalog and in the decision index (from which the gate
+        decides the shard without loading its profile)."""
+        _record(self.store, shard, self.name, result)
+        index = self.index
+        if index is not None:
+            known = index.get(shard.url, shard.version)
+            if index.add(shard.url, shard.version, n, result) == known and known.row is not None:
+                index.mark_row(known, None)  # the row holds this check now, not a gate's decision
 
 
 def without_details(result: ShardDrift) -> ShardDrift:
@@ -172,23 +283,6 @@ def _profile_here(shard: Shard, store: ProfileStore, options: dict) -> Profile |
     if store.writable:
         store.put_profile(profile)
     return profile
-
-
-def _keep(
-    store: ProfileStore,
-    index: DecisionIndex | None,
-    shard: Shard,
-    reference: str,
-    result: ShardDrift,
-    n: int,
-) -> None:
-    """Record a check in the catalog and in the decision index (from which the gate decides
-    the shard without loading its profile)."""
-    _record(store, shard, reference, result)
-    if index is not None:
-        known = index.get(shard.url, shard.version)
-        if index.add(shard.url, shard.version, n, result) == known and known.row is not None:
-            index.mark_row(known, None)  # the row holds this check now, not a gate's decision
 
 
 def _record(store: ProfileStore, shard: Shard, reference: str, result: ShardDrift) -> None:

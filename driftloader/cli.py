@@ -136,7 +136,11 @@ def _print_json(reference: str, results: Sequence, failed: Sequence = ()) -> Non
 
 
 def _print_json_error(args: argparse.Namespace, message: str) -> None:
-    """The one JSON object of ``--json`` when the command failed before any result."""
+    """The one JSON object of ``--json`` when the command failed before any result; or the
+    end of the object a streaming command (``check``) had begun, with the failure in it."""
+    if getattr(args, "json_open", False):
+        print(f'], "errors": {json.dumps([{"url": None, "error": message}])}}}')
+        return
     if args.command == "diff":
         out: dict = {"a": args.a, "b": args.b, "drifted": None}
     else:
@@ -146,11 +150,12 @@ def _print_json_error(args: argparse.Namespace, message: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_shards
+    from .check import iter_checks
 
-    # Every readable shard is checked and reported; unreadable ones are named at the end and
-    # make the exit status 2 (a data error), whatever the others showed.
-    results = check_shards(
+    # Every readable shard is checked and reported as it is checked (no result is held: a
+    # million shards' would take ~18 GB); unreadable ones are named at the end and make the
+    # exit status 2 (a data error), whatever the others showed.
+    run = iter_checks(
         args.urls,
         _store(args),
         args.reference,
@@ -161,21 +166,28 @@ def cmd_check(args: argparse.Namespace) -> int:
         featurizer=_features(args),
         details=False,  # printed without them: 35 KB a shard otherwise
     )
+    checked = drifted = 0
     if args.json:
-        _print_json(args.reference, results, results.failed)
-    else:
-        for r in results:
+        args.json_open = True  # a failure from here on closes this object (_print_json_error)
+        print(f'{{"reference": {json.dumps(args.reference)}, "shards": [', end="")
+    for r in run:
+        if args.json:
+            print(", " * (checked > 0) + json.dumps(r.to_dict(), allow_nan=False), end="")
+        else:
             top = ", ".join(f"{f.name} ({f.metric} {f.effect:.3g})" for f in r.top(3) if f.drifted)
             flag = "DRIFT" if r.drifted else "ok   "
-            print(f"{flag} score {r.score:8.2f}  n {r.n:>7}  {r.url}  {top}")
-        drifted = sum(r.drifted for r in results)
-        if results or not results.failed:
-            print(f"{drifted} of {len(results)} shards drifted from reference {args.reference!r}")
-    for url, error in results.failed:
+            print(f"{flag} score {r.score:8.2f}  n {r.n:>7}  {r.url}  {top}", flush=True)
+        checked, drifted = checked + 1, drifted + bool(r.drifted)
+    if args.json:
+        errors = [{"url": url, "error": error} for url, error in run.failed]
+        print(f'], "errors": {json.dumps(errors)}}}')
+    elif checked or not run.failed:
+        print(f"{drifted} of {checked} shards drifted from reference {args.reference!r}")
+    for url, error in run.failed:
         print(f"driftloader check: error: {_failure(url, error)}", file=sys.stderr)
-    if results.failed:
+    if run.failed:
         return EXIT_ERROR
-    return EXIT_DRIFT if any(r.drifted for r in results) else EXIT_OK
+    return EXIT_DRIFT if drifted else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ gate hands them to a ``WriteBehind`` and goes on; ``flush`` (at the end of every
 the sample stream is closed early) waits for all of them and raises the first error, so a
 failed write is never lost silently and a pass never ends with its rows unwritten. Writes of
 one key keep their order; at most ``limit`` wait at once (the next ``submit`` waits for the
-oldest), so memory stays bounded when the store is slower than the reading.
+oldest), so memory stays bounded when the store is slower than the reading, and a finished
+write is forgotten (a check over a million shards holds a few dozen, not a million).
 
 Example::
 
@@ -37,7 +38,7 @@ class WriteBehind:
         self.threads, self.limit = threads, limit
         self._pool: ThreadPoolExecutor | None = None
         self._pid = os.getpid()
-        self._pending: deque[Future] = deque()
+        self._pending: deque[tuple[Hashable, Future]] = deque()
         self._last: dict[Hashable, Future] = {}
 
     def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None:
@@ -46,10 +47,10 @@ class WriteBehind:
         self._own()
         self._reap()
         while len(self._pending) >= self.limit:
-            self._pending.popleft().result()
+            self._pop().result()
         before = self._last.get(key)
         future = self._executor().submit(_after, before, fn, args)
-        self._pending.append(future)
+        self._pending.append((key, future))
         self._last[key] = future
 
     def flush(self) -> None:
@@ -57,21 +58,27 @@ class WriteBehind:
         self._own()
         first: BaseException | None = None
         while self._pending:
-            error = self._pending.popleft().exception()
+            error = self._pop().exception()
             first = first or error
-        self._last.clear()
         if first is not None:
             raise first
 
     @property
     def pending(self) -> int:
         """Writes queued and not finished yet."""
-        return sum(not f.done() for f in self._pending)
+        return sum(not f.done() for _, f in self._pending)
 
     def _reap(self) -> None:
         """Drop finished writes from the queue, raising the first failure."""
-        while self._pending and self._pending[0].done():
-            self._pending.popleft().result()
+        while self._pending and self._pending[0][1].done():
+            self._pop().result()
+
+    def _pop(self) -> Future:
+        """The oldest write, no longer queued; its key is forgotten if it was the last."""
+        key, future = self._pending.popleft()
+        if self._last.get(key) is future:
+            del self._last[key]
+        return future
 
     def _own(self) -> None:
         """In a forked DataLoader worker, which inherits this object but not its threads (nor

@@ -5,6 +5,7 @@ data error in profile and check alike."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import tarfile
 import warnings
@@ -17,7 +18,7 @@ import pytest
 
 from driftloader.check import check_shards
 from driftloader.cli import main
-from driftloader.errors import EmptyShardError
+from driftloader.errors import EmptyShardError, ReferenceNotFound
 from driftloader.profiling import profile_shards
 from driftloader.sources import Shard, stat_shard
 from driftloader.store import ProfileStore
@@ -289,3 +290,87 @@ def test_check_without_details_keeps_every_summary_and_no_test_detail(corpus, ca
     assert not any(f.detail for r in lean for f in r.features)
     assert main(["check", *urls, "--store", corpus["store"].url, "--reference", "ref"]) == 0
     assert "0 of 3 shards drifted" in capsys.readouterr().out
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> dict:
+    urls = [str(tmp_path / f"s-{i:02d}.tar") for i in range(20)]
+    for i, url in enumerate(urls):
+        write_shard(url, 10, seed=i)
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls, store, progress=False)
+    store.build_reference("ref", urls[:2])
+    return {"urls": urls, "store": store}
+
+
+def _alive_results(monkeypatch, fail_at: int | None = None) -> list[int]:
+    """Count the ``ShardDrift`` objects alive at each comparison (``fail_at``: the comparison
+    that raises an ``OSError`` instead)."""
+    import gc
+
+    import driftloader.check as check
+    from driftloader.drift import ShardDrift
+
+    alive: list[int] = []
+    compare = check.compare
+
+    def counted(profile, reference, config):
+        if len(alive) == fail_at:
+            raise OSError("the store went away")
+        gc.collect()
+        alive.append(sum(isinstance(o, ShardDrift) for o in gc.get_objects()))
+        return compare(profile, reference, config)
+
+    monkeypatch.setattr(check, "compare", counted)
+    monkeypatch.setattr(check, "RECORD_THREADS", 1)  # at most 4 results wait to be recorded
+    return alive
+
+
+def test_the_cli_check_prints_each_result_and_holds_none(many, monkeypatch, capsys):
+    """``driftloader check`` streams: each shard is printed as it is compared, and results are
+    let go (a 100k-shard check held 1.8 GB of them, a million would take ~18 GB). Of 20
+    shards, a few results are alive at any comparison, not all those before it."""
+    alive = _alive_results(monkeypatch)
+    code = main(["check", *many["urls"], "--store", many["store"].url, "--reference", "ref"])
+    out = capsys.readouterr().out.splitlines()
+    assert code in (0, 1) and len(alive) == 20
+    assert max(alive) <= 8, alive
+    assert [line.split()[-1] for line in out[:20] if "score" in line] == many["urls"]
+    assert out[-1].endswith("of 20 shards drifted from reference 'ref'")
+    rows = {r.url: r for r in many["store"].catalog()}
+    assert all(rows[u].action == "checked" for u in many["urls"])  # each recorded all the same
+
+
+def test_check_json_that_fails_midway_is_still_one_object_naming_the_failure(
+    many, monkeypatch, capsys
+):
+    _alive_results(monkeypatch, fail_at=3)
+    args = ["check", *many["urls"], "--store", many["store"].url, "--reference", "ref"]
+    assert main([*args, "--json"]) == 2
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert [s["url"] for s in report["shards"]] == many["urls"][:3]
+    assert report["errors"] == [{"url": None, "error": "the store went away"}]
+    assert "the store went away" in err
+
+
+def test_iter_checks_yields_as_it_goes_and_records_what_was_yielded(many):
+    from driftloader.check import iter_checks
+
+    store, urls = many["store"], many["urls"]
+    with pytest.raises(ReferenceNotFound, match="no reference .nope."):
+        iter_checks(urls, store, "nope")  # before any result, not at the first
+    run = iter_checks(urls, store, "ref", details=False)
+    assert len(run) == 20
+    got = []
+    for result in run:
+        got.append(result.url)
+        if len(got) == 5:
+            break
+    assert got == urls[:5]
+    checked = {r.url for r in store.catalog() if r.action == "checked"}
+    assert checked == set(urls[:5])  # recorded before the loop let go, and no more
+    with pytest.raises(RuntimeError, match="iterated once"):
+        next(iter(run))
+    whole = iter_checks(urls, store, "ref")
+    assert [r.to_dict() for r in whole] == [r.to_dict() for r in check_shards(urls, store, "ref")]

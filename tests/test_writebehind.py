@@ -101,3 +101,17 @@ def test_catalog_rows_are_written_behind_the_samples_and_before_the_pass_ends(
     assert rows_when_third_shard_starts == 0  # the two rows decided so far are still on their way
     assert decided(direct) == 3  # all written when the pass ended
     assert sorted(r["action"] for r in ds.drift_report()) == ["passed"] * 3
+
+
+def test_finished_writes_are_forgotten_not_held_until_flush() -> None:
+    """A check over a million shards writes a million keys before its one flush: each
+    finished write must be let go, or their futures alone take a gigabyte."""
+    import gc
+    from concurrent.futures import Future
+
+    writes = WriteBehind(threads=2, limit=8)
+    for i in range(500):
+        writes.submit(f"shard-{i}", lambda: None)
+    gc.collect()
+    assert sum(isinstance(o, Future) for o in gc.get_objects()) <= 8 + 2
+    writes.flush()
