@@ -32,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
+from xml.etree import ElementTree
 
 LIST_PAGE_KEYS = 1000  # S3's largest page of a listing
 LIST_RANGES = 32  # ranges of a long listing asked for at once, each read page after page
@@ -52,7 +53,8 @@ def quick_timestamps(fs: Any) -> None:
     """Give an s3fs filesystem (before its first request) a session whose responses parse ISO
     8601 timestamps with Python's own parser: botocore's takes ~40 us for each object's
     ``LastModified`` (dateutil), ~40 of the ~90 ms a page of 1,000 keys costs to read here.
-    Other forms go to botocore's parser. Left as it is if it has a session already."""
+    Other forms go to botocore's parser. Its listings' objects are read by ``quick_objects``.
+    Left as it is if it has a session already."""
     if getattr(fs, "session", True) is not None or not isinstance(getattr(fs, "kwargs", 0), dict):
         return
     import aiobotocore.session
@@ -60,6 +62,7 @@ def quick_timestamps(fs: Any) -> None:
     session = aiobotocore.session.AioSession(**fs.kwargs)  # what s3fs would make
     factory = session.get_component("response_parser_factory")
     factory.set_parser_defaults(timestamp_parser=_timestamp)
+    session.register("before-parse.s3.ListObjectsV2", quick_objects)
     fs.session = session
     if hasattr(fs, "_session_is_owned"):  # kept when s3fs refreshes its client
         fs._session_is_owned = False
@@ -72,6 +75,49 @@ def _timestamp(value: Any) -> Any:
     from botocore.utils import parse_timestamp
 
     return parse_timestamp(value)
+
+
+_TEXT_FIELDS = frozenset({"Key", "ETag", "StorageClass", "ChecksumType"})
+
+
+def quick_objects(response_dict: dict, customized_response_dict: dict, **_: Any) -> None:
+    """botocore's ``before-parse`` hook for ListObjectsV2 on our sessions: the page's objects
+    read in one pass of ElementTree, and the rest of the page left to botocore. botocore walks
+    each object's shape field by field, ~17 ms a page of 1,000 keys: 2.5 s of client CPU over
+    a listing of 100k shards, most of a glob's time to its first sample. The objects come out
+    as botocore gives them (its ``EncodingType`` decoding runs after). A page with a field
+    read here in no other way (``Owner``, ``RestoreStatus``), or that is not a listing, goes
+    to botocore whole."""
+    body = response_dict.get("body")
+    if response_dict.get("status_code") != 200 or not body or b"<Contents>" not in body:
+        return
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return  # botocore's parser says what is wrong
+    ns = root.tag[: root.tag.find("}") + 1]  # "{http://s3.amazonaws.com/doc/2006-03-01/}"
+    contents, rest, objects = f"{ns}Contents", [], []
+    for node in root:
+        if node.tag != contents:
+            rest.append(node)
+            continue
+        item: dict[str, Any] = {}
+        for field in node:
+            name, text = field.tag[len(ns) :], field.text or ""
+            if name in _TEXT_FIELDS:
+                item[name] = text
+            elif name == "Size":
+                item[name] = int(text)
+            elif name == "LastModified":
+                item[name] = _timestamp(text)
+            elif name == "ChecksumAlgorithm":  # a flattened list: one element per algorithm
+                item.setdefault(name, []).append(text)
+            else:
+                return
+        objects.append(item)
+    root[:] = rest
+    response_dict["body"] = ElementTree.tostring(root)
+    customized_response_dict["Contents"] = objects
 
 
 def version_aware(fs: Any) -> bool:
