@@ -11,7 +11,9 @@ round after round, alternating:
 * ``ranges``: ``listing.objects`` (the first page, a few one-key probes, then up to 32 ranges
   at once);
 * ``glob``: ``expand_urls("s3://.../shard-*.tar")``, the dataset's own call (ranges, plus the
-  bucket's versioning asked beside the first page, and the ``Shard`` objects).
+  bucket's versioning asked beside the first page, and the ``Shard`` objects);
+* ``ranges, botocore parse``: ``ranges`` with each page's objects parsed by botocore, as
+  before ``listing.quick_objects``.
 
 Each listing is checked to give the same keys in the same order. Reports the median seconds,
 the requests each made (counted by the proxy) and the most it had in flight. moto answers a
@@ -49,6 +51,20 @@ def pages(fs, bucket: str, prefix: str) -> list[str]:
         kwargs = {"ContinuationToken": page["NextContinuationToken"]}
 
 
+def botocore_parse(options: dict):
+    """A filesystem as ``sources.filesystem`` makes it, but with botocore parsing the objects
+    of each page (before ``listing.quick_objects``)."""
+    import s3fs
+
+    from driftloader import listing
+    from driftloader.sources import _s3_options
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **_s3_options(options))
+    listing.quick_timestamps(fs)
+    fs.session.unregister("before-parse.s3.ListObjectsV2", listing.quick_objects)
+    return fs
+
+
 def measure(label: str, upstream: str, bucket: str, prefix: str, args) -> None:
     """Each contender listing ``bucket/prefix*`` behind a proxy in front of ``upstream``, at
     each latency, round after round; a table row per latency and contender."""
@@ -58,7 +74,7 @@ def measure(label: str, upstream: str, bucket: str, prefix: str, args) -> None:
     expected = [f"{prefix}{i:06d}.tar" for i in range(args.keys)]
     with LatencyProxy(upstream, lifetime_s=3600) as proxy:
         options = {"client_kwargs": {"endpoint_url": proxy.endpoint}}
-        fs = filesystem(f"s3://{bucket}", options)
+        fs, slow = filesystem(f"s3://{bucket}", options), botocore_parse(options)
         contenders = {
             "pages": lambda: pages(fs, bucket, prefix),
             "ranges": lambda: [
@@ -66,6 +82,9 @@ def measure(label: str, upstream: str, bucket: str, prefix: str, args) -> None:
             ],
             "glob": lambda: [
                 s.url.split("/", 3)[3] for s in expand_urls(f"s3://{bucket}/{prefix}*.tar", options)
+            ],
+            "ranges, botocore parse": lambda: [
+                i["Key"].split("/", 1)[1] for i in listing.objects(slow, bucket, prefix)
             ],
         }
         for latency in args.latencies:
