@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from stat import S_ISREG
 from typing import Any
 
@@ -336,12 +336,13 @@ def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
     except FileNotFoundError:
         return []  # no such bucket: matches nothing, as fsspec's glob says
     matches = re.compile(fnmatch.translate(name)).match
-    found = []
-    for key in sorted(k for k in by_name if matches(k)):
-        shard = _answer(Shard(fs.unstrip_protocol(f"{path}/{key}")), by_name[key], False)
-        if shard is not None:
-            found.append(replace(shard, listed=True))
-    return found
+    base = fs.unstrip_protocol(path)
+    with gc_paused():  # one Shard a key, made at once (100k: ~0.7 s went on three a key)
+        return [
+            Shard(f"{base}/{key}", shard_version(info), info.get("size"), listed=True)
+            for key in sorted(k for k in by_name if matches(k))
+            for info in by_name[key][:1]  # the latest version: the listing gives no other
+        ]
 
 
 def _local_glob(pattern: str) -> list[str] | None:
@@ -504,7 +505,10 @@ def stat_shards(
             return (redact(shard.url), str(e))
 
     shards = list(shards)
-    listed = {s.url: replace(s, listed=False) for s in shards if s.listed and not s.pinned}
+    with gc_paused():  # a Shard made anew: dataclasses.replace took ~4 us a shard
+        listed = {
+            s.url: Shard(s.url, s.version, s.size) for s in shards if s.listed and not s.pinned
+        }
     if listing:
         listed.update(listed_shards([s for s in shards if s.url not in listed], storage_options))
     if len(listed) == len(shards):
