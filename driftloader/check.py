@@ -21,9 +21,8 @@ from .profiling import EMPTY_SHARD, ON_ERROR, Metadata, profile_shard, profile_s
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
 from .store import FETCH_CHUNK, ProfileStore, featurizer_of, recorded_featurizer
-from .writebehind import WriteBehind
+from .writebehind import RECORD_THREADS, WriteBehind
 
-RECORD_THREADS = 16  # shards recorded at once: each is a catalog read and write and a record
 CHECK_CHUNK = FETCH_CHUNK  # stored profiles read (and held) at a time
 
 

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from .store import (
     shard_key,
     unique_shards,
 )
+from .writebehind import RECORD_THREADS, WriteBehind
 
 RULES_FORMAT = 1
 _MAX_LISTED = 5
@@ -315,13 +317,17 @@ def validate_shards(
         progress=active(),
     )
     errors = dict(summary.failed)
-    fingerprint = featurizer.fingerprint
-    results = [
-        _validate_one(s, store, rules, errors, fingerprint) for s in track(shards, "validated")
-    ]
-    if record:
-        for r in results:
-            _record(store, reference, r)
+    # the profiles read in batches (one ``cat`` a chunk), the rows written behind, many at
+    # once: one at a time, 100k shards at 40 ms were ~3 hours of round trips
+    profiles = chain.from_iterable(store.fetch_profile_chunks(shards, featurizer.fingerprint))
+    writes = WriteBehind(RECORD_THREADS, 4 * RECORD_THREADS)
+    results = []
+    for shard, profile in track(zip(shards, profiles), "validated", total=len(shards)):
+        result = _validated(shard, profile, rules, errors)
+        if record:
+            writes.submit(shard.url, _record, store, reference, result)
+        results.append(result)
+    writes.flush()
     return results
 
 
@@ -332,10 +338,9 @@ def _stat(urls: Any, storage_options: dict | None) -> list[Shard]:
     return unique_shards(stat_shards(expand_urls(items, storage_options), storage_options))
 
 
-def _validate_one(
-    shard: Shard, store: ProfileStore, rules: dict, errors: dict[str, str], fingerprint: str
+def _validated(
+    shard: Shard, profile: Profile | None, rules: dict, errors: dict[str, str]
 ) -> ShardValidation:
-    profile = store.get_profile(shard.url, shard.version, fingerprint)
     if profile is None:
         error = errors.get(redact(shard.url), "no profile at its current version")
         return ShardValidation(shard.url, shard.version, 0, [f"{UNREADABLE}: {error}"])

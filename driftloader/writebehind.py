@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 THREADS = 4  # writes of different keys in flight at once
+RECORD_THREADS = 16  # for a batch command (check, validate): a catalog read and write a shard
 LIMIT = 64  # writes waiting at most
 
 
@@ -108,4 +109,4 @@ def _after(before: Future | None, fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
-__all__ = ["LIMIT", "THREADS", "WriteBehind"]
+__all__ = ["LIMIT", "RECORD_THREADS", "THREADS", "WriteBehind"]
