@@ -11,7 +11,8 @@ few templates: profiling itself is measured separately), then times on that stor
 a counting proxy (``latency_proxy.LatencyProxy``, no latency) so every request is counted:
 
 * ``reference``: ``build_reference`` over the N shards (listing, batched profile reads, merge);
-* ``check``: ``check_shards`` over the N shards (every profile stored: reads and compares);
+* ``check``: ``iter_checks`` over the N shards, as ``driftloader check`` (every profile stored:
+  reads, compares and records; no result kept);
 * ``compact``: ``driftloader compact`` (catalog rows and the decisions ``check`` wrote);
 * ``report``: ``report.shard_rows(..., compare_stored=False)`` (the compacted catalog);
 * ``gate first sample``: ``DriftDataset(glob, store, reference, policy="skip")`` made and its
@@ -441,16 +442,18 @@ def run_size(
 
 def run_checks(steps: Steps, store, glob: str, size: int, options: dict) -> None:
     """check, compact, report and the gate's first sample on a store with a reference."""
-    from driftloader.check import check_shards
+    from driftloader.check import iter_checks
     from driftloader.decisions import compact_store
     from driftloader.report import shard_rows
     from driftloader.store import ProfileStore
 
-    steps.run(  # as `driftloader check` calls it: each result without its per-test detail
-        size,
-        "check",
-        lambda: check_shards(glob, store, "ref", storage_options=options, details=False),
-    )
+    def check() -> int:  # as `driftloader check` does: each result counted, none kept
+        run = iter_checks(glob, store, "ref", storage_options=options, details=False)
+        checked = sum(1 for _ in run)
+        assert checked == size and not run.failed, (checked, run.failed[:3])
+        return checked
+
+    steps.run(size, "check", check)
     steps.run(size, "compact", lambda: compact_store(store))
     steps.run(
         size,
