@@ -168,7 +168,10 @@ class CheckStream:
                     if check.record:  # three small requests: many shards' at once
                         writes.submit(shards[i].url, check.keep, shards[i], result, profile.n)
                     yield i, result if check.details else without_details(result)
-        except BaseException:  # the loop left early, or failed: what was yielded is recorded
+        except GeneratorExit:  # the loop left early: what was yielded is recorded
+            writes.flush()
+            raise
+        except BaseException:  # failed: the queued records are finished, the failure raised
             with contextlib.suppress(Exception):
                 writes.flush()
             raise
