@@ -199,7 +199,7 @@ class EpochReader:
         known = len(counts) if source_done else len(counts) - 1
         pos = 0
         first = 0 if needed is None else max(known, 0)  # replayed shards need no verdict
-        for j, shard in enumerate(_profiles_ahead(self.gate, shards, first)):
+        for j, shard in enumerate(profiles_ahead(self.gate, shards, first)):
             if needed is None or j >= known:
                 yield self._decided(Step(j, shard, self.gate), stream)
                 continue
@@ -298,7 +298,7 @@ class EpochReader:
             yield sample if needed is not None and pos + i in needed else skipped
 
 
-def _profiles_ahead(gate: ShardGate | None, shards: Iterable[Shard], first: int) -> Iterator[Shard]:
+def profiles_ahead(gate: ShardGate | None, shards: Iterable[Shard], first: int) -> Iterator[Shard]:
     """``shards``, the stored profiles that the verdicts on the next ``WINDOW`` of them (from
     the ``first``-th on) will read being read meanwhile (``prefetch``): those of shards with a
     version, neither pinned, quarantined nor decided in the index. A local file among them

@@ -1,0 +1,108 @@
+"""Commands that make a request or two for every shard make them many at once, not one after
+another: 100 ms away (the latency proxy in front of moto), the profile GETs (or tag PUTs) of one
+command start together. One after another, 100k shards at 40 ms took over an hour."""
+
+from __future__ import annotations
+
+import pytest
+
+from driftloader.profiling import profile_shards
+from driftloader.report import shard_rows
+from driftloader.store import ProfileStore
+from driftloader.validate import ensure_rules, validate_shards
+from driftloader.versions import snapshot
+
+from .conftest import write_shard
+
+pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
+SHARDS = 12
+
+
+@pytest.fixture
+def stored(s3_proxy, s3_bucket, tmp_path):
+    """Local shards whose profiles (and reference "r") are stored on S3 behind the proxy."""
+    urls = [str(tmp_path / f"s-{i:02d}.tar") for i in range(SHARDS)]
+    for i, url in enumerate(urls):
+        write_shard(url, 20, seed=i)
+    store = ProfileStore(
+        f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    )
+    profile_shards(urls, store, progress=False)
+    store.build_reference("r", urls[:2])
+    s3_proxy.latency_ms = 100
+    s3_proxy.reset_stats()
+    return urls, store
+
+
+def _profile_reads(proxy) -> list[float]:
+    """When each GET of a stored shard profile started."""
+    return [r.started for r in proxy.requests if r.method == "GET" and "/shards/" in r.target]
+
+
+def _started_together(starts: list[float]) -> None:
+    """The last SHARDS requests started within 0.5 s: one after another, each starts 100 ms or
+    more after the last (1.1 s from first to last)."""
+    last = starts[-SHARDS:]
+    assert len(last) == SHARDS and last[-1] - last[0] < 0.5, [round(t - last[0], 3) for t in last]
+
+
+def test_validate_reads_the_stored_profiles_in_batches(stored, s3_proxy):
+    urls, store = stored
+    ensure_rules(store, "r")
+    results = validate_shards(urls, store, "r", record=False)
+    assert [r.url for r in results] == urls and all(r.n == 20 for r in results)
+    _started_together(_profile_reads(s3_proxy))  # profiling first finds them stored, then these
+    validate_shards(urls, store, "r")  # and the rows are written
+    rows = {r.url: r for r in store.catalog()}
+    assert all(rows[u].validation_reference == "r" for u in urls)
+
+
+def test_report_compares_unchecked_shards_from_profiles_read_in_batches(stored, s3_proxy):
+    """Right after a reference is built no shard has a result: the report compares each
+    stored profile."""
+    urls, store = stored
+    rows = shard_rows(store, "r")
+    assert sorted(r.url for r in rows) == sorted(urls)
+    assert all(r.score is not None and r.action == "compared" and r.n == 20 for r in rows)
+    _started_together(_profile_reads(s3_proxy))
+
+
+def test_a_snapshot_reads_the_profiles_it_summarises_in_batches(stored, s3_proxy):
+    urls, store = stored
+    manifest = snapshot(urls, store)
+    assert [e["profile"]["n"] for e in manifest["shards"]] == [20] * SHARDS
+    _started_together(_profile_reads(s3_proxy))
+
+
+def test_quarantine_tags_the_drifted_shards_many_at_once(s3_proxy, s3_bucket, s3fs_fresh, tmp_path):
+    """Tagging is a get and a put of each drifted object's tags: one shard after another,
+    10k drifted shards at 40 ms took ~13 minutes."""
+    from driftloader.sources import expand_urls, stat_shards
+    from driftloader.versions import QUARANTINE_TAG, quarantine
+
+    urls = [f"s3://{s3_bucket}/data/shard-{i:06d}.tar" for i in range(SHARDS)]
+    s3fs_fresh.pipe({u.removeprefix("s3://"): b"x" * 10 for u in urls})
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(str(tmp_path / "store"))
+    for shard in stat_shards(expand_urls(urls, options), options):
+        store.record(shard.url, shard.version, {"reference": "r", "drifted": True, "score": 2.0})
+    s3_proxy.latency_ms = 100
+    s3_proxy.reset_stats()
+    result = quarantine(store, "r", storage_options=options)
+    assert sorted(result.tagged) == urls and not result.untagged
+    assert all(s3fs_fresh.get_tags(u.removeprefix("s3://")) == {QUARANTINE_TAG: "r"} for u in urls)
+    puts = [r.started for r in s3_proxy.requests if r.method == "PUT" and "tagging" in r.target]
+    _started_together(puts)
+
+
+def test_an_equalized_plan_reads_the_undecided_shards_profiles_many_at_once(stored, s3_proxy):
+    """``plan()`` (equalize) decides every shard from the store; with no decision recorded
+    yet, from each stored profile."""
+    from driftloader import DriftDataset
+
+    urls, store = stored
+    ds = DriftDataset(urls, store=store, reference="r", policy="skip", equalize=True)
+    s3_proxy.reset_stats()
+    plan = ds.plan()
+    assert [row["n"] for row in plan] == [20] * SHARDS
+    _started_together(_profile_reads(s3_proxy))
