@@ -379,8 +379,8 @@ class ShardGate:
             close = getattr(samples, "close", None)
             if close is not None:
                 close()
-            if self.store is not None:
-                self.store.put_probe(profiler.profile)
+            if self.store is not None:  # behind the samples, as the decision's row
+                self._writes.submit(shard_key(shard.url), self.store.put_probe, profiler.profile)
             self._decide(shard, drift, "dropped after probe", profiler.profile.n)
             return _DROPPED
         basis = (profiler.profile.copy(), drift) if self.policy.WEIGHS else None
@@ -388,8 +388,8 @@ class ShardGate:
         return basis
 
     def _finish(self, shard: Shard, profile: Profile, tally: WeightTally) -> None:
-        if self.store is not None:
-            self.store.put_profile(profile)
+        if self.store is not None:  # behind the samples (4 requests), before the shard's row
+            self._writes.submit(shard_key(shard.url), self.store.put_profile, profile)
         if self.reference is None:
             return
         drift = compare(profile, self.reference, self.config)

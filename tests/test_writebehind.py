@@ -11,6 +11,7 @@ import pytest
 
 from driftloader.dataset import DriftDataset
 from driftloader.profiling import profile_shards
+from driftloader.sources import expand_urls, stat_shards
 from driftloader.store import ProfileStore
 from driftloader.writebehind import WriteBehind
 
@@ -115,3 +116,37 @@ def test_finished_writes_are_forgotten_not_held_until_flush() -> None:
     gc.collect()
     assert sum(isinstance(o, Future) for o in gc.get_objects()) <= 8 + 2
     writes.flush()
+
+
+def test_the_profiles_a_first_pass_makes_are_stored_behind_the_samples(
+    tmp_path: Path, s3_env: str, s3_proxy, s3_bucket: str
+) -> None:
+    """No shard is profiled yet: the gate profiles each as it is read and stores the profile
+    (four requests: a slot, the profile, the catalog row read and written). Every profile
+    PUT stalls 2 s at the store: the next shards' samples still come at once, and when the
+    pass ends every profile is stored."""
+    urls = [str(tmp_path / f"shard-{i}.tar") for i in range(3)]
+    for i, url in enumerate(urls):
+        write_shard(url, 20, seed=i)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    reference = ProfileStore(str(tmp_path / "reference"))
+    profile_shards(urls, reference, progress=False)
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    store.put_reference("ref", reference.build_reference("ref", urls))
+    direct = ProfileStore(f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_env}})
+    s3_proxy.add_fault("stall", method="PUT", path="/shards/", times=None, seconds=2.0)
+    shards = stat_shards(expand_urls(urls))
+
+    ds = DriftDataset(urls, store=store.url, reference="ref", policy="monitor",
+                      storage_options=options, shuffle=False)  # fmt: skip
+    stored_when_third_shard_starts, n = None, 0
+    for _ in ds:
+        n += 1
+        if n == 41:  # the first sample of the third shard
+            stored_when_third_shard_starts = sum(
+                p is not None for p in direct.fetch_profiles(shards)
+            )
+    assert n == 60
+    assert stored_when_third_shard_starts == 0  # the two profiles made so far are on their way
+    assert all(p is not None for p in direct.fetch_profiles(shards))  # all, when the pass ended
+    assert sorted(r["action"] for r in ds.drift_report()) == ["passed"] * 3
