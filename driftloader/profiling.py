@@ -39,11 +39,10 @@ from .shardversion import version_id_of
 from .sources import (
     Shard,
     expand_urls,
-    filesystem,
+    read_small,
     redact,
     stat_shard,
     stat_shards,
-    strip_protocol,
 )
 from .store import ProfileStore, profiled, read_profiled, shard_key, source_label, unique_shards
 from .thumbnails import add_thumbnails
@@ -69,10 +68,8 @@ def read_sidecar(url: str, storage_options: dict | None = None) -> dict | None:
     gives a ``RuntimeWarning`` naming its path and is ignored (None).
     """
     path = sidecar_url(url)
-    try:
-        fs = filesystem(path, storage_options)
-        with fs.open(strip_protocol(path, storage_options), "rb") as f:
-            data = f.read()
+    try:  # one GET (``open`` asked its size first: a round trip more for every shard)
+        data = read_small(path, storage_options)
     except FileNotFoundError:
         return None
     except Exception as e:  # unreadable sidecar: metadata is optional, profiling goes on

@@ -135,6 +135,15 @@ def filesystem(url: str, storage_options: dict | None = None):
     return fs
 
 
+def read_small(url: str, storage_options: dict | None = None) -> bytes:
+    """The bytes of a small file (a sidecar, a manifest): on S3 one GET, where s3fs's
+    ``cat_file`` asks the object's size first to split a large read. FileNotFoundError when
+    there is none."""
+    fs = filesystem(url, storage_options)
+    single = {"max_concurrency": 1} if protocol_of(url) in ("s3", "s3a") else {}
+    return fs.cat_file(fs._strip_protocol(url), **single)
+
+
 def strip_protocol(url: str, storage_options: dict | None = None) -> str:
     """The path of ``url`` inside its filesystem."""
     return filesystem(url, storage_options)._strip_protocol(url)
@@ -369,9 +378,8 @@ def read_manifest(url: str, storage_options: dict | None = None) -> list[Shard]:
 
     Relative URLs are resolved against the manifest's folder.
     """
-    fs = filesystem(url, storage_options)
     try:
-        text = fs.cat_file(fs._strip_protocol(url)).decode("utf-8")
+        text = read_small(url, storage_options).decode("utf-8")
     except FileNotFoundError as e:
         raise NoShardsError(f"manifest {redact(url)} does not exist") from e
     base = url.rsplit("/", 1)[0] if "/" in url else "."

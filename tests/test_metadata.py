@@ -220,3 +220,19 @@ def test_loader_metadata_needs_a_store(tmp_path: Path) -> None:
     url = _shard(tmp_path, "a.tar", 1)
     with pytest.raises(ValueError, match="metadata="):
         dl.DriftDataset([url], metadata={url: {"source": "x"}})
+
+
+def test_a_sidecar_on_s3_is_one_request_found_or_not(
+    tmp_path: Path, s3_proxy, s3_bucket, s3fs_fresh
+) -> None:
+    """Every shard profiled asks for its sidecar: one GET, whether it is there or not (a HEAD
+    and a GET, or a HEAD and a listing, before)."""
+    from driftloader.profiling import read_sidecar
+
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    s3fs_fresh.pipe(f"{s3_bucket}/d/a.tar.json", json.dumps({"source": "crawl-7"}).encode())
+    s3_proxy.reset_stats()
+    assert read_sidecar(f"s3://{s3_bucket}/d/a.tar", options) == {"source": "crawl-7"}
+    assert read_sidecar(f"s3://{s3_bucket}/d/b.tar", options) is None
+    asked = [(r.method, r.target.split("?")[0].rsplit("/", 1)[-1]) for r in s3_proxy.requests]
+    assert asked == [("GET", "a.tar.json"), ("GET", "b.tar.json")]
