@@ -520,7 +520,8 @@ def profiled(store: ProfileStore, shards: Sequence[Shard], fingerprint: str) -> 
     profile is whole when its catalog row names it, by ``fingerprint``, with the size the
     listing gives (rows record the size written since ``profile_bytes`` was added). Over
     many shards that is the catalog and a listing request per 1,000 profiles instead of a
-    GET of each profile; a profile damaged or deleted since is read, and found so."""
+    GET of each profile; a profile damaged or deleted since is read, and found so. A shard
+    with no profile in the listing has none: it is not read."""
     rows = {(row.url, row.version): row for row in store.catalog()}
     sizes = store.list_sizes(store.path("shards"))
 
@@ -534,9 +535,16 @@ def profiled(store: ProfileStore, shards: Sequence[Shard], fingerprint: str) -> 
                 return sizes.get(path) == row.profile_bytes
         return False
 
-    listed = [vouched(shard) for shard in shards]
-    read = iter(read_profiled(store, [s for s, ok in zip(shards, listed) if not ok], fingerprint))
-    return [ok or next(read) for ok in listed]
+    def listed(shard: Shard) -> bool:  # one of its profile's names is in the listing
+        paths = (store.profile_path(shard.url, shard.version, fp) for fp in (None, fingerprint))
+        return any(path in sizes for path in paths)
+
+    # what is neither vouched for nor listed is absent, with no read (of a new corpus, every
+    # shard: two GETs each); what is listed but not vouched for is read to know
+    vouch = [vouched(shard) for shard in shards]
+    unsure = [not v and listed(s) for s, v in zip(shards, vouch)]
+    read = iter(read_profiled(store, [s for s, u in zip(shards, unsure) if u], fingerprint))
+    return [v or (u and next(read)) for v, u in zip(vouch, unsure)]
 
 
 def read_profiled(store: ProfileStore, shards: Sequence[Shard], fingerprint: str) -> list[bool]:

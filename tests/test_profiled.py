@@ -54,8 +54,24 @@ def test_a_profile_damaged_or_deleted_since_is_read_and_found_so(profiled_corpus
     with pytest.warns(RuntimeWarning, match=r"corrupt profile .*\.json"):
         found = profiled(store, shards, fingerprint)
     assert found == [True, False, True, True, False, True]
-    assert _profile_gets(proxy) == 4  # only the two the listing did not vouch for, each read
-    # as has_profile reads it: its plain slot, then its featurizer's
+    assert _profile_gets(proxy) == 2  # only the damaged one, which the listing shows with
+    # another size: read as has_profile reads it, its plain slot then its featurizer's; the
+    # deleted one is not in the listing, so it is not read
+
+
+def test_a_new_corpus_is_told_unprofiled_without_a_read(profiled_corpus, tmp_path) -> None:
+    """Of a corpus never profiled, no profile is in the listing: none is asked for (two GETs
+    a shard before, one for each of its profile's names)."""
+    store, shards, fingerprint, proxy, fs = profiled_corpus
+    bucket = store.url.split("/")[2]
+    for i in range(6):
+        write_shard(tmp_path / f"new-{i}.tar", 4, seed=50 + i)
+        fs.put(str(tmp_path / f"new-{i}.tar"), f"{bucket}/fresh/new-{i}.tar")
+    new = f"s3://{bucket}/fresh/new-{{0..5}}.tar"
+    fresh = stat_shards(expand_urls(new, store.storage_options), store.storage_options)
+    proxy.reset_stats()
+    assert profiled(store, [*shards, *fresh], fingerprint) == [True] * 6 + [False] * 6
+    assert _profile_gets(proxy) == 0
 
 
 def test_a_rerun_of_profile_over_many_shards_profiles_only_the_damaged_one(
