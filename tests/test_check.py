@@ -249,33 +249,49 @@ def test_check_records_many_shards_at_once(tmp_path, s3_proxy, s3_bucket):
     assert len(index.load_all()) == 8
 
 
-def test_check_holds_a_few_chunks_of_profiles_not_all_of_them(tmp_path, monkeypatch):
-    """check_shards compares each stored profile as its chunk is read, and lets it go: at 10k
-    tiny shards holding them all took 1.1 GB. With chunks of 2, at most a few chunks' profiles
-    (and the reference) are alive at any comparison, of 12 shards."""
-    import gc
-
-    import driftloader.check as check
-    from driftloader.profile import Profile
-
-    urls = [str(tmp_path / f"s-{i}.tar") for i in range(12)]
+@pytest.fixture
+def many(tmp_path: Path) -> dict:
+    urls = [str(tmp_path / f"s-{i:02d}.tar") for i in range(20)]
     for i, url in enumerate(urls):
         write_shard(url, 10, seed=i)
     store = ProfileStore(str(tmp_path / "store"))
     profile_shards(urls, store, progress=False)
     store.build_reference("ref", urls[:2])
-    monkeypatch.setattr(check, "CHECK_CHUNK", 2)
-    alive = []
+    return {"urls": urls, "store": store}
+
+
+def _alive_at_each_compare(monkeypatch, kind: type, fail_at: int | None = None) -> list[int]:
+    """How many objects of ``kind`` are alive at each comparison of a check (``fail_at``: the
+    comparison that raises an ``OSError`` instead)."""
+    import gc
+
+    import driftloader.check as check
+
+    alive: list[int] = []
     compare = check.compare
 
     def counted(profile, reference, config):
+        if len(alive) == fail_at:
+            raise OSError("the store went away")
         gc.collect()
-        alive.append(sum(isinstance(o, Profile) for o in gc.get_objects()))
+        alive.append(sum(isinstance(o, kind) for o in gc.get_objects()))
         return compare(profile, reference, config)
 
     monkeypatch.setattr(check, "compare", counted)
-    results = check.check_shards(urls, store, "ref", record=False)
-    assert len(results) == 12 and len(alive) == 12
+    return alive
+
+
+def test_check_holds_a_few_chunks_of_profiles_not_all_of_them(many, monkeypatch):
+    """check_shards compares each stored profile as its chunk is read, and lets it go: at 10k
+    tiny shards holding them all took 1.1 GB. With chunks of 2, at most a few chunks' profiles
+    (and the reference) are alive at any comparison, of 20 shards."""
+    import driftloader.check as check
+    from driftloader.profile import Profile
+
+    monkeypatch.setattr(check, "CHECK_CHUNK", 2)
+    alive = _alive_at_each_compare(monkeypatch, Profile)
+    results = check.check_shards(many["urls"], many["store"], "ref", record=False)
+    assert len(results) == 20 and len(alive) == 20
     assert max(alive) <= 8  # the reference, this chunk, the next one read ahead, one more
 
 
@@ -292,45 +308,15 @@ def test_check_without_details_keeps_every_summary_and_no_test_detail(corpus, ca
     assert "0 of 3 shards drifted" in capsys.readouterr().out
 
 
-@pytest.fixture
-def many(tmp_path: Path) -> dict:
-    urls = [str(tmp_path / f"s-{i:02d}.tar") for i in range(20)]
-    for i, url in enumerate(urls):
-        write_shard(url, 10, seed=i)
-    store = ProfileStore(str(tmp_path / "store"))
-    profile_shards(urls, store, progress=False)
-    store.build_reference("ref", urls[:2])
-    return {"urls": urls, "store": store}
-
-
-def _alive_results(monkeypatch, fail_at: int | None = None) -> list[int]:
-    """Count the ``ShardDrift`` objects alive at each comparison (``fail_at``: the comparison
-    that raises an ``OSError`` instead)."""
-    import gc
-
-    import driftloader.check as check
-    from driftloader.drift import ShardDrift
-
-    alive: list[int] = []
-    compare = check.compare
-
-    def counted(profile, reference, config):
-        if len(alive) == fail_at:
-            raise OSError("the store went away")
-        gc.collect()
-        alive.append(sum(isinstance(o, ShardDrift) for o in gc.get_objects()))
-        return compare(profile, reference, config)
-
-    monkeypatch.setattr(check, "compare", counted)
-    monkeypatch.setattr(check, "RECORD_THREADS", 1)  # at most 4 results wait to be recorded
-    return alive
-
-
 def test_the_cli_check_prints_each_result_and_holds_none(many, monkeypatch, capsys):
     """``driftloader check`` streams: each shard is printed as it is compared, and results are
     let go (a 100k-shard check held 1.8 GB of them, a million would take ~18 GB). Of 20
     shards, a few results are alive at any comparison, not all those before it."""
-    alive = _alive_results(monkeypatch)
+    import driftloader.check as check
+    from driftloader.drift import ShardDrift
+
+    monkeypatch.setattr(check, "RECORD_THREADS", 1)  # at most 4 results wait to be recorded
+    alive = _alive_at_each_compare(monkeypatch, ShardDrift)
     code = main(["check", *many["urls"], "--store", many["store"].url, "--reference", "ref"])
     out = capsys.readouterr().out.splitlines()
     assert code in (0, 1) and len(alive) == 20
@@ -344,7 +330,9 @@ def test_the_cli_check_prints_each_result_and_holds_none(many, monkeypatch, caps
 def test_check_json_that_fails_midway_is_still_one_object_naming_the_failure(
     many, monkeypatch, capsys
 ):
-    _alive_results(monkeypatch, fail_at=3)
+    from driftloader.drift import ShardDrift
+
+    _alive_at_each_compare(monkeypatch, ShardDrift, fail_at=3)
     args = ["check", *many["urls"], "--store", many["store"].url, "--reference", "ref"]
     assert main([*args, "--json"]) == 2
     out, err = capsys.readouterr()

@@ -93,11 +93,7 @@ def test_catalog_rows_are_written_behind_the_samples_and_before_the_pass_ends(
 
     ds = DriftDataset(urls, store=store.url, reference="ref", policy="skip",
                       storage_options=options, shuffle=False)  # fmt: skip
-    rows_when_third_shard_starts, n = None, 0
-    for _ in ds:
-        n += 1
-        if n == 41:  # the first sample of the third shard
-            rows_when_third_shard_starts = decided(direct)
+    n, rows_when_third_shard_starts = _at_third_shard(ds, lambda: decided(direct))
     assert n == 60
     assert rows_when_third_shard_starts == 0  # the two rows decided so far are still on their way
     assert decided(direct) == 3  # all written when the pass ended
@@ -139,14 +135,21 @@ def test_the_profiles_a_first_pass_makes_are_stored_behind_the_samples(
 
     ds = DriftDataset(urls, store=store.url, reference="ref", policy="monitor",
                       storage_options=options, shuffle=False)  # fmt: skip
-    stored_when_third_shard_starts, n = None, 0
-    for _ in ds:
-        n += 1
-        if n == 41:  # the first sample of the third shard
-            stored_when_third_shard_starts = sum(
-                p is not None for p in direct.fetch_profiles(shards)
-            )
+    n, stored_when_third_shard_starts = _at_third_shard(
+        ds, lambda: sum(p is not None for p in direct.fetch_profiles(shards))
+    )
     assert n == 60
     assert stored_when_third_shard_starts == 0  # the two profiles made so far are on their way
     assert all(p is not None for p in direct.fetch_profiles(shards))  # all, when the pass ended
     assert sorted(r["action"] for r in ds.drift_report()) == ["passed"] * 3
+
+
+def _at_third_shard(ds: DriftDataset, measure) -> tuple[int, int]:
+    """The samples of a pass over three shards of 20, and what ``measure()`` gives at the
+    first sample of the third shard."""
+    seen, n = None, 0
+    for _ in ds:
+        n += 1
+        if n == 41:
+            seen = measure()
+    return n, seen
