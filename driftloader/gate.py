@@ -10,6 +10,7 @@ its decisions, and the shards it read on the profiling path.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 import zlib
@@ -27,13 +28,14 @@ from .gate_reads import (
     decisions_of,
     exclusions,
     prepare_verdicts,
+    sidecar_key,
     start_reads,
     verdict_reads,
 )
 from .policy import BATCH, Policy, WeightTally, policy_from
 from .prefetch import ProfilesAhead
 from .profile import Profile, ProfileConfig
-from .profiling import Metadata, ShardProfiler
+from .profiling import Metadata, ShardProfiler, read_sidecar, with_user_metadata
 from .sources import Shard, redact
 from .store import ProfileStore, recorded_featurizer, shard_key
 from .writebehind import WriteBehind
@@ -236,6 +238,8 @@ class ShardGate:
         key = (shard.url, shard.version)
         if verdict is None:
             verdict = self.ahead(shard)
+        if verdict.action != READ:  # not read, so not profiled
+            self._ahead.discard(sidecar_key(shard))
         if verdict.action == EXCLUDED:
             self._record(shard, {"action": "excluded", "drifted": True, "n": 0})
             return False
@@ -351,14 +355,19 @@ class ShardGate:
     def _profiler(self, shard: Shard) -> ShardProfiler:
         # Metadata (sidecar ``<url>.json``, the user's mapping) goes into the profile, so a new
         # source or preprocessing fingerprint is metadata drift here as in `driftloader check`.
-        # One small request, made only for shards that have no stored profile yet.
+        # One small request, made only for shards that have no stored profile yet, and read
+        # ahead with their profiles (``read_sidecar_ahead``).
+        sidecar = None
+        if self.options.sidecar:
+            read = functools.partial(read_sidecar, shard.url, self.storage_options)
+            sidecar = self._ahead.take(sidecar_key(shard), read)
+        user = self.options.metadata
         return ShardProfiler(
             shard,
             self.featurizer,
             config=self.profile_config,
-            metadata=self.options.metadata,
-            storage_options=self.storage_options,
-            sidecar=self.options.sidecar,
+            metadata=lambda url: with_user_metadata(url, sidecar, user),
+            sidecar=False,
         )
 
     def _after_probe(

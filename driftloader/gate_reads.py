@@ -113,6 +113,31 @@ def verdict_reads(
     return read, functools.partial(stored_drift, gate)
 
 
+def sidecar_key(shard: Shard) -> tuple:
+    return ("sidecar", shard.url, shard.version)
+
+
+def with_sidecar_read(
+    gate: ShardGate, shard: Shard, read: Callable[[], Profile | None]
+) -> Callable:
+    """``read`` (of the shard's stored profile, on a thread of ``ProfilesAhead``), which also
+    starts reading the shard's metadata sidecar when no profile is stored: the gate will
+    profile the shard as it streams, with its sidecar. Read when the shard starts, the sidecar
+    was a round trip before its first sample (as long as reading a shard of 1,000 small
+    samples at 40 ms). The gate takes it, or discards it if it does not read the shard."""
+
+    def reading() -> Profile | None:
+        profile = read()
+        if profile is None and gate.options.sidecar:
+            from .profiling import read_sidecar
+
+            sidecar = functools.partial(read_sidecar, shard.url, gate.storage_options)
+            gate._ahead.start(sidecar_key(shard), sidecar)
+        return profile
+
+    return reading
+
+
 def stored_drift(gate: ShardGate, stored: Profile | None) -> Stored:
     """(stored profile, its drift against the gate's reference); None for what is not there."""
     from .drift import compare

@@ -40,7 +40,8 @@ class ProfilesAhead:
     ) -> None:
         """Run ``read()`` on a background thread unless it was started for ``key`` already;
         with ``then``, ``then(read())`` is what ``take`` gives, run after the read on the one
-        thread that runs the ``then`` of every read, in the order started."""
+        thread that runs the ``then`` of every read, in the order started. A read may start
+        another (the gate's profile read starts the sidecar's when there is no profile)."""
         self._own()
         if key not in self._started:
             if self._pool is None:
@@ -59,6 +60,10 @@ class ProfilesAhead:
         self._own()
         future = self._started.pop(key, None)
         return read() if future is None else future.result()
+
+    def discard(self, key: Hashable) -> None:
+        """Forget the read started for ``key`` (its result is not needed)."""
+        self._started.pop(key, None)
 
     def clear(self) -> None:
         """Forget the reads not taken (a pass ended early): their results are not waited for."""

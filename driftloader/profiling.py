@@ -126,6 +126,12 @@ def shard_metadata(
     None when neither has anything. Storage options are never part of it.
     """
     found = read_sidecar(url, storage_options) if sidecar else None
+    return with_user_metadata(url, found, metadata)
+
+
+def with_user_metadata(url: str, found: dict | None, metadata: Metadata) -> dict | None:
+    """The sidecar's metadata ``found`` (or None) updated with the user's ``metadata`` for
+    ``url`` (user keys win); None when neither has anything."""
     user = _user_metadata(url, metadata)
     if user is not None:
         found = {**(found or {}), **user}

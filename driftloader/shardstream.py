@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import ShardReadError
 from .gate import READ, ShardGate, Verdict, indexed_verdict
-from .gate_reads import verdict_reads
+from .gate_reads import verdict_reads, with_sidecar_read
 from .prefetch import WINDOW
 from .reader import ReadOptions, ReadStats, read_shard, read_shards
 from .sources import Shard, redact, stat_local, stat_shard
@@ -329,5 +329,6 @@ def _read_profile_ahead(gate: ShardGate, shard: Shard) -> Shard:
     if shard.version is None or key in gate.pinned or indexed_verdict(gate, shard) is not None:
         return shard
     if gate.reference_name is None or not gate.is_quarantined(shard):
-        gate._ahead.start(key, *verdict_reads(gate, shard))
+        read, then = verdict_reads(gate, shard)
+        gate._ahead.start(key, with_sidecar_read(gate, shard, read), then)
     return shard

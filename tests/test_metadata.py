@@ -236,3 +236,37 @@ def test_a_sidecar_on_s3_is_one_request_found_or_not(
     assert read_sidecar(f"s3://{s3_bucket}/d/b.tar", options) is None
     asked = [(r.method, r.target.split("?")[0].rsplit("/", 1)[-1]) for r in s3_proxy.requests]
     assert asked == [("GET", "a.tar.json"), ("GET", "b.tar.json")]
+
+
+def test_the_gate_reads_s3_sidecars_ahead_of_the_shards_it_profiles(
+    tmp_path: Path, s3_proxy, s3_bucket, s3fs_fresh
+) -> None:
+    """A first gated pass over S3 shards with no stored profile: each shard is profiled as it
+    streams, with its sidecar. The sidecars are read ahead with the profiles (100 ms away):
+    the third shard's is asked for before the second shard's first sample, where it used to
+    hold the third shard's first sample for a round trip. Each profile keeps its sidecar."""
+    import time
+
+    import driftloader as dl
+
+    store, _ = _reference(tmp_path)
+    urls = []
+    for i in range(3):
+        local = _shard(tmp_path / "up", f"s-{i}.tar", 30 + i, {"source": f"src-{i}"})
+        urls.append(f"s3://{s3_bucket}/d/s-{i}.tar")
+        s3fs_fresh.put(local, urls[-1].removeprefix("s3://"))
+        s3fs_fresh.put(f"{local}.json", f"{urls[-1].removeprefix('s3://')}.json")
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    ds = dl.DriftDataset(urls, store=store, reference="v1", shuffle=False, storage_options=options)
+    s3_proxy.latency_ms = 100
+    s3_proxy.reset_stats()
+    second_starts, n = None, 0
+    for _ in ds:
+        n += 1
+        if n == N + 1:
+            second_starts = time.monotonic()
+    asked = [r.started for r in s3_proxy.requests if r.target.split("?")[0].endswith(".tar.json")]
+    assert n == 3 * N and len(asked) == 3
+    assert max(asked) < second_starts
+    for i, shard in enumerate(ds.shards):
+        assert store.get_profile(shard.url, shard.version).source == f"src-{i}"
