@@ -10,7 +10,6 @@ its decisions, and the shards it read on the profiling path.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import time
 import zlib
@@ -29,13 +28,14 @@ from .gate_reads import (
     exclusions,
     prepare_verdicts,
     sidecar_key,
+    sidecar_of,
     start_reads,
     verdict_reads,
 )
 from .policy import BATCH, Policy, WeightTally, policy_from
 from .prefetch import ProfilesAhead
 from .profile import Profile, ProfileConfig
-from .profiling import Metadata, ShardProfiler, read_sidecar, with_user_metadata
+from .profiling import Metadata, ShardProfiler, with_user_metadata
 from .sources import Shard, redact
 from .store import ProfileStore, recorded_featurizer, shard_key
 from .writebehind import WriteBehind
@@ -355,19 +355,12 @@ class ShardGate:
     def _profiler(self, shard: Shard) -> ShardProfiler:
         # Metadata (sidecar ``<url>.json``, the user's mapping) goes into the profile, so a new
         # source or preprocessing fingerprint is metadata drift here as in `driftloader check`.
-        # One small request, made only for shards that have no stored profile yet, and read
-        # ahead with their profiles (``read_sidecar_ahead``).
-        sidecar = None
-        if self.options.sidecar:
-            read = functools.partial(read_sidecar, shard.url, self.storage_options)
-            sidecar = self._ahead.take(sidecar_key(shard), read)
-        user = self.options.metadata
+        found, user = sidecar_of(self, shard), self.options.metadata
         return ShardProfiler(
             shard,
             self.featurizer,
             config=self.profile_config,
-            metadata=lambda url: with_user_metadata(url, sidecar, user),
-            sidecar=False,
+            metadata=lambda url: with_user_metadata(url, found, user),
         )
 
     def _after_probe(

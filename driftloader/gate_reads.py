@@ -117,6 +117,18 @@ def sidecar_key(shard: Shard) -> tuple:
     return ("sidecar", shard.url, shard.version)
 
 
+def sidecar_of(gate: ShardGate, shard: Shard) -> dict | None:
+    """The shard's metadata sidecar for the profile the gate makes of it: read ahead with its
+    profile (``with_sidecar_read``), else now (one small request); None without one, or when
+    the gate reads none."""
+    if not gate.options.sidecar:
+        return None
+    from .profiling import read_sidecar
+
+    read = functools.partial(read_sidecar, shard.url, gate.storage_options)
+    return gate._ahead.take(sidecar_key(shard), read)
+
+
 def with_sidecar_read(
     gate: ShardGate, shard: Shard, read: Callable[[], Profile | None]
 ) -> Callable:
