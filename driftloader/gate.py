@@ -130,6 +130,7 @@ class ShardGate:
         self._look_again = False  # read the index again at this pass's first unknown shard
         self._written: dict[tuple[str, str | None], int] = {}  # catalog rows written (digest)
         self._writes = WriteBehind()  # catalog rows, written off the sample path
+        self._unstored: dict[tuple[str, str | None], Profile] = {}  # in ``_writes``
         self._ahead = ProfilesAhead()  # the next shards' profiles, and what the name tells
         self.reset()
         if reference is not None:
@@ -180,7 +181,7 @@ class ShardGate:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_reference"] = None  # each worker loads it from the store again
-        state["_stored"] = {}
+        state["_stored"], state["_unstored"] = {}, {}
         state["_written"] = {}  # (the decision index read in the owner goes along: it is small)
         return state
 
@@ -317,7 +318,7 @@ class ShardGate:
             elif drift is not None:
                 self._decide(shard, drift, "passed", count, **policy.unweighed_summary(count))
             return
-        tally = policy.tally(self._draws_key(shard))
+        tally = policy.tally(draws_key(self, shard))
         for chunk in _chunks(samples, BATCH):
             weights = importance_weights(
                 self.featurizer(chunk), stored, self.reference, drift, self.options.clip
@@ -335,7 +336,7 @@ class ShardGate:
         at the end and decide."""
         profiler = self._profiler(shard)
         self.first_pass.add((shard.url, shard.version))
-        tally = self.policy.tally(self._draws_key(shard))
+        tally = self.policy.tally(draws_key(self, shard))
         probing = self.policy.PROBES and self.reference is not None
         chunks = _chunks(samples, self.options.probe if probing else BATCH)
         basis = None
@@ -390,8 +391,8 @@ class ShardGate:
         return basis
 
     def _finish(self, shard: Shard, profile: Profile, tally: WeightTally) -> None:
-        if self.store is not None:  # behind the samples (4 requests), before the shard's row
-            self._writes.submit(shard_key(shard.url), self.store.put_profile, profile)
+        if self.store is not None:
+            store_behind(self, shard, profile)
         if self.reference is None:
             return
         drift = compare(profile, self.reference, self.config)
@@ -404,11 +405,6 @@ class ShardGate:
         self._decide(shard, drift, action, profile.n, **summary)
 
     # ------------------------------------------------------------------------- records
-
-    def _draws_key(self, shard: Shard) -> list[int]:
-        """Seeds this shard's random draws in this epoch and pass."""
-        where = zlib.crc32(f"{shard_key(shard.url)}\0{shard.version}".encode())
-        return [self.seed, self.epoch, self.repeat, where]
 
     def _decide(
         self,
@@ -559,6 +555,28 @@ def record_if_new(store: ProfileStore, shard: Shard, fields: dict, same: int) ->
 
     written = store.record(shard.url, shard.version, fields, holds=holds)
     return True if written else (False if any(held) else None)
+
+
+def draws_key(gate: ShardGate, shard: Shard) -> list[int]:
+    """Seeds this shard's random draws in the gate's epoch and pass."""
+    where = zlib.crc32(f"{shard_key(shard.url)}\0{shard.version}".encode())
+    return [gate.seed, gate.epoch, gate.repeat, where]
+
+
+def store_behind(gate: ShardGate, shard: Shard, profile: Profile) -> None:
+    """Store the profile the gate made of ``shard`` behind the samples (a slot, the profile,
+    the catalog row read and written: four requests), before the shard's row. Until it is
+    written a verdict on the shard (drawn again: ``resampled``) finds it in the gate."""
+    key = (shard.url, shard.version)
+    gate._unstored[key] = profile
+
+    def store() -> None:
+        try:
+            gate.store.put_profile(profile)
+        finally:
+            gate._unstored.pop(key, None)
+
+    gate._writes.submit(shard_key(shard.url), store)
 
 
 def plan_row(gate: ShardGate, shard: Shard) -> dict:

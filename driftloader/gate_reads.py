@@ -107,10 +107,15 @@ def verdict_reads(
     """What a verdict on a shard with no decision reads and then computes: the read of its
     stored profile, and the profile's drift against the reference (``ProfilesAhead.start``
     runs both ahead of the reader, ``take`` gives the drift's result: (profile, drift))."""
-    read = functools.partial(
-        gate.store.get_profile, shard.url, shard.version, gate.featurizer.fingerprint
-    )
-    return read, functools.partial(stored_drift, gate)
+    return functools.partial(stored_profile, gate, shard), functools.partial(stored_drift, gate)
+
+
+def stored_profile(gate: ShardGate, shard: Shard) -> Profile | None:
+    """The shard's stored profile, or the one the gate made and still writes behind."""
+    unstored = gate._unstored.get((shard.url, shard.version))
+    if unstored is not None:
+        return unstored
+    return gate.store.get_profile(shard.url, shard.version, gate.featurizer.fingerprint)
 
 
 def sidecar_key(shard: Shard) -> tuple:

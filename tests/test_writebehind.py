@@ -103,15 +103,12 @@ def test_catalog_rows_are_written_behind_the_samples_and_before_the_pass_ends(
 def test_finished_writes_are_forgotten_not_held_until_flush() -> None:
     """A check over a million shards writes a million keys before its one flush: each
     finished write must be let go, or their futures alone take a gigabyte."""
-    import gc
-    from concurrent.futures import Future
-
     writes = WriteBehind(threads=2, limit=8)
     for i in range(500):
         writes.submit(f"shard-{i}", lambda: None)
-    gc.collect()
-    assert sum(isinstance(o, Future) for o in gc.get_objects()) <= 8 + 2
+    assert len(writes._pending) <= 8 and len(writes._last) <= 8  # 500 keys before
     writes.flush()
+    assert not writes._pending and not writes._last
 
 
 def test_the_profiles_a_first_pass_makes_are_stored_behind_the_samples(
@@ -153,3 +150,30 @@ def _at_third_shard(ds: DriftDataset, measure) -> tuple[int, int]:
         if n == 41:
             seen = measure()
     return n, seen
+
+
+def test_a_verdict_on_a_shard_whose_profile_is_still_being_written_uses_that_profile(
+    tmp_path: Path, s3_env: str, s3_proxy, s3_bucket: str
+) -> None:
+    """A shard met again before the profile the gate made of it is stored (resampled draws;
+    every profile PUT stalls 2 s here) is decided from that profile, not profiled again
+    (which would make its weights depend on how fast the store is)."""
+    from driftloader.gate import ShardGate, store_behind
+    from driftloader.profiling import profile_shard
+
+    url = str(tmp_path / "shard-0.tar")
+    write_shard(url, 20, seed=0)
+    reference = ProfileStore(str(tmp_path / "reference"))
+    profile_shards([url], reference, progress=False)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    store.put_reference("ref", reference.build_reference("ref", [url]))
+    s3_proxy.add_fault("stall", method="PUT", path="/shards/", times=None, seconds=2.0)
+    (shard,) = stat_shards(expand_urls([url]))
+    gate = ShardGate(store, "ref", "reweight")
+    store_behind(gate, shard, profile_shard(shard, None, featurizer=gate.featurizer))
+    verdict = gate.verdict(shard)  # the PUT is still stalled
+    assert verdict.n == 20 and verdict.stored is not None  # before: n None, profiled again
+    assert store.get_profile(shard.url, shard.version) is None
+    gate.flush()
+    assert store.get_profile(shard.url, shard.version).n == 20 and not gate._unstored
