@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from itertools import chain
@@ -132,7 +133,8 @@ class CheckStream:
     """The results of ``iter_checks``, yielded in the order shards are checked: those with a
     stored profile first, in the order given, then those profiled now. Iterate it once; after
     the loop ``failed`` lists the shards that could not be read (under ``on_error="skip"``) as
-    ``(url, message)``. Leaving the loop early records what was yielded and stops there."""
+    ``(url, message)``. Leaving the loop early records what was yielded and stops there
+    (``close``)."""
 
     def __init__(
         self,
@@ -145,13 +147,30 @@ class CheckStream:
         self._check, self._shards, self._runner, self._options = check, shards, runner, options
         self.failed = failed
         self._started = False
+        self._running: weakref.ref | None = None  # left to the loop: freed when it ends
 
     def __len__(self) -> int:
         """The shards to check (the results will be fewer by ``failed``)."""
         return len(self._shards)
 
     def __iter__(self) -> Iterator[ShardDrift]:
-        return (result for _, result in self.indexed())
+        running = self.indexed()
+        self._running = weakref.ref(running)
+        return (result for _, result in running)
+
+    def close(self) -> None:
+        """End a loop left early: what was yielded is recorded, and a record that failed is
+        raised here (when the loop is simply let go, it is closed as it is freed, and such an
+        error is only printed). ``with iter_checks(...) as run:`` calls it."""
+        running = None if self._running is None else self._running()
+        if running is not None:
+            running.close()
+
+    def __enter__(self) -> CheckStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def indexed(self) -> Iterator[tuple[int, ShardDrift]]:
         """``(i, result)``: ``i`` is the shard's place among the shards given."""

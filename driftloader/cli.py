@@ -139,7 +139,8 @@ def _print_json_error(args: argparse.Namespace, message: str) -> None:
     """The one JSON object of ``--json`` when the command failed before any result; or the
     end of the object a streaming command (``check``) had begun, with the failure in it."""
     if getattr(args, "json_open", False):
-        print(f'], "errors": {json.dumps([{"url": None, "error": message}])}}}')
+        errors = [{"url": url, "error": error} for url, error in getattr(args, "json_failed", ())]
+        print(f'], "errors": {json.dumps([*errors, {"url": None, "error": message}])}}}')
         return
     if args.command == "diff":
         out: dict = {"a": args.a, "b": args.b, "drifted": None}
@@ -167,20 +168,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         details=False,  # printed without them: 35 KB a shard otherwise
     )
     checked = drifted = 0
-    if args.json:
-        args.json_open = True  # a failure from here on closes this object (_print_json_error)
+    if args.json:  # a failure from here on closes this object, with run.failed
+        args.json_open, args.json_failed = True, run.failed  # (_print_json_error)
         print(f'{{"reference": {json.dumps(args.reference)}, "shards": [', end="")
-    for r in run:
-        if args.json:
-            print(", " * (checked > 0) + json.dumps(r.to_dict(), allow_nan=False), end="")
-        else:
-            top = ", ".join(f"{f.name} ({f.metric} {f.effect:.3g})" for f in r.top(3) if f.drifted)
-            flag = "DRIFT" if r.drifted else "ok   "
-            print(f"{flag} score {r.score:8.2f}  n {r.n:>7}  {r.url}  {top}", flush=True)
-        checked, drifted = checked + 1, drifted + bool(r.drifted)
+    with run:  # left early (Ctrl-C): what was printed is recorded
+        for r in run:
+            if args.json:
+                print(", " * (checked > 0) + json.dumps(r.to_dict(), allow_nan=False), end="")
+            else:
+                top = [f"{f.name} ({f.metric} {f.effect:.3g})" for f in r.top(3) if f.drifted]
+                flag = "DRIFT" if r.drifted else "ok   "
+                line = f"{flag} score {r.score:8.2f}  n {r.n:>7}  {r.url}  {', '.join(top)}"
+                print(line, flush=True)
+            checked, drifted = checked + 1, drifted + bool(r.drifted)
     if args.json:
         errors = [{"url": url, "error": error} for url, error in run.failed]
         print(f'], "errors": {json.dumps(errors)}}}')
+        args.json_open = False
     elif checked or not run.failed:
         print(f"{drifted} of {checked} shards drifted from reference {args.reference!r}")
     for url, error in run.failed:
@@ -588,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # e.g. a storage option the filesystem refuses: still exit 2, not 1
         return _fail(args, f"{type(e).__name__}: {e}")
     except KeyboardInterrupt:
+        if getattr(args, "json_open", False):
+            _print_json_error(args, "interrupted")
         print(f"driftloader {args.command}: interrupted", file=sys.stderr)
         return 130
 

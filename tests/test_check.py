@@ -260,21 +260,26 @@ def many(tmp_path: Path) -> dict:
     return {"urls": urls, "store": store}
 
 
-def _alive_at_each_compare(monkeypatch, kind: type, fail_at: int | None = None) -> list[int]:
-    """How many objects of ``kind`` are alive at each comparison of a check (``fail_at``: the
-    comparison that raises an ``OSError`` instead)."""
+def _alive_at_each_compare(
+    monkeypatch, kind: type, fail_at: int | None = None, error: BaseException | None = None
+) -> list[int]:
+    """How many more objects of ``kind`` than before are alive at each comparison of a check
+    (``fail_at``: the comparison that raises ``error``, an ``OSError`` unless given)."""
     import gc
 
     import driftloader.check as check
 
+    def count() -> int:
+        gc.collect()
+        return sum(isinstance(o, kind) for o in gc.get_objects())
+
     alive: list[int] = []
-    compare = check.compare
+    compare, before = check.compare, count()  # what earlier tests left alive
 
     def counted(profile, reference, config):
         if len(alive) == fail_at:
-            raise OSError("the store went away")
-        gc.collect()
-        alive.append(sum(isinstance(o, kind) for o in gc.get_objects()))
+            raise error or OSError("the store went away")
+        alive.append(count() - before)
         return compare(profile, reference, config)
 
     monkeypatch.setattr(check, "compare", counted)
@@ -348,17 +353,30 @@ def test_iter_checks_yields_as_it_goes_and_records_what_was_yielded(many):
     store, urls = many["store"], many["urls"]
     with pytest.raises(ReferenceNotFound, match="no reference .nope."):
         iter_checks(urls, store, "nope")  # before any result, not at the first
-    run = iter_checks(urls, store, "ref", details=False)
-    assert len(run) == 20
-    got = []
-    for result in run:
-        got.append(result.url)
-        if len(got) == 5:
-            break
+    with iter_checks(urls, store, "ref", details=False) as run:
+        assert len(run) == 20
+        got = []
+        for result in run:
+            got.append(result.url)
+            if len(got) == 5:
+                break
     assert got == urls[:5]
     checked = {r.url for r in store.catalog() if r.action == "checked"}
-    assert checked == set(urls[:5])  # recorded before the loop let go, and no more
+    assert checked == set(urls[:5])  # recorded when the loop was left, and no more
     with pytest.raises(RuntimeError, match="iterated once"):
         next(iter(run))
     whole = iter_checks(urls, store, "ref")
     assert [r.to_dict() for r in whole] == [r.to_dict() for r in check_shards(urls, store, "ref")]
+
+
+def test_check_json_interrupted_midway_is_still_one_object(many, monkeypatch, capsys):
+    from driftloader.drift import ShardDrift
+
+    _alive_at_each_compare(monkeypatch, ShardDrift, fail_at=2, error=KeyboardInterrupt())
+    args = ["check", *many["urls"], "--store", many["store"].url, "--reference", "ref"]
+    assert main([*args, "--json"]) == 130
+    report = json.loads(capsys.readouterr().out)
+    assert [s["url"] for s in report["shards"]] == many["urls"][:2]
+    assert report["errors"] == [{"url": None, "error": "interrupted"}]
+    checked = {r.url for r in many["store"].catalog() if r.action == "checked"}
+    assert checked == set(many["urls"][:2])  # what was printed is recorded
