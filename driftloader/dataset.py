@@ -382,7 +382,7 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
         """
         # the stored profiles the verdicts read are read ahead, many at once (one after the
         # other, 100k undecided shards at 40 ms took over an hour)
-        shards = profiles_ahead(self.gate, self.shards, 0)
+        shards = profiles_ahead(self.gate, self.shards, 0, sidecars=False)  # nothing profiled
         plan = self._plan or [self._plan_row(shard) for shard in shards]
         if self.gate is not None:
             self.gate.flush()  # the decisions it took are recorded before DataLoader forks

@@ -115,6 +115,8 @@ def quick_objects(response_dict: dict, customized_response_dict: dict, **_: Any)
             else:
                 return
         objects.append(item)
+    if not objects:  # its objects are in another namespace: botocore's to read
+        return
     root[:] = rest
     response_dict["body"] = ElementTree.tostring(root)
     customized_response_dict["Contents"] = objects

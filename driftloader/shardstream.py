@@ -298,11 +298,15 @@ class EpochReader:
             yield sample if needed is not None and pos + i in needed else skipped
 
 
-def profiles_ahead(gate: ShardGate | None, shards: Iterable[Shard], first: int) -> Iterator[Shard]:
+def profiles_ahead(
+    gate: ShardGate | None, shards: Iterable[Shard], first: int, sidecars: bool = True
+) -> Iterator[Shard]:
     """``shards``, the stored profiles that the verdicts on the next ``WINDOW`` of them (from
     the ``first``-th on) will read being read meanwhile (``prefetch``): those of shards with a
     version, neither pinned, quarantined nor decided in the index. A local file among them
-    comes stat'ed (``stat_local``), so ``_decided`` does not stat it again."""
+    comes stat'ed (``stat_local``), so ``_decided`` does not stat it again. With ``sidecars``
+    (the shards will be read: ``plan`` reads none), a shard with no stored profile has its
+    sidecar read too."""
     if gate is None or gate.store is None:
         yield from shards
         return
@@ -313,13 +317,13 @@ def profiles_ahead(gate: ShardGate | None, shards: Iterable[Shard], first: int) 
             j, shard = next(source, (-1, None))
             if shard is None:
                 break
-            queue.append(_read_profile_ahead(gate, shard) if j >= first else shard)
+            queue.append(_read_profile_ahead(gate, shard, sidecars) if j >= first else shard)
         if not queue:
             return
         yield queue.popleft()
 
 
-def _read_profile_ahead(gate: ShardGate, shard: Shard) -> Shard:
+def _read_profile_ahead(gate: ShardGate, shard: Shard, sidecar: bool) -> Shard:
     """The shard, stat'ed if a local file, its profile's read started if its verdict needs it."""
     try:
         shard = stat_local(shard)
@@ -329,6 +333,6 @@ def _read_profile_ahead(gate: ShardGate, shard: Shard) -> Shard:
     if shard.version is None or key in gate.pinned or indexed_verdict(gate, shard) is not None:
         return shard
     if gate.reference_name is None or not gate.is_quarantined(shard):
-        read, then = verdict_reads(gate, shard)
-        gate._ahead.start(key, with_sidecar_read(gate, shard, read), then)
+        read, then = verdict_reads(gate, shard)  # the sidecar too, when the shard is read
+        gate._ahead.start(key, with_sidecar_read(gate, shard, read) if sidecar else read, then)
     return shard

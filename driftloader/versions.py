@@ -290,7 +290,8 @@ def quarantine(
         if r.reference == reference and r.drifted and r.action != "served"
     ]  # serving windows are not objects to tag
     result = QuarantineResult(reference)
-    with ThreadPoolExecutor(TAG_THREADS, "driftloader-tag") as pool:  # 2 requests a shard
+    pool = ThreadPoolExecutor(TAG_THREADS, "driftloader-tag")  # 2 requests a shard
+    try:
         errors = pool.map(lambda row: _tag(row.url, row.version, tags, storage_options), rows)
         for row, error in track(zip(rows, errors), "quarantined", total=len(rows)):
             url, version = row.url, row.version
@@ -299,6 +300,8 @@ def quarantine(
                 result.tagged.append(url)
             else:
                 result.untagged.append((url, error))
+    finally:  # on an error or Ctrl-C, the shards not tagged yet are not tagged
+        pool.shutdown(cancel_futures=True)
     result.path = _write_exclusions(store, reference, result.shards)
     return result
 

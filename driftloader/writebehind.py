@@ -48,7 +48,8 @@ class WriteBehind:
         self._own()
         self._reap()
         while len(self._pending) >= self.limit:
-            self._pop().result()
+            self._pending[0][1].result()
+            self._pop()
         before = self._last.get(key)
         future = self._executor().submit(_after, before, fn, args)
         self._pending.append((key, future))
@@ -59,7 +60,8 @@ class WriteBehind:
         self._own()
         first: BaseException | None = None
         while self._pending:
-            error = self._pop().exception()
+            error = self._pending[0][1].exception()  # waited for, then forgotten
+            self._pop()
             first = first or error
         if first is not None:
             raise first
@@ -72,7 +74,7 @@ class WriteBehind:
     def _reap(self) -> None:
         """Drop finished writes from the queue, raising the first failure."""
         while self._pending and self._pending[0][1].done():
-            self._pop().result()
+            self._pop().result()  # done: nothing to wait for
 
     def _pop(self) -> Future:
         """The oldest write, no longer queued; its key is forgotten if it was the last."""

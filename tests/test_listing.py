@@ -427,6 +427,10 @@ def test_quick_objects_read_a_page_as_botocore_does():
     response, custom = {"status_code": 200, "headers": {}, "body": _s3_page(owned)}, {}
     listing.quick_objects(response_dict=response, customized_response_dict=custom)
     assert custom == {} and response["body"] == _s3_page(owned)  # botocore's whole
+    elsewhere = _s3_page(f"<Other>{one}</Other>")  # objects, but not the page's own
+    response, custom = {"status_code": 200, "headers": {}, "body": elsewhere}, {}
+    listing.quick_objects(response_dict=response, customized_response_dict=custom)
+    assert custom == {} and response["body"] == elsewhere  # left to botocore
     error = {"status_code": 500, "headers": {}, "body": plain}
     listing.quick_objects(response_dict=error, customized_response_dict=custom)
     assert custom == {} and error["body"] == plain

@@ -242,9 +242,10 @@ def test_the_gate_reads_s3_sidecars_ahead_of_the_shards_it_profiles(
     tmp_path: Path, s3_proxy, s3_bucket, s3fs_fresh
 ) -> None:
     """A first gated pass over S3 shards with no stored profile: each shard is profiled as it
-    streams, with its sidecar. The sidecars are read ahead with the profiles (100 ms away):
-    the third shard's is asked for before the second shard's first sample, where it used to
-    hold the third shard's first sample for a round trip. Each profile keeps its sidecar."""
+    streams, with its sidecar. The sidecars are read ahead with the profiles (100 ms away; the
+    first shard's sidecar answers 1 s late): the third shard's is asked for before the second
+    shard's first sample, where it used to hold the third shard's first sample for a round
+    trip. Each profile keeps its sidecar."""
     import time
 
     import driftloader as dl
@@ -259,6 +260,7 @@ def test_the_gate_reads_s3_sidecars_ahead_of_the_shards_it_profiles(
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     ds = dl.DriftDataset(urls, store=store, reference="v1", shuffle=False, storage_options=options)
     s3_proxy.latency_ms = 100
+    s3_proxy.add_fault("stall", method="GET", path=r"s-0\.tar\.json", seconds=1.0)
     s3_proxy.reset_stats()
     second_starts, n = None, 0
     for _ in ds:
