@@ -128,10 +128,7 @@ def sidecar_of(gate: ShardGate, shard: Shard) -> dict | None:
     the gate reads none."""
     if not gate.options.sidecar:
         return None
-    from .profiling import read_sidecar
-
-    read = functools.partial(read_sidecar, shard.url, gate.storage_options)
-    return gate._ahead.take(sidecar_key(shard), read)
+    return gate._ahead.take(sidecar_key(shard), _sidecar_read(gate, shard))
 
 
 def with_sidecar_read(
@@ -146,13 +143,16 @@ def with_sidecar_read(
     def reading() -> Profile | None:
         profile = read()
         if profile is None and gate.options.sidecar:
-            from .profiling import read_sidecar
-
-            sidecar = functools.partial(read_sidecar, shard.url, gate.storage_options)
-            gate._ahead.start(sidecar_key(shard), sidecar)
+            gate._ahead.start(sidecar_key(shard), _sidecar_read(gate, shard))
         return profile
 
     return reading
+
+
+def _sidecar_read(gate: ShardGate, shard: Shard) -> Callable[[], dict | None]:
+    from .profiling import read_sidecar
+
+    return functools.partial(read_sidecar, shard.url, gate.storage_options)
 
 
 def stored_drift(gate: ShardGate, stored: Profile | None) -> Stored:
