@@ -367,7 +367,8 @@ class DriftDataset(FluidInterface, OpenIterators, IterableDataset):
             self.handler,
             self._publish,
         )
-        return reader.samples(shards, progress, limit, needed, SKIPPED)
+        dry_limit = dry_draws(len(self._shards or self._given)) if self.resampled else None
+        return reader.samples(shards, progress, limit, needed, SKIPPED, dry_limit)
 
     # -------------------------------------------------------------------------- equalizing
 
@@ -531,6 +532,13 @@ def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -
     rng = random.Random(f"{seed}/resampled/{epoch}/{where.rank}/{where.worker}")
     while True:
         yield shards[rng.randrange(len(shards))]
+
+
+def dry_draws(nshards: int) -> int:
+    """How many resampled draws in a row may give no sample before that is an error: at
+    least 20 per shard, so that with one shard in n readable, all of them missing it by
+    chance has odds under e**-20."""
+    return max(1000, 20 * nshards)
 
 
 def last_pass(progress: R.Progress, limit: int | None, repetitions: int | None) -> bool:

@@ -35,6 +35,7 @@ from .reader import ReadOptions, ReadStats, read_shard, read_shards
 from .sources import Shard, redact, stat_local, stat_shard
 
 _S3 = re.compile(r"s3a?://", re.IGNORECASE)
+UNFETCHED_RUN = 4 * WINDOW  # steps queued in a row with nothing to fetch before a new reader
 
 
 def versioned_by_reading(shard: Shard) -> bool:
@@ -62,7 +63,10 @@ class ShardStream:
     """``(step, samples)`` in the steps' order; ``samples`` is None for a step not fetched.
 
     The steps are pulled lazily by ``read_shards`` (its lookahead), which is given only the
-    shards of steps marked ``fetch``; the others are queued in between, in order.
+    shards of steps marked ``fetch``; the others are queued in between, in order. After
+    ``UNFETCHED_RUN`` steps in a row with none to fetch (shards skipped unread, or resampled
+    draws of shards already queued), the reader is ended and the queue served; a new one takes
+    the next steps, so the queue stays bounded and the stream keeps moving.
     """
 
     def __init__(
@@ -73,14 +77,30 @@ class ShardStream:
         self.options = options
         self.stats = stats
         self.queue: deque[Step] = deque()
+        self.paused = False
 
     def _fetched(self) -> Iterator[Shard]:
+        run = 0
         for step in self.steps:
             self.queue.append(step)
             if step.fetch:
+                run = 0
                 yield step.shard
+                continue
+            run += 1
+            if run >= UNFETCHED_RUN:
+                self.paused = True
+                return
 
     def __iter__(self) -> Iterator[tuple[Step, Iterator[dict] | None]]:
+        while True:
+            self.paused = False
+            yield from self._read()
+            if not self.paused:
+                return
+
+    def _read(self) -> Iterator[tuple[Step, Iterator[dict] | None]]:
+        """The steps one reader takes, until the steps end or pause (then the queue is empty)."""
         pairs = read_shards(
             self._fetched(), self.storage_options, stats=self.stats, **self.options.keywords()
         )
@@ -88,6 +108,8 @@ class ShardStream:
             waiting: tuple[Shard, Iterator[dict]] | None = None
             while True:
                 if not self.queue:
+                    if self.paused:
+                        return
                     waiting = next(pairs, None)  # pulls steps into the queue
                     if not self.queue:
                         return
@@ -133,17 +155,20 @@ class EpochReader:
         limit: int | None = None,
         needed: Container[int] | None = None,
         skipped: Any = None,
+        dry_limit: int | None = None,
     ) -> Iterator[Any]:
         """Samples in order, ``progress.counts[j]`` counting those of the j-th shard; on
         resume (``needed``), shards finished before the state was saved give ``skipped``
-        placeholders, re-read only for the samples still due."""
+        placeholders, re-read only for the samples still due. ``dry_limit``: for endless
+        shards (resampled draws), how many in a row may give no sample before that is an
+        error (every shard skipped, excluded, empty or failing), not a stream that never ends."""
         counts = progress.counts
         stream = ShardStream([], self.storage_options, self.options, self.stats)
         stream.steps = self._steps(shards, counts, progress.source_done, needed, stream)
         pairs = iter(stream)
         try:
             with contextlib.closing(pairs):
-                yield from self._counted(pairs, counts, limit, needed, skipped)
+                yield from self._counted(pairs, counts, limit, needed, skipped, dry_limit)
         finally:
             if self.gate is not None:
                 self.gate.flush()  # the pass's catalog rows are written before it ends
@@ -156,8 +181,9 @@ class EpochReader:
         limit: int | None,
         needed: Container[int] | None,
         skipped: Any,
+        dry_limit: int | None = None,
     ) -> Iterator[Any]:
-        pos = 0
+        pos = dry = 0
         for step, fetched in pairs:
             j, shard = step.index, step.shard
             if limit is not None and pos >= limit:
@@ -187,6 +213,12 @@ class EpochReader:
                     break
             self.publish()
             pos += counts[j]
+            dry = 0 if counts[j] > seen else dry + 1
+            if dry_limit is not None and dry >= dry_limit:
+                raise ValueError(
+                    f"resampled=True: the last {dry} shards drawn gave no sample (each "
+                    "skipped, excluded, empty or failed): the stream would never end"
+                )
 
     def _steps(
         self,

@@ -416,3 +416,64 @@ def test_the_gate_profiles_with_the_references_sketch_config(tmp_path):
         ProfileStore(str(tmp_path / "other")).get_profile(urls[0], ds.shards[0].version).config
         == other
     )
+
+
+def _draws(send, urls: list[str], store: str, policy: str, n: int) -> None:
+    """In a child process: the keys of ``n`` resampled samples and the drift report."""
+    try:
+        ds = dl.DriftDataset(
+            urls, store=store, reference="ref", policy=policy, resampled=True, seed=3
+        ).with_epoch(n)
+        send.send(("value", ([s["__key__"] for s in ds], ds.drift_report())))
+    except Exception as e:  # noqa: BLE001 - handed to the test
+        send.send(("error", e))
+
+
+def _draws_within(seconds: float, urls: list[str], store, policy: str, n: int):
+    """``_draws`` in a spawned child killed after ``seconds``: a stream that never ends fails
+    the test, and the memory it grows goes with the child."""
+    import multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_draws, args=(send, urls, store.url, policy, n), daemon=True)
+    child.start()
+    ready = receive.poll(seconds)
+    kind, value = "timeout", None
+    if ready:  # read before joining: a large result is sent only as it is read
+        kind, value = receive.recv()
+    else:
+        child.kill()
+    child.join()
+    assert ready, f"still running after {seconds} s"
+    if kind == "error":
+        raise value
+    return value
+
+
+@pytest.mark.parametrize("policy", ["monitor", "skip", "reweight"])
+def test_a_gated_resampled_stream_draws_one_shard_again_and_again(corpus, policy):
+    """Every draw after the first is of a shard already in the read-ahead: each is read
+    when reached (before: the read-ahead pulled draws forever, and nothing came)."""
+    urls = [corpus["clean"][0]]
+    keys, rows = _draws_within(90, urls, corpus["store"], policy, 3 * N + 7)
+    assert len(keys) == 3 * N + 7
+    assert keys[:N] == keys[N : 2 * N] == keys[2 * N : 3 * N]  # the same shard, whole, each time
+    assert rows and all(r["url"].endswith("clean-0.tar") for r in rows)
+
+
+def test_a_resampled_stream_whose_every_shard_is_skipped_raises(corpus):
+    """With nothing readable to draw, a resampled stream says so instead of never ending."""
+    profile_shards([corpus["drifted"]], corpus["store"], progress=False)
+    with pytest.raises(ValueError, match=r"last 1000 shards drawn gave no sample"):
+        _draws_within(120, [corpus["drifted"]], corpus["store"], "skip", 10)
+
+
+def test_a_resampled_stream_with_some_shards_skipped_reads_the_others(corpus):
+    """Skipped draws in long runs (most shards drifted) are passed over, not queued forever."""
+    profile_shards([corpus["drifted"], corpus["clean"][1]], corpus["store"], progress=False)
+    urls = [corpus["drifted"]] * 200 + [corpus["clean"][1]]  # runs of skipped draws
+    keys, rows = _draws_within(120, urls, corpus["store"], "skip", 2 * N)
+    assert len(keys) == 2 * N and len(set(keys)) == N
+    assert any(r["action"] == "skipped" for r in rows)
+    assert all(r["action"] == "skipped" for r in rows if "drifted" in r["url"])
