@@ -22,7 +22,7 @@ from .profiling import EMPTY_SHARD, ON_ERROR, Metadata, profile_shard, profile_s
 from .progress import active, track
 from .sources import Shard, expand_urls, redact, stat_shard, stat_shards
 from .store import FETCH_CHUNK, ProfileStore, featurizer_of, recorded_featurizer
-from .writebehind import RECORD_THREADS, WriteBehind
+from .writebehind import WriteBehind
 
 CHECK_CHUNK = FETCH_CHUNK  # stored profiles read (and held) at a time
 
@@ -179,7 +179,7 @@ class CheckStream:
         self._started = True
         shards, failed, check = self._shards, self.failed, self._check
         profiles = _each_profile(shards, check.store, self._runner, self._options, failed)
-        writes = WriteBehind(RECORD_THREADS, 4 * RECORD_THREADS)
+        writes = WriteBehind.for_batch()
         try:
             for i, profile in profiles:
                 result = check.compare(shards[i], profile, failed, self._options["on_error"])

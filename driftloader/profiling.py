@@ -38,9 +38,9 @@ from .records import read_samples
 from .shardversion import version_id_of
 from .sources import (
     Shard,
-    expand_urls,
     read_small,
     redact,
+    shards_of,
     stat_shard,
     stat_shards,
 )
@@ -448,7 +448,7 @@ def _bare_message(e: ShardReadError) -> str:
 
 
 def profile_shards(
-    urls: str | Sequence[str],
+    urls: str | Sequence[str] | Sequence[Shard],
     store: ProfileStore | str,
     *,
     workers: int = 1,
@@ -498,7 +498,7 @@ def profile_shards(
     store.check_writable()
     started = time.monotonic()
     missing: list[tuple[str, str]] = []  # every unreadable shard is named, not just the first
-    found = stat_shards(expand_urls(urls, storage_options), storage_options, failed=missing)
+    found = stat_shards(shards_of(urls, storage_options), storage_options, failed=missing)
     if missing and on_error == "raise":
         raise _unreadable(missing)
     shards = unique_shards(found)

@@ -218,6 +218,17 @@ def expand_urls(urls: str | Sequence[str], storage_options: dict | None = None) 
     return shards
 
 
+def shards_of(
+    urls: str | Sequence[str] | Sequence[Shard], storage_options: dict | None = None
+) -> list[Shard]:
+    """``urls`` expanded (``expand_urls``), or as they are when they are ``Shard``s: those a
+    command has just stat'ed go on to the next step marked ``listed``, and are not listed again."""
+    items = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
+    if items and all(isinstance(u, Shard) for u in items):
+        return items
+    return expand_urls(items, storage_options)
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """No garbage collection while many local shards are made (no request is made meanwhile):

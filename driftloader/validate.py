@@ -28,7 +28,7 @@ from .features import joint_name_parts
 from .profile import Profile
 from .profiling import profile_shards
 from .progress import active, track
-from .sources import Shard, expand_urls, redact, stat_shards
+from .sources import Shard, redact, shards_of, stat_shards
 from .store import (
     ProfileStore,
     check_reference_name,
@@ -36,7 +36,7 @@ from .store import (
     shard_key,
     unique_shards,
 )
-from .writebehind import RECORD_THREADS, WriteBehind
+from .writebehind import WriteBehind
 
 RULES_FORMAT = 1
 _MAX_LISTED = 5
@@ -307,7 +307,7 @@ def validate_shards(
     featurizer = recorded_featurizer(store.get_reference(reference))
     shards = _stat(urls, storage_options)
     summary = profile_shards(
-        [s.url for s in shards],
+        [Shard(s.url, s.version, s.size, s.pinned, listed=True) for s in shards],  # stat'ed
         store,
         workers=workers,
         executor=executor,
@@ -320,7 +320,7 @@ def validate_shards(
     # the profiles read in batches (one ``cat`` a chunk), the rows written behind, many at
     # once: one at a time, 100k shards at 40 ms were ~3 hours of round trips
     profiles = chain.from_iterable(store.fetch_profile_chunks(shards, featurizer.fingerprint))
-    writes = WriteBehind(RECORD_THREADS, 4 * RECORD_THREADS)
+    writes = WriteBehind.for_batch()
     results = []
     for shard, profile in track(zip(shards, profiles), "validated", total=len(shards)):
         result = _validated(shard, profile, rules, errors)
@@ -332,10 +332,7 @@ def validate_shards(
 
 
 def _stat(urls: Any, storage_options: dict | None) -> list[Shard]:
-    items = [urls] if isinstance(urls, str) else list(urls)
-    if items and all(isinstance(u, Shard) for u in items):
-        return unique_shards(stat_shards(items, storage_options))
-    return unique_shards(stat_shards(expand_urls(items, storage_options), storage_options))
+    return unique_shards(stat_shards(shards_of(urls, storage_options), storage_options))
 
 
 def _validated(

@@ -33,6 +33,11 @@ LIMIT = 64  # writes waiting at most
 class WriteBehind:
     """Runs ``fn(*args)`` calls on background threads, in order per key; see the module."""
 
+    @classmethod
+    def for_batch(cls) -> WriteBehind:
+        """Sized for a batch command (check, validate): a catalog read and write a shard."""
+        return cls(RECORD_THREADS, 4 * RECORD_THREADS)
+
     def __init__(self, threads: int = THREADS, limit: int = LIMIT) -> None:
         if threads < 1 or limit < 1:
             raise ValueError(f"threads and limit must be >= 1, got {threads} and {limit}")

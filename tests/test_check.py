@@ -317,10 +317,10 @@ def test_the_cli_check_prints_each_result_and_holds_none(many, monkeypatch, caps
     """``driftloader check`` streams: each shard is printed as it is compared, and results are
     let go (a 100k-shard check held 1.8 GB of them, a million would take ~18 GB). Of 20
     shards, a few results are alive at any comparison, not all those before it."""
-    import driftloader.check as check
+    import driftloader.writebehind as writebehind
     from driftloader.drift import ShardDrift
 
-    monkeypatch.setattr(check, "RECORD_THREADS", 1)  # at most 4 results wait to be recorded
+    monkeypatch.setattr(writebehind, "RECORD_THREADS", 1)  # at most 4 results wait to be recorded
     alive = _alive_at_each_compare(monkeypatch, ShardDrift)
     code = main(["check", *many["urls"], "--store", many["store"].url, "--reference", "ref"])
     out = capsys.readouterr().out.splitlines()

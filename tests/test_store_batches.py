@@ -107,3 +107,21 @@ def test_an_equalized_plan_reads_the_undecided_shards_profiles_many_at_once(stor
     plan = ds.plan()
     assert [row["n"] for row in plan] == [20] * SHARDS
     _started_together(_profile_reads(s3_proxy))
+
+
+def test_validate_lists_the_folder_of_its_s3_shards_once(s3_proxy, s3_bucket, s3fs_fresh, tmp_path):
+    """``validate`` stats its shards, then profiles those not profiled yet: the versions it
+    just listed are the ones profiled (before, profiling listed the folder again)."""
+    for i in range(3):
+        write_shard(tmp_path / f"s-{i}.tar", 20, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"s-{i}.tar"), f"{s3_bucket}/data/s-{i}.tar")
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    urls = [f"s3://{s3_bucket}/data/s-{i}.tar" for i in range(3)]
+    profile_shards(urls[:2], store, storage_options=options, progress=False)
+    store.build_reference("r", urls[:2])
+    s3_proxy.reset_stats()
+    results = validate_shards(urls, store, "r", storage_options=options)
+    assert [r.url for r in results] == urls and all(r.n == 20 for r in results)
+    lists = [r.target for r in s3_proxy.requests if "prefix=data%2F" in r.target]
+    assert len(lists) == 1, lists  # before: 2
