@@ -449,6 +449,19 @@ def _feature_section(
     )
 
 
+def _plotted_profiles(
+    store: ProfileStore, ref: Profile, rows: list[ShardRow], names: list[str]
+) -> dict[tuple[str, str | None], Profile | None]:
+    """The profiles the plots of features ``names`` overlay, by (url, version), read in one
+    batch: one after another they were up to ``_SHARDS_PER_FEATURE`` round trips a feature."""
+    plotted = [f for f in names if ref.kinds.get(f) in ("numeric", "categorical")]
+    keys = {
+        (r.url, r.version): None for f in plotted for r in _shards_for(f, rows, _SHARDS_PER_FEATURE)
+    }
+    shards = [Shard(url, version) for url, version in keys]
+    return dict(zip(keys, store.fetch_profiles(shards, ref.fingerprint)))
+
+
 def render_report(
     store: ProfileStore,
     reference: str,
@@ -471,10 +484,9 @@ def render_report(
     catalog = store.catalog()
     rows = _rows(store, ref, reference, urls, storage_options, config, compare_stored, catalog)
     overview = img(overview_plot(rows), "drift score over time and by source")
-    cache: dict = {}
-    features = [
-        _feature_section(f, store, ref, rows, cache) for f in _top_names(rows, top_features)
-    ]
+    names = _top_names(rows, top_features)
+    cache = _plotted_profiles(store, ref, rows, names)
+    features = [_feature_section(f, store, ref, rows, cache) for f in names]
     serving = serving_section(catalog, reference, rows)  # report_serving.py
     features.append(content_sections(store, ref, rows, cache))  # report_images.py
     return _document(reference, ref, rows, overview, features, serving)

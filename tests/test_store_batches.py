@@ -125,3 +125,26 @@ def test_validate_lists_the_folder_of_its_s3_shards_once(s3_proxy, s3_bucket, s3
     assert [r.url for r in results] == urls and all(r.n == 20 for r in results)
     lists = [r.target for r in s3_proxy.requests if "prefix=data%2F" in r.target]
     assert len(lists) == 1, lists  # before: 2
+
+
+def test_the_report_reads_the_profiles_its_plots_overlay_at_once(s3_proxy, s3_bucket, tmp_path):
+    """The feature plots overlay each feature's most drifted shards; their profiles are read
+    together (one after another they were a round trip each, 600 ms away here)."""
+    from driftloader.check import check_shards
+    from driftloader.report import render_report
+
+    urls = [str(tmp_path / f"s-{i}.tar") for i in range(6)]
+    for i, url in enumerate(urls):
+        write_shard(url, 200, seed=i, shift=0.0 if i < 2 else 0.5 + 0.25 * i)
+    store = ProfileStore(
+        f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    )
+    profile_shards(urls, store, progress=False)
+    store.build_reference("r", urls[:2])
+    check_shards(urls, store, "r")  # every row has a result: the report compares none
+    s3_proxy.latency_ms = 600
+    s3_proxy.reset_stats()
+    html = render_report(store, "r", top_features=3)
+    assert "s-5.tar" in html and "none loaded" not in html
+    reads = _profile_reads(s3_proxy)
+    assert len(reads) >= 3 and reads[-1] - reads[0] < 0.6, [round(t - reads[0], 2) for t in reads]
