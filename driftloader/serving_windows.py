@@ -102,24 +102,18 @@ def write_loop(writes: queue.Queue) -> None:
 def store_window(
     store: ProfileStore, profile: Profile, result: ShardDrift, reference: str, row: Row
 ) -> None:
-    if store.put_profile(profile) is None:
-        raise OSError("the store is read-only")
-    written = store.record(
-        profile.url,
-        profile.version,
-        {
-            "reference": reference,
-            "action": "served",
-            "decided": row["end"],
-            "start": row["start"],
-            "end": row["end"],
-            "window": row["window"],
-            "run": row["run"],
-            "preprocessing": row["preprocessing"],
-            "drifted": result.drifted,
-            "score": result.score,
-            "top": [f.to_dict() for f in result.top(TOP_FEATURES)],
-        },
-    )
-    if not written:
+    fields = {
+        "reference": reference,
+        "action": "served",
+        "decided": row["end"],
+        "start": row["start"],
+        "end": row["end"],
+        "window": row["window"],
+        "run": row["run"],
+        "preprocessing": row["preprocessing"],
+        "drifted": result.drifted,
+        "score": result.score,
+        "top": [f.to_dict() for f in result.top(TOP_FEATURES)],
+    }
+    if store.put_profile(profile, fields=fields) is None:  # profile and row: one row write
         raise OSError("the store is read-only")

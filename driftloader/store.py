@@ -152,13 +152,13 @@ class ProfileStore(StoreFiles):
 
     # -- shard profiles ------------------------------------------------------------------------
 
-    def put_profile(self, profile: Profile, *, strict: bool = False) -> str | None:
+    def put_profile(
+        self, profile: Profile, *, strict: bool = False, fields: Mapping | None = None
+    ) -> str | None:
         """Store ``profile`` under (profile.url, profile.version) atomically; returns its path.
-
-        Also writes the shard-version's catalog row (summary fields merged into any recorded
-        keys). On a read-only store nothing is written and None is returned (one warning), or
-        with ``strict`` (storing is the caller's whole job) ``StoreReadOnlyError`` is raised.
-        """
+        Also writes the shard-version's catalog row: summary fields and ``fields``, merged into
+        any recorded keys. On a read-only store nothing is written and None is returned (one
+        warning), or with ``strict`` (storing is the caller's whole job) StoreReadOnlyError."""
         if not isinstance(profile, Profile):
             raise ValueError(f"put_profile needs a Profile, got {type(profile).__name__}")
         if not profile.url:
@@ -169,13 +169,10 @@ class ProfileStore(StoreFiles):
             self.write_bytes(path, data)
         elif (size := self._put(path, profile)) is None:
             return None
-        summary = {
-            **profile.summary(),
-            "url": shard_key(profile.url),
-            "profile": self.display(path),
-            "profile_bytes": size,
-        }
-        self.record(CatalogRow.from_dict(summary))
+        summary = {**profile.summary(), "url": shard_key(profile.url), "profile_bytes": size}
+        self.record(
+            CatalogRow.from_dict({**summary, "profile": self.display(path), **(fields or {})})
+        )
         return path
 
     def get_profile(

@@ -487,3 +487,22 @@ def test_default_alpha_is_the_documented_serving_alpha(store):
         assert DriftConfig().alpha == 0.01
     with ServingMonitor(store, "v1", config=DriftConfig(alpha=0.01), spool=False) as monitor:
         assert monitor.config.alpha == 0.01 and monitor.config.metadata is False
+
+
+def test_a_window_writes_its_catalog_row_once(s3_proxy, s3_bucket, tmp_path):
+    """A closed window's profile and its served fields go into one catalog row write (before:
+    the profile's row, then the served fields merged into it: two reads and two writes)."""
+    refs = [write_tar(tmp_path / "ref.tar", rows(N, 0))]
+    url = f"s3://{s3_bucket}/drift"
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(url, options)
+    profile_shards(refs, store, progress=False)
+    store.build_reference("v1", refs)
+    s3_proxy.reset_stats()
+    with ServingMonitor(store, "v1", window=N, unserved=["cls"]) as monitor:
+        monitor.observe(requests(2 * N, 3))
+    assert [r["stored"] for r in monitor.report()] == [True, True]
+    puts = [r.target for r in s3_proxy.requests if r.method == "PUT" and "/catalog/" in r.target]
+    assert len(puts) == 2, puts  # one a window
+    served = [r for r in store.catalog() if r.get("source") == "serving"]
+    assert len(served) == 2 and all(r["action"] == "served" and r["n"] == N for r in served)
