@@ -53,7 +53,7 @@ def pages(fs, bucket: str, prefix: str) -> list[str]:
 
 def botocore_parse(options: dict):
     """A filesystem as ``sources.filesystem`` makes it, but with botocore parsing the objects
-    of each page (before ``listing.quick_objects``)."""
+    of each page (before ``listing.quick_objects``) and checking it for an error first."""
     import s3fs
 
     from driftloader import listing
@@ -62,6 +62,9 @@ def botocore_parse(options: dict):
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **_s3_options(options))
     listing.quick_timestamps(fs)
     fs.session.unregister("before-parse.s3.ListObjectsV2", listing.quick_objects)
+    from botocore import handlers  # and its own check of each page for an <Error>, as before
+
+    fs.session.register("before-parse.s3.ListObjectsV2", handlers._handle_200_error)
     return fs
 
 
