@@ -435,7 +435,12 @@ def _resolve_shard(shard: Shard, base: str) -> Shard:
 
 
 def shard_version(info: dict) -> str | None:
-    """A version string from an fsspec ``info()`` dict: VersionId, else ETag, else size+mtime."""
+    """A version string from an fsspec ``info()`` dict: VersionId, else ETag, else size+mtime.
+    A listed S3 object (an ETag, no VersionId) is written directly: a glob makes 100k."""
+    if not (info.get("VersionId") or info.get("version_id")):
+        etag = info.get("ETag") or info.get("etag")
+        if etag:
+            return "e:" + str(etag).strip('"')
     version = ShardVersion.from_info(info)
     return str(version) if version is not None else None
 

@@ -303,3 +303,21 @@ def test_a_versioned_bucket_stops_the_plain_listing_started_beside_its_versionin
     kinds = [_listing_kind(r.target) for r in s3_proxy.requests]
     assert kinds.count("versions") == 8 and kinds.count("versioning") == 1  # 40 keys, pages of 5
     assert kinds.count("objects") <= 2  # the page in flight when versioning answered, at most
+
+
+def test_shard_version_of_a_listed_object_is_the_version_a_shardversion_gives():
+    """The direct form for a listed S3 object (ETag, no VersionId) and the general one agree."""
+    from driftloader.sources import shard_version
+
+    infos = [
+        {"ETag": '"9b2cf5"', "size": 3},
+        {"etag": "abc-2", "size": 3},
+        {"VersionId": "v1", "ETag": '"a"'},
+        {"VersionId": "null", "ETag": '"a"'},
+        {"version_id": "v2", "etag": "a"},
+        {"size": 3, "mtime": 5.0},
+        {},
+    ]
+    for info in infos:
+        version = ShardVersion.from_info(info)
+        assert shard_version(info) == (None if version is None else str(version)), info
