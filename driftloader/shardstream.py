@@ -215,9 +215,12 @@ class EpochReader:
             pos += counts[j]
             dry = 0 if counts[j] > seen else dry + 1
             if dry_limit is not None and dry >= dry_limit:
+                stats = self.stats
                 raise ValueError(
                     f"resampled=True: the last {dry} shards drawn gave no sample (each "
-                    "skipped, excluded, empty or failed): the stream would never end"
+                    "skipped, excluded, empty or failed): the stream would never end. So far "
+                    f"{len(stats.excluded_shards)} excluded and {stats.errors} failed reads; "
+                    "the drift report has the decisions"
                 )
 
     def _steps(

@@ -224,9 +224,10 @@ def shards_of(
     """``urls`` expanded (``expand_urls``), or as they are when they are ``Shard``s: those a
     command has just stat'ed go on to the next step marked ``listed``, and are not listed again."""
     items = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
-    if items and all(isinstance(u, Shard) for u in items):
-        return items
-    return expand_urls(items, storage_options)
+    shards = sum(isinstance(u, Shard) for u in items)
+    if shards and shards < len(items):
+        raise ValueError("give either shard URLs or Shards, not both in one list")
+    return items if shards else expand_urls(items, storage_options)
 
 
 @contextmanager

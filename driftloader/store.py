@@ -156,9 +156,9 @@ class ProfileStore(StoreFiles):
         self, profile: Profile, *, strict: bool = False, fields: Mapping | None = None
     ) -> str | None:
         """Store ``profile`` under (profile.url, profile.version) atomically; returns its path.
-        Also writes the shard-version's catalog row: summary fields and ``fields``, merged into
-        any recorded keys. On a read-only store nothing is written and None is returned (one
-        warning), or with ``strict`` (storing is the caller's whole job) StoreReadOnlyError."""
+        Also writes the shard-version's catalog row: summary fields and ``fields`` (None if that
+        row is not written), merged into any recorded keys. On a read-only store nothing is
+        written and None is returned (one warning), or with ``strict`` StoreReadOnlyError."""
         if not isinstance(profile, Profile):
             raise ValueError(f"put_profile needs a Profile, got {type(profile).__name__}")
         if not profile.url:
@@ -170,10 +170,10 @@ class ProfileStore(StoreFiles):
         elif (size := self._put(path, profile)) is None:
             return None
         summary = {**profile.summary(), "url": shard_key(profile.url), "profile_bytes": size}
-        self.record(
-            CatalogRow.from_dict({**summary, "profile": self.display(path), **(fields or {})})
+        written = self.record(
+            CatalogRow.from_dict({**(fields or {}), **summary, "profile": self.display(path)})
         )
-        return path
+        return path if written or fields is None else None  # the row asked for is not stored
 
     def get_profile(
         self, url: str, version: str | None, fingerprint: str | None = None

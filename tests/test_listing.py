@@ -523,3 +523,25 @@ def test_our_sessions_parse_a_listing_page_once_and_still_retry_an_error_under_2
     status, custom = before_parse("ListObjectsV2", page)
     assert status == 200 and [o["Key"] for o in custom["Contents"]] == ["d/a.tar"]
     assert len(parsers) == 1  # before: 2, botocore's and ours
+
+
+def test_quick_objects_parse_each_timestamp_of_a_page_once(monkeypatch):
+    """Objects written in the same second share their ``LastModified`` text: it is parsed once
+    a page, and each object gets the same time botocore would give it."""
+    calls, parse = [], listing._timestamp
+
+    def counted(value):
+        calls.append(value)
+        return parse(value)
+
+    stamps = ["2026-12-01T10:00:00.000Z"] * 3 + ["2026-12-01T10:00:01.000Z"] * 2
+    objects = "".join(
+        f"<Contents><Key>d/k-{i}.tar</Key><LastModified>{t}</LastModified>"
+        f"<ETag>&quot;e{i}&quot;</ETag><Size>{i}</Size></Contents>"
+        for i, t in enumerate(stamps)
+    )
+    monkeypatch.setattr(listing, "_timestamp", counted)
+    response, custom = {"status_code": 200, "headers": {}, "body": _s3_page(objects)}, {}
+    listing.quick_objects(response_dict=response, customized_response_dict=custom)
+    assert sorted(calls) == sorted(set(stamps))  # before: one call an object
+    assert [o["LastModified"] for o in custom["Contents"]] == [parse(t) for t in stamps]

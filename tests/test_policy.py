@@ -438,14 +438,19 @@ def _draws_within(seconds: float, urls: list[str], store, policy: str, n: int):
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_draws, args=(send, urls, store.url, policy, n), daemon=True)
     child.start()
+    send.close()  # the child's end only: a child that dies is an end of file, not a wait
     ready = receive.poll(seconds)
     kind, value = "timeout", None
     if ready:  # read before joining: a large result is sent only as it is read
-        kind, value = receive.recv()
+        try:
+            kind, value = receive.recv()
+        except EOFError:
+            kind = "died"
     else:
         child.kill()
     child.join()
     assert ready, f"still running after {seconds} s"
+    assert kind != "died", f"the child died (exit code {child.exitcode})"
     if kind == "error":
         raise value
     return value

@@ -506,3 +506,23 @@ def test_a_window_writes_its_catalog_row_once(s3_proxy, s3_bucket, tmp_path):
     assert len(puts) == 2, puts  # one a window
     served = [r for r in store.catalog() if r.get("source") == "serving"]
     assert len(served) == 2 and all(r["action"] == "served" and r["n"] == N for r in served)
+
+
+def test_a_window_whose_catalog_row_is_refused_is_not_reported_stored(
+    s3_proxy, s3_bucket, tmp_path
+):
+    """The profile is written but the store refuses the row (403 on the catalog): the window
+    is not stored, as when the row was written on its own (its spooled samples are kept)."""
+    refs = [write_tar(tmp_path / "ref.tar", rows(N, 0))]
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    profile_shards(refs, store, progress=False)
+    store.build_reference("v1", refs)
+    s3_proxy.add_fault("status", method="PUT", path="/catalog/", status=403, times=None)
+    with (
+        pytest.warns(RuntimeWarning),
+        ServingMonitor(store, "v1", window=N, unserved=["cls"]) as monitor,
+    ):
+        monitor.observe(requests(N, 3))
+    (row,) = monitor.report()
+    assert not row["stored"]  # before: True, with no served row in the catalog

@@ -321,3 +321,15 @@ def test_shard_version_of_a_listed_object_is_the_version_a_shardversion_gives():
     for info in infos:
         version = ShardVersion.from_info(info)
         assert shard_version(info) == (None if version is None else str(version)), info
+
+
+def test_shards_of_takes_urls_or_shards_but_says_so_for_a_mix(tmp_path):
+    from driftloader.sources import Shard, shards_of
+
+    path = str(tmp_path / "a.tar")
+    open(path, "wb").close()
+    given = [Shard(path, "s:1-2", 0)]
+    assert shards_of(given) == given  # stat'ed shards go on as they are
+    assert [s.url for s in shards_of([path])] == [path]
+    with pytest.raises(ValueError, match="either shard URLs or Shards"):
+        shards_of([path, Shard(path)])
