@@ -247,9 +247,10 @@ class EpochReader:
             yield self._decided(Step(j, shard, gate, replay=True), stream)
 
     def _decided(self, step: Step, stream: ShardStream) -> Step:
-        """The step with its verdict taken ahead, fetched only if the gate admits it; a shard
-        already queued or being read is decided when reached (its profile may be stored by
-        then) and read on its own."""
+        """The step with its verdict taken ahead, fetched only if the gate admits it. A shard
+        already queued or being read is too when the verdict comes from its stored profile or
+        an indexed decision; else it is decided when reached (the read before it may store a
+        profile of it) and read on its own."""
         if step.gate is None:
             return step
         try:  # a local file is versioned as it is reached (``DriftDataset.shards``)
@@ -258,15 +259,19 @@ class EpochReader:
             step.error, step.fetch = e, False
             return step
         current = self.current
-        if stream.pending(shard) or (
+        repeat = stream.pending(shard) or (
             current is not None and (current.url, current.version) == (shard.url, shard.version)
-        ):
+        )
+        if repeat and versioned_by_reading(shard):
             step.fetch = False
             return step
         if versioned_by_reading(shard):  # fetched, and decided at the version read
             return step
-        step.verdict = step.gate.ahead(shard)
-        step.fetch = step.verdict.action == READ
+        verdict = step.gate.ahead(shard)
+        if repeat and verdict.n is None:  # not from a stored profile: one may be made first
+            step.fetch = False
+            return step
+        step.verdict, step.fetch = verdict, verdict.action == READ
         return step
 
     def _admitted(self, step: Step, fetched: Iterator[dict] | None) -> Iterator[dict]:

@@ -482,3 +482,26 @@ def test_a_resampled_stream_with_some_shards_skipped_reads_the_others(corpus):
     assert len(keys) == 2 * N and len(set(keys)) == N
     assert any(r["action"] == "skipped" for r in rows)
     assert all(r["action"] == "skipped" for r in rows if "drifted" in r["url"])
+
+
+def test_resampled_draws_of_a_shard_with_a_stored_profile_are_read_ahead(corpus, monkeypatch):
+    """A draw of a shard already in the read-ahead is fetched ahead like any other when its
+    verdict comes from its stored profile (before: each was read on its own when reached,
+    its first block a round trip with nothing in flight)."""
+    import driftloader.shardstream as shardstream
+
+    url = corpus["clean"][0]
+    profile_shards([url], corpus["store"], progress=False)
+    alone, read_shard = [], shardstream.read_shard
+
+    def counted(*args, **kwargs):
+        alone.append(1)
+        return read_shard(*args, **kwargs)
+
+    monkeypatch.setattr(shardstream, "read_shard", counted)
+    ds = dl.DriftDataset(
+        [url], store=corpus["store"], reference="ref", policy="reweight", resampled=True
+    ).with_epoch(5 * N)
+    keys = [s["__key__"] for s in ds]
+    assert len(keys) == 5 * N and keys[:N] == keys[4 * N :]
+    assert alone == []  # before: 4 of the 5 draws
