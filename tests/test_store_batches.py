@@ -148,3 +148,27 @@ def test_the_report_reads_the_profiles_its_plots_overlay_at_once(s3_proxy, s3_bu
     assert "s-5.tar" in html and "none loaded" not in html
     reads = _profile_reads(s3_proxy)
     assert len(reads) >= 3 and reads[-1] - reads[0] < 0.6, [round(t - reads[0], 2) for t in reads]
+
+
+def test_validate_of_a_snapshot_profiles_the_pinned_versions(s3_env, s3fs_fresh, tmp_path):
+    """A snapshot pins each shard's version in a versioned bucket; a shard rewritten since
+    is validated at the pinned version, which is the one profiled (before: profiling took
+    the URLs, so the latest version, and the pinned one had no profile)."""
+    from driftloader.versions import snapshot, write_manifest
+
+    from .test_sources import _new_bucket
+
+    bucket = _new_bucket(s3_env, "pins", True)
+    for i in range(3):
+        write_shard(tmp_path / f"s-{i}.tar", 20, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"s-{i}.tar"), f"{bucket}/data/s-{i}.tar")
+    urls = [f"s3://{bucket}/data/s-{i}.tar" for i in range(3)]
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls[:2], store, progress=False)
+    store.build_reference("r", urls[:2])
+    manifest = str(tmp_path / "pinned.json")
+    write_manifest(snapshot(urls), manifest)
+    write_shard(tmp_path / "new.tar", 30, seed=9)  # s-2 rewritten after the snapshot
+    s3fs_fresh.put(str(tmp_path / "new.tar"), f"{bucket}/data/s-2.tar")
+    results = validate_shards(manifest, store, "r")
+    assert [r.n for r in results] == [20, 20, 20], [r.to_dict() for r in results]
