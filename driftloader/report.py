@@ -426,20 +426,16 @@ def _validation(rows: list[ShardRow]) -> str:
     return f'<ul id="validation">{items}</ul>'
 
 
-def _feature_section(
-    feature: str, store: ProfileStore, ref: Profile, rows: list[ShardRow], cache: dict
-) -> str:
-    """One feature: which shards, and the reference-vs-shard plot."""
+def _feature_section(feature: str, ref: Profile, shown: list[ShardRow], cache: dict) -> str:
+    """One feature: which shards (``shown``: ``_shards_for``), and the reference-vs-shard plot
+    of their profiles (in ``cache``, read by ``_plotted_profiles``)."""
     kind = ref.kinds.get(feature)
     title = f"<h3>{escape(feature)} <small>({escape(kind or 'not in reference')})</small></h3>"
     if kind not in ("numeric", "categorical"):
         return title + '<p class="note">no distribution plot for this kind of feature.</p>'
     profiles = []
-    for row in _shards_for(feature, rows, _SHARDS_PER_FEATURE):
-        key = (row.url, row.version)
-        if key not in cache:
-            cache[key] = store.get_profile(row.url, row.version, ref.fingerprint)
-        p = cache[key]
+    for row in shown:
+        p = cache[(row.url, row.version)]
         if p is not None and p.kinds.get(feature) == kind:
             profiles.append(p)
     plot = numeric_plot if kind == "numeric" else categorical_plot
@@ -450,14 +446,13 @@ def _feature_section(
 
 
 def _plotted_profiles(
-    store: ProfileStore, ref: Profile, rows: list[ShardRow], names: list[str]
+    store: ProfileStore, ref: Profile, shown: dict[str, list[ShardRow]]
 ) -> dict[tuple[str, str | None], Profile | None]:
-    """The profiles the plots of features ``names`` overlay, by (url, version), read in one
-    batch: one after another they were up to ``_SHARDS_PER_FEATURE`` round trips a feature."""
-    plotted = [f for f in names if ref.kinds.get(f) in ("numeric", "categorical")]
-    keys = {
-        (r.url, r.version): None for f in plotted for r in _shards_for(f, rows, _SHARDS_PER_FEATURE)
-    }
+    """The profiles the feature plots overlay (``shown``: the rows each feature shows), by
+    (url, version), read in one batch: one after another they were up to
+    ``_SHARDS_PER_FEATURE`` round trips a feature."""
+    plotted = [f for f in shown if ref.kinds.get(f) in ("numeric", "categorical")]
+    keys = {(r.url, r.version): None for f in plotted for r in shown[f]}
     shards = [Shard(url, version) for url, version in keys]
     return dict(zip(keys, store.fetch_profiles(shards, ref.fingerprint)))
 
@@ -484,9 +479,9 @@ def render_report(
     catalog = store.catalog()
     rows = _rows(store, ref, reference, urls, storage_options, config, compare_stored, catalog)
     overview = img(overview_plot(rows), "drift score over time and by source")
-    names = _top_names(rows, top_features)
-    cache = _plotted_profiles(store, ref, rows, names)
-    features = [_feature_section(f, store, ref, rows, cache) for f in names]
+    shown = {f: _shards_for(f, rows, _SHARDS_PER_FEATURE) for f in _top_names(rows, top_features)}
+    cache = _plotted_profiles(store, ref, shown)
+    features = [_feature_section(f, ref, picked, cache) for f, picked in shown.items()]
     serving = serving_section(catalog, reference, rows)  # report_serving.py
     features.append(content_sections(store, ref, rows, cache))  # report_images.py
     return _document(reference, ref, rows, overview, features, serving)
