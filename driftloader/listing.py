@@ -139,10 +139,9 @@ def quick_objects(response_dict: dict, customized_response_dict: dict, **_: Any)
             elif name == "Size":
                 item[name] = int(text)
             elif name == "LastModified":
-                stamp = stamps.get(text)
-                item[name] = (
-                    stamp if stamp is not None else stamps.setdefault(text, _timestamp(text))
-                )
+                if text not in stamps:
+                    stamps[text] = _timestamp(text)
+                item[name] = stamps[text]
             elif name == "ChecksumAlgorithm":  # a flattened list: one element per algorithm
                 item.setdefault(name, []).append(text)
             else:

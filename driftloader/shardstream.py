@@ -262,10 +262,8 @@ class EpochReader:
         repeat = stream.pending(shard) or (
             current is not None and (current.url, current.version) == (shard.url, shard.version)
         )
-        if repeat and versioned_by_reading(shard):
-            step.fetch = False
-            return step
-        if versioned_by_reading(shard):  # fetched, and decided at the version read
+        if versioned_by_reading(shard):  # fetched (unless a repeat), decided at the version read
+            step.fetch = not repeat
             return step
         verdict = step.gate.ahead(shard)
         if repeat and verdict.n is None:  # not from a stored profile: one may be made first
