@@ -475,7 +475,7 @@ def listed_and_gate(
     exclusions, decision index), read while the URLs are expanded (a glob's listing): at 40 ms
     a round trip, one after the other they delayed the first sample. Then the shards are
     stat'ed but for those versioned as they are read (``remote_stat``), which the decision
-    index tells. An error of the listing (no shard) is raised first. No garbage collection
+    index tells, unless a glob's listing gave every one its version. An error of the listing (no shard) is raised first. No garbage collection
     meanwhile: 100k shards and decisions are made, none of them garbage, and a collection walks
     every object of the process."""
     with gc_paused(), ThreadPoolExecutor(1) as pool:
@@ -487,6 +487,8 @@ def listed_and_gate(
             listing.result()
             raise
         shards = listing.result()
+        if all(s.listed for s in shards):  # a glob's: versions from the listing just taken
+            return shards, gate  # (100k made again in stat_shards took 0.4 s)
         return remote_stat(shards, storage_options, clean_keys(gate)), gate
 
 
@@ -519,10 +521,10 @@ def versioned(shards: list[Shard], storage_options: dict | None) -> list[Shard]:
     included (``stat_shards``: an ``os.stat`` per local file, a listing or HEADs for S3); one
     that cannot be stat'ed stays as given (reading it fails, naming it)."""
     unknown = [s for s in shards if is_local_file(s) or versioned_by_reading(s)]
-    if not unknown:
-        return shards
-    found = {s.url: s for s in stat_shards(unknown, storage_options, failed=[])}
-    return [found.get(s.url, s) for s in shards]
+    found = {s.url: s for s in stat_shards(unknown, storage_options, failed=[])} if unknown else {}
+    return [  # a glob's shards lose ``listed``: a later stat_shards lists again
+        found.get(s.url, s) if not s.listed else Shard(s.url, s.version, s.size) for s in shards
+    ]
 
 
 def drawn_shards(shards: list[Shard], seed: int, where: Placement, epoch: int) -> Iterator[Shard]:

@@ -243,17 +243,24 @@ def version_aware(fs: Any) -> bool:
 
 def folder_listing(fs: Any, path: str, prefix: str, every_version: bool) -> dict[str, list]:
     """``{name: [info, ...]}`` of the objects directly in the folder ``path`` whose names start
-    with ``prefix``, from a fresh listing: ListObjectsV2 when the bucket was never versioned,
-    else its object versions (the latest, or every one with ``every_version``)."""
+    with ``prefix``, from a fresh listing (``folder_objects``)."""
+    by_name: dict[str, list[dict]] = {}
+    for info in folder_objects(fs, path, prefix, every_version):  # each Key without a version
+        by_name.setdefault(info["Key"].rpartition("/")[2], []).append(info)
+    return by_name
+
+
+def folder_objects(fs: Any, path: str, prefix: str, every_version: bool) -> list[dict]:
+    """``info()``-like dicts of the objects (no folders) directly in the folder ``path`` whose
+    names start with ``prefix``, in key order, from a fresh listing: ListObjectsV2 when the
+    bucket was never versioned, else its object versions (the latest, or every one with
+    ``every_version``)."""
     bucket, folder, _ = fs.split_path(path)
     prefix = f"{folder}/{prefix}" if folder else prefix
     infos = None if every_version else _listing_if_never_versioned(fs, bucket, prefix)
     if infos is None:
         infos = objects(fs, bucket, prefix, None, version_aware(fs), every_version)
-    by_name: dict[str, list[dict]] = {}
-    for info in infos:  # objects only (no folders), each Key without a version
-        by_name.setdefault(info["Key"].rpartition("/")[2], []).append(info)
-    return by_name
+    return infos
 
 
 def _listing_if_never_versioned(fs: Any, bucket: str, prefix: str) -> list[dict] | None:

@@ -182,6 +182,36 @@ def test_a_few_shards_left_to_stat_among_many_get_a_head_each_not_a_listing(
         assert [s.size for s in stated[70 - left :]] == list(range(71 - left, 71))
 
 
+def test_a_gated_glob_keeps_the_versions_its_listing_gave(
+    tmp_path: Path, s3_proxy, s3fs_fresh, monkeypatch
+) -> None:
+    """A glob's shards come with the versions and sizes of the listing just taken: a gated
+    dataset stats none of them again (``stat_shards`` made 100k Shards anew, 0.4 s before the
+    first sample), reads them all, and ``shards`` hands them out without the ``listed`` mark,
+    so that a later ``stat_shards`` of them lists again rather than trust an old listing."""
+    import driftloader.dataset as dataset_module
+
+    bucket = new_bucket(s3_proxy.endpoint, versioned=False)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{bucket}/drift", options)
+    _corpus(tmp_path, s3fs_fresh, bucket, store, options)
+    stats, real = [], dataset_module.stat_shards
+    monkeypatch.setattr(
+        dataset_module,
+        "stat_shards",
+        lambda shards, *a, **k: stats.append(1) or real(shards, *a, **k),
+    )
+    s3_proxy.reset_stats()
+    ds = _gated(f"s3://{bucket}/data/*.tar", store, options)
+    assert stats == [] and [r for r in _shard_requests(s3_proxy) if r[1] != "list"] == []
+    assert sum(1 for _ in ds) == 4 * 80  # the drifted shard skipped
+    listed = {s.url: (s.version, s.size) for s in ds._given}
+    assert all(s.listed for s in ds._given) and len(listed) == 5
+    handed = ds.shards
+    assert {s.url: (s.version, s.size) for s in handed} == listed
+    assert not any(s.listed for s in handed)
+
+
 def test_a_first_gated_run_reads_the_stored_profiles_ahead_concurrently(
     tmp_path: Path, s3_proxy, s3fs_fresh
 ) -> None:
