@@ -63,7 +63,7 @@ from .compaction import (
 from .drift import DriftConfig, FeatureDrift, ShardDrift
 from .drift.registry import DRIFT_TESTS
 from .errors import ProfileFormatError, ReferenceNotFound, StoreReadOnlyError
-from .index_copy import Latest, base_name, is_copy, latest_path, read_copy
+from .index_copy import Latest, base_name, is_copy, latest_path, parse_record, read_copy
 from .profile import Profile
 from .sketches.encoding import decode_float, encode_float
 from .store import ProfileStore, check_reference_name, shard_key, url_hash, version_name
@@ -257,7 +257,7 @@ class DecisionIndex:
         self.folds = 0  # times a read folded the small records it found
         self.about: dict[str, Any] | None = None  # what the context is of (``of`` sets it)
         self.config_digest: str | None = None  # of its drift config: names ``Latest``
-        self._known: dict[Key, Decision | dict] | None = None
+        self._known: dict[Key, Known] | None = None
         self._read_from: list[str] = []  # the compacted files the records came from
         self._unwritten: dict[Key, Decision] = {}  # records waiting for a row's note (``add``)
         self._folding = WriteBehind(threads=1, limit=1)  # the fold a read started, if any
@@ -298,7 +298,7 @@ class DecisionIndex:
 
     def _table(
         self, listed: dict[str, str | None] | None = None, latest: Latest | None = None
-    ) -> dict[Key, Decision | dict]:
+    ) -> dict[Key, Known]:
         """Every record in memory by key, reading them first if not yet read: the compacted
         index (usually one file) and the new records not folded into it yet (one listing, one
         batch of reads: ``compaction.read_folder``), so a decision written by one pass is found
@@ -310,7 +310,7 @@ class DecisionIndex:
         if self._known is None:
             self.loads += 1
             snapshot = read_folder(self.store, self.folder, listed)
-            table: dict[Key, Decision | dict] = {}
+            table: dict[Key, Known] = {}
             for path, data in snapshot.compacted:  # oldest first: later files win
                 table.update(self._records(path, data))
             for _, document in snapshot.small:
@@ -330,12 +330,15 @@ class DecisionIndex:
             return
         if sorted(map(base_name, compacted)) != sorted(latest.files):
             return
-        try:
-            records = latest.records(self.store)
+        try:  # each record's line, parsed when asked for, else every record parsed now
+            known = latest.keyed()
+            if known is None:
+                records = latest.records(self.store)
+                known = {(r.get("url"), r.get("version")): r for r in records}
         except ProfileFormatError:
             return  # a cache: the context's own files are read
         self.loads += 1
-        self._known = {(r.get("url"), r.get("version")): r for r in records}
+        self._known = known
         self.unfolded, self._read_from = 0, compacted
 
     def _write_latest(self, records: list[dict], files: list[str]) -> None:
@@ -349,7 +352,7 @@ class DecisionIndex:
         with contextlib.suppress(StoreReadOnlyError, OSError):
             write_lines(self.store, path, [head, *records])
 
-    def _records(self, path: str, data: bytes) -> dict[Key, Decision | dict]:
+    def _records(self, path: str, data: bytes) -> dict[Key, Known]:
         try:
             records = parse_lines(self.store, path, data)
         except ProfileFormatError as e:
@@ -359,14 +362,14 @@ class DecisionIndex:
             return {}
         return {(r.get("url"), r.get("version")): r for r in records}
 
-    def _decision(self, table: dict[Key, Decision | dict], key: Key) -> Decision | None:
+    def _decision(self, table: dict[Key, Known], key: Key) -> Decision | None:
         """The decision of ``key`` in ``table`` (made from its record the first time); None
         when there is none or its record is corrupt (one warning: it is decided again)."""
         found = table.get(key)
         if found is None or isinstance(found, Decision):
             return found
         try:
-            decision = Decision.from_dict(found)
+            decision = Decision.from_dict(_record(found))
             if decision.key != key:
                 raise ProfileFormatError(f"keyed {key!r}: {str(found)[:80]}")
         except ProfileFormatError as e:
@@ -405,11 +408,7 @@ class DecisionIndex:
         """The shard keys every decision of which, at any version, found no drift: the
         shards a gated dataset reads without stat'ing them first (``dataset.remote_stat``)."""
         table = self._table()
-        drifted = {
-            url
-            for (url, _), found in table.items()
-            if (found.drifted if isinstance(found, Decision) else found.get("drifted")) is not False
-        }
+        drifted = {url for (url, _), found in table.items() if _drifted(found) is not False}
         return {url for url, _ in table} - drifted
 
     def load_all(self) -> dict[Key, Decision]:
@@ -519,20 +518,42 @@ class DecisionIndex:
         records = list(table.values()) if len(table) <= FOLD_COPY_MAX else None
         self._folding.submit("fold", self._fold, snapshot, records, list(self._read_from))
 
-    def _fold(
-        self, snapshot: Snapshot, records: list[Decision | dict] | None, read_from: list[str]
-    ) -> None:
+    def _fold(self, snapshot: Snapshot, records: list[Known] | None, read_from: list[str]) -> None:
         with contextlib.suppress(StoreReadOnlyError, OSError):
             folded = fold_small(self.store, self.folder, snapshot, _merged)
             if folded is not None and folded.path is not None:
                 self.folds += 1
                 if records is not None:  # past ``FOLD_COPY_MAX``, ``compact`` writes the copy
-                    records = [d.to_dict() if isinstance(d, Decision) else d for d in records]
+                    records = [r for r in map(_record_or_none, records) if r is not None]
                     self._write_latest(records, [*read_from, folded.path])
 
     def settle(self) -> None:
         """Wait for the fold a read started (``_fold_small``), if any."""
         self._folding.flush()
+
+
+Known = Decision | dict | tuple  # a decision; its record; or its line and drifted (``keyed``)
+
+
+def _record(found: Known) -> dict:
+    """The record of a decision the index holds (``ProfileFormatError`` when its line is
+    corrupt)."""
+    if isinstance(found, tuple):
+        return parse_record(found[0], "a record of the index's copy")
+    return found.to_dict() if isinstance(found, Decision) else found
+
+
+def _record_or_none(found: Known) -> dict | None:
+    try:
+        return _record(found)
+    except ProfileFormatError:
+        return None
+
+
+def _drifted(found: Known) -> bool | None:
+    if isinstance(found, tuple):
+        return found[1]
+    return found.drifted if isinstance(found, Decision) else found.get("drifted")
 
 
 def _merged(records: list[dict]) -> list[dict]:

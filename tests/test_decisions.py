@@ -307,6 +307,66 @@ def test_a_compaction_with_nothing_to_fold_reads_the_index_once(
     assert len([t for t in gets if "/latest." in t]) == 1
 
 
+def test_a_gate_parses_only_the_records_of_the_index_copy_it_asks_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy of the index is read by how each line starts (its shard, version and whether
+    it drifted); a record is parsed when its decision is asked for: a gate over 100k
+    decisions parsed them all before its first sample (0.5 s). A line whose tail is corrupt
+    costs only its shard (decided again); a copy whose lines start otherwise is parsed
+    whole, as before. Every pass takes the same decisions."""
+    import json
+
+    store = ProfileStore(str(tmp_path / "store"))
+    clean, drifted = _corpus(tmp_path, store)
+    check_shards(clean + drifted, store, "ref")
+    parsed, loads, lines = [], json.loads, []
+
+    def compacted() -> tuple[str, bytes]:  # a pass notes rows in new records: folded here
+        compact_store(store)
+        (copy,) = [p for p in store.list_tree(store.path("decisions")) if "/latest." in p]
+        head, _, body = store.read_bytes(copy).partition(b"\n")
+        lines[:] = body.splitlines()
+        assert len(lines) == 5
+        return copy, head
+
+    def counted(data, *args, **kwargs):  # a parse of the copy's records: some or all
+        text = data if isinstance(data, bytes) else data.encode()
+        if any(line in text for line in lines):
+            parsed.append(sum(line in text for line in lines))
+        return loads(data, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counted)
+
+    def one_pass(warns: bool = False) -> tuple[int, list, list]:
+        parsed.clear()
+        ds = _skip_gated(clean + drifted, store, {})
+        built = list(parsed)
+        with pytest.warns(RuntimeWarning, match="ignoring a record") if warns else _nothing():
+            n = sum(1 for _ in ds)
+        return n, sorted(r["action"] for r in ds.drift_report()), built
+
+    compacted()
+    n, actions, built = one_pass()
+    assert (n, actions) == (4 * 80, ["passed"] * 4 + ["skipped"])
+    assert built == []  # before: the whole copy, parsed while the dataset was made
+    assert parsed == [1] * 5  # each record once, one at a time
+    copy, head = compacted()
+    good = list(lines)
+    store.write_bytes(copy, b"\n".join([head, lines[0][:-1], *lines[1:]]) + b"\n")
+    assert one_pass(warns=True)[:2] == (n, actions)  # the corrupt one decided again
+    lines[:] = [json.dumps(loads(line), sort_keys=True).encode() for line in good]
+    store.write_bytes(copy, b"\n".join([head, *lines]) + b"\n")
+    n2, actions2, built = one_pass()
+    assert (n2, actions2) == (n, actions) and built == [5]  # parsed whole, at once
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 # -- many small objects are read in batches --------------------------------------------------
 
 
