@@ -485,6 +485,8 @@ def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
     ]
     for objects in parsed_only:
         assert listing._scanned(_s3_page(objects)) is None, objects
+    bom = b"\xef\xbb\xbf" + _s3_page(_object("d/a.tar"))  # the parse of the bytes reads it
+    assert listing._walked(bom) is not None and _botocore_page(bom)["Contents"][0]["Size"] == 7
     latin = _s3_page(_object("d/\u00e9.tar")).decode().replace("UTF-8", "ISO-8859-1")
     assert listing._scanned(latin.encode("latin-1")) is None
     assert listing._walked(latin.encode("latin-1"))[1][0]["Key"] == "d/\u00e9.tar"
