@@ -523,7 +523,7 @@ def versioned(shards: list[Shard], storage_options: dict | None) -> list[Shard]:
     unknown = [s for s in shards if is_local_file(s) or versioned_by_reading(s)]
     found = {s.url: s for s in stat_shards(unknown, storage_options, failed=[])} if unknown else {}
     return [  # a glob's shards lose ``listed``: a later stat_shards lists again
-        found.get(s.url, s) if not s.listed else Shard(s.url, s.version, s.size) for s in shards
+        found.get(s.url) or (Shard(s.url, s.version, s.size) if s.listed else s) for s in shards
     ]
 
 

@@ -124,12 +124,14 @@ def quick_objects(response_dict: dict, customized_response_dict: dict, **_: Any)
         response_dict["body"], customized_response_dict["Contents"] = read
 
 
-_OBJECT = re.compile(
-    r"<Contents>\s*<Key>([^<]*)</Key>\s*<LastModified>([^<]*)</LastModified>\s*"
-    r"<ETag>([^<]*)</ETag>\s*((?:<ChecksumAlgorithm>[^<]*</ChecksumAlgorithm>\s*)*)"
-    r"(?:<ChecksumType>([^<]*)</ChecksumType>\s*)?<Size>(\d+)</Size>\s*"
-    r"(?:<StorageClass>([^<]*)</StorageClass>\s*)?</Contents>\s*"
+_OBJECT = re.compile(  # XML's white space only; no reference in a time or an algorithm
+    r"<Contents>[ \t\r\n]*<Key>([^<]*)</Key>[ \t\r\n]*"
+    r"<LastModified>([^<&\r]*)</LastModified>[ \t\r\n]*<ETag>([^<]*)</ETag>[ \t\r\n]*"
+    r"((?:<ChecksumAlgorithm>[^<&\r]*</ChecksumAlgorithm>[ \t\r\n]*)*)"
+    r"(?:<ChecksumType>([^<]*)</ChecksumType>[ \t\r\n]*)?<Size>(\d+)</Size>[ \t\r\n]*"
+    r"(?:<StorageClass>([^<]*)</StorageClass>[ \t\r\n]*)?</Contents>[ \t\r\n]*"
 )
+_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _ALGORITHM = re.compile(r"<ChecksumAlgorithm>([^<]*)</ChecksumAlgorithm>")
 
 
@@ -140,15 +142,17 @@ def _scanned(body: bytes) -> tuple[bytes, list[dict]] | None:
     field, a CDATA section, a comment, an encoding other than UTF-8, objects that are not the
     page's own, a page cut short or an error): ``_walked`` reads it. What is left of the page
     is parsed, to check it and to find where each object stood."""
-    if b"<Contents>" not in body or not _in_utf8(body):
-        return None
+    if b"<Contents>" not in body or b"<!" in body or not body.startswith((b"<?xml ", b"<L")):
+        return None  # a comment, CDATA, a DTD (its entities), a byte order mark
     try:
         text = body.decode()
     except UnicodeDecodeError:
         return None
+    if not _in_utf8(body) or _NOT_XML_TEXT.search(text):
+        return None  # what the parse of the bytes rejects or decodes otherwise
     rows: list[tuple] = []  # each object read leaves an empty one in its place
     rest = _OBJECT.sub(lambda m: rows.append(m.groups()) or "<Contents/>", text)
-    if "<Contents>" in rest:  # an object laid out otherwise
+    if rest.count("Contents") != len(rows):  # an object laid out otherwise, or a prefix
         return None
     try:
         root = ElementTree.fromstring(rest)
@@ -157,6 +161,14 @@ def _scanned(body: bytes) -> tuple[bytes, list[dict]] | None:
     ns = root.tag[: root.tag.find("}") + 1]
     if root.tag == "Error" or len(root.findall(f"{ns}Contents")) != len(rows):
         return None  # an error, or not all the page's own objects (or an empty one was there)
+    try:
+        return rest.replace("<Contents/>", "").encode(), _items(rows)
+    except ElementTree.ParseError:  # a reference ElementTree alone resolves (in context)
+        return None
+
+
+def _items(rows: list[tuple]) -> list[dict]:
+    """The objects of a page from ``_OBJECT``'s groups, as botocore gives them."""
     stamps: dict[str, Any] = {}  # a corpus written in a run shares its seconds
     shared: dict[str, Any] = {}  # and its storage class, checksum type and algorithms
     objects = []
@@ -179,7 +191,7 @@ def _scanned(body: bytes) -> tuple[bytes, list[dict]] | None:
         if storage is not None:
             item["StorageClass"] = shared[storage] if storage in shared else _text(storage, shared)
         objects.append(item)
-    return rest.replace("<Contents/>", "").encode(), objects
+    return objects
 
 
 def _in_utf8(body: bytes) -> bool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from xml.etree import ElementTree
 
 import boto3
 import pytest
@@ -448,6 +449,11 @@ def _object(key: str, tail: str = "<StorageClass>STANDARD</StorageClass>", sep: 
     return f"<Contents>{sep}{sep.join(fields)}{sep}</Contents>{sep}"
 
 
+def latin_page() -> bytes:
+    page = _s3_page(_object("d/\u00e9.tar")).decode().replace("UTF-8", "ISO-8859-1")
+    return page.encode("latin-1")
+
+
 def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
     """``_scanned`` reads a page's objects with one regular expression (~3x quicker than
     ElementTree's parse and walk, ``_walked``) and must give exactly what the parse gives:
@@ -482,14 +488,36 @@ def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
         _object("d/a.tar").replace("<Size>", "<!-- size --><Size>"),
         f"<Other>{_object('d/a.tar')}</Other>",  # objects, but not the page's own
         _object("d/a.tar") + "<Contents/>",
+        _object("d/real.tar").replace("<Contents>", "<Contents >") + f"<!--{_object('ghost')}-->",
+        f"<Contents/><Foo>{_object('ghost')}</Foo>",  # an empty one beside one not its own
+        _object("d/a.tar", sep="\x0c"),  # white space to Python, not to XML
+        _object("d/a\x01.tar"),  # not XML text
+        _object("d/a.tar").replace(
+            "<Size>", "<ChecksumAlgorithm>CRC&#51;2</ChecksumAlgorithm><Size>"
+        ),
+        _object("d/a.tar").replace("2026-12-01", "&#50;026-12-01"),
+        _object("d/a.tar") + "<Prefix><![CDATA[x<Contents/>y]]></Prefix>",
+        _object("d/Contents.tar") + "<StartAfter>d/Contents</StartAfter>",  # refused: read
     ]
     for objects in parsed_only:
-        assert listing._scanned(_s3_page(objects)) is None, objects
-    bom = b"\xef\xbb\xbf" + _s3_page(_object("d/a.tar"))  # the parse of the bytes reads it
-    assert listing._walked(bom) is not None and _botocore_page(bom)["Contents"][0]["Size"] == 7
-    latin = _s3_page(_object("d/\u00e9.tar")).decode().replace("UTF-8", "ISO-8859-1")
-    assert listing._scanned(latin.encode("latin-1")) is None
-    assert listing._walked(latin.encode("latin-1"))[1][0]["Key"] == "d/\u00e9.tar"
+        page = _s3_page(objects)
+        assert listing._scanned(page) is None, objects
+        try:
+            walked = listing._walked(page)
+        except ElementTree.ParseError:
+            walked = "500"
+        response, custom = {"status_code": 200, "headers": {}, "body": page}, {}
+        listing.quick_objects(response_dict=response, customized_response_dict=custom)
+        assert (walked == "500") == (response["status_code"] == 500), objects
+        assert walked in ("500", None) or custom["Contents"] == walked[1], objects
+    entity = _s3_page(_object("d/&foo;.tar"))  # an entity the page's DTD declares
+    entity = entity.replace(b"\n<", b'\n<!DOCTYPE ListBucketResult [<!ENTITY foo "bar">]>\n<', 1)
+    assert listing._scanned(entity) is None and listing._walked(entity)[1][0]["Key"] == "d/bar.tar"
+    for bom in (b"\xef\xbb\xbf" + _s3_page(_object("d/a.tar")), b"\xef\xbb\xbf" + latin_page()):
+        assert listing._scanned(bom) is None  # the parse of the bytes reads it
+        assert listing._walked(bom) is not None
+    assert listing._scanned(latin_page()) is None
+    assert listing._walked(latin_page())[1][0]["Key"] == "d/\u00e9.tar"
     page = _s3_page(_object("d/a.tar") + _object("d/b.tar"))
     error = page.replace(b"</ListBucketResult>", b"</Error>")  # S3's error root: no namespace
     error = error.replace(
