@@ -28,12 +28,22 @@ from xml.sax.saxutils import escape
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
 
+def _etag(name: str) -> str:
+    """A file's ETag, in its listing and its answers: a hash of its name (files here are
+    written once)."""
+    return f"{zlib.crc32(name.encode()):08x}"
+
+
 class FileOrigin:
     """Serves the files directly under ``root`` (no subfolders, no listing)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._keys: list[str] | None = None  # the file names, sorted: listed once
+        self._sizes: dict[str, int] = {}
+
+    def _size(self, name: str) -> int:
+        return self._sizes[name]
 
     async def serve(self, port: int, lifetime_s: float) -> None:
         server = await asyncio.start_server(self._connection, "127.0.0.1", port)
@@ -60,7 +70,8 @@ class FileOrigin:
         )
         if method == "GET" and "?" in target:
             return await self._bucket(target.partition("?")[2], writer)
-        path = self.root / target.lstrip("/").split("?")[0]
+        name = target.lstrip("/").split("?")[0]
+        path = self.root / name.split("/", 1)[-1]  # S3's path style: /<any bucket>/<name>
         if method not in ("GET", "HEAD") or path.parent != self.root or not path.is_file():
             status = "404 Not Found" if method in ("GET", "HEAD") else "405 Method Not Allowed"
             writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode())
@@ -85,6 +96,7 @@ class FileOrigin:
             f"Content-Length: {length}",
             "Content-Type: application/x-tar",
             "Accept-Ranges: bytes",
+            f'ETag: "{_etag(path.name)}"',  # as the listing gives it
         ]
         if ranged:
             lines.append(f"Content-Range: bytes {start}-{end}/{size}")
@@ -110,7 +122,9 @@ class FileOrigin:
 
     def _page(self, asked: dict[str, str]) -> str:
         if self._keys is None:
-            self._keys = sorted(p.name for p in self.root.iterdir() if p.is_file())
+            with os.scandir(self.root) as entries:
+                self._sizes = {e.name: e.stat().st_size for e in entries if e.is_file()}
+            self._keys = sorted(self._sizes)
         keys, prefix = self._keys, asked.get("prefix", "")
         after = asked.get("continuation-token") or asked.get("start-after") or ""
         start = max(bisect.bisect_right(keys, after), bisect.bisect_left(keys, prefix))
@@ -121,7 +135,7 @@ class FileOrigin:
         more = end < len(keys) and keys[end].startswith(prefix)
         items = "".join(
             f"<Contents><Key>{escape(k)}</Key><LastModified>2026-01-01T00:00:00.000Z"
-            f'</LastModified><ETag>"{zlib.crc32(k.encode()):08x}"</ETag><Size>0</Size>'
+            f'</LastModified><ETag>"{_etag(k)}"</ETag><Size>{self._size(k)}</Size>'
             "<StorageClass>STANDARD</StorageClass></Contents>"
             for k in keys[start:end]
         )

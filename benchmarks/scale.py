@@ -4,6 +4,7 @@
                                [--index-decisions 100000] [--out benchmarks/results/scale.md]
                                [--local-sizes 1000 10000 100000] [--gate-local 100000]
                                [--gate-moto 10000] [--gate-moto-braces 100000]
+                               [--gate-origin 100000]
 
 For each size N it uploads N tiny shards (8 samples: a 16-float ``.npy`` and a class) to a moto
 S3 server (its own process), stores a profile and catalog row for each (written directly from a
@@ -21,7 +22,9 @@ a counting proxy (``latency_proxy.LatencyProxy``, no latency) so every request i
 ``--local-sizes`` runs the same steps on local files (shards and store on local disk, no
 request to count): what the library's own code costs per shard, at sizes moto would take hours
 to serve. ``--gate-local`` / ``--gate-moto`` time only the gate's first sample over that many
-decided shards, named by a glob (listed); ``--gate-moto-braces`` names them by a brace range
+decided shards, named by a glob (listed); ``--gate-origin`` the same with the glob listed
+from ``file_origin.py`` (pages at once, as S3 gives them), straight and at 40 ms;
+``--gate-moto-braces`` names them by a brace range
 (``shard-{0000000..0099999}.tar``), which a gated dataset does not list when every shard's
 decision is clean (each is versioned by its first GET).
 
@@ -381,6 +384,45 @@ def gate_at_scale(
             )
 
 
+def gate_on_origin(steps: Steps, servers: Servers, folder: Path, size: int) -> None:
+    """The gate's first sample over ``size`` decided shards named by an S3 glob, listed from
+    ``file_origin.py`` (ListObjectsV2 pages answered at once, as S3 answers them; moto takes
+    ~0.1-0.5 s a page of a big bucket), straight and behind the latency proxy at 40 ms (each
+    in a process of its own). The shards are hard links to 64 tiny shards; the store is a
+    local folder, so its reads take no round trip."""
+    import driftloader.dataset  # noqa: F401  (torch and the loader: not part of the gate's time)
+    from driftloader.store import ProfileStore
+
+    data = folder / "origin"
+    data.mkdir()
+    urls = steps.run(size, "write origin shards (setup)", lambda: write_linked(data, size))
+    endpoint = servers.files(data)
+    origins = [("origin", endpoint), ("origin behind 40 ms", servers.proxy(endpoint, 40, 50))]
+    urls = [f"s3://origin/{Path(u).name}" for u in urls]
+    store = ProfileStore(str(folder / "origin-store"))
+    options = {"client_kwargs": {"endpoint_url": endpoint}}
+    steps.run(size, "decisions origin (setup)", lambda: decided_store(store, urls, options))
+    for attempt in (1, 2):
+        for where, url in origins:
+            opts = {"client_kwargs": {"endpoint_url": url}}
+            steps.run(
+                size,
+                f"gate first sample, {size:,} decided shards, {where} (run {attempt})",
+                lambda o=opts: first_sample("s3://origin/shard-*.tar", store, o),
+            )
+
+
+def write_linked(folder: Path, size: int) -> list[str]:
+    """``size`` shards in ``folder``, each a hard link to one of 64 tiny shards."""
+    paths = [folder / f"shard-{i:07d}.tar" for i in range(size)]
+    for i, path in enumerate(paths):
+        if i < 64:
+            path.write_bytes(tiny_shard(i))
+        else:
+            os.link(paths[i % 64], path)
+    return [str(p) for p in paths]
+
+
 def write_local(root: str, size: int) -> list[str]:
     folder = Path(root) / "data"
     folder.mkdir(parents=True, exist_ok=True)
@@ -495,6 +537,9 @@ def main() -> None:
     parser.add_argument("--gate-local", type=int, default=0, help="decided local shards")
     parser.add_argument("--gate-moto", type=int, default=0, help="decided shards on moto")
     parser.add_argument(
+        "--gate-origin", type=int, default=0, help="decided shards listed from file_origin.py"
+    )
+    parser.add_argument(
         "--gate-moto-braces", type=int, default=0, help="decided shards on moto, brace URLs"
     )
     parser.add_argument(
@@ -517,6 +562,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 if args.gate_local:
                     gate_at_scale(steps, folder + "/gate", args.gate_local, None, "local files")
+                if args.gate_origin:
+                    gate_on_origin(steps, servers, Path(folder), args.gate_origin)
                 for size in args.local_sizes:
                     run_size(steps, None, f"{folder}/local", size, None, 0)
                     if args.out:
