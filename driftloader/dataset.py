@@ -475,9 +475,9 @@ def listed_and_gate(
     exclusions, decision index), read while the URLs are expanded (a glob's listing): at 40 ms
     a round trip, one after the other they delayed the first sample. Then the shards are
     stat'ed but for those versioned as they are read (``remote_stat``), which the decision
-    index tells, unless a glob's listing gave every one its version. An error of the listing (no shard) is raised first. No garbage collection
-    meanwhile: 100k shards and decisions are made, none of them garbage, and a collection walks
-    every object of the process."""
+    index tells, unless a glob's listing gave every one its version. An error of the listing
+    (no shard) is raised first. No garbage collection meanwhile: 100k shards and decisions are
+    made, none of them garbage, and a collection walks every object of the process."""
     with gc_paused(), ThreadPoolExecutor(1) as pool:
         listing = pool.submit(expand_urls, urls, storage_options)
         try:
