@@ -124,14 +124,17 @@ def quick_objects(response_dict: dict, customized_response_dict: dict, **_: Any)
         response_dict["body"], customized_response_dict["Contents"] = read
 
 
-_OBJECT = re.compile(  # XML's white space only; no reference in a time or an algorithm
-    r"<Contents>[ \t\r\n]*<Key>([^<]*)</Key>[ \t\r\n]*"
-    r"<LastModified>([^<&\r]*)</LastModified>[ \t\r\n]*<ETag>([^<]*)</ETag>[ \t\r\n]*"
-    r"((?:<ChecksumAlgorithm>[^<&\r]*</ChecksumAlgorithm>[ \t\r\n]*)*)"
-    r"(?:<ChecksumType>([^<]*)</ChecksumType>[ \t\r\n]*)?<Size>(\d+)</Size>[ \t\r\n]*"
-    r"(?:<StorageClass>([^<]*)</StorageClass>[ \t\r\n]*)?</Contents>[ \t\r\n]*"
+_NOT_XML = "\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff"  # characters XML text cannot hold
+_TEXT = f"([^<{_NOT_XML}]*)"  # a field's text: no markup, nothing XML refuses
+_PLAIN = f"[^<&\r{_NOT_XML}]*"  # no reference either: a time or an algorithm
+_OBJECT = re.compile(  # XML's white space only
+    rf"<Contents>[ \t\r\n]*<Key>{_TEXT}</Key>[ \t\r\n]*"
+    rf"<LastModified>({_PLAIN})</LastModified>[ \t\r\n]*<ETag>{_TEXT}</ETag>[ \t\r\n]*"
+    rf"((?:<ChecksumAlgorithm>{_PLAIN}</ChecksumAlgorithm>[ \t\r\n]*)*)"
+    rf"(?:<ChecksumType>{_TEXT}</ChecksumType>[ \t\r\n]*)?<Size>(\d+)</Size>[ \t\r\n]*"
+    rf"(?:<StorageClass>{_TEXT}</StorageClass>[ \t\r\n]*)?</Contents>[ \t\r\n]*"
 )
-_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_NOT_XML_TEXT = re.compile(f"[{_NOT_XML}]")
 _ALGORITHM = re.compile(r"<ChecksumAlgorithm>([^<]*)</ChecksumAlgorithm>")
 
 
@@ -148,12 +151,14 @@ def _scanned(body: bytes) -> tuple[bytes, list[dict]] | None:
         text = body.decode()
     except UnicodeDecodeError:
         return None
-    if not _in_utf8(body) or _NOT_XML_TEXT.search(text):
-        return None  # what the parse of the bytes rejects or decodes otherwise
+    if not _in_utf8(body):
+        return None  # what the parse of the bytes decodes otherwise
     rows: list[tuple] = []  # each object read leaves an empty one in its place
     rest = _OBJECT.sub(lambda m: rows.append(m.groups()) or "<Contents/>", text)
     if rest.count("Contents") != len(rows):  # an object laid out otherwise, or a prefix
         return None
+    if _NOT_XML_TEXT.search(rest):  # what the parse of the bytes rejects (the objects' text
+        return None  # cannot hold it: searching the whole page took as long as the scan)
     try:
         root = ElementTree.fromstring(rest)
     except ElementTree.ParseError:  # cut short, or what the parse of the bytes reads

@@ -491,7 +491,10 @@ def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
         _object("d/real.tar").replace("<Contents>", "<Contents >") + f"<!--{_object('ghost')}-->",
         f"<Contents/><Foo>{_object('ghost')}</Foo>",  # an empty one beside one not its own
         _object("d/a.tar", sep="\x0c"),  # white space to Python, not to XML
-        _object("d/a\x01.tar"),  # not XML text
+        _object("d/a\x01.tar"),  # not XML text: in a key,
+        _object("d/a.tar", tail="<StorageClass>S\x1fT</StorageClass>"),  # in another field,
+        _object("d/a.tar").replace("&quot;9b", "&quot;\uffff9b"),  # one UTF-8 can hold,
+        _object("d/a.tar") + "<StartAfter>d/\x0b</StartAfter>",  # outside the objects
         _object("d/a.tar").replace(
             "<Size>", "<ChecksumAlgorithm>CRC&#51;2</ChecksumAlgorithm><Size>"
         ),
