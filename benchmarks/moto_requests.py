@@ -71,8 +71,9 @@ def measure(endpoint: str, size: int, requests: int, fresh: int) -> dict:
     rng = random.Random(size)
     picks = [rng.randrange(size) for _ in range(requests)]
     row = {"objects": size}
-    row["GET"] = timed(lambda i=i: s3.get_object(Bucket=BUCKET, Key=key(i))["Body"].read()
-                       for i in picks)
+    row["GET"] = timed(
+        lambda i=i: s3.get_object(Bucket=BUCKET, Key=key(i))["Body"].read() for i in picks
+    )
     row["HEAD"] = timed(lambda i=i: s3.head_object(Bucket=BUCKET, Key=key(i)) for i in picks)
     row["PUT"] = timed(
         lambda j=j: s3.put_object(Bucket=BUCKET, Key=f"new/{fresh + j:07d}", Body=BODY)

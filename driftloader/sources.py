@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,6 +30,10 @@ from .listing import folder_listing, folder_objects, quick_timestamps, version_a
 from .shardversion import ShardVersion, file_version
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")
+LISTING_TRUSTED_S = 300.0
+"""Seconds a glob's listing is taken as the shards' versions (``Shard.listed``): the dataset,
+``check`` and ``profile`` stat a glob's shards right after listing them; a list of shards kept
+longer (``expand_urls`` or ``shards_for`` in a user's hands) is listed again when stat'ed."""
 
 
 @dataclass(frozen=True)
@@ -36,16 +41,17 @@ class Shard:
     """One shard: its URL, a version string that changes when its bytes change, and its size.
 
     ``pinned`` is True when the version comes from a snapshot manifest: reads must then return
-    exactly those bytes or fail. ``listed`` is True when the version and size come from the
-    listing a glob just took: ``stat_shards`` takes them as they are instead of listing again
-    (and clears it).
+    exactly those bytes or fail. ``listed`` is when (``time.time()``) the version and size came
+    from a glob's listing, 0 when they did not: ``stat_shards`` takes them as they are for
+    ``LISTING_TRUSTED_S`` after it (and clears it), instead of listing again; kept longer,
+    the shard is listed again.
     """
 
     url: str
     version: str | None = None
     size: int | None = None
     pinned: bool = False
-    listed: bool = field(default=False, compare=False, repr=False)
+    listed: float = field(default=0.0, compare=False, repr=False)
 
     @property
     def parsed_version(self) -> ShardVersion | None:
@@ -358,12 +364,13 @@ def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
         return []  # no such bucket: matches nothing, as fsspec's glob says
     matches = re.compile(fnmatch.translate(name)).match
     base = fs.unstrip_protocol(path)
+    listed = time.time()
     with gc_paused():  # one Shard a key, made at once (100k: ~0.7 s went on three a key)
         named: dict[str, dict] = {}  # the latest version of each: the listing gives no other
         for info in infos:
             named.setdefault(info["Key"].rpartition("/")[2], info)
         return [  # positional: a dataclass's keywords cost ~0.5 us a Shard
-            Shard(f"{base}/{key}", shard_version(info), info.get("size"), False, True)
+            Shard(f"{base}/{key}", shard_version(info), info.get("size"), False, listed)
             for key, info in sorted(named.items())
             if matches(key)
         ]
@@ -533,9 +540,12 @@ def stat_shards(
             return (redact(shard.url), str(e))
 
     shards = list(shards)
+    recent = time.time() - LISTING_TRUSTED_S
     with gc_paused():  # a Shard made anew: dataclasses.replace took ~4 us a shard
         listed = {
-            s.url: Shard(s.url, s.version, s.size) for s in shards if s.listed and not s.pinned
+            s.url: Shard(s.url, s.version, s.size)
+            for s in shards
+            if s.listed > recent and not s.pinned
         }
     if listing:
         listed.update(listed_shards([s for s in shards if s.url not in listed], storage_options))

@@ -305,9 +305,9 @@ def validate_shards(
     """
     rules = ensure_rules(store, reference)
     featurizer = recorded_featurizer(store.get_reference(reference))
-    shards = _stat(urls, storage_options)
+    shards, now = _stat(urls, storage_options), time.time()
     summary = profile_shards(
-        [Shard(s.url, s.version, s.size, s.pinned, listed=True) for s in shards],  # stat'ed
+        [Shard(s.url, s.version, s.size, s.pinned, listed=now) for s in shards],  # stat'ed
         store,
         workers=workers,
         executor=executor,

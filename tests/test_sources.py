@@ -253,6 +253,29 @@ def test_a_glob_lists_its_folder_once_for_names_versions_and_sizes(
         expand_urls(f"s3://{bucket}/d/nothing-*.tar", options)
 
 
+def test_a_glob_s_listing_is_trusted_only_while_it_is_fresh(
+    s3_env, s3fs_fresh, tmp_path, monkeypatch
+):
+    """The shards a glob gives (``expand_urls``, or a dataset's ``shards_for``) carry their
+    listing's versions, which ``stat_shards`` takes as they are right after the listing. Kept
+    longer (a user's list of shards, stat'ed or profiled later), they are listed again: an
+    overwritten shard then has its new version, never the old listing's."""
+    import driftloader.sources as sources
+
+    bucket = _new_bucket(s3_env, "fresh", False)
+    for i in range(2):
+        write_shard(tmp_path / f"s{i}.tar", 3 + i, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"s{i}.tar"), f"{bucket}/d/s{i}.tar")
+    options = {"client_kwargs": {"endpoint_url": s3_env}}
+    shards = expand_urls(f"s3://{bucket}/d/s*.tar", options)
+    s3fs_fresh.put(str(tmp_path / "s0.tar"), f"{bucket}/d/s1.tar")  # s1 overwritten since
+    assert stat_shards(shards, options) == shards  # just listed: taken as the listing says
+    monkeypatch.setattr(sources, "LISTING_TRUSTED_S", -1.0, raising=False)  # kept past it
+    now = stat_shards(shards, options)
+    assert now[0] == shards[0] and now[1].version != shards[1].version
+    assert now[1] == stat_shard(Shard(shards[1].url), options)  # the object's new version
+
+
 def test_pinned_manifest_shards_are_checked_from_one_listing(
     s3_proxy, s3_bucket, s3fs_fresh, tmp_path
 ):
