@@ -42,9 +42,9 @@ class Shard:
 
     ``pinned`` is True when the version comes from a snapshot manifest: reads must then return
     exactly those bytes or fail. ``listed`` is when (``time.time()``) the version and size came
-    from a glob's listing, 0 when they did not: ``stat_shards`` takes them as they are for
-    ``LISTING_TRUSTED_S`` after it (and clears it), instead of listing again; kept longer,
-    the shard is listed again.
+    from a glob's listing (or a stat a command just made), 0 when they did not: ``stat_shards``
+    takes them as they are for ``LISTING_TRUSTED_S`` after it (and clears it), instead of
+    listing again; kept longer, the shard is listed again.
     """
 
     url: str
@@ -542,10 +542,8 @@ def stat_shards(
     shards = list(shards)
     recent = time.time() - LISTING_TRUSTED_S
     with gc_paused():  # a Shard made anew: dataclasses.replace took ~4 us a shard
-        listed = {
-            s.url: Shard(s.url, s.version, s.size)
-            for s in shards
-            if s.listed > recent and not s.pinned
+        listed = {  # a pinned one, its pin just checked (a command's stat, then its next step)
+            s.url: Shard(s.url, s.version, s.size, s.pinned) for s in shards if s.listed > recent
         }
     if listing:
         listed.update(listed_shards([s for s in shards if s.url not in listed], storage_options))

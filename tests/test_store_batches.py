@@ -172,3 +172,31 @@ def test_validate_of_a_snapshot_profiles_the_pinned_versions(s3_env, s3fs_fresh,
     s3fs_fresh.put(str(tmp_path / "new.tar"), f"{bucket}/data/s-2.tar")
     results = validate_shards(manifest, store, "r")
     assert [r.n for r in results] == [20, 20, 20], [r.to_dict() for r in results]
+
+
+def test_validate_of_a_snapshot_checks_its_pins_once(s3_proxy, s3_env, s3fs_fresh, tmp_path):
+    """Validating a pinned manifest checks the pins with one listing of the object versions:
+    the shards it has just stat'ed go to profiling as they are (before: profiling listed the
+    versions again, a second round trip per folder page before any shard was read)."""
+    from driftloader.versions import snapshot, write_manifest
+
+    from .test_sources import _listing_kind, _new_bucket
+
+    bucket = _new_bucket(s3_env, "pinonce", True)
+    for i in range(3):
+        write_shard(tmp_path / f"s-{i}.tar", 20, seed=i)
+        s3fs_fresh.put(str(tmp_path / f"s-{i}.tar"), f"{bucket}/data/s-{i}.tar")
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    urls = [f"s3://{bucket}/data/s-{i}.tar" for i in range(3)]
+    store = ProfileStore(str(tmp_path / "store"))
+    profile_shards(urls, store, storage_options=options, progress=False)
+    store.build_reference("r", urls[:2], storage_options=options)
+    manifest = str(tmp_path / "pinned.json")
+    write_manifest(snapshot(urls, storage_options=options), manifest)
+    s3_proxy.reset_stats()
+    results = validate_shards(manifest, store, "r", storage_options=options)
+    assert [r.n for r in results] == [20, 20, 20]
+    bucket_requests = [
+        r for r in s3_proxy.requests if r.target.split("?")[0] in (f"/{bucket}", f"/{bucket}/")
+    ]
+    assert [_listing_kind(r.target) for r in bucket_requests] == ["versions"]
