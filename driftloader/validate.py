@@ -305,7 +305,8 @@ def validate_shards(
     """
     rules = ensure_rules(store, reference)
     featurizer = recorded_featurizer(store.get_reference(reference))
-    shards, now = _stat(urls, storage_options), time.time()
+    now = time.time()  # before the stat, as a glob's listing is stamped: it may be that old
+    shards = _stat(urls, storage_options)
     summary = profile_shards(
         [Shard(s.url, s.version, s.size, s.pinned, listed=now) for s in shards],  # stat'ed
         store,

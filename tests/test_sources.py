@@ -270,7 +270,7 @@ def test_a_glob_s_listing_is_trusted_only_while_it_is_fresh(
     shards = expand_urls(f"s3://{bucket}/d/s*.tar", options)
     s3fs_fresh.put(str(tmp_path / "s0.tar"), f"{bucket}/d/s1.tar")  # s1 overwritten since
     assert stat_shards(shards, options) == shards  # just listed: taken as the listing says
-    monkeypatch.setattr(sources, "LISTING_TRUSTED_S", -1.0, raising=False)  # kept past it
+    monkeypatch.setattr(sources, "LISTING_TRUSTED_S", -1.0)  # as if kept past it
     now = stat_shards(shards, options)
     assert now[0] == shards[0] and now[1].version != shards[1].version
     assert now[1] == stat_shard(Shard(shards[1].url), options)  # the object's new version
@@ -361,7 +361,7 @@ def test_shards_of_takes_urls_or_shards_but_says_so_for_a_mix(tmp_path):
 def test_what_a_paused_collector_saw_made_goes_to_the_oldest_generation():
     """``gc_paused`` (100k shards made at once, none of them garbage): what was made meanwhile
     is in the oldest generation afterwards, so the next young collections do not walk it
-    (they walked it all, twice, before a gated first sample over 100k shards)."""
+    (they walked it all before a gated first sample over 100k shards)."""
     import gc
 
     from driftloader.sources import gc_paused
