@@ -212,9 +212,14 @@ class _Fetchers:
 
             return S3Fetcher(self.policy, self.on_retry, self.storage_options)
         if kind == "http":
-            from .fetch_http import HttpFetcher
+            from . import fetch_http
 
-            return HttpFetcher(self.policy, self.on_retry, self.storage_options)
+            if not fetch_http.serves(self.storage_options):  # aiohttp's own settings
+                from .fetch_http_aio import AioHttpFetcher
+
+                return AioHttpFetcher(self.policy, self.on_retry, self.storage_options)
+            options = self.storage_options
+            return fetch_http.HttpFetcher(self.policy, self.on_retry, options, self.threads)
         return FsspecFetcher(
             self.policy, self.on_retry, self.storage_options, self.opener, self.threads
         )
