@@ -7,11 +7,13 @@ back to the reader strictly in order, whatever order the requests finish in.
 
 Each request is served by the fetcher of the shard's protocol:
 
-- ``S3Fetcher``: ``GetObject`` with a ``Range`` on s3fs's own event loop (many requests at once,
-  one connection each, no HEAD: the size and version come from the response's
-  ``Content-Range``, ``ETag`` and ``x-amz-version-id``);
-- ``HttpFetcher`` (``fetch_http``): ranged GETs on fsspec's aiohttp session and event loop for
-  ``http(s)://``, the size likewise from ``Content-Range``;
+- ``HttpFetcher`` (``fetch_http``): ranged GETs for ``http(s)://`` in threads, one per request
+  in flight, each body read straight into the block's ``bytes``; the size from the first
+  answer's ``Content-Range``, no HEAD;
+- ``S3ThreadFetcher`` (``fetch_s3``): the same, to URLs s3fs's client presigned; the size and
+  version from the response's ``Content-Range``, ``ETag`` and ``x-amz-version-id``;
+- ``S3Fetcher`` and ``AioHttpFetcher`` (``fetch_http_aio``): the same on s3fs's aiobotocore
+  client and fsspec's aiohttp session, for settings only those clients apply;
 - ``LocalFetcher``: ``os.pread`` in a small thread pool;
 - ``FsspecFetcher``: ``fs.cat_file(path, start, end)`` (or a user ``opener``) in threads, one
   per request allowed in flight (``max_requests``).
@@ -279,7 +281,7 @@ def explain_storage_error(
     return ShardReadError(url, f"read failed{tried}: {e!r}{never}{storage_hint(e)}", at)
 
 
-def _shut(pool: ThreadPoolExecutor) -> None:
+def shut_pool(pool: ThreadPoolExecutor) -> None:
     """Stop ``pool`` without joining its threads. A pass abandoned mid-shard is closed where
     the garbage collector finalizes it, which in CPython <= 3.12 can be inside a thread's start
     or stop with ``threading``'s shutdown-locks lock held; a join takes that lock, so it would
@@ -321,7 +323,7 @@ class LocalFetcher(Fetcher):
                 handle.state = None
 
     def close(self) -> None:
-        _shut(self.pool)
+        shut_pool(self.pool)
 
 
 def _open_local(handle: ObjectHandle) -> tuple[int, int]:
@@ -445,7 +447,7 @@ class FsspecFetcher(Fetcher):
         return with_opener
 
     def close(self) -> None:
-        _shut(self.pool)
+        shut_pool(self.pool)
 
 
 def _pinned(handle: ObjectHandle) -> dict:

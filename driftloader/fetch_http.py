@@ -34,8 +34,10 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import ShardReadError
-from .fetch import Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled, _shut
+from .fetch import Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled, shut_pool
 from .fetch_async import body_start
+from .shardversion import ShardVersion
+from .sources import CONNECT_TIMEOUT
 
 _APPLIED = frozenset(
     {
@@ -80,6 +82,7 @@ class _Answer:
     def __init__(self, key: tuple[str, str], connection: Any, response: Any, total: int | None):
         self.key, self.connection, self.response, self.total = key, connection, response, total
         self.left: int | None = response.length  # body bytes not read yet; None: chunked
+        self.version: ShardVersion | None = None  # what the answer says of the object
         self.buffered = True  # bytes may wait in ``response.fp``'s buffer (read with the headers)
 
     @property
@@ -151,7 +154,6 @@ class _Whole:
         self.turn = threading.Condition()
         self.answer: _Answer | None = None  # None: none open (not yet, or dropped)
         self.at = 0  # bytes of its body consumed
-        self.waiting: list[int] = []  # the starts of the blocks waiting for their turn
         self.asking = False  # a block is asking again for an answer to keep open
 
     def drop(self) -> None:
@@ -175,14 +177,36 @@ class HttpFetcher(Fetcher):
         self.headers = dict((storage_options or {}).get("headers") or {})
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="driftloader-http")
         self.idle = threading.local()  # each thread's kept-alive connections, by (scheme, host)
+        self._pending: dict[ObjectHandle, list[int]] = {}  # each shard's blocks being read
+        self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
 
     def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
-        read_once = functools.partial(self._read_once, handle)
-        return self.pool.submit(self._retrying, handle, offset, size, read_once)
+        with self._lock:
+            self._pending.setdefault(handle, []).append(offset)
+        read_once = functools.partial(self._read_once, handle, offset)
+        future = self.pool.submit(self._retrying, handle, offset, size, read_once)
+        future.add_done_callback(functools.partial(self._finished, handle, offset))
+        return future
+
+    def _finished(self, handle: ObjectHandle, offset: int, _: Future) -> None:
+        with self._lock:
+            pending = self._pending[handle]
+            pending.remove(offset)
+            if not pending:
+                del self._pending[handle]
+        whole = handle.state
+        if isinstance(whole, _Whole):  # the lowest block still to come may have changed
+            with whole.turn:
+                whole.turn.notify_all()
+
+    def _lowest(self, handle: ObjectHandle) -> int:
+        """The offset of the first of ``handle``'s blocks asked for and not yet read."""
+        with self._lock:
+            return min(self._pending.get(handle) or [0])
 
     def close(self) -> None:
-        _shut(self.pool)
+        shut_pool(self.pool)
 
     def close_handle(self, handle: ObjectHandle) -> None:
         """Close the shard's open whole answer, if any (``ReadAhead.release``, shard done)."""
@@ -193,11 +217,14 @@ class HttpFetcher(Fetcher):
 
     # ---------------------------------------------------------------------------- one try
 
-    def _read_once(self, handle: ObjectHandle, start: int, size: int, parts: list) -> Piece:
+    def _read_once(
+        self, handle: ObjectHandle, offset: int, start: int, size: int, parts: list
+    ) -> Piece:
+        """One try of the block at ``offset``, from ``start`` (past the bytes already read)."""
         try:
             whole = handle.state
             if isinstance(whole, _Whole):
-                return self._read_on(handle, whole, start, size, parts)
+                return self._read_on(handle, whole, offset, start, size, parts)
             answer = self._request(handle, start, size)
             if answer is None:
                 return Piece(b"")  # at or past the end: nothing more to read
@@ -214,7 +241,7 @@ class HttpFetcher(Fetcher):
                         handle.heard(answer.total)
                         return self._read_from(whole, start, size, parts)
                 answer.close()  # one is open already: it serves this block
-                return self._read_on(handle, whole, start, size, parts)
+                return self._read_on(handle, whole, offset, start, size, parts)
             handle.heard(answer.total)
             return self._read_alone(answer, start, size, parts)
         except TimeoutError as e:  # the socket's own timeout: no data for that long
@@ -230,21 +257,23 @@ class HttpFetcher(Fetcher):
             ok = True
         finally:
             self._done(answer, ok)
-        return Piece(b"", answer.total)
+        return Piece(b"", answer.total, answer.version)
 
     def _read_on(
-        self, handle: ObjectHandle, whole: _Whole, start: int, size: int, parts: list
+        self,
+        handle: ObjectHandle,
+        whole: _Whole,
+        offset: int,
+        start: int,
+        size: int,
+        parts: list,
     ) -> Piece:
         """The block from the shard's open whole answer once the blocks before it are read.
-        With none open (a failure dropped it), the lowest block waiting asks again, and keeps
-        a whole answer open for the others; a block behind the open answer (a failed block's
-        retry, once a later one asked again) reads from an answer of its own."""
+        With none open (a failure dropped it), the first block not yet read (the failed one,
+        on its retry) asks again and keeps a whole answer open for the others; a block behind
+        the open answer (when the failed one gave up) reads from an answer of its own."""
         with whole.turn:
-            whole.waiting.append(start)
-            try:
-                self._wait_turn(whole, start)
-            finally:
-                whole.waiting.remove(start)
+            self._wait_turn(handle, whole, offset, start)
             if whole.answer is not None and whole.at == start:
                 return self._read_from(whole, start, size, parts)
             asking = whole.answer is None
@@ -265,15 +294,15 @@ class HttpFetcher(Fetcher):
                     return self._read_from(whole, start, size, parts)
         return self._read_alone(mine, start, size, parts)
 
-    def _wait_turn(self, whole: _Whole, start: int) -> None:
+    def _wait_turn(self, handle: ObjectHandle, whole: _Whole, offset: int, start: int) -> None:
         """Wait (``whole.turn`` held) until the open answer reaches ``start`` (or passed it),
-        or none is open and this is the lowest block waiting; ``Stalled`` when nothing moves
-        for ``RetryPolicy.timeout`` seconds (a request being asked again has its own)."""
+        or none is open and this is the first block not yet read; ``Stalled`` when nothing
+        moves for ``RetryPolicy.timeout`` seconds (a request being asked again has its own)."""
 
         def ready() -> bool:
             if whole.answer is not None:
                 return whole.at >= start
-            return not whole.asking and start == min(whole.waiting)
+            return not whole.asking and offset == self._lowest(handle)
 
         while True:
             seen = (whole.at, whole.answer, whole.asking)
@@ -294,14 +323,14 @@ class HttpFetcher(Fetcher):
             raise
         whole.at = start + sum(map(len, parts)) - before
         whole.turn.notify_all()
-        return Piece(b"", answer.total)
+        return Piece(b"", answer.total, answer.version)
 
     # ------------------------------------------------------------------------------ requests
 
     def _request(self, handle: ObjectHandle, start: int, size: int) -> _Answer | None:
         """The answer to a GET of ``size`` bytes from ``start``, redirects followed; None past
-        the end. Refusals are named; 5xx raise ``HttpStatusError`` (retried)."""
-        url, headers = handle.shard.url, dict(self.headers)
+        the end. Refusals are named (``_refuse``); 5xx raise ``HttpStatusError`` (retried)."""
+        url, headers = self._where(handle)
         headers["Range"] = f"bytes={start}-{start + size - 1}"
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
@@ -322,27 +351,39 @@ class HttpFetcher(Fetcher):
         else:
             raise ShardReadError(handle.url, f"more than {MAX_REDIRECTS} redirects", start)
         try:
-            if status == 416:
-                raise _PastTheEnd
-            if status == 404:
-                raise ShardReadError(handle.url, "shard does not exist")
-            if status in (401, 403):
-                raise ShardReadError(handle.url, f"permission denied (HTTP {status})")
-            if status >= 500:
-                raise HttpStatusError(status, response.reason)
             if status not in (200, 206):
-                raise ShardReadError(
-                    handle.url, f"the server answered HTTP {status} {response.reason}", start
-                )
+                self._refuse(handle, answer, start)
             content_range = response.getheader("Content-Range")
             _, answer.total = body_start(handle, status, content_range, response.length, start)
-        except _PastTheEnd:
+            answer.version = self._version(response)
+        except PastTheEnd:
             answer.close()
             return None
         except BaseException:
             answer.close()
             raise
         return answer
+
+    def _where(self, handle: ObjectHandle) -> tuple[str, dict]:
+        """The URL to ask for ``handle``'s bytes, and the headers to send with it."""
+        return handle.shard.url, dict(self.headers)
+
+    def _refuse(self, handle: ObjectHandle, answer: _Answer, start: int) -> None:
+        """Raise what an answer that is neither 200 nor 206 means for the shard."""
+        status, reason = answer.response.status, answer.response.reason
+        if status == 416:
+            raise PastTheEnd
+        if status == 404:
+            raise ShardReadError(handle.url, "shard does not exist")
+        if status in (401, 403):
+            raise ShardReadError(handle.url, f"permission denied (HTTP {status})")
+        if status >= 500:
+            raise HttpStatusError(status, reason)
+        raise ShardReadError(handle.url, f"the server answered HTTP {status} {reason}", start)
+
+    def _version(self, response: Any) -> ShardVersion | None:
+        """The version of the object an answer reports, if the reads are pinned by it."""
+        return None
 
     def _send(self, connection: Any, target: str, headers: dict) -> Any:
         """Send the GET, return the response (its headers read). A kept-alive connection the
@@ -377,8 +418,11 @@ class HttpFetcher(Fetcher):
         if scheme == "https":
             if self._tls is None:
                 self._tls = ssl.create_default_context()
-            return http.client.HTTPSConnection(host, timeout=self.policy.timeout, context=self._tls)
-        return http.client.HTTPConnection(host, timeout=self.policy.timeout)
+            connection = _HTTPS(host, timeout=CONNECT_TIMEOUT, context=self._tls)
+        else:
+            connection = _HTTP(host, timeout=CONNECT_TIMEOUT)
+        connection.read_timeout = self.policy.timeout
+        return connection
 
     def _done(self, answer: _Answer, ended: bool) -> None:
         """Keep the answer's connection for this thread's next request when its body was read
@@ -392,7 +436,35 @@ class HttpFetcher(Fetcher):
             answer.close()
 
 
-class _PastTheEnd(Exception):
+class ConnectionTimeoutError(ConnectionError):
+    """No connection within ``CONNECT_TIMEOUT`` seconds (a wrong or firewalled host)."""
+
+
+def _timed(base: type) -> type:
+    """``base`` connecting within its ``timeout`` (``CONNECT_TIMEOUT``), then waiting up to
+    ``read_timeout`` seconds for each read (``RetryPolicy.timeout``)."""
+
+    class Timed(base):  # type: ignore[misc,valid-type]
+        read_timeout = 20.0
+
+        def connect(self) -> None:
+            try:
+                super().connect()
+            except TimeoutError as e:
+                where = f"{self.host}:{self.port}"
+                raise ConnectionTimeoutError(
+                    f"no connection to {where} in {self.timeout:g} s"
+                ) from e
+            self.sock.settimeout(self.read_timeout)
+
+    return Timed
+
+
+_HTTP = _timed(http.client.HTTPConnection)
+_HTTPS = _timed(http.client.HTTPSConnection)
+
+
+class PastTheEnd(Exception):  # noqa: N818 (a signal, not an error)
     """416: the range starts at or past the object's end."""
 
 
