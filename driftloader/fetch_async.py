@@ -1,5 +1,7 @@
 """Ranged requests as coroutines on an async fsspec filesystem's event loop: many at once, no
-thread each. ``S3Fetcher`` (``fetch_s3``) and ``HttpFetcher`` (``fetch_http``) read one try of
+thread each: the readers of the settings only s3fs's aiobotocore client or fsspec's aiohttp
+session apply (``fetch_s3``, ``fetch_http`` read the rest in threads). ``S3Fetcher``
+(``fetch_s3``) and ``AioHttpFetcher`` (``fetch_http_aio``) read one try of
 a request in ``_get_once``; what they share is here: the retry loop (resuming at the byte
 reached), the stall deadline, where a ranged answer's body starts, and reading it.
 

@@ -1,19 +1,28 @@
-"""Ranged ``GetObject`` requests on S3, many at once on s3fs's event loop, each pinned.
+"""Ranged ``GetObject`` requests on S3, each pinned: in threads to presigned URLs
+(``S3ThreadFetcher``, the reader by default), or on s3fs's aiobotocore client and event loop
+(``S3Fetcher``, when request-payer or encryption settings need that client).
 
 No HEAD is sent: the object's size and version come from each response's ``Content-Range``,
 ``ETag`` and ``x-amz-version-id``. A response that ignored ``Range`` (status 200, the whole
-object) is sliced to the bytes asked for. Stalls are cut after ``RetryPolicy.timeout`` seconds
+object) is read on by the shard's next blocks in threads (as in ``fetch_http``), sliced to the
+bytes asked for on the event loop. Stalls are cut after ``RetryPolicy.timeout`` seconds
 without data, then retried from the byte reached (``fetch_async``).
 """
 
 from __future__ import annotations
 
+import re
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fsspec.asyn import sync
+
 from .errors import ShardReadError
-from .fetch import ObjectHandle, RetryPolicy
+from .fetch import ObjectHandle, RetryPolicy, is_transient
 from .fetch_async import AsyncFetcher, body_start, chunks, read_body, within
+from .fetch_http import ConnectionTimeoutError, HttpFetcher, PastTheEnd
 from .shardversion import ShardVersion
 from .sources import filesystem
 
@@ -55,6 +64,8 @@ class S3Fetcher(AsyncFetcher):
         client = await self.fs.get_s3(bucket)
         request = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{start + size - 1}"}
         request.update(self._pin(handle))
+        # the filesystem's request-payer and encryption settings GetObject takes (s3fs's own)
+        request = self.fs._get_s3_method_kwargs(client.get_object, **request)
         try:
             response = await within(client.get_object(**request), timeout)
         except Exception as e:
@@ -110,3 +121,102 @@ def _reader(body: Any) -> Callable[[int], Awaitable[bytes]]:
     if ClientResponse is not None and isinstance(raw, ClientResponse):
         return chunks(raw.content)
     return body.read
+
+
+# ------------------------------------------------------------------------------ in threads
+
+PRESIGNED_S = 900  # how long a presigned URL is good for
+PRESIGN_AGAIN_S = 300  # and how long it is used: credentials that rotate sign the next ones
+
+
+def threads_serve(fs: Any) -> bool:
+    """True when ``S3ThreadFetcher`` sends what s3fs would: no request-payer or encryption
+    settings (``requester_pays``, ``s3_additional_kwargs``), which ``S3Fetcher`` passes to
+    s3fs's client."""
+    return not getattr(fs, "req_kw", None) and not getattr(fs, "s3_additional_kwargs", None)
+
+
+class S3ThreadFetcher(HttpFetcher):
+    """Ranged GETs of S3 objects in threads, through ``HttpFetcher``'s connections and body
+    reads (a copy less than through aiobotocore), each to a URL that s3fs's client presigned:
+    the client's endpoint, addressing style, region and credentials (refreshed as they
+    rotate) sign it; ``Range`` and ``If-Match`` go beside the signature. The size and version
+    come from ``Content-Range``, ``ETag`` and ``x-amz-version-id`` as through aiobotocore, and
+    S3's refusals are named the same way (``_answer_refused``)."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        on_retry: Callable[[], None],
+        storage_options: dict | None,
+        threads: int = 32,
+    ) -> None:
+        super().__init__(policy, on_retry, None, threads)
+        self.fs = filesystem("s3://bucket", storage_options)
+        self._signed: dict[tuple[str, str], tuple[float, str]] = {}
+
+    endpoint = S3Fetcher.endpoint
+
+    def _where(self, handle: ObjectHandle) -> tuple[str, dict]:
+        version, headers, extra = handle.version, {}, {}
+        if version is not None and version.version_id and self.fs.version_aware:
+            extra["VersionId"] = version.version_id
+        elif version is not None and version.etag:
+            headers["If-Match"] = f'"{version.etag}"'
+        key = (handle.shard.url, extra.get("VersionId", ""))
+        now = time.monotonic()
+        signed = self._signed.get(key)
+        if signed is None or now - signed[0] > PRESIGN_AGAIN_S:
+            path = handle.shard.url.split("?")[0]
+            url = sync(self.fs.loop, self.fs._url, path, expires=PRESIGNED_S, **extra)
+            self._signed[key] = signed = (now, url)
+        return signed[1], headers
+
+    def _send(self, connection: Any, target: str, headers: dict) -> Any:
+        """As ``HttpFetcher._send``; a connection refused, a host not found or no connection in
+        time is botocore's ``EndpointConnectionError`` or ``ConnectTimeoutError``, as through
+        aiobotocore (``storage_hint`` then says where the endpoint comes from)."""
+        try:
+            return super()._send(connection, target, headers)
+        except (ConnectionRefusedError, socket.gaierror) as e:
+            from botocore.exceptions import EndpointConnectionError
+
+            url = f"{connection.host}:{connection.port}"
+            raise EndpointConnectionError(endpoint_url=url, error=e) from e
+        except ConnectionTimeoutError as e:
+            from botocore.exceptions import ConnectTimeoutError
+
+            raise ConnectTimeoutError(endpoint_url=f"{connection.host}:{connection.port}") from e
+
+    def _refuse(self, handle: ObjectHandle, answer: Any, start: int) -> None:
+        response = answer.response
+        small = response.length is None or response.length <= 64 * 1024
+        code = _CODE.search(response.read(64 * 1024) if small else b"")
+        error = _S3Refusal(response.status, response.reason, code[1].decode() if code else "")
+        try:
+            _answer_refused(handle, error, start)
+        except _S3Refusal:
+            if is_transient(error):  # 5xx, SlowDown: retried
+                raise
+            raise ShardReadError(handle.url, f"the server answered {error}", start) from None
+        raise PastTheEnd  # 416: at or past the end
+
+    def _version(self, response: Any) -> ShardVersion | None:
+        return ShardVersion.from_info(
+            {
+                "VersionId": response.getheader("x-amz-version-id"),
+                "ETag": response.getheader("ETag"),
+            }
+        )
+
+
+_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+
+
+class _S3Refusal(Exception):
+    """An S3 error answer, shaped as botocore's ``ClientError`` for ``_answer_refused`` and
+    ``is_transient``: ``response["Error"]["Code"]`` and the HTTP status."""
+
+    def __init__(self, status: int, reason: str, code: str) -> None:
+        super().__init__(f"HTTP {status} {reason}" + (f" ({code})" if code else ""))
+        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}

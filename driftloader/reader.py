@@ -208,9 +208,14 @@ class _Fetchers:
         if kind == "file":
             return LocalFetcher(self.policy, self.on_retry)
         if kind in ("s3", "s3a"):
-            from .fetch_s3 import S3Fetcher
+            from . import fetch_s3
 
-            return S3Fetcher(self.policy, self.on_retry, self.storage_options)
+            options = self.storage_options
+            fetcher = fetch_s3.S3ThreadFetcher(self.policy, self.on_retry, options, self.threads)
+            if fetch_s3.threads_serve(fetcher.fs):
+                return fetcher
+            fetcher.close()  # request-payer or encryption settings: s3fs's client applies them
+            return fetch_s3.S3Fetcher(self.policy, self.on_retry, options)
         if kind == "http":
             from . import fetch_http
 
