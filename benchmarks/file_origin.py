@@ -68,8 +68,9 @@ class FileOrigin:
         headers = dict(
             (k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in lines if h)
         )
-        if method == "GET" and "?" in target:
-            return await self._bucket(target.partition("?")[2], writer)
+        where, _, query = target.partition("?")
+        if method == "GET" and query and "/" not in where.strip("/"):  # /<bucket>?...
+            return await self._bucket(query, writer)
         name = target.lstrip("/").split("?")[0]
         path = self.root / name.split("/", 1)[-1]  # S3's path style: /<any bucket>/<name>
         if method not in ("GET", "HEAD") or path.parent != self.root or not path.is_file():
