@@ -28,6 +28,13 @@ def _read_all(urls, options, **kwargs) -> list[list[tuple[str, bytes]]]:
     ]
 
 
+def _served(proxy, bucket, s3fs_fresh, tmp_path, shards: int, samples: int):
+    """``shards`` public shards served over HTTP through ``proxy``: (urls, expected)."""
+    expected = [_public(s3fs_fresh, bucket, tmp_path, f"s{i}", samples, i) for i in range(shards)]
+    proxy.reset_stats()
+    return [f"{proxy.endpoint}/{bucket}/s{i}.tar" for i in range(shards)], expected
+
+
 def test_the_threaded_reader_takes_only_the_options_it_applies():
     assert fetch_http.serves(None) and fetch_http.serves({})
     assert fetch_http.serves({"headers": {"Authorization": "Bearer t"}, "block_size": 0})
@@ -39,9 +46,7 @@ def test_the_threaded_reader_takes_only_the_options_it_applies():
 def test_both_readers_resume_at_the_byte_after_a_stall(
     options, s3_proxy, s3_bucket, s3fs_fresh, tmp_path
 ):
-    expected = [_public(s3fs_fresh, s3_bucket, tmp_path, f"r{i}", 30, i) for i in range(2)]
-    urls = [f"{s3_proxy.endpoint}/{s3_bucket}/r{i}.tar" for i in range(2)]
-    s3_proxy.reset_stats()
+    urls, expected = _served(s3_proxy, s3_bucket, s3fs_fresh, tmp_path, shards=2, samples=30)
     s3_proxy.add_fault("stall", method="GET", from_byte=BLOCK, after_bytes=3000, seconds=8)
     stats = ReadStats()
     got = _read_all(urls, options, timeout=1, backoff=0.01, stats=stats)
@@ -57,9 +62,7 @@ def test_both_readers_resume_at_the_byte_after_a_stall(
 def test_both_readers_read_a_whole_answer_once_per_shard(
     options, s3_proxy, s3_bucket, s3fs_fresh, tmp_path
 ):
-    expected = [_public(s3fs_fresh, s3_bucket, tmp_path, f"w{i}", 40, i) for i in range(3)]
-    urls = [f"{s3_proxy.endpoint}/{s3_bucket}/w{i}.tar" for i in range(3)]
-    s3_proxy.reset_stats()
+    urls, expected = _served(s3_proxy, s3_bucket, s3fs_fresh, tmp_path, shards=3, samples=40)
     s3_proxy.ranges = False
     assert _read_all(urls, options) == expected
     assert s3_proxy.counts["GET"] == 3
