@@ -58,6 +58,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # left as they are in a request target (requests' own set)
 _SKIP_CHUNK = 1 << 20
+SMALL_BODY = 64 * 1024  # the most of a redirect's or an error's body read before the next step
 
 
 def serves(storage_options: Mapping | None) -> bool:
@@ -79,8 +80,9 @@ class _Answer:
     """One response and its connection, which is the answer's until the body is read to its
     end (then it serves the next request) or the answer is dropped (then it is closed)."""
 
-    def __init__(self, key: tuple[str, str], connection: Any, response: Any, total: int | None):
-        self.key, self.connection, self.response, self.total = key, connection, response, total
+    def __init__(self, key: tuple[str, str], connection: Any, response: Any) -> None:
+        self.key, self.connection, self.response = key, connection, response
+        self.total: int | None = None  # the object's size, from Content-Range
         self.left: int | None = response.length  # body bytes not read yet; None: chunked
         self.version: ShardVersion | None = None  # what the answer says of the object
         self.buffered = True  # bytes may wait in ``response.fp``'s buffer (read with the headers)
@@ -340,7 +342,7 @@ class HttpFetcher(Fetcher):
                 target += "?" + quote(parts.query, safe=_URL_SAFE)
             connection = self._connection(key)
             response = self._send(connection, target, headers)
-            answer = _Answer(key, connection, response, None)
+            answer = _Answer(key, connection, response)
             status = response.status
             if status not in _REDIRECTS or not response.getheader("Location"):
                 break
@@ -389,23 +391,18 @@ class HttpFetcher(Fetcher):
         """Send the GET, return the response (its headers read). A kept-alive connection the
         server closed meanwhile fails before any answer: the request goes once more on a new
         connection, uncounted."""
-        reused = connection.sock is not None
-        try:
-            connection.request("GET", target, headers=headers)
-            return connection.getresponse()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-            connection.close()
-            if not reused:
+        for fresh in (connection.sock is None, True):
+            try:
+                connection.request("GET", target, headers=headers)
+                return connection.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()
+                if fresh:
+                    raise
+            except BaseException:
+                connection.close()
                 raise
-        except BaseException:
-            connection.close()
-            raise
-        try:
-            connection.request("GET", target, headers=headers)
-            return connection.getresponse()
-        except BaseException:
-            connection.close()
-            raise
+        raise AssertionError("unreachable: the second try is on a fresh connection")
 
     def _connection(self, key: tuple[str, str]) -> Any:
         """This thread's kept-alive connection to ``key``'s host, or a new one; it is the
@@ -470,10 +467,10 @@ class PastTheEnd(Exception):  # noqa: N818 (a signal, not an error)
 
 def answer_drained(answer: _Answer) -> bool:
     """Read a small body (a redirect's) to its end; False when it is large or fails."""
-    if answer.left is not None and answer.left > 64 * 1024:
+    if answer.left is not None and answer.left > SMALL_BODY:
         return False
     try:
-        answer.skip(64 * 1024)
+        answer.skip(SMALL_BODY)
     except (OSError, http.client.HTTPException):
         return False
     return answer.ended

@@ -22,7 +22,7 @@ from fsspec.asyn import sync
 from .errors import ShardReadError
 from .fetch import ObjectHandle, RetryPolicy, is_transient
 from .fetch_async import AsyncFetcher, body_start, chunks, read_body, within
-from .fetch_http import ConnectionTimeoutError, HttpFetcher, PastTheEnd
+from .fetch_http import SMALL_BODY, ConnectionTimeoutError, HttpFetcher, PastTheEnd
 from .shardversion import ShardVersion
 from .sources import filesystem
 
@@ -129,10 +129,11 @@ PRESIGNED_S = 900  # how long a presigned URL is good for
 PRESIGN_AGAIN_S = 300  # and how long it is used: credentials that rotate sign the next ones
 
 
-def threads_serve(fs: Any) -> bool:
+def threads_serve(storage_options: dict | None) -> bool:
     """True when ``S3ThreadFetcher`` sends what s3fs would: no request-payer or encryption
     settings (``requester_pays``, ``s3_additional_kwargs``), which ``S3Fetcher`` passes to
     s3fs's client."""
+    fs = filesystem("s3://bucket", storage_options)
     return not getattr(fs, "req_kw", None) and not getattr(fs, "s3_additional_kwargs", None)
 
 
@@ -190,8 +191,8 @@ class S3ThreadFetcher(HttpFetcher):
 
     def _refuse(self, handle: ObjectHandle, answer: Any, start: int) -> None:
         response = answer.response
-        small = response.length is None or response.length <= 64 * 1024
-        code = _CODE.search(response.read(64 * 1024) if small else b"")
+        small = response.length is None or response.length <= SMALL_BODY
+        code = _CODE.search(response.read(SMALL_BODY) if small else b"")
         error = _S3Refusal(response.status, response.reason, code[1].decode() if code else "")
         try:
             _answer_refused(handle, error, start)

@@ -211,11 +211,9 @@ class _Fetchers:
             from . import fetch_s3
 
             options = self.storage_options
-            fetcher = fetch_s3.S3ThreadFetcher(self.policy, self.on_retry, options, self.threads)
-            if fetch_s3.threads_serve(fetcher.fs):
-                return fetcher
-            fetcher.close()  # request-payer or encryption settings: s3fs's client applies them
-            return fetch_s3.S3Fetcher(self.policy, self.on_retry, options)
+            if not fetch_s3.threads_serve(options):  # request-payer, encryption: s3fs's client
+                return fetch_s3.S3Fetcher(self.policy, self.on_retry, options)
+            return fetch_s3.S3ThreadFetcher(self.policy, self.on_retry, options, self.threads)
         if kind == "http":
             from . import fetch_http
 
