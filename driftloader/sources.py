@@ -8,7 +8,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -372,6 +372,9 @@ def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
     matches = re.compile(fnmatch.translate(name)).match
     base = fs.unstrip_protocol(path)
     with gc_paused():  # one Shard a key, made at once (100k: ~0.7 s went on three a key)
+        shards = _shards_in_order(infos, f"{base}/", matches, listed)
+        if shards is not None:
+            return shards
         named: dict[str, dict] = {}  # the latest version of each: the listing gives no other
         for info in infos:
             named.setdefault(info["Key"].rpartition("/")[2], info)
@@ -380,6 +383,27 @@ def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
             for key, info in sorted(named.items())
             if matches(key)
         ]
+
+
+def _shards_in_order(
+    infos: list[dict], base: str, matches: Callable, listed: float
+) -> list[Shard] | None:
+    """The shards of a folder's listing whose names ``matches``, in one pass, when its objects
+    come as ListObjectsV2 gives them: each name once, in order, with an ETag and no VersionId
+    (else None: ``_listed_glob`` sorts them and keeps each name's first version). A glob of
+    100k keys spent 0.23-0.34 s after its listing keying, sorting and versioning each name
+    apart."""
+    shards: list[Shard] = []
+    add, last = shards.append, ""
+    for info in infos:
+        name = info["Key"].rpartition("/")[2]
+        etag = info.get("ETag")
+        if name <= last or not etag or "VersionId" in info or "version_id" in info:
+            return None
+        last = name
+        if matches(name):  # shard_version's "e:" + ETag, without a call a key
+            add(Shard(base + name, "e:" + etag.strip('"'), info.get("size"), False, listed))
+    return shards
 
 
 def _local_glob(pattern: str) -> list[str] | None:

@@ -374,3 +374,28 @@ def test_what_a_paused_collector_saw_made_goes_to_the_oldest_generation():
     assert gc.isenabled()
     oldest = {id(o) for o in gc.get_objects(generation=2)}
     assert all(id(o) in oldest for o in made)
+
+
+def test_a_listing_in_order_makes_its_shards_in_one_pass_and_any_other_is_sorted():
+    """A glob's shards come from ListObjectsV2's objects in one pass when each name comes once,
+    in order, with an ETag and no VersionId; any other listing (a name twice, out of order, a
+    version) is left to the sort that keeps each name's first entry."""
+    import re
+
+    import driftloader.sources as sources
+
+    def info(name: str, **more) -> dict:
+        return {"Key": f"b/d/{name}", "ETag": f'"{name[-5]}"', "size": 3, **more}
+
+    matches = re.compile(r"s\d\.tar\Z").match
+    infos = [info("s0.tar"), info("s1.tar"), info("s1a.txt"), info("s2.tar")]
+    shards = sources._shards_in_order(infos, "s3://b/d/", matches, 5.0)
+    assert shards == [Shard(f"s3://b/d/s{i}.tar", f"e:{i}", 3) for i in range(3)]
+    assert [s.listed for s in shards] == [5.0] * 3
+    for odd in (
+        [infos[1], infos[0]],  # out of order
+        [infos[0], infos[0]],  # a name twice
+        [info("s0.tar", VersionId="v1")],  # a version: its id, not its ETag
+        [{"Key": "b/d/s0.tar", "size": 3}],  # no ETag
+    ):
+        assert sources._shards_in_order(odd, "s3://b/d/", matches, 5.0) is None
