@@ -11,8 +11,10 @@ without data, then retried from the byte reached (``fetch_async``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -155,6 +157,8 @@ class S3ThreadFetcher(HttpFetcher):
         super().__init__(policy, on_retry, None, threads)
         self.fs = filesystem("s3://bucket", storage_options)
         self._signed: dict[tuple[str, str], tuple[float, str]] = {}
+        self._regions_asked: set[str] = set()  # buckets whose region the client was asked
+        self._asking = threading.Lock()
 
     endpoint = S3Fetcher.endpoint
 
@@ -169,9 +173,43 @@ class S3ThreadFetcher(HttpFetcher):
         signed = self._signed.get(key)
         if signed is None or now - signed[0] > PRESIGN_AGAIN_S:
             path = handle.shard.url.split("?")[0]
-            url = sync(self.fs.loop, self.fs._url, path, expires=PRESIGNED_S, **extra)
+            url = sync(self.fs.loop, _presigned, self.fs, path, extra)
             self._signed[key] = signed = (now, url)
         return signed[1], headers
+
+    def _request(self, handle: ObjectHandle, start: int, size: int) -> Any:
+        """As ``HttpFetcher._request``; a URL refused as signed for another region than the
+        bucket's is signed again once s3fs's client has asked the object where it is (a HEAD
+        through botocore, which follows S3's region redirects and keeps the bucket's region
+        for the next signatures), once per bucket; refused again, the shard's error says
+        which region to give."""
+        try:
+            return super()._request(handle, start, size)
+        except _OtherRegion:
+            self._ask_region(handle)
+        try:
+            return super()._request(handle, start, size)
+        except _OtherRegion as e:
+            region = self.fs.s3.meta.region_name if self.fs.s3 is not None else None
+            where = f"'{e.region}'" if e.region else "the bucket's region"
+            raise ShardReadError(
+                handle.url,
+                f"the server answered {e}: the URL was signed for region {region!r}, not the "
+                f"bucket's; give {where} as storage_options="
+                "{'client_kwargs': {'region_name': ...}}",
+                start,
+            ) from None
+
+    def _ask_region(self, handle: ObjectHandle) -> None:
+        bucket, key, version_id = self.fs.split_path(handle.shard.url)
+        with self._asking:
+            if bucket in self._regions_asked:
+                return
+            self._regions_asked.add(bucket)
+            extra = {"VersionId": version_id} if version_id else {}
+            with contextlib.suppress(Exception):  # a refusal is named by the next GET
+                sync(self.fs.loop, self.fs._call_s3, "head_object", Bucket=bucket, Key=key, **extra)
+            self._signed.clear()
 
     def _send(self, connection: Any, target: str, headers: dict) -> Any:
         """As ``HttpFetcher._send``; a connection refused, a host not found or no connection in
@@ -192,8 +230,12 @@ class S3ThreadFetcher(HttpFetcher):
     def _refuse(self, handle: ObjectHandle, answer: Any, start: int) -> None:
         response = answer.response
         small = response.length is None or response.length <= SMALL_BODY
-        code = _CODE.search(response.read(SMALL_BODY) if small else b"")
+        body = response.read(SMALL_BODY) if small else b""
+        code = _CODE.search(body)
         error = _S3Refusal(response.status, response.reason, code[1].decode() if code else "")
+        if error.code in _OTHER_REGION or response.status == 301:
+            region = _REGION.search(body)
+            raise _OtherRegion(error, region[1].decode() if region else None)
         try:
             _answer_refused(handle, error, start)
         except _S3Refusal:
@@ -212,6 +254,45 @@ class S3ThreadFetcher(HttpFetcher):
 
 
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_REGION = re.compile(rb"<Region>([^<]*)</Region>")
+_OTHER_REGION = frozenset(  # S3's answers to a request signed for, or sent to, another region
+    {
+        "AuthorizationHeaderMalformed",
+        "AuthorizationQueryParametersError",
+        "PermanentRedirect",
+        "IllegalLocationConstraintException",
+    }
+)
+
+
+async def _presigned(fs: Any, path: str, extra: dict) -> str:
+    """A GET of ``path`` presigned by s3fs's client with SigV4, as its own requests are signed.
+    botocore presigns S3 URLs with SigV2 in the regions that still take it (us-east-1, the
+    default one) unless a signature version is configured, and S3 refuses SigV2 in the
+    regions opened since 2014 and for the buckets made since June 2020."""
+    await fs.set_session()
+    client = await fs.get_s3(fs.split_path(path)[0])
+    client.meta.events.register_first(
+        "choose-signer.s3.GetObject", _sigv4_query, unique_id="driftloader-sigv4-presign"
+    )
+    return await fs._url(path, expires=PRESIGNED_S, **extra)
+
+
+def _sigv4_query(signature_version: Any = None, signing_name: Any = None, **_: Any) -> Any:
+    """botocore's ``choose-signer`` hook: a presigned S3 URL is signed with SigV4 (the
+    operation's signer), before botocore's own hook turns it into SigV2."""
+    if signature_version == "v4-query" and signing_name == "s3":
+        return "s3v4-query"
+    return None
+
+
+class _OtherRegion(Exception):
+    """S3 refused a presigned URL as signed for, or sent to, another region than the
+    bucket's: ``region`` is the bucket's when the answer names it."""
+
+    def __init__(self, error: Exception, region: str | None) -> None:
+        super().__init__(str(error))
+        self.region = region
 
 
 class _S3Refusal(Exception):
@@ -220,4 +301,5 @@ class _S3Refusal(Exception):
 
     def __init__(self, status: int, reason: str, code: str) -> None:
         super().__init__(f"HTTP {status} {reason}" + (f" ({code})" if code else ""))
+        self.code = code
         self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}

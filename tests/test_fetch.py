@@ -82,6 +82,48 @@ def test_5xx_is_retried_and_counted(proxied, s3_proxy):
     assert stats.retries == 2
 
 
+def test_presigned_reads_are_signed_with_sigv4(proxied, s3_proxy):
+    """botocore presigns with SigV2 in us-east-1 unless told otherwise, which S3 refuses for
+    buckets made since June 2020 and in every region opened since 2014."""
+    urls, expected, options = proxied
+    assert _read_all(urls, options) == expected
+    signed = [r.target for r in s3_proxy.requests if r.method == "GET" and "?" in r.target]
+    assert signed and all("X-Amz-Algorithm=AWS4-HMAC-SHA256" in t for t in signed)
+    assert not any("AWSAccessKeyId=" in t for t in signed)
+
+
+def test_a_url_signed_for_another_region_is_signed_again_once_the_client_asked(proxied, s3_proxy):
+    """S3's answer to a URL signed for another region than the bucket's: the client asks the
+    object (a HEAD through botocore, which follows S3's region redirects and keeps the
+    region), the URL is signed again and the read goes on, each sample once, no retry
+    counted. Refused again, the error names the shard, the region and what to set."""
+    urls, expected, options = proxied
+    s3_proxy.add_fault(
+        "status",
+        method="GET",
+        path="Signature=",
+        status=400,
+        times=1,
+        code="AuthorizationQueryParametersError",
+    )
+    stats = ReadStats()
+    assert _read_all(urls, options, stats=stats) == expected
+    assert stats.retries == 0 and s3_proxy.counts.get("HEAD", 0) == 1
+    s3_proxy.clear_faults()
+    s3_proxy.add_fault(
+        "status",
+        method="GET",
+        path="Signature=",
+        status=400,
+        times=None,
+        code="AuthorizationQueryParametersError",
+    )
+    with pytest.raises(
+        ShardReadError, match=r"s\d\.tar.*signed for region 'us-east-1'.*region_name"
+    ):
+        _read_all(urls, options)
+
+
 # request-payer or encryption settings: read on s3fs's aiobotocore client, which applies them
 AIOBOTOCORE = {"s3_additional_kwargs": {"RequestPayer": "requester"}}
 
