@@ -48,8 +48,8 @@ class FaultRule:
     """One fault, applied to the requests it matches.
 
     kind: "reset" (send the head and ``after_bytes`` body bytes, then a TCP reset; before the
-    head when ``after_bytes`` is None), "status" (answer ``status``, its error ``code`` if given,
-    without asking upstream),
+    head when ``after_bytes`` is None), "status" (answer ``status`` with ``body``, by default an
+    S3 error naming the status, without asking upstream),
     "stall" (send nothing for ``seconds``, before the head or after ``after_bytes`` body bytes,
     then go on), "ignore_range" (drop the Range header: 200 with the whole object).
     Matching: ``method`` (exact, any if None), ``path`` (regex searched in the request target),
@@ -68,7 +68,7 @@ class FaultRule:
     times: int | None = 1
     after_bytes: int | None = None
     status: int = 503
-    code: str | None = None  # the error's Code in a "status" answer (else one for the status)
+    body: str | None = None  # a "status" answer's body (else an S3 error naming the status)
     seconds: float = 1.0
     matched: int = 0
     fired: int = 0
@@ -163,9 +163,8 @@ def _is_chunked(headers: list[tuple[str, str]]) -> bool:
     return "chunked" in (_header(headers, "transfer-encoding") or "").lower()
 
 
-def _error_body(status: int, code: str | None = None) -> bytes:
-    known = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown"}
-    code = code or known.get(status, "InjectedFault")
+def _error_body(status: int) -> bytes:
+    code = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown"}.get(status, "InjectedFault")
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f"<Error><Code>{code}</Code><Message>injected by latency_proxy</Message></Error>"
@@ -480,7 +479,7 @@ class LatencyProxy:
                     await asyncio.sleep(fault.seconds)
             if fault is not None and fault.kind == "status":
                 record.status = fault.status
-                return await self._answer_error(request, writer, fault.status, fault.code)
+                return await self._answer_error(request, writer, fault.status, fault.body)
             return await self._forward(request, body, writer, fault, record)
         finally:
             traffic.in_flight -= 1
@@ -521,15 +520,15 @@ class LatencyProxy:
         return b"".join(parts)
 
     async def _answer_error(
-        self, request: _Request, writer: asyncio.StreamWriter, status: int, code: str | None = None
+        self, request: _Request, writer: asyncio.StreamWriter, status: int, body: str | None = None
     ) -> bool:
-        body = _error_body(status, code)
+        data = body.encode() if body is not None else _error_body(status)
         writer.write(
             f"HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
         )
         if request.method != "HEAD":
-            writer.write(body)
+            writer.write(data)
         await writer.drain()
         return not self._client_closes(request)
 

@@ -11,7 +11,6 @@ without data, then retried from the byte reached (``fetch_async``).
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import threading
@@ -143,7 +142,8 @@ class S3ThreadFetcher(HttpFetcher):
     """Ranged GETs of S3 objects in threads, through ``HttpFetcher``'s connections and body
     reads (a copy less than through aiobotocore), each to a URL that s3fs's client presigned:
     the client's endpoint, addressing style, region and credentials (refreshed as they
-    rotate) sign it; ``Range`` and ``If-Match`` go beside the signature. The size and version
+    rotate) sign it, with SigV4 (for the region S3 names when it refuses the client's);
+    ``Range`` and ``If-Match`` go beside the signature. The size and version
     come from ``Content-Range``, ``ETag`` and ``x-amz-version-id`` as through aiobotocore, and
     S3's refusals are named the same way (``_answer_refused``)."""
 
@@ -157,7 +157,8 @@ class S3ThreadFetcher(HttpFetcher):
         super().__init__(policy, on_retry, None, threads)
         self.fs = filesystem("s3://bucket", storage_options)
         self._signed: dict[tuple[str, str], tuple[float, str]] = {}
-        self._regions_asked: set[str] = set()  # buckets whose region the client was asked
+        self.storage_options = storage_options
+        self._regional: dict[str, Any] = {}  # bucket: the filesystem signing in its region
         self._asking = threading.Lock()
 
     endpoint = S3Fetcher.endpoint
@@ -173,43 +174,56 @@ class S3ThreadFetcher(HttpFetcher):
         signed = self._signed.get(key)
         if signed is None or now - signed[0] > PRESIGN_AGAIN_S:
             path = handle.shard.url.split("?")[0]
-            url = sync(self.fs.loop, _presigned, self.fs, path, extra)
+            signer = self._regional.get(self.fs.split_path(path)[0], self.fs)
+            url = sync(signer.loop, _presigned, signer, path, extra)
             self._signed[key] = signed = (now, url)
         return signed[1], headers
 
     def _request(self, handle: ObjectHandle, start: int, size: int) -> Any:
-        """As ``HttpFetcher._request``; a URL refused as signed for another region than the
-        bucket's is signed again once s3fs's client has asked the object where it is (a HEAD
-        through botocore, which follows S3's region redirects and keeps the bucket's region
-        for the next signatures), once per bucket; refused again, the shard's error says
-        which region to give."""
-        try:
-            return super()._request(handle, start, size)
-        except _OtherRegion:
-            self._ask_region(handle)
+        """As ``HttpFetcher._request``. A URL that S3 refuses as signed for another region
+        than the bucket's is signed again, for the region S3 names (botocore signs presigned
+        URLs for the client's region: it does not follow S3's redirects as its requests
+        do); refused again, or with no region named, the shard's error says what to set."""
         try:
             return super()._request(handle, start, size)
         except _OtherRegion as e:
-            region = self.fs.s3.meta.region_name if self.fs.s3 is not None else None
-            where = f"'{e.region}'" if e.region else "the bucket's region"
-            raise ShardReadError(
-                handle.url,
-                f"the server answered {e}: the URL was signed for region {region!r}, not the "
-                f"bucket's; give {where} as storage_options="
-                "{'client_kwargs': {'region_name': ...}}",
-                start,
-            ) from None
+            if not self._sign_in(handle, e.region):
+                raise self._other_region(handle, e, start) from None
+        try:
+            return super()._request(handle, start, size)
+        except _OtherRegion as e:
+            raise self._other_region(handle, e, start) from None
 
-    def _ask_region(self, handle: ObjectHandle) -> None:
-        bucket, key, version_id = self.fs.split_path(handle.shard.url)
+    def _sign_in(self, handle: ObjectHandle, region: str | None) -> bool:
+        """Sign the URLs of ``handle``'s bucket for ``region`` from now on, with a filesystem
+        of the same settings in that region; False when S3 named no region."""
+        if not region:
+            return False
+        bucket = self.fs.split_path(handle.shard.url)[0]
         with self._asking:
-            if bucket in self._regions_asked:
-                return
-            self._regions_asked.add(bucket)
-            extra = {"VersionId": version_id} if version_id else {}
-            with contextlib.suppress(Exception):  # a refusal is named by the next GET
-                sync(self.fs.loop, self.fs._call_s3, "head_object", Bucket=bucket, Key=key, **extra)
-            self._signed.clear()
+            signer = self._regional.get(bucket)
+            if signer is None or signer.client_kwargs.get("region_name") != region:
+                options = dict(self.storage_options or {})
+                options["client_kwargs"] = {
+                    **options.get("client_kwargs", {}),
+                    "region_name": region,
+                }
+                self._regional[bucket] = filesystem("s3://bucket", options)
+                self._signed.clear()
+        return True
+
+    def _other_region(self, handle: ObjectHandle, e: _OtherRegion, start: int) -> ShardReadError:
+        bucket = self.fs.split_path(handle.shard.url)[0]
+        signer = self._regional.get(bucket, self.fs)
+        signed = signer.s3.meta.region_name if signer.s3 is not None else None
+        where = repr(e.region) if e.region else "the bucket's region"
+        return ShardReadError(
+            handle.url,
+            f"the server answered {e}: the URL was signed for region {signed!r}, not the "
+            f"bucket's; give {where} as storage_options="
+            "{'client_kwargs': {'region_name': ...}}",
+            start,
+        )
 
     def _send(self, connection: Any, target: str, headers: dict) -> Any:
         """As ``HttpFetcher._send``; a connection refused, a host not found or no connection in
@@ -234,8 +248,9 @@ class S3ThreadFetcher(HttpFetcher):
         code = _CODE.search(body)
         error = _S3Refusal(response.status, response.reason, code[1].decode() if code else "")
         if error.code in _OTHER_REGION or response.status == 301:
-            region = _REGION.search(body)
-            raise _OtherRegion(error, region[1].decode() if region else None)
+            named = _REGION.search(body)
+            region = response.getheader("x-amz-bucket-region") or (named and named[1].decode())
+            raise _OtherRegion(error, region or None)
         try:
             _answer_refused(handle, error, start)
         except _S3Refusal:

@@ -92,36 +92,39 @@ def test_presigned_reads_are_signed_with_sigv4(proxied, s3_proxy):
     assert not any("AWSAccessKeyId=" in t for t in signed)
 
 
-def test_a_url_signed_for_another_region_is_signed_again_once_the_client_asked(proxied, s3_proxy):
-    """S3's answer to a URL signed for another region than the bucket's: the client asks the
-    object (a HEAD through botocore, which follows S3's region redirects and keeps the
-    region), the URL is signed again and the read goes on, each sample once, no retry
-    counted. Refused again, the error names the shard, the region and what to set."""
-    urls, expected, options = proxied
-    s3_proxy.add_fault(
-        "status",
-        method="GET",
-        path="Signature=",
-        status=400,
-        times=1,
-        code="AuthorizationQueryParametersError",
+def _wrong_region(region: str | None) -> str:
+    named = f"<Region>{region}</Region>" if region else ""
+    return (
+        "<Error><Code>AuthorizationQueryParametersError</Code><Message>Error parsing the "
+        f"X-Amz-Credential parameter; the region is wrong</Message>{named}</Error>"
     )
+
+
+def test_a_url_signed_for_another_region_is_signed_again_for_the_one_s3_names(proxied, s3_proxy):
+    """botocore signs presigned URLs for the client's region, and S3 refuses them for a
+    bucket in another one, naming it: the bucket's URLs are signed again for that region and
+    the read goes on, each sample once, no retry counted. Refused again, or with no region
+    named, the error names the shard, the region signed for and what to set."""
+    urls, expected, options = proxied
+    refusal = {"method": "GET", "path": "Signature=", "status": 400}
+    s3_proxy.add_fault("status", times=1, body=_wrong_region("eu-west-3"), **refusal)
     stats = ReadStats()
     assert _read_all(urls, options, stats=stats) == expected
-    assert stats.retries == 0 and s3_proxy.counts.get("HEAD", 0) == 1
-    s3_proxy.clear_faults()
-    s3_proxy.add_fault(
-        "status",
-        method="GET",
-        path="Signature=",
-        status=400,
-        times=None,
-        code="AuthorizationQueryParametersError",
-    )
-    with pytest.raises(
-        ShardReadError, match=r"s\d\.tar.*signed for region 'us-east-1'.*region_name"
-    ):
-        _read_all(urls, options)
+    assert stats.retries == 0
+    signed = [r for r in s3_proxy.requests if "Signature=" in r.target]
+    refused = next(i for i, r in enumerate(signed) if r.fault == "status")
+    assert "%2Fus-east-1%2Fs3%2F" in signed[refused].target  # the credential's region/service
+    block = (signed[refused].target.split("?")[0], signed[refused].range)
+    again = [r for r in signed[refused + 1 :] if (r.target.split("?")[0], r.range) == block]
+    assert again and "%2Feu-west-3%2Fs3%2F" in again[0].target
+    for region in ("eu-west-3", None):
+        s3_proxy.clear_faults()
+        s3_proxy.add_fault("status", times=None, body=_wrong_region(region), **refusal)
+        with pytest.raises(
+            ShardReadError,
+            match=r"s\d\.tar.*signed for region '(us-east-1|eu-west-3)'.*region_name",
+        ):
+            _read_all(urls, options)
 
 
 # request-payer or encryption settings: read on s3fs's aiobotocore client, which applies them
