@@ -414,12 +414,16 @@ class HttpFetcher(Fetcher):
         scheme, host = key
         if scheme == "https":
             if self._tls is None:
-                self._tls = ssl.create_default_context()
+                self._tls = self._tls_context()
             connection = _HTTPS(host, timeout=CONNECT_TIMEOUT, context=self._tls)
         else:
             connection = _HTTP(host, timeout=CONNECT_TIMEOUT)
         connection.read_timeout = self.policy.timeout
         return connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """How https connections check the server: the system's certificates."""
+        return ssl.create_default_context()
 
     def _done(self, answer: _Answer, ended: bool) -> None:
         """Keep the answer's connection for this thread's next request when its body was read

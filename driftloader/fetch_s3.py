@@ -11,8 +11,10 @@ without data, then retried from the byte reached (``fetch_async``).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -131,11 +133,24 @@ PRESIGN_AGAIN_S = 300  # and how long it is used: credentials that rotate sign t
 
 
 def threads_serve(storage_options: dict | None) -> bool:
-    """True when ``S3ThreadFetcher`` sends what s3fs would: no request-payer or encryption
-    settings (``requester_pays``, ``s3_additional_kwargs``), which ``S3Fetcher`` passes to
-    s3fs's client."""
+    """True when ``S3ThreadFetcher`` sends what s3fs would, the way it would: no request-payer
+    or encryption settings (``requester_pays``, ``s3_additional_kwargs``), and no proxy between
+    s3fs's client and its endpoint (``HTTPS_PROXY``, ``config_kwargs={"proxies": ...}``).
+    Otherwise ``S3Fetcher`` reads, on s3fs's client, which applies them."""
     fs = filesystem("s3://bucket", storage_options)
-    return not getattr(fs, "req_kw", None) and not getattr(fs, "s3_additional_kwargs", None)
+    if getattr(fs, "req_kw", None) or getattr(fs, "s3_additional_kwargs", None):
+        return False
+    client = sync(fs.loop, fs.set_session)
+    proxies = getattr(_http_session(client), "_proxy_config", None)
+    try:  # as botocore resolved them from its settings and the environment
+        return not proxies.proxy_url_for(client.meta.endpoint_url)
+    except AttributeError:  # not to be told: s3fs's client reads
+        return False
+
+
+def _http_session(client: Any) -> Any:
+    """The aiobotocore HTTP session of an S3 client: its proxies, CA bundle, certificate."""
+    return getattr(getattr(client, "_endpoint", None), "http_session", None)
 
 
 class S3ThreadFetcher(HttpFetcher):
@@ -178,6 +193,25 @@ class S3ThreadFetcher(HttpFetcher):
             url = sync(signer.loop, _presigned, signer, path, extra)
             self._signed[key] = signed = (now, url)
         return signed[1], headers
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """https checked as s3fs's client checks it: its CA bundle (``AWS_CA_BUNDLE``,
+        ``REQUESTS_CA_BUNDLE``, ``ca_bundle``, ``verify="path"``) or none (``verify=False``),
+        and its client certificate, as botocore resolved them."""
+        session = _http_session(sync(self.fs.loop, self.fs.set_session))
+        verify = getattr(session, "_verify", True)
+        if isinstance(verify, str):  # that bundle only, as botocore
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            folder = os.path.isdir(verify)
+            context.load_verify_locations(None if folder else verify, verify if folder else None)
+        else:
+            context = ssl.create_default_context()
+        if verify is False:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        certificate = getattr(session, "_cert_file", None)
+        if certificate:
+            context.load_cert_chain(certificate, getattr(session, "_key_file", None))
+        return context
 
     def _request(self, handle: ObjectHandle, start: int, size: int) -> Any:
         """As ``HttpFetcher._request``. A URL that S3 refuses as signed for another region

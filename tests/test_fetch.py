@@ -131,17 +131,59 @@ def test_a_url_signed_for_another_region_is_signed_again_for_the_one_s3_names(pr
 AIOBOTOCORE = {"s3_additional_kwargs": {"RequestPayer": "requester"}}
 
 
-def test_the_s3_reader_is_chosen_by_the_settings(s3_env):
+def test_the_s3_reader_is_chosen_by_the_settings(s3_env, monkeypatch):
+    """Presigned GETs in threads, unless s3fs's client applies what they would not: request
+    payer or encryption settings, a proxy (configured or from the environment), a CA bundle
+    or verification off: then s3fs's aiobotocore client reads."""
     from driftloader.fetch import RetryPolicy
     from driftloader.fetch_s3 import S3Fetcher, S3ThreadFetcher
     from driftloader.reader import _Fetchers
 
-    for options, kind in (({}, S3ThreadFetcher), (AIOBOTOCORE, S3Fetcher)):
+    proxy = {"http": "http://127.0.0.1:9", "https": "http://127.0.0.1:9"}
+    from_env = {"client_kwargs": {"endpoint_url": "http://127.0.0.2:9"}}  # a new client
+    for options, kind in (
+        ({}, S3ThreadFetcher),
+        ({"client_kwargs": {"verify": False}}, S3ThreadFetcher),  # applied: below
+        (AIOBOTOCORE, S3Fetcher),
+        ({"config_kwargs": {"proxies": proxy}}, S3Fetcher),
+        (from_env, S3ThreadFetcher),
+        ("HTTP_PROXY", S3Fetcher),  # the same settings, a proxy in the environment
+    ):
+        if options == "HTTP_PROXY":
+            monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+            options = {**from_env, "anon": False}  # not the client made before the variable
         fetchers = _Fetchers(options, RetryPolicy(), lambda: None, None, 4)
         try:
-            assert type(fetchers.for_shard(Shard("s3://b/x.tar"))) is kind
+            assert type(fetchers.for_shard(Shard("s3://b/x.tar"))) is kind, options
         finally:
             fetchers.close()
+
+
+def test_https_is_checked_as_s3fs_s_client_checks_it(s3_env, tmp_path, monkeypatch):
+    """The threaded reader's https connections take the CA bundle botocore resolved
+    (``AWS_CA_BUNDLE``, ``verify="path"``), that bundle only, or no check with
+    ``verify=False``: a bundle ignored failed every read from a store with a private CA."""
+    import ssl
+
+    from driftloader.fetch import RetryPolicy
+    from driftloader.fetch_s3 import S3ThreadFetcher
+
+    def context(options: dict) -> ssl.SSLContext:
+        fetcher = S3ThreadFetcher(RetryPolicy(), lambda: None, options)
+        try:
+            return fetcher._tls_context()
+        finally:
+            fetcher.close()
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(_a_ca_certificate())
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    checked = context({"client_kwargs": {"endpoint_url": "http://127.0.0.3:9"}})
+    assert checked.verify_mode == ssl.CERT_REQUIRED and checked.check_hostname
+    assert checked.cert_store_stats()["x509_ca"] == 1  # the bundle, not the system's
+    unchecked = context({"client_kwargs": {"endpoint_url": "http://127.0.0.4:9", "verify": False}})
+    assert unchecked.verify_mode == ssl.CERT_NONE
 
 
 @pytest.mark.parametrize("client", [{}, AIOBOTOCORE], ids=["threads", "aiobotocore"])
@@ -275,3 +317,29 @@ def test_attempts_resume_after_the_bytes_received_and_stop_at_the_limit():
     with pytest.raises(ShardReadError, match=r"at byte 1200: read failed: FileNotFoundError"):
         Attempts("s3://b/x.tar", 1200, 1, RetryPolicy(), lambda: None).failed(FileNotFoundError())
     assert len(retried) == 2 and tries.piece(500, None).data == b"a" * 120 + b"b" * 80
+
+
+def _a_ca_certificate() -> bytes:
+    """A self-signed CA certificate, PEM."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "driftloader test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
