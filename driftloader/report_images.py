@@ -16,7 +16,7 @@ from .features import JointOptions, joint_labels, joint_name_parts
 from .features.joint import NUMERIC_GROUP
 from .profile import Profile
 from .report_html import escape, img, png
-from .sources import redact
+from .sources import Shard, redact
 from .store import ProfileStore, recorded_featurizer
 
 IMAGE_PLOTS = ("brightness", "contrast", "sharpness")
@@ -72,10 +72,7 @@ def image_section(
 ) -> str:
     """The HTML of one image field: its features, and the plots for its drifted shards ("" when
     no shard drifted in it)."""
-    drifted = [row for row in rows if any(n.startswith(f"{field}.") for n in _drifted_names(row))][
-        :_SHARDS
-    ]
-    profiles = [p for p in map(profile_of, drifted) if p is not None]
+    profiles = [p for p in map(profile_of, drifted_in(field, rows)) if p is not None]
     if not profiles:
         return ""
     names = sorted(n for n in reference.kinds if n.startswith(f"{field}."))
@@ -87,6 +84,12 @@ def image_section(
         + img(image_plot(field, reference, profiles), alt)
         + contact_sheet(field, reference, profiles[0])
     )
+
+
+def drifted_in(field: str, rows: Sequence[Any]) -> list[Any]:
+    """The rows (at most ``_SHARDS``) whose drift names a feature of the image ``field``."""
+    prefix = f"{field}."
+    return [row for row in rows if any(n.startswith(prefix) for n in _drifted_names(row))][:_SHARDS]
 
 
 def contact_sheet(field: str, reference: Profile, shard: Profile) -> str:
@@ -152,13 +155,7 @@ def joint_scatter(pair: list[str], reference: Profile, shard: Profile) -> str | 
 def joint_section(reference: Profile, rows: Sequence[Any], profile_of: ProfileOf) -> str:
     """Joint drift grouped by vector field ("joint: x.npy (directions 3, 7)"), each with a
     scatter of the two most-loaded coordinates for its most drifted shard."""
-    by_group: dict[str, tuple[list[int], Any]] = {}
-    for row in sorted(rows, key=lambda r: -(r.score or 0.0)):
-        for name in _drifted_names(row):
-            parts = joint_name_parts(name)
-            if parts is not None:
-                dirs, first = by_group.setdefault(parts[0], ([], row))
-                dirs.append(parts[1])
+    by_group = joint_groups(rows)
     if not by_group:
         return ""
     options = joint_options(reference)
@@ -180,11 +177,31 @@ def joint_section(reference: Profile, rows: Sequence[Any], profile_of: ProfileOf
     return "".join(out)
 
 
+def joint_groups(rows: Sequence[Any]) -> dict[str, tuple[list[int], Any]]:
+    """Each vector field with joint drift: its drifted directions and its most drifted row."""
+    by_group: dict[str, tuple[list[int], Any]] = {}
+    for row in sorted(rows, key=lambda r: -(r.score or 0.0)):
+        for name in _drifted_names(row):
+            parts = joint_name_parts(name)
+            if parts is not None:
+                dirs, _ = by_group.setdefault(parts[0], ([], row))
+                dirs.append(parts[1])
+    return by_group
+
+
 def content_sections(
     store: ProfileStore, reference: Profile, rows: Sequence[Any], cache: dict
 ) -> str:
     """The image and joint sections of the report ("" when neither has anything to show);
-    ``cache`` holds the shard profiles loaded by (url, version)."""
+    ``cache`` holds the shard profiles loaded by (url, version). The profiles the sections
+    show are read in one batch: one after another they were a round trip each."""
+    fields = image_fields(reference)
+    wanted = [row for field in fields for row in drifted_in(field, rows)]
+    wanted += [row for _, row in joint_groups(rows).values()]
+    keys = {(r.url, r.version): None for r in wanted if (r.url, r.version) not in cache}
+    if keys:
+        shards = [Shard(url, version) for url, version in keys]
+        cache.update(zip(keys, store.fetch_profiles(shards, reference.fingerprint)))
 
     def profile_of(row: Any) -> Profile | None:
         key = (row.url, row.version)
@@ -192,7 +209,7 @@ def content_sections(
             cache[key] = store.get_profile(row.url, row.version, reference.fingerprint)
         return cache[key]
 
-    images = "".join(image_section(f, reference, rows, profile_of) for f in image_fields(reference))
+    images = "".join(image_section(f, reference, rows, profile_of) for f in fields)
     joint = joint_section(reference, rows, profile_of)
     out = ""
     if images:

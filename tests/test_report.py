@@ -346,6 +346,11 @@ def test_image_and_joint_sections_for_a_brightened_and_a_flipped_shard(tmp_path)
     for p in (bright, flipped):
         store.put_profile(p)
         record(store, p, reference, "passed")
+    asked: list[str] = []  # profiles read one at a time (the sections read theirs at once)
+    get_profile = store.get_profile
+    store.get_profile = lambda url, *a, **k: asked.append(url) or get_profile(url, *a, **k)
+    render_report(store, "ref", top_features=0)  # no feature plot has read them before
+    assert asked == []
     doc = render_report(store, "ref")
     text = "".join(parse(doc).text)
     assert "Image features" in text and "image field jpg" in text
