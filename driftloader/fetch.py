@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,11 +70,15 @@ _TRANSIENT_CODES = {
     "InternalError",
     "ServiceUnavailable",
     "Throttling",
+    "TooManyRequests",
 }
+_LATER = frozenset({408, 429})  # request timeout, too many requests: asked again, later
+MAX_RETRY_AFTER_S = 60.0  # the longest wait a server's Retry-After is followed for
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: resets, timeouts, 5xx and throttling answers."""
+    """True for errors worth retrying: resets, timeouts, 5xx and throttling answers (429: a
+    CDN's or a hub's rate limit, as S3's SlowDown is a 503)."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ShardReadError)):
         return False
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
@@ -84,9 +89,29 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(response, dict):
         error = response.get("Error", {})
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.get("Code") in _TRANSIENT_CODES or int(status or 0) >= 500
+        status = int(status or 0)
+        return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status in _LATER
     status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
-    return isinstance(status, int) and status >= 500
+    return isinstance(status, int) and (status >= 500 or status in _LATER)
+
+
+def retry_after(exc: BaseException) -> float:
+    """The seconds a refusal's ``Retry-After`` asked to wait (seconds or an HTTP date), at
+    most ``MAX_RETRY_AFTER_S``; 0 when it said nothing."""
+    value = getattr(exc, "retry_after", None)
+    headers = getattr(exc, "headers", None)
+    if value is None and headers is not None:
+        value = headers.get("Retry-After")
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(str(value)).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class Stalled(TimeoutError):
@@ -253,7 +278,7 @@ class Attempts:
             raise error from e
         self.attempt += 1
         self.on_retry()
-        return self.policy.pause(self.attempt)
+        return max(self.policy.pause(self.attempt), retry_after(e))
 
     def piece(self, total: int | None, version: ShardVersion | None) -> Piece:
         """The bytes read, in one piece, with what the last answer said about the object."""

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import ShardReadError
-from .fetch import Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled, shut_pool
+from .fetch import Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled, is_transient, shut_pool
 from .fetch_async import body_start
 from .shardversion import ShardVersion
 from .sources import CONNECT_TIMEOUT
@@ -69,11 +69,12 @@ def serves(storage_options: Mapping | None) -> bool:
 
 
 class HttpStatusError(Exception):
-    """An answer with a status that is neither data nor a named refusal; 5xx are retried."""
+    """An answer with a status that is neither data nor a named refusal; 5xx, 408 and 429 are
+    retried, after the answer's ``Retry-After`` if it gave one."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: str | None = None) -> None:
         super().__init__(f"HTTP {status} {reason}")
-        self.status = status
+        self.status, self.retry_after = status, retry_after
 
 
 class _Answer:
@@ -379,8 +380,8 @@ class HttpFetcher(Fetcher):
             raise ShardReadError(handle.url, "shard does not exist")
         if status in (401, 403):
             raise ShardReadError(handle.url, f"permission denied (HTTP {status})")
-        if status >= 500:
-            raise HttpStatusError(status, reason)
+        if is_transient(HttpStatusError(status, reason)):  # 5xx, 408, 429
+            raise HttpStatusError(status, reason, answer.response.getheader("Retry-After"))
         raise ShardReadError(handle.url, f"the server answered HTTP {status} {reason}", start)
 
     def _version(self, response: Any) -> ShardVersion | None:

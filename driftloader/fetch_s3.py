@@ -281,6 +281,7 @@ class S3ThreadFetcher(HttpFetcher):
         body = response.read(SMALL_BODY) if small else b""
         code = _CODE.search(body)
         error = _S3Refusal(response.status, response.reason, code[1].decode() if code else "")
+        error.retry_after = response.getheader("Retry-After")
         if error.code in _OTHER_REGION or response.status == 301:
             named = _REGION.search(body)
             region = response.getheader("x-amz-bucket-region") or (named and named[1].decode())
@@ -351,4 +352,5 @@ class _S3Refusal(Exception):
     def __init__(self, status: int, reason: str, code: str) -> None:
         super().__init__(f"HTTP {status} {reason}" + (f" ({code})" if code else ""))
         self.code = code
+        self.retry_after: str | None = None  # its Retry-After header (``fetch.retry_after``)
         self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}

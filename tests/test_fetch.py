@@ -74,12 +74,36 @@ def test_a_reset_mid_block_resumes_at_the_byte(proxied, s3_proxy):
     assert start <= int(again.range[6:].split("-")[0]) < end
 
 
-def test_5xx_is_retried_and_counted(proxied, s3_proxy):
+@pytest.mark.parametrize("status", [503, 429])
+def test_5xx_and_429_are_retried_and_counted(proxied, s3_proxy, status):
+    """S3's SlowDown is a 503; S3-compatible stores (and CDNs) limit rates with 429."""
     urls, expected, options = proxied
-    s3_proxy.add_fault("status", method="GET", status=503, times=2)
+    s3_proxy.add_fault("status", method="GET", status=status, times=2)
     stats = ReadStats()
     assert _read_all(urls, options, backoff=0.01, stats=stats) == expected
     assert stats.retries == 2
+
+
+def test_a_retry_waits_what_retry_after_asks_within_a_bound():
+    import datetime
+    from email.utils import format_datetime
+
+    from driftloader.fetch import MAX_RETRY_AFTER_S, Attempts, RetryPolicy
+    from driftloader.fetch_http import HttpStatusError
+
+    def pause(retry_after: str | None) -> float:
+        tries = Attempts("https://cdn/s.tar", 0, 10, RetryPolicy(backoff=0.01), lambda: None)
+        return tries.failed(HttpStatusError(429, "Too Many Requests", retry_after))
+
+    assert pause(None) < 0.1 and pause("bogus") < 0.1
+    assert pause("3") == 3.0
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=20)
+    assert 15 < pause(format_datetime(soon, usegmt=True)) <= 20
+    assert pause("86400") == MAX_RETRY_AFTER_S
+    with pytest.raises(ShardReadError, match="404"):  # not asked again
+        Attempts("https://cdn/s.tar", 0, 10, RetryPolicy(), lambda: None).failed(
+            HttpStatusError(404, "Not Found")
+        )
 
 
 def test_presigned_reads_are_signed_with_sigv4(proxied, s3_proxy):

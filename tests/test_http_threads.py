@@ -43,6 +43,20 @@ def test_the_threaded_reader_takes_only_the_options_it_applies():
 
 
 @pytest.mark.parametrize("options", [None, AIOHTTP], ids=["threads", "aiohttp"])
+def test_both_readers_ask_again_after_a_rate_limit_or_a_request_timeout(
+    options, s3_proxy, s3_bucket, s3fs_fresh, tmp_path
+):
+    """429 (a hub's or a CDN's rate limit) and 408 are asked again, counted, as 5xx are: they
+    failed the shard."""
+    urls, expected = _served(s3_proxy, s3_bucket, s3fs_fresh, tmp_path, shards=2, samples=30)
+    s3_proxy.add_fault("status", method="GET", status=429, times=1)
+    s3_proxy.add_fault("status", method="GET", status=408, nth=3, times=1)
+    stats = ReadStats()
+    assert _read_all(urls, options, backoff=0.01, stats=stats) == expected
+    assert stats.retries == 2
+
+
+@pytest.mark.parametrize("options", [None, AIOHTTP], ids=["threads", "aiohttp"])
 def test_both_readers_resume_at_the_byte_after_a_stall(
     options, s3_proxy, s3_bucket, s3fs_fresh, tmp_path
 ):
