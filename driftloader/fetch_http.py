@@ -28,6 +28,7 @@ import http.client
 import io
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -183,6 +184,9 @@ class HttpFetcher(Fetcher):
         self._pending: dict[ObjectHandle, list[int]] = {}  # each shard's blocks being read
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
+        self._moved: weakref.WeakKeyDictionary[ObjectHandle, tuple[str, bool]] = (
+            weakref.WeakKeyDictionary()
+        )  # a shard's redirect target, and whether Authorization was dropped on the way
 
     def submit(self, handle: ObjectHandle, offset: int, size: int) -> Future:
         with self._lock:
@@ -332,9 +336,28 @@ class HttpFetcher(Fetcher):
 
     def _request(self, handle: ObjectHandle, start: int, size: int) -> _Answer | None:
         """The answer to a GET of ``size`` bytes from ``start``, redirects followed; None past
-        the end. Refusals are named (``_refuse``); 5xx raise ``HttpStatusError`` (retried)."""
+        the end. Refusals are named (``_refuse``); 5xx raise ``HttpStatusError`` (retried).
+        Where a shard's first request was redirected, its next ones go straight there (a hub
+        that redirects each file to a CDN is asked once a shard, not once a block); refused
+        there (a signed URL expired), the shard's own URL is asked again."""
         url, headers = self._where(handle)
         headers["Range"] = f"bytes={start}-{start + size - 1}"
+        moved = self._moved.get(handle)
+        if moved is None:
+            return self._follow(handle, url, headers, start)
+        if moved[1]:
+            headers.pop("Authorization", None)
+        try:
+            return self._follow(handle, moved[0], headers, start)
+        except ShardReadError:
+            self._moved.pop(handle, None)
+            return self._follow(
+                handle, url, self._where(handle)[1] | {"Range": headers["Range"]}, start
+            )
+
+    def _follow(self, handle: ObjectHandle, url: str, headers: dict, start: int) -> _Answer | None:
+        """``_request``'s GET of ``url``, redirects followed (remembered for the shard)."""
+        first, dropped = url, False
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             key = (parts.scheme, parts.netloc)
@@ -350,12 +373,15 @@ class HttpFetcher(Fetcher):
             self._done(answer, answer_drained(answer))
             url = urljoin(url, response.getheader("Location"))
             if urlsplit(url).netloc != parts.netloc:
+                dropped = dropped or "Authorization" in headers
                 headers.pop("Authorization", None)
         else:
             raise ShardReadError(handle.url, f"more than {MAX_REDIRECTS} redirects", start)
         try:
             if status not in (200, 206):
                 self._refuse(handle, answer, start)
+            if url != first:
+                self._moved[handle] = (url, dropped)
             content_range = response.getheader("Content-Range")
             _, answer.total = body_start(handle, status, content_range, response.length, start)
             answer.version = self._version(response)

@@ -85,7 +85,8 @@ def test_both_readers_read_a_whole_answer_once_per_shard(
 class _Origin(http.server.ThreadingHTTPServer):
     """Serves one file's byte ranges on keep-alive connections; ``/moved/...`` redirects to
     ``moved_to``; with ``close_after`` it closes each connection after its answer without
-    saying so (as a server whose idle timeout is shorter than the client's)."""
+    saying so (as a server whose idle timeout is shorter than the client's); with
+    ``refuse_data_after`` its redirect target answers 403 once after that many answers."""
 
     daemon_threads = True
 
@@ -93,6 +94,7 @@ class _Origin(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.data, self.close_after = data, close_after
         self.moved_to = ""
+        self.refuse_data_after: int | None = None  # /data/ answers 403 after this many
         self.seen: list[tuple[str, str | None]] = []  # (path, Authorization) of each request
         self.connections = 0
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -114,6 +116,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/moved/"):
             self.send_response(302)
             self.send_header("Location", server.moved_to + self.path.removeprefix("/moved"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        served = sum(path.startswith("/data/") for path, _ in server.seen)
+        if server.refuse_data_after is not None and served > server.refuse_data_after:
+            server.refuse_data_after = None  # once: the next redirect's target serves
+            self.send_response(403)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -147,8 +156,26 @@ def test_redirects_are_followed_and_authorization_stays_with_its_host(tmp_path):
     assert got == [[(s["__key__"], s["bin"]) for s in samples]]
     moved = [auth for path, auth in origin.seen if path.startswith("/moved/")]
     data = [auth for path, auth in origin.seen if path.startswith("/data/")]
-    assert len(moved) == len(data) > 1  # every block asks, and is redirected
+    # the shard's first request is redirected; its next blocks go straight there
+    assert len(moved) == 1 and len(data) > 2
     assert set(moved) == {"Bearer secret"} and set(data) == {None}
+
+
+def test_a_redirect_target_that_refuses_sends_the_shard_back_to_its_own_url(tmp_path):
+    """A signed CDN URL that expired (403) while the shard is read: the shard's own URL is
+    asked again, and redirects to a fresh one."""
+    samples = write_shard(tmp_path / "s.tar", 40, seed=2)
+    origin = _Origin((tmp_path / "s.tar").read_bytes())
+    port = origin.server_address[1]
+    origin.moved_to = f"http://localhost:{port}/data"
+    origin.refuse_data_after = 2  # the redirect target answers 403 from its third request
+    try:
+        got = _read_all([f"http://127.0.0.1:{port}/moved/s.tar"], None, max_requests=1)
+    finally:
+        origin.shutdown()
+    assert got == [[(s["__key__"], s["bin"]) for s in samples]]
+    paths = [path.split("/")[1] for path, _ in origin.seen]
+    assert paths[:4] == ["moved", "data", "data", "data"] and paths[4] == "moved"
 
 
 def test_a_connection_the_server_closed_is_asked_again_uncounted(tmp_path):
