@@ -28,7 +28,6 @@ where the failed response stopped; each retry is counted in ``ReadStats.retries`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -39,79 +38,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ShardReadError
 from .shardversion import ShardVersion
 from .sources import Shard, filesystem, is_connect_failure, local_path, redact, storage_hint
-
-_TRANSIENT_NAMES = {
-    "ClientPayloadError",
-    "ClientConnectionError",
-    "ServerDisconnectedError",
-    "ClientOSError",
-    "ServerTimeoutError",
-    "FSTimeoutError",
-    "EndpointConnectionError",
-    "ConnectionClosedError",
-    "ReadTimeoutError",
-    "ConnectTimeoutError",
-    "ResponseStreamingError",
-    "IncompleteRead",
-    "IncompleteReadError",
-    "HTTPClientError",
-    "ProtocolError",
-}
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "ServiceUnavailable",
-    "Throttling",
-    "TooManyRequests",
-}
-_LATER = frozenset({408, 429})  # request timeout, too many requests: asked again, later
-MAX_RETRY_AFTER_S = 60.0  # the longest wait a server's Retry-After is followed for
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: resets, timeouts, 5xx and throttling answers (429: a
-    CDN's or a hub's rate limit, as S3's SlowDown is a 503)."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ShardReadError)):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
-        return True
-    if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
-        return True
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error", {})
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        status = int(status or 0)
-        return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status in _LATER
-    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
-    return isinstance(status, int) and (status >= 500 or status in _LATER)
-
-
-def retry_after(exc: BaseException) -> float:
-    """The seconds a refusal's ``Retry-After`` asked to wait (seconds or an HTTP date), at
-    most ``MAX_RETRY_AFTER_S``; 0 when it said nothing."""
-    value = getattr(exc, "retry_after", None)
-    headers = getattr(exc, "headers", None)
-    if value is None and headers is not None:
-        value = headers.get("Retry-After")
-    if not value:
-        return 0.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(str(value)).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return 0.0
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+from .transient import is_transient, retry_after, slow_down_hint
 
 
 class Stalled(TimeoutError):
@@ -303,7 +236,8 @@ def explain_storage_error(
     if isinstance(e, Stalled):
         return ShardReadError(url, f"timed out after {policy.timeout:g} s reading it{tried}", at)
     never = "; storage was never reached from this process" if unanswered else ""
-    return ShardReadError(url, f"read failed{tried}: {e!r}{never}{storage_hint(e)}", at)
+    hint = storage_hint(e) or slow_down_hint(e)
+    return ShardReadError(url, f"read failed{tried}: {e!r}{never}{hint}", at)
 
 
 def shut_pool(pool: ThreadPoolExecutor) -> None:

@@ -35,10 +35,11 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import ShardReadError
-from .fetch import Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled, is_transient, shut_pool
+from .fetch import Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled, shut_pool
 from .fetch_async import body_start
 from .shardversion import ShardVersion
 from .sources import CONNECT_TIMEOUT
+from .transient import is_transient
 
 _APPLIED = frozenset(
     {

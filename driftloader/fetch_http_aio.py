@@ -101,7 +101,7 @@ class AioHttpFetcher(AsyncFetcher):
                 raise ShardReadError(handle.url, "shard does not exist")
             if status in (401, 403):
                 raise ShardReadError(handle.url, f"permission denied (HTTP {status})")
-            response.raise_for_status()  # 5xx are retried (``is_transient``), the rest fail
+            response.raise_for_status()  # 5xx, 408, 429 retried (``is_transient``), the rest fail
             content_range = response.headers.get("Content-Range")
             skip, total = body_start(handle, status, content_range, response.content_length, start)
         except BaseException:

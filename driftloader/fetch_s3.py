@@ -23,11 +23,12 @@ from typing import Any
 from fsspec.asyn import sync
 
 from .errors import ShardReadError
-from .fetch import ObjectHandle, RetryPolicy, is_transient
+from .fetch import ObjectHandle, RetryPolicy
 from .fetch_async import AsyncFetcher, body_start, chunks, read_body, within
 from .fetch_http import SMALL_BODY, ConnectionTimeoutError, HttpFetcher, PastTheEnd
 from .shardversion import ShardVersion
 from .sources import filesystem
+from .transient import is_transient
 
 try:
     from aiohttp import ClientResponse
@@ -289,7 +290,7 @@ class S3ThreadFetcher(HttpFetcher):
         try:
             _answer_refused(handle, error, start)
         except _S3Refusal:
-            if is_transient(error):  # 5xx, SlowDown: retried
+            if is_transient(error):  # 5xx, 429, SlowDown: retried
                 raise
             raise ShardReadError(handle.url, f"the server answered {error}", start) from None
         raise PastTheEnd  # 416: at or past the end

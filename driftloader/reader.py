@@ -26,10 +26,10 @@ from .fetch import (
     ObjectHandle,
     ReadAhead,
     RetryPolicy,
-    is_transient,
 )
 from .sources import Shard, is_pipe, local_path, protocol_of, redact
 from .tarparse import DEFAULT_MAX_MEMBER_SIZE, TarMembers, decompressed, group_samples
+from .transient import is_transient
 
 __all__ = ["ReadOptions", "ReadStats", "is_transient", "read_shard", "read_shards"]
 

@@ -88,8 +88,9 @@ def test_a_retry_waits_what_retry_after_asks_within_a_bound():
     import datetime
     from email.utils import format_datetime
 
-    from driftloader.fetch import MAX_RETRY_AFTER_S, Attempts, RetryPolicy
+    from driftloader.fetch import Attempts, RetryPolicy
     from driftloader.fetch_http import HttpStatusError
+    from driftloader.transient import MAX_RETRY_AFTER_S
 
     def pause(retry_after: str | None) -> float:
         tries = Attempts("https://cdn/s.tar", 0, 10, RetryPolicy(backoff=0.01), lambda: None)
@@ -100,6 +101,9 @@ def test_a_retry_waits_what_retry_after_asks_within_a_bound():
     soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=20)
     assert 15 < pause(format_datetime(soon, usegmt=True)) <= 20
     assert pause("86400") == MAX_RETRY_AFTER_S
+    spent = Attempts("https://cdn/s.tar", 0, 10, RetryPolicy(retries=0), lambda: None)
+    with pytest.raises(ShardReadError, match=r"429.*slow down.*max_requests"):
+        spent.failed(HttpStatusError(429, "Too Many Requests"))
     with pytest.raises(ShardReadError, match="404"):  # not asked again
         Attempts("https://cdn/s.tar", 0, 10, RetryPolicy(), lambda: None).failed(
             HttpStatusError(404, "Not Found")
