@@ -240,7 +240,7 @@ class S3ThreadFetcher(HttpFetcher):
             if signer is None or signer.client_kwargs.get("region_name") != region:
                 options = dict(self.storage_options or {})
                 options["client_kwargs"] = {
-                    **options.get("client_kwargs", {}),
+                    **(options.get("client_kwargs") or {}),
                     "region_name": region,
                 }
                 self._regional[bucket] = filesystem("s3://bucket", options)
@@ -353,5 +353,5 @@ class _S3Refusal(Exception):
     def __init__(self, status: int, reason: str, code: str) -> None:
         super().__init__(f"HTTP {status} {reason}" + (f" ({code})" if code else ""))
         self.code = code
-        self.retry_after: str | None = None  # its Retry-After header (``fetch.retry_after``)
+        self.retry_after: str | None = None  # its Retry-After header (``transient.retry_after``)
         self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
