@@ -251,14 +251,15 @@ class S3ThreadFetcher(HttpFetcher):
         bucket = self.fs.split_path(handle.shard.url)[0]
         signer = self._regional.get(bucket, self.fs)
         signed = signer.s3.meta.region_name if signer.s3 is not None else None
-        where = repr(e.region) if e.region else "the bucket's region"
-        return ShardReadError(
-            handle.url,
-            f"the server answered {e}: the URL was signed for region {signed!r}, not the "
-            f"bucket's; give {where} as storage_options="
-            "{'client_kwargs': {'region_name': ...}}",
-            start,
-        )
+        if e.region and e.region == signed:  # not the region, then: credentials, endpoint
+            why = f"though the URL was signed for the region it names ({signed!r})"
+        else:
+            where = repr(e.region) if e.region else "the bucket's region"
+            why = (
+                f"the URL was signed for region {signed!r}, not the bucket's; give {where} as "
+                "storage_options={'client_kwargs': {'region_name': ...}}"
+            )
+        return ShardReadError(handle.url, f"the server answered {e}: {why}", start)
 
     def _send(self, connection: Any, target: str, headers: dict) -> Any:
         """As ``HttpFetcher._send``; a connection refused, a host not found or no connection in

@@ -145,13 +145,13 @@ def test_a_url_signed_for_another_region_is_signed_again_for_the_one_s3_names(pr
     block = (signed[refused].target.split("?")[0], signed[refused].range)
     again = [r for r in signed[refused + 1 :] if (r.target.split("?")[0], r.range) == block]
     assert again and "%2Feu-west-3%2Fs3%2F" in again[0].target
-    for region in ("eu-west-3", None):
+    for region, said in (
+        ("eu-west-3", r"though the URL was signed for the region it names \('eu-west-3'\)"),
+        (None, r"signed for region 'us-east-1', not the bucket's.*region_name"),
+    ):
         s3_proxy.clear_faults()
         s3_proxy.add_fault("status", times=None, body=_wrong_region(region), **refusal)
-        with pytest.raises(
-            ShardReadError,
-            match=r"s\d\.tar.*signed for region '(us-east-1|eu-west-3)'.*region_name",
-        ):
+        with pytest.raises(ShardReadError, match=rf"s\d\.tar.*{said}"):
             _read_all(urls, options)
 
 
