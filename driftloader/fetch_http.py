@@ -39,7 +39,7 @@ from .fetch import Fetcher, ObjectHandle, Piece, RetryPolicy, Stalled, shut_pool
 from .fetch_async import body_start
 from .shardversion import ShardVersion
 from .sources import CONNECT_TIMEOUT
-from .transient import is_transient
+from .transient import transient_status
 
 _APPLIED = frozenset(
     {
@@ -346,15 +346,13 @@ class HttpFetcher(Fetcher):
         moved = self._moved.get(handle)
         if moved is None:
             return self._follow(handle, url, headers, start)
-        if moved[1]:
-            headers.pop("Authorization", None)
+        target, dropped = moved
+        sent = {k: v for k, v in headers.items() if not (dropped and k == "Authorization")}
         try:
-            return self._follow(handle, moved[0], headers, start)
+            return self._follow(handle, target, sent, start)
         except ShardReadError:
             self._moved.pop(handle, None)
-            return self._follow(
-                handle, url, self._where(handle)[1] | {"Range": headers["Range"]}, start
-            )
+            return self._follow(handle, url, headers, start)
 
     def _follow(self, handle: ObjectHandle, url: str, headers: dict, start: int) -> _Answer | None:
         """``_request``'s GET of ``url``, redirects followed (remembered for the shard)."""
@@ -407,7 +405,7 @@ class HttpFetcher(Fetcher):
             raise ShardReadError(handle.url, "shard does not exist")
         if status in (401, 403):
             raise ShardReadError(handle.url, f"permission denied (HTTP {status})")
-        if is_transient(HttpStatusError(status, reason)):  # 5xx, 408, 429
+        if transient_status(status):  # 5xx, 408, 429
             raise HttpStatusError(status, reason, answer.response.getheader("Retry-After"))
         raise ShardReadError(handle.url, f"the server answered HTTP {status} {reason}", start)
 

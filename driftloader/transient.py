@@ -48,14 +48,24 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
         return True
+    code, status = _code_and_status(exc)
+    return code in _TRANSIENT_CODES or transient_status(status)
+
+
+def transient_status(status: int) -> bool:
+    """Whether an HTTP status is asked again: 5xx, 408, 429."""
+    return status >= 500 or status in _LATER
+
+
+def _code_and_status(exc: BaseException) -> tuple[str | None, int]:
+    """An answer's error code (botocore's ``ClientError`` shape, else None) and HTTP status
+    (0 when it has none)."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        error = response.get("Error", {})
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        status = int(status or 0)
-        return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status in _LATER
+        return response.get("Error", {}).get("Code"), int(status or 0)
     status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
-    return isinstance(status, int) and (status >= 500 or status in _LATER)
+    return None, status if isinstance(status, int) else 0
 
 
 def retry_after(exc: BaseException) -> float:
@@ -79,12 +89,7 @@ def retry_after(exc: BaseException) -> float:
 
 def slow_down_hint(e: BaseException) -> str:
     """What to change when the storage kept refusing for load (429, 503, SlowDown)."""
-    response = getattr(e, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    else:
-        code, status = None, getattr(e, "status", None) or getattr(e, "status_code", None)
+    code, status = _code_and_status(e)
     if code not in ("SlowDown", "Throttling", "TooManyRequests") and status not in (429, 503):
         return ""
     return (
