@@ -281,10 +281,12 @@ class S3ThreadFetcher(HttpFetcher):
         response = answer.response
         small = response.length is None or response.length <= SMALL_BODY
         body = response.read(SMALL_BODY) if small else b""
-        code = _CODE.search(body)
-        error = _S3Refusal(response.status, response.reason, code[1].decode() if code else "")
-        error.retry_after = response.getheader("Retry-After")
-        if error.code in _OTHER_REGION or response.status == 301:
+        found = _CODE.search(body)
+        code = found[1].decode() if found else ""
+        error = _S3Refusal(
+            response.status, response.reason, code, response.getheader("Retry-After")
+        )
+        if code in _OTHER_REGION or response.status == 301:
             named = _REGION.search(body)
             region = response.getheader("x-amz-bucket-region") or (named and named[1].decode())
             raise _OtherRegion(error, region or None)
@@ -351,8 +353,7 @@ class _S3Refusal(Exception):
     """An S3 error answer, shaped as botocore's ``ClientError`` for ``_answer_refused`` and
     ``is_transient``: ``response["Error"]["Code"]`` and the HTTP status."""
 
-    def __init__(self, status: int, reason: str, code: str) -> None:
+    def __init__(self, status: int, reason: str, code: str, retry_after: str | None) -> None:
         super().__init__(f"HTTP {status} {reason}" + (f" ({code})" if code else ""))
-        self.code = code
-        self.retry_after: str | None = None  # its Retry-After header (``transient.retry_after``)
+        self.retry_after = retry_after  # its Retry-After header (``transient.retry_after``)
         self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
