@@ -203,11 +203,8 @@ def content_sections(
         shards = [Shard(url, version) for url, version in keys]
         cache.update(zip(keys, store.fetch_profiles(shards, reference.fingerprint)))
 
-    def profile_of(row: Any) -> Profile | None:
-        key = (row.url, row.version)
-        if key not in cache:
-            cache[key] = store.get_profile(row.url, row.version, reference.fingerprint)
-        return cache[key]
+    def profile_of(row: Any) -> Profile | None:  # the sections ask for no other row
+        return cache[(row.url, row.version)]
 
     images = "".join(image_section(f, reference, rows, profile_of) for f in fields)
     joint = joint_section(reference, rows, profile_of)
