@@ -9,11 +9,13 @@ round after round, alternating:
 * ``pages``: ListObjectsV2 page after page, each asked for once the last came back (what
   driftloader did before ``listing.py``, and what s3fs's ``find`` does);
 * ``ranges``: ``listing.objects`` (the first page, a few one-key probes, then up to 32 ranges
-  at once);
+  at once), each page a presigned GET from the range's thread (``presign.SignedGets``);
 * ``glob``: ``expand_urls("s3://.../shard-*.tar")``, the dataset's own call (ranges, plus the
   bucket's versioning asked beside the first page, and the ``Shard`` objects);
-* ``ranges, botocore parse``: ``ranges`` with each page's objects parsed by botocore, as
-  before ``listing.quick_objects``.
+* ``ranges, botocore requests``: ``ranges`` with each page asked for by s3fs's client
+  (botocore's request path on s3fs's loop thread), as before the presigned pages;
+* ``ranges, botocore requests and parse``: the same with each page's objects parsed by
+  botocore, as before ``listing_pages.quick_objects``.
 
 Each listing is checked to give the same keys in the same order. Reports the median seconds,
 the requests each made (counted by the proxy) and the most it had in flight. moto answers a
@@ -53,15 +55,15 @@ def pages(fs, bucket: str, prefix: str) -> list[str]:
 
 def botocore_parse(options: dict):
     """A filesystem as ``sources.filesystem`` makes it, but with botocore parsing the objects
-    of each page (before ``listing.quick_objects``) and checking it for an error first."""
+    of each page (before ``listing_pages.quick_objects``) and checking it for an error first."""
     import s3fs
 
-    from driftloader import listing
+    from driftloader import listing_pages
     from driftloader.sources import _s3_options
 
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **_s3_options(options))
-    listing.quick_timestamps(fs)
-    fs.session.unregister("before-parse.s3.ListObjectsV2", listing.quick_objects)
+    listing_pages.quick_timestamps(fs)
+    fs.session.unregister("before-parse.s3.ListObjectsV2", listing_pages.quick_objects)
     from botocore import handlers  # and its own check of each page for an <Error>, as before
 
     fs.session.register("before-parse.s3.ListObjectsV2", handlers._handle_200_error)
@@ -86,8 +88,13 @@ def measure(label: str, upstream: str, bucket: str, prefix: str, args) -> None:
             "glob": lambda: [
                 s.url.split("/", 3)[3] for s in expand_urls(f"s3://{bucket}/{prefix}*.tar", options)
             ],
-            "ranges, botocore parse": lambda: [
-                i["Key"].split("/", 1)[1] for i in listing.objects(slow, bucket, prefix)
+            "ranges, botocore requests": lambda: [
+                i["Key"].split("/", 1)[1]
+                for i in listing.objects(fs, bucket, prefix, call=fs.call_s3)
+            ],
+            "ranges, botocore requests and parse": lambda: [
+                i["Key"].split("/", 1)[1]
+                for i in listing.objects(slow, bucket, prefix, call=slow.call_s3)
             ],
         }
         for latency in args.latencies:

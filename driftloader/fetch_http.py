@@ -438,14 +438,9 @@ class HttpFetcher(Fetcher):
         if connection is not None:
             return connection
         scheme, host = key
-        if scheme == "https":
-            if self._tls is None:
-                self._tls = self._tls_context()
-            connection = _HTTPS(host, timeout=CONNECT_TIMEOUT, context=self._tls)
-        else:
-            connection = _HTTP(host, timeout=CONNECT_TIMEOUT)
-        connection.read_timeout = self.policy.timeout
-        return connection
+        if scheme == "https" and self._tls is None:
+            self._tls = self._tls_context()
+        return timed_connection(scheme, host, CONNECT_TIMEOUT, self.policy.timeout, self._tls)
 
     def _tls_context(self) -> ssl.SSLContext:
         """How https connections check the server: the system's certificates."""
@@ -489,6 +484,26 @@ def _timed(base: type) -> type:
 
 _HTTP = _timed(http.client.HTTPConnection)
 _HTTPS = _timed(http.client.HTTPSConnection)
+
+
+def timed_connection(
+    scheme: str,
+    host: str,
+    connect_timeout: float,
+    read_timeout: float,
+    context: ssl.SSLContext | None = None,
+) -> http.client.HTTPConnection:
+    """A connection to ``host`` (not yet made) that connects within ``connect_timeout``
+    seconds (else ``ConnectionTimeoutError``), then waits up to ``read_timeout`` seconds for
+    each read; https checked by ``context`` (None: the system's certificates)."""
+    if scheme == "https":
+        connection = _HTTPS(host, timeout=connect_timeout, context=context)
+    elif scheme == "http":
+        connection = _HTTP(host, timeout=connect_timeout)
+    else:
+        raise http.client.InvalidURL(f"not an http(s) URL: {scheme}://{host}")
+    connection.read_timeout = read_timeout
+    return connection
 
 
 class PastTheEnd(Exception):  # noqa: N818 (a signal, not an error)

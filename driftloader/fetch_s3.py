@@ -11,7 +11,6 @@ without data, then retried from the byte reached (``fetch_async``).
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
@@ -22,6 +21,7 @@ from typing import Any
 
 from fsspec.asyn import sync
 
+from . import presign
 from .errors import ShardReadError
 from .fetch import ObjectHandle, RetryPolicy
 from .fetch_async import AsyncFetcher, body_start, chunks, read_body, within
@@ -129,29 +129,14 @@ def _reader(body: Any) -> Callable[[int], Awaitable[bytes]]:
 
 # ------------------------------------------------------------------------------ in threads
 
-PRESIGNED_S = 900  # how long a presigned URL is good for
-PRESIGN_AGAIN_S = 300  # and how long it is used: credentials that rotate sign the next ones
+PRESIGN_AGAIN_S = 300  # how long a presigned URL is used: credentials that rotate sign the next
 
 
 def threads_serve(storage_options: dict | None) -> bool:
-    """True when ``S3ThreadFetcher`` sends what s3fs would, the way it would: no request-payer
-    or encryption settings (``requester_pays``, ``s3_additional_kwargs``), and no proxy between
-    s3fs's client and its endpoint (``HTTPS_PROXY``, ``config_kwargs={"proxies": ...}``).
-    Otherwise ``S3Fetcher`` reads, on s3fs's client, which applies them."""
-    fs = filesystem("s3://bucket", storage_options)
-    if getattr(fs, "req_kw", None) or getattr(fs, "s3_additional_kwargs", None):
-        return False
-    client = sync(fs.loop, fs.set_session)
-    proxies = getattr(_http_session(client), "_proxy_config", None)
-    try:  # as botocore resolved them from its settings and the environment
-        return not proxies.proxy_url_for(client.meta.endpoint_url)
-    except AttributeError:  # not to be told: s3fs's client reads
-        return False
-
-
-def _http_session(client: Any) -> Any:
-    """The aiobotocore HTTP session of an S3 client: its proxies, CA bundle, certificate."""
-    return getattr(getattr(client, "_endpoint", None), "http_session", None)
+    """True when ``S3ThreadFetcher`` sends what s3fs would, the way it would (``presign.serves``:
+    no request-payer or encryption settings, no proxy). Otherwise ``S3Fetcher`` reads, on
+    s3fs's client, which applies them."""
+    return presign.serves(filesystem("s3://bucket", storage_options))
 
 
 class S3ThreadFetcher(HttpFetcher):
@@ -196,23 +181,7 @@ class S3ThreadFetcher(HttpFetcher):
         return signed[1], headers
 
     def _tls_context(self) -> ssl.SSLContext:
-        """https checked as s3fs's client checks it: its CA bundle (``AWS_CA_BUNDLE``,
-        ``REQUESTS_CA_BUNDLE``, ``ca_bundle``, ``verify="path"``) or none (``verify=False``),
-        and its client certificate, as botocore resolved them."""
-        session = _http_session(sync(self.fs.loop, self.fs.set_session))
-        verify = getattr(session, "_verify", True)
-        if isinstance(verify, str):  # that bundle only, as botocore
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            folder = os.path.isdir(verify)
-            context.load_verify_locations(None if folder else verify, verify if folder else None)
-        else:
-            context = ssl.create_default_context()
-        if verify is False:
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        certificate = getattr(session, "_cert_file", None)
-        if certificate:
-            context.load_cert_chain(certificate, getattr(session, "_key_file", None))
-        return context
+        return presign.tls_context(self.fs)
 
     def _request(self, handle: ObjectHandle, start: int, size: int) -> Any:
         """As ``HttpFetcher._request``. A URL that S3 refuses as signed for another region
@@ -320,24 +289,10 @@ _OTHER_REGION = frozenset(  # S3's answers to a request signed for, or sent to, 
 
 
 async def _presigned(fs: Any, path: str, extra: dict) -> str:
-    """A GET of ``path`` presigned by s3fs's client with SigV4, as its own requests are signed.
-    botocore presigns S3 URLs with SigV2 in the regions that still take it (us-east-1, the
-    default one) unless a signature version is configured, and S3 refuses SigV2 in the
-    regions opened since 2014 and for the buckets made since June 2020."""
+    """A GET of ``path`` presigned by s3fs's client with SigV4, as its own requests are."""
     await fs.set_session()
-    client = await fs.get_s3(fs.split_path(path)[0])
-    client.meta.events.register_first(
-        "choose-signer.s3.GetObject", _sigv4_query, unique_id="driftloader-sigv4-presign"
-    )
-    return await fs._url(path, expires=PRESIGNED_S, **extra)
-
-
-def _sigv4_query(signature_version: Any = None, signing_name: Any = None, **_: Any) -> Any:
-    """botocore's ``choose-signer`` hook: a presigned S3 URL is signed with SigV4 (the
-    operation's signer), before botocore's own hook turns it into SigV2."""
-    if signature_version == "v4-query" and signing_name == "s3":
-        return "s3v4-query"
-    return None
+    presign.signing_v4(await fs.get_s3(fs.split_path(path)[0]))
+    return await fs._url(path, expires=presign.PRESIGNED_S, **extra)
 
 
 class _OtherRegion(Exception):

@@ -26,7 +26,8 @@ from .errors import (
     StorageUnreachable,
     VersionMismatch,
 )
-from .listing import folder_listing, folder_objects, quick_timestamps, version_aware
+from .listing import folder_listing, folder_objects, version_aware
+from .listing_pages import quick_timestamps
 from .shardversion import ShardVersion, file_version
 
 MANIFEST_SUFFIXES = (".json", ".txt", ".lst", ".manifest")

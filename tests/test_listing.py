@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 import driftloader.listing as listing
+import driftloader.listing_pages as listing_pages
 from driftloader.sources import expand_urls, filesystem
 
 from .test_sources import _listing_kind, _new_bucket
@@ -96,20 +97,20 @@ def test_timestamps_read_by_python_parse_as_botocore_does():
         "Thu, 03 Dec 2026 10:17:42 GMT",  # a header's form: botocore's parser
         "1767225600",
     ):
-        assert listing._timestamp(text) == parse_timestamp(text), text
+        assert listing_pages._timestamp(text) == parse_timestamp(text), text
 
 
 def test_an_s3_filesystem_parses_a_listing_s_timestamps_itself(s3_env, s3fs_fresh, monkeypatch):
     """botocore parses each listed object's LastModified with dateutil (~40 us: most of the
     client's time for a page of 1,000 keys); driftloader's S3 filesystems parse them with
     Python's ISO 8601 parser, to the same times, each one once a page."""
-    calls, parse = [], listing._timestamp
+    calls, parse = [], listing_pages._timestamp
 
     def counted(value):
         calls.append(value)
         return parse(value)
 
-    monkeypatch.setattr(listing, "_timestamp", counted)
+    monkeypatch.setattr(listing_pages, "_timestamp", counted)
     bucket = _new_bucket(s3_env, "stamps", False)
     s3fs_fresh.pipe({f"{bucket}/d/k-{i}.tar": b"x" for i in range(3)})
     options = {"client_kwargs": {"endpoint_url": s3_env}, "default_block_size": 1 << 20}
@@ -391,9 +392,9 @@ def _botocore_page(body: bytes) -> dict:
     model = botocore.session.get_session().get_service_model("s3")
     shape = model.operation_model("ListObjectsV2").output_shape
     factory = ResponseParserFactory()
-    factory.set_parser_defaults(timestamp_parser=listing._timestamp)
+    factory.set_parser_defaults(timestamp_parser=listing_pages._timestamp)
     response, custom = {"status_code": 200, "headers": {}, "body": body}, {}
-    listing.quick_objects(response_dict=response, customized_response_dict=custom)
+    listing_pages.quick_objects(response_dict=response, customized_response_dict=custom)
     return {**factory.create_parser("rest-xml").parse(response, shape), **custom}
 
 
@@ -422,19 +423,19 @@ def test_quick_objects_read_a_page_as_botocore_does():
     )
     plain = _s3_page(one)
     response, custom = {"status_code": 200, "headers": {}, "body": plain}, {}
-    listing.quick_objects(response_dict=response, customized_response_dict=custom)
+    listing_pages.quick_objects(response_dict=response, customized_response_dict=custom)
     assert len(custom["Contents"]) == 2 and b"Contents" not in response["body"]  # taken
     assert _botocore_page(plain) == _botocore_page_unhooked(plain)
     owned = one.replace("<Size>0</Size>", "<Size>0</Size><Owner><ID>x</ID></Owner>")
     response, custom = {"status_code": 200, "headers": {}, "body": _s3_page(owned)}, {}
-    listing.quick_objects(response_dict=response, customized_response_dict=custom)
+    listing_pages.quick_objects(response_dict=response, customized_response_dict=custom)
     assert custom == {} and response["body"] == _s3_page(owned)  # botocore's whole
     elsewhere = _s3_page(f"<Other>{one}</Other>")  # objects, but not the page's own
     response, custom = {"status_code": 200, "headers": {}, "body": elsewhere}, {}
-    listing.quick_objects(response_dict=response, customized_response_dict=custom)
+    listing_pages.quick_objects(response_dict=response, customized_response_dict=custom)
     assert custom == {} and response["body"] == elsewhere  # left to botocore
     error = {"status_code": 500, "headers": {}, "body": plain}
-    listing.quick_objects(response_dict=error, customized_response_dict=custom)
+    listing_pages.quick_objects(response_dict=error, customized_response_dict=custom)
     assert custom == {} and error["body"] == plain
 
 
@@ -476,12 +477,12 @@ def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
     ]
     for objects in read:
         page = _s3_page(objects)
-        scanned, walked = listing._scanned(page), listing._walked(page)
+        scanned, walked = listing_pages._scanned(page), listing_pages._walked(page)
         assert scanned is not None and walked is not None
         assert scanned[1] == walked[1], objects
         assert b"Contents" not in scanned[0]
         assert _botocore_page(page) == _botocore_page_unhooked(page)
-    assert listing._scanned(_s3_page(read[3]))[1][0]["Key"] == "d/line\nend\n.tar"
+    assert listing_pages._scanned(_s3_page(read[3]))[1][0]["Key"] == "d/line\nend\n.tar"
     parsed_only = [
         _object("d/a.tar", tail="<Owner><ID>x</ID></Owner>"),  # a field not read quickly
         _object("<![CDATA[d/a.tar]]>"),
@@ -504,23 +505,23 @@ def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
     ]
     for objects in parsed_only:
         page = _s3_page(objects)
-        assert listing._scanned(page) is None, objects
+        assert listing_pages._scanned(page) is None, objects
         try:
-            walked = listing._walked(page)
+            walked = listing_pages._walked(page)
         except ElementTree.ParseError:
             walked = "500"
         response, custom = {"status_code": 200, "headers": {}, "body": page}, {}
-        listing.quick_objects(response_dict=response, customized_response_dict=custom)
+        listing_pages.quick_objects(response_dict=response, customized_response_dict=custom)
         assert (walked == "500") == (response["status_code"] == 500), objects
         assert walked in ("500", None) or custom["Contents"] == walked[1], objects
     entity = _s3_page(_object("d/&foo;.tar"))  # an entity the page's DTD declares
     entity = entity.replace(b"\n<", b'\n<!DOCTYPE ListBucketResult [<!ENTITY foo "bar">]>\n<', 1)
-    assert listing._scanned(entity) is None and listing._walked(entity)[1][0]["Key"] == "d/bar.tar"
+    assert listing_pages._scanned(entity) is None and listing_pages._walked(entity)[1][0]["Key"] == "d/bar.tar"
     for bom in (b"\xef\xbb\xbf" + _s3_page(_object("d/a.tar")), b"\xef\xbb\xbf" + latin_page()):
-        assert listing._scanned(bom) is None  # the parse of the bytes reads it
-        assert listing._walked(bom) is not None
-    assert listing._scanned(latin_page()) is None
-    assert listing._walked(latin_page())[1][0]["Key"] == "d/\u00e9.tar"
+        assert listing_pages._scanned(bom) is None  # the parse of the bytes reads it
+        assert listing_pages._walked(bom) is not None
+    assert listing_pages._scanned(latin_page()) is None
+    assert listing_pages._walked(latin_page())[1][0]["Key"] == "d/\u00e9.tar"
     page = _s3_page(_object("d/a.tar") + _object("d/b.tar"))
     error = page.replace(b"</ListBucketResult>", b"</Error>")  # S3's error root: no namespace
     error = error.replace(
@@ -528,17 +529,17 @@ def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
     )
     for broken in (page[: len(page) - 30], error):
         response, custom = {"status_code": 200, "headers": {}, "body": broken}, {}
-        listing.quick_objects(response_dict=response, customized_response_dict=custom)
+        listing_pages.quick_objects(response_dict=response, customized_response_dict=custom)
         assert response["status_code"] == 500 and custom == {}
 
 
 def _botocore_page_unhooked(body: bytes) -> dict:
-    real = listing.quick_objects
+    real = listing_pages.quick_objects
     try:
-        listing.quick_objects = lambda **_: None
+        listing_pages.quick_objects = lambda **_: None
         return _botocore_page(body)
     finally:
-        listing.quick_objects = real
+        listing_pages.quick_objects = real
 
 
 def test_a_listing_on_s3_gives_what_boto3_gives_with_the_objects_read_quickly(s3_env, monkeypatch):
@@ -546,8 +547,8 @@ def test_a_listing_on_s3_gives_what_boto3_gives_with_the_objects_read_quickly(s3
     ``EncodingType=url`` decoding come out as boto3 lists them, and the pages' objects were
     read by ``quick_objects`` (botocore's shape walk was ~2.5 s of CPU over 100k keys), with
     its quick scan (moto's layout is one it reads)."""
-    scans, scan = [], listing._scanned
-    monkeypatch.setattr(listing, "_scanned", lambda body: scans.append(scan(body)) or scans[-1])
+    scans, scan = [], listing_pages._scanned
+    monkeypatch.setattr(listing_pages, "_scanned", lambda body: scans.append(scan(body)) or scans[-1])
     bucket = _new_bucket(s3_env, "quick", False)
     client = boto3.client("s3", endpoint_url=s3_env)
     keys = ["d/a & b.tar", "d/<x>.tar", "d/\u00e9t\u00e9 %20.tar", "d/plus+sign.tar", "d/sub/x"]
@@ -587,7 +588,7 @@ def test_our_sessions_parse_a_listing_page_once_and_still_retry_an_error_under_2
 
     fs = s3fs.S3FileSystem(anon=True, skip_instance_cache=True)
     fs.session = None  # as before its first request
-    listing.quick_timestamps(fs)
+    listing_pages.quick_timestamps(fs)
     events = fs.session.get_component("event_emitter")
     model = botocore.session.get_session().get_service_model("s3")
 
@@ -627,7 +628,7 @@ def test_our_sessions_parse_a_listing_page_once_and_still_retry_an_error_under_2
 def test_quick_objects_parse_each_timestamp_of_a_page_once(monkeypatch):
     """Objects written in the same second share their ``LastModified`` text: it is parsed once
     a page, and each object gets the same time botocore would give it."""
-    calls, parse = [], listing._timestamp
+    calls, parse = [], listing_pages._timestamp
 
     def counted(value):
         calls.append(value)
@@ -639,8 +640,8 @@ def test_quick_objects_parse_each_timestamp_of_a_page_once(monkeypatch):
         f"<ETag>&quot;e{i}&quot;</ETag><Size>{i}</Size></Contents>"
         for i, t in enumerate(stamps)
     )
-    monkeypatch.setattr(listing, "_timestamp", counted)
+    monkeypatch.setattr(listing_pages, "_timestamp", counted)
     response, custom = {"status_code": 200, "headers": {}, "body": _s3_page(objects)}, {}
-    listing.quick_objects(response_dict=response, customized_response_dict=custom)
+    listing_pages.quick_objects(response_dict=response, customized_response_dict=custom)
     assert sorted(calls) == sorted(set(stamps))  # before: one call an object
     assert [o["LastModified"] for o in custom["Contents"]] == [parse(t) for t in stamps]
