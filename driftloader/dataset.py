@@ -489,7 +489,8 @@ def listed_and_gate(
         shards = listing.result()
         if all(s.listed for s in shards):  # a glob's: versions from the listing just taken
             return shards, gate  # (100k made again in stat_shards took 0.4 s)
-        return remote_stat(shards, storage_options, clean_keys(gate)), gate
+        by_reading = any(map(versioned_by_reading, shards))  # else no clean key is looked at
+        return remote_stat(shards, storage_options, clean_keys(gate) if by_reading else ()), gate
 
 
 def remote_stat(

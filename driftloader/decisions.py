@@ -63,7 +63,15 @@ from .compaction import (
 from .drift import DriftConfig, FeatureDrift, ShardDrift
 from .drift.registry import DRIFT_TESTS
 from .errors import ProfileFormatError, ReferenceNotFound, StoreReadOnlyError
-from .index_copy import Latest, base_name, is_copy, latest_path, parse_record, read_copy
+from .index_copy import (
+    CopyLookups,
+    Latest,
+    base_name,
+    latest_path,
+    parse_record,
+    prune_copies,
+    read_copy,
+)
 from .profile import Profile
 from .sketches.encoding import decode_float, encode_float
 from .store import ProfileStore, check_reference_name, shard_key, url_hash, version_name
@@ -258,6 +266,8 @@ class DecisionIndex:
         self.about: dict[str, Any] | None = None  # what the context is of (``of`` sets it)
         self.config_digest: str | None = None  # of its drift config: names ``Latest``
         self._known: dict[Key, Known] | None = None
+        self._copy: CopyLookups | None = None  # the index's copy, its table not made yet
+        self._listed: dict[str, str | None] | None = None  # the listing ``read`` was given
         self._read_from: list[str] = []  # the compacted files the records came from
         self._unwritten: dict[Key, Decision] = {}  # records waiting for a row's note (``add``)
         self._folding = WriteBehind(threads=1, limit=1)  # the fold a read started, if any
@@ -294,22 +304,21 @@ class DecisionIndex:
 
     def forget(self) -> None:
         """Read the index again on the next ``get`` (a new pass may find it compacted)."""
-        self._known = None
+        self._known = self._copy = self._listed = None
 
-    def _table(
-        self, listed: dict[str, str | None] | None = None, latest: Latest | None = None
-    ) -> dict[Key, Known]:
-        """Every record in memory by key, reading them first if not yet read: the compacted
-        index (usually one file) and the new records not folded into it yet (one listing, one
-        batch of reads: ``compaction.read_folder``), so a decision written by one pass is found
-        by the next without a compaction. Records stay plain dicts until asked for (``get``):
-        a pass over 100k decisions reads the index without building 100k ``Decision``
-        objects."""
-        if self._known is None and listed is not None and latest is not None:
-            self._from_latest(listed, latest)
+    def _table(self) -> dict[Key, Known]:
+        """Every record in memory by key, reading them first if not yet read: the copy a read
+        took (``_from_latest``), else the compacted index (usually one file) and the new
+        records not folded into it yet (``compaction.read_folder``), so a decision written by
+        one pass is found by the next without a compaction. Records stay plain dicts until
+        asked for (``get``): 100k decisions are read without building 100k ``Decision``s."""
+        if self._known is None and self._copy is not None:
+            copy, self._copy = self._copy, None
+            with contextlib.suppress(ProfileFormatError):  # a cache: the context's files are read
+                self._known = copy.table(self.store)
         if self._known is None:
             self.loads += 1
-            snapshot = read_folder(self.store, self.folder, listed)
+            snapshot, self._listed = read_folder(self.store, self.folder, self._listed), None
             table: dict[Key, Known] = {}
             for path, data in snapshot.compacted:  # oldest first: later files win
                 table.update(self._records(path, data))
@@ -324,21 +333,14 @@ class DecisionIndex:
 
     def _from_latest(self, listed: dict[str, str | None], latest: Latest) -> None:
         """Take the records from ``latest`` if it holds exactly what ``listed`` shows of this
-        context: the same compacted files, and no new record."""
+        context (the same compacted files, no new record); its table made when wanted."""
         compacted, small, _ = list_folder(self.store, self.folder, listed)
         if latest.context != self.context or small:
             return
         if sorted(map(base_name, compacted)) != sorted(latest.files):
             return
-        try:  # each record's line, parsed when asked for, else every record parsed now
-            known = latest.keyed()
-            if known is None:
-                records = latest.records(self.store)
-                known = {(r.get("url"), r.get("version")): r for r in records}
-        except ProfileFormatError:
-            return  # a cache: the context's own files are read
         self.loads += 1
-        self._known = known
+        self._copy = CopyLookups(latest)
         self.unfolded, self._read_from = 0, compacted
 
     def _write_latest(self, records: list[dict], files: list[str]) -> None:
@@ -388,11 +390,15 @@ class DecisionIndex:
     def read(
         self, listed: dict[str, str | None] | None = None, latest: Latest | None = None
     ) -> None:
-        """Read the records now if not yet read (``forget`` resets), building no decision:
-        what a pass does before its first ``get``. ``listed``: ``list_contexts``'s listing,
-        made beforehand, of which this context's files are read, or which tells that
-        ``latest`` (``read_latest``'s copy, read beside it) holds them all."""
-        self._table(listed, latest)
+        """Read the records now if not yet read (``forget`` resets), building no decision: what
+        a pass does before its first ``get``. ``listed``: ``list_contexts``'s listing, made
+        beforehand, which tells that ``latest`` (``read_latest``'s copy) holds them all."""
+        if self._known is None and self._copy is None:
+            self._listed = listed
+            if listed is not None and latest is not None:
+                self._from_latest(listed, latest)
+        if self._copy is None:
+            self._table()
 
     def known(self) -> dict[Key, Decision]:
         """The decisions in memory, reading the compacted index first if not yet read."""
@@ -402,7 +408,13 @@ class DecisionIndex:
 
     def get(self, url: str, version: str | None) -> Decision | None:
         """The decision on shard ``url`` at ``version``, or None when not decided yet."""
-        return self._decision(self._table(), (shard_key(url), version))
+        key = (shard_key(url), version)
+        if self._copy is not None:
+            try:
+                return self._decision(self._copy.entries(key), key)
+            except LookupError:  # only the table can tell
+                pass
+        return self._decision(self._table(), key)
 
     def clean_keys(self) -> set[str]:
         """The shard keys every decision of which, at any version, found no drift: the
@@ -500,7 +512,7 @@ class DecisionIndex:
                 [base_name(result.path)],
             ):
                 self._write_latest(result.kept or [], [result.path])
-        self._known = None
+        self.forget()
         return result
 
     def _fold_small(self, snapshot: Snapshot) -> None:
@@ -613,19 +625,8 @@ def prune_decisions(store: ProfileStore, digests: dict[str, str | None] | None =
             if _stale(store, name, context, current):
                 remove_tree(store, folder)
                 pruned.append(store.display(folder))
-        pruned += _prune_copies(store, name)
+        pruned += prune_copies(store, name)
     return pruned
-
-
-def _prune_copies(store: ProfileStore, name: str) -> list[str]:
-    """Remove the copies of the index (``Latest``) of reference ``name`` whose context's
-    folder is gone (pruned, or never written)."""
-    top = store.path("decisions", name)
-    contexts = set(store.list_folders(top))
-    copies = [p for p in store.list_tree(top) if is_copy(base_name(p))]
-    stale = [p for p in copies if getattr(read_copy(store, p), "context", None) not in contexts]
-    store.delete(stale)
-    return [store.display(p) for p in stale]
 
 
 def _current_digest(store: ProfileStore, name: str, digests: dict[str, str | None]) -> str | None:

@@ -66,6 +66,87 @@ class Latest:
             return None
 
 
+class CopyLookups:
+    """A copy of the index (``Latest``) answering its first lookups by searching its text,
+    before its table of keys is made (``table``): keying 100k records took 0.12-0.17 s of a
+    gate's first sample, which asks for a handful of shards. ``find`` gives a key's entry as
+    ``Latest.keyed`` would (its line and ``drifted``) or None when no record names the key,
+    and raises ``LookupError`` when only the table can tell: past ``LOOKUPS`` lookups (the
+    table then costs less than more searches), a name JSON writes escaped, a copy whose lines
+    do not all start as ``Decision.to_dict`` writes them, or such a key's line laid out
+    otherwise."""
+
+    LOOKUPS = 64
+
+    def __init__(self, latest: Latest) -> None:
+        self.latest, self.asked = latest, 0
+        self.found: dict[tuple[str, str | None], Any] = {}  # entries found, decisions made
+        self._seen: set[tuple[str, str | None]] = set()  # keys found (or none), searched once
+        body = latest.body
+        starts = body.count(b'\n{"url":"') + body.startswith(b'{"url":"')
+        self.plain = starts == body.count(b"\n") + (not body.endswith(b"\n"))
+
+    def find(self, key: tuple[str, str | None]) -> tuple[bytes, bool | None] | None:
+        url, version = key
+        if not self.plain or self.asked >= self.LOOKUPS or not _plain(url, version):
+            raise LookupError(key)
+        self.asked += 1
+        quoted = b"null" if version is None else b'"' + version.encode() + b'"'
+        needle = b'{"url":"' + url.encode() + b'","version":' + quoted + b","
+        body = self.latest.body
+        at = body.rfind(needle)  # the last record of a key wins, as in ``keyed``
+        while at > 0 and body[at - 1] != 10:  # a record's start is a line's start
+            at = body.rfind(needle, 0, at)
+        if at < 0:
+            return None
+        end = body.find(b"\n", at)
+        found = _LINE.fullmatch(body, at, end if end >= 0 else len(body))
+        if found is None:
+            raise LookupError(key)
+        return found[1], _DRIFTED[found[4]]
+
+    def entries(self, key: tuple[str, str | None]) -> dict[tuple[str, str | None], Any]:
+        """``found``, with ``key``'s entry when the copy has a record of it (``find``, once a
+        key): ``DecisionIndex`` makes and keeps its decisions there, and drops a corrupt one."""
+        if key not in self._seen:
+            entry = self.find(key)
+            self._seen.add(key)
+            if entry is not None:
+                self.found[key] = entry
+        return self.found
+
+    def table(self, store: ProfileStore) -> dict[tuple[str, str | None], Any]:
+        """Every record by key (``keyed``, else each record parsed), with the decisions made
+        from ``found`` and without what was dropped from it; ``ProfileFormatError`` naming
+        the copy when a record is corrupt."""
+        known = self.latest.keyed()
+        if known is None:
+            records = self.latest.records(store)
+            known = {(r.get("url"), r.get("version")): r for r in records}
+        for key in self._seen - self.found.keys():  # none, or dropped as corrupt
+            known.pop(key, None)
+        known.update(self.found)
+        return known
+
+
+_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # what JSON writes as it is
+
+
+def _plain(url: str, version: str | None) -> bool:
+    return bool(_PLAIN.fullmatch(url)) and (version is None or bool(_PLAIN.fullmatch(version)))
+
+
+def prune_copies(store: ProfileStore, name: str) -> list[str]:
+    """Remove the copies of the index (``Latest``) of reference ``name`` whose context's
+    folder is gone (pruned, or never written)."""
+    top = store.path("decisions", name)
+    contexts = set(store.list_folders(top))
+    copies = [p for p in store.list_tree(top) if is_copy(base_name(p))]
+    stale = [p for p in copies if getattr(read_copy(store, p), "context", None) not in contexts]
+    store.delete(stale)
+    return [store.display(p) for p in stale]
+
+
 def parse_record(line: bytes, where: str) -> dict[str, Any]:
     """The record on a line ``Latest.keyed`` kept; ``ProfileFormatError`` naming ``where``."""
     record = parse_store_json(line, where)
