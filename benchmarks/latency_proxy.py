@@ -31,6 +31,7 @@ import contextlib
 import ipaddress
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -252,6 +253,7 @@ class LatencyProxy:
         mbps: float | None = None,
         lifetime_s: float = 3600.0,
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ):
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
@@ -267,6 +269,7 @@ class LatencyProxy:
         self.mbps = mbps
         self.lifetime_s = lifetime_s
         self.port = port
+        self.tls = tls  # a server context: clients speak https to the proxy (real S3's way)
         self.faults: list[FaultRule] = []
         self.ranges = True  # False: a server without Range support (every answer is whole)
         self.ignored_params: set[str] = set()  # query parameters a server would not honour
@@ -300,7 +303,7 @@ class LatencyProxy:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def _honoured(self, target: str) -> str:
         """``target`` without the query parameters in ``ignored_params``."""
@@ -404,7 +407,7 @@ class LatencyProxy:
         self._loop = loop
         try:
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve_connection, "127.0.0.1", self.port)
+                asyncio.start_server(self._serve_connection, "127.0.0.1", self.port, ssl=self.tls)
             )
             self.port = self._server.sockets[0].getsockname()[1]
             loop.call_later(self.lifetime_s, self._shutdown)

@@ -194,6 +194,11 @@ def storage_hint(exc: BaseException) -> str:
         )
     if names & {"ClientConnectorError", "ConnectionRefusedError"}:
         return "; cannot connect to the server (is the host and port right, is it running?)"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSLCertVerificationError" in names:
+        return (
+            "; the server's certificate is not trusted: give its CA bundle as AWS_CA_BUNDLE or "
+            "storage_options={'client_kwargs': {'verify': '/path/to/ca.pem'}}"
+        )
     return ""
 
 

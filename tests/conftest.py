@@ -100,6 +100,62 @@ def s3_proxy(s3_env: str) -> Iterator:
         yield proxy
 
 
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(certificate, key) PEM paths of a self-signed certificate for 127.0.0.1 and localhost,
+    its own CA: give the certificate as ``verify=`` / ``AWS_CA_BUNDLE`` to trust it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "driftloader test S3")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert), str(private)
+
+
+@pytest.fixture
+def s3_tls_proxy(s3_env: str, tls_certificate: tuple[str, str]) -> Iterator:
+    """``s3_proxy``, spoken to over https (as S3 is) with ``tls_certificate``'s certificate:
+    ``s3_tls_proxy.endpoint`` is ``https://127.0.0.1:PORT``; pass the certificate as
+    ``client_kwargs={"verify": ...}`` to trust it."""
+    import ssl
+
+    from benchmarks.latency_proxy import LatencyProxy
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_certificate)
+    with LatencyProxy(s3_env, lifetime_s=600, tls=context) as proxy:
+        yield proxy
+
+
 @pytest.fixture
 def s3fs_proxy(s3_proxy):
     """An s3fs filesystem reaching moto through ``s3_proxy``, with no cached instances."""

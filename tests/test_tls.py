@@ -1,0 +1,68 @@
+"""S3 over https, as real S3 is spoken to: the threaded reader's presigned GETs and a glob's
+presigned listing pages check the server with the CA bundle s3fs's client was given, and an
+untrusted server is refused, naming the shard."""
+
+from __future__ import annotations
+
+import pytest
+
+import driftloader as dl
+from driftloader.errors import ShardReadError
+from driftloader.reader import read_shard
+from driftloader.sources import expand_urls
+
+from .conftest import write_shard
+from .test_sources import _new_bucket
+
+
+def _presigned_gets(proxy) -> list:
+    return [r for r in proxy.requests if r.method == "GET" and "X-Amz-Signature=" in r.target]
+
+
+def _uploaded(tmp_path, s3fs_fresh, endpoint: str) -> tuple[str, list[dict]]:
+    bucket = _new_bucket(endpoint, "tls", False)
+    samples = []
+    for i in range(3):
+        path = tmp_path / f"shard-{i:04d}.tar"
+        samples += write_shard(path, 20, seed=i, start=100 * i)
+        s3fs_fresh.put(str(path), f"{bucket}/data/shard-{i:04d}.tar")
+    return bucket, samples
+
+
+def test_shards_are_listed_and_read_over_https_with_the_ca_bundle_given(
+    tmp_path, s3_env, s3fs_fresh, s3_tls_proxy, tls_certificate
+):
+    bucket, samples = _uploaded(tmp_path, s3fs_fresh, s3_env)
+    options = {
+        "client_kwargs": {"endpoint_url": s3_tls_proxy.endpoint, "verify": tls_certificate[0]}
+    }
+    s3_tls_proxy.reset_stats()
+    ds = dl.DriftDataset(f"s3://{bucket}/data/shard-*.tar", shuffle=False, storage_options=options)
+    got = [(s["__key__"], s["x.npy"]) for s in ds]
+    assert got == [(s["__key__"], s["x.npy"]) for s in samples]
+    signed = _presigned_gets(s3_tls_proxy)
+    assert any("list-type=2" in r.target for r in signed)  # the listing's pages
+    assert any(r.range for r in signed)  # the shards' ranged GETs, in threads
+    assert ds.stats.errors == 0
+
+
+def test_an_untrusted_server_is_refused_naming_the_shard(
+    tmp_path, s3_env, s3fs_fresh, s3_tls_proxy, tls_certificate, monkeypatch
+):
+    """The system's CA bundle does not hold the test certificate: the listing (botocore's)
+    and the threaded reader both refuse the server, the reader's error naming the shard (a
+    handshake refused is not asked again)."""
+    bucket, _ = _uploaded(tmp_path, s3fs_fresh, s3_env)
+    trusted = {
+        "client_kwargs": {"endpoint_url": s3_tls_proxy.endpoint, "verify": tls_certificate[0]}
+    }
+    shards = expand_urls(f"s3://{bucket}/data/shard-*.tar", trusted)  # sizes and versions known
+    for variable in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    untrusted = {"client_kwargs": {"endpoint_url": s3_tls_proxy.endpoint}}
+    with pytest.raises(Exception, match="(?i)certificate"):
+        expand_urls(f"s3://{bucket}/data/shard-*.tar", untrusted)
+    with pytest.raises(ShardReadError, match="(?i)certificate") as caught:
+        list(read_shard(shards[0], untrusted))  # sized and versioned: straight to its GETs
+    assert shards[0].url in str(caught.value) and "AWS_CA_BUNDLE" in str(caught.value)
+    assert "retr" not in str(caught.value)  # a certificate refused is not asked again
