@@ -440,7 +440,14 @@ class HttpFetcher(Fetcher):
         scheme, host = key
         if scheme == "https" and self._tls is None:
             self._tls = self._tls_context()
-        return timed_connection(scheme, host, CONNECT_TIMEOUT, self.policy.timeout, self._tls)
+        proxy = self._proxy(scheme, host)
+        return timed_connection(
+            scheme, host, CONNECT_TIMEOUT, self.policy.timeout, self._tls, proxy
+        )
+
+    def _proxy(self, scheme: str, host: str) -> tuple[str, dict] | None:
+        """The proxy (``host:port``, its headers) requests to ``host`` go through: none."""
+        return None
 
     def _tls_context(self) -> ssl.SSLContext:
         """How https connections check the server: the system's certificates."""
@@ -492,18 +499,38 @@ def timed_connection(
     connect_timeout: float,
     read_timeout: float,
     context: ssl.SSLContext | None = None,
+    proxy: tuple[str, dict] | None = None,
 ) -> http.client.HTTPConnection:
     """A connection to ``host`` (not yet made) that connects within ``connect_timeout``
     seconds (else ``ConnectionTimeoutError``), then waits up to ``read_timeout`` seconds for
-    each read; https checked by ``context`` (None: the system's certificates)."""
+    each read; https checked by ``context`` (None: the system's certificates). Through
+    ``proxy`` (``host:port``, the headers it is sent): https in a ``CONNECT`` tunnel, http
+    as requests in absolute form."""
+    where = host if proxy is None else proxy[0]
     if scheme == "https":
-        connection = _HTTPS(host, timeout=connect_timeout, context=context)
+        connection = _HTTPS(where, timeout=connect_timeout, context=context)
+        if proxy is not None:
+            connection.set_tunnel(host, headers=proxy[1])
     elif scheme == "http":
-        connection = _HTTP(host, timeout=connect_timeout)
+        connection = (_HTTP if proxy is None else _Forwarded)(where, timeout=connect_timeout)
+        if proxy is not None:
+            connection.target, connection.extra = host, proxy[1]
     else:
         raise http.client.InvalidURL(f"not an http(s) URL: {scheme}://{host}")
     connection.read_timeout = read_timeout
     return connection
+
+
+class _Forwarded(_HTTP):  # type: ignore[misc,valid-type]
+    """http through a proxy: each request in absolute form, for ``target``, with ``extra``
+    headers (the proxy's credentials)."""
+
+    target = ""
+    extra: dict = {}  # noqa: RUF012 - set per connection
+
+    def request(self, method, url, body=None, headers=None, **kwargs):  # noqa: ANN001
+        headers = {**(headers or {}), "Host": self.target, **self.extra}
+        super().request(method, f"http://{self.target}{url}", body, headers, **kwargs)
 
 
 class PastTheEnd(Exception):  # noqa: N818 (a signal, not an error)

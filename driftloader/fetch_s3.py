@@ -134,8 +134,8 @@ PRESIGN_AGAIN_S = 300  # how long a presigned URL is used: credentials that rota
 
 def threads_serve(storage_options: dict | None) -> bool:
     """True when ``S3ThreadFetcher`` sends what s3fs would, the way it would (``presign.serves``:
-    no request-payer or encryption settings, no proxy). Otherwise ``S3Fetcher`` reads, on
-    s3fs's client, which applies them."""
+    no request-payer or encryption settings, no proxy but a plain-http one). Otherwise
+    ``S3Fetcher`` reads, on s3fs's client, which applies them."""
     return presign.serves(filesystem("s3://bucket", storage_options))
 
 
@@ -182,6 +182,9 @@ class S3ThreadFetcher(HttpFetcher):
 
     def _tls_context(self) -> ssl.SSLContext:
         return presign.tls_context(self.fs)
+
+    def _proxy(self, scheme: str, host: str) -> tuple[str, dict] | None:
+        return presign.proxy_of(self.fs, f"{scheme}://{host}")
 
     def _request(self, handle: ObjectHandle, start: int, size: int) -> Any:
         """As ``HttpFetcher._request``. A URL that S3 refuses as signed for another region

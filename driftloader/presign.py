@@ -4,9 +4,9 @@ botocore's own request path costs ~1.3 ms of CPU a request in a fresh process (p
 checks, endpoint rules, signing, events, aiohttp) and runs on s3fs's one event-loop thread;
 presigning the same request costs 0.16-0.25 ms. Ranged reads of shards (``fetch_s3``) and
 the pages of a long listing (``listing``) go this way when nothing but the client's
-endpoint, region, addressing style and credentials shapes the request: no request-payer or
-encryption settings and no proxy (``serves``). What is signed, and how https is checked,
-is what s3fs's client would do.
+endpoint, region, addressing style, credentials and proxy shapes the request: no
+request-payer or encryption settings (``serves``). What is signed, how https is checked
+and which proxy carries it (a ``CONNECT`` tunnel for https) is what s3fs's client would do.
 """
 
 from __future__ import annotations
@@ -28,16 +28,32 @@ PRESIGNED_S = 900  # how long a presigned URL is good for
 def serves(fs: Any) -> bool:
     """True when a presigned request sends what s3fs's client would, the way it would: no
     request-payer or encryption settings (``requester_pays``, ``s3_additional_kwargs``), and
-    no proxy between the client and its endpoint (``HTTPS_PROXY``,
-    ``config_kwargs={"proxies": ...}``)."""
+    no proxy but a plain-http one that tunnels (``HTTPS_PROXY=http://...``,
+    ``config_kwargs={"proxies": ...}``; ``proxy_of``) with no client certificate for it."""
     if getattr(fs, "req_kw", None) or getattr(fs, "s3_additional_kwargs", None):
         return False
     client = sync(fs.loop, fs.set_session)
-    proxies = getattr(http_session(client), "_proxy_config", None)
+    config = getattr(http_session(client), "_proxy_config", None)
     try:  # as botocore resolved them from its settings and the environment
-        return not proxies.proxy_url_for(client.meta.endpoint_url)
+        proxy = config.proxy_url_for(client.meta.endpoint_url)
+        settings = config.settings or {}
     except AttributeError:  # not to be told: s3fs's client asks
         return False
+    if not proxy:
+        return True
+    forwarding = settings.get("proxy_use_forwarding_for_https") or settings.get("proxy_client_cert")
+    return proxy.startswith("http:") and not forwarding
+
+
+def proxy_of(fs: Any, url: str) -> tuple[str, dict] | None:
+    """(``host:port``, headers) of the proxy s3fs's client sends ``url``'s requests through
+    (``Proxy-Authorization`` from the credentials in its URL), or None."""
+    config = getattr(http_session(sync(fs.loop, fs.set_session)), "_proxy_config", None)
+    proxy = config.proxy_url_for(url) if config is not None else None
+    if not proxy:
+        return None
+    parts = urlsplit(proxy)
+    return f"{parts.hostname}:{parts.port or 80}", config.proxy_headers_for(proxy)
 
 
 def http_session(client: Any) -> Any:
@@ -137,7 +153,12 @@ class SignedGets:
             if scheme == "https" and self._tls is None:
                 self._tls = tls_context(self.fs)
         connection = timed_connection(
-            scheme, host, self.connect_timeout, self.read_timeout, self._tls
+            scheme,
+            host,
+            self.connect_timeout,
+            self.read_timeout,
+            self._tls,
+            proxy_of(self.fs, f"{scheme}://{host}"),
         )
         with self._lock:
             self._made.append(connection)

@@ -211,7 +211,7 @@ class _Fetchers:
             from . import fetch_s3
 
             options = self.storage_options
-            if not fetch_s3.threads_serve(options):  # request-payer, encryption, a proxy
+            if not fetch_s3.threads_serve(options):  # request-payer, encryption, an https proxy
                 return fetch_s3.S3Fetcher(self.policy, self.on_retry, options)
             return fetch_s3.S3ThreadFetcher(self.policy, self.on_retry, options, self.threads)
         if kind == "http":

@@ -161,13 +161,14 @@ AIOBOTOCORE = {"s3_additional_kwargs": {"RequestPayer": "requester"}}
 
 def test_the_s3_reader_is_chosen_by_the_settings(s3_env, monkeypatch):
     """Presigned GETs in threads, unless s3fs's client applies what they would not: request
-    payer or encryption settings, a proxy (configured or from the environment), a CA bundle
-    or verification off: then s3fs's aiobotocore client reads."""
+    payer or encryption settings, or a proxy spoken to over https (configured or from the
+    environment): then s3fs's aiobotocore client reads. A plain-http proxy, a CA bundle and
+    verification off are applied in the threads."""
     from driftloader.fetch import RetryPolicy
     from driftloader.fetch_s3 import S3Fetcher, S3ThreadFetcher
     from driftloader.reader import _Fetchers
 
-    proxy = {"http": "http://127.0.0.1:9", "https": "http://127.0.0.1:9"}
+    proxy = {"http": "https://127.0.0.1:9", "https": "https://127.0.0.1:9"}
     from_env = {"client_kwargs": {"endpoint_url": "http://127.0.0.2:9"}}  # a new client
     for options, kind in (
         ({}, S3ThreadFetcher),
@@ -175,10 +176,11 @@ def test_the_s3_reader_is_chosen_by_the_settings(s3_env, monkeypatch):
         (AIOBOTOCORE, S3Fetcher),
         ({"config_kwargs": {"proxies": proxy}}, S3Fetcher),
         (from_env, S3ThreadFetcher),
+        ({"config_kwargs": {"proxies": {"http": "http://127.0.0.1:9"}}}, S3ThreadFetcher),
         ("HTTP_PROXY", S3Fetcher),  # the same settings, a proxy in the environment
     ):
         if options == "HTTP_PROXY":
-            monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+            monkeypatch.setenv("HTTP_PROXY", "https://127.0.0.1:9")
             options = {**from_env, "anon": False}  # not the client made before the variable
         fetchers = _Fetchers(options, RetryPolicy(), lambda: None, None, 4)
         try:

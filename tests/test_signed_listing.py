@@ -110,13 +110,13 @@ def test_a_page_whose_get_fails_is_asked_of_botocore(s3_proxy, s3_env, s3fs_fres
 def test_settings_presigning_does_not_carry_leave_the_pages_to_botocore(
     s3_proxy, s3_env, s3fs_fresh
 ):
-    """Requester-pays (a header a presigned URL does not carry here) and a proxy: s3fs's
-    client asks for every page, as before."""
+    """Requester-pays (a header a presigned URL does not carry here) and a proxy spoken to
+    over https: s3fs's client asks for every page, as before."""
     bucket, _ = _bucket_of_names(s3_env, s3fs_fresh)
     endpoint = {"endpoint_url": s3_proxy.endpoint}
     for options in (
         {"client_kwargs": endpoint, "requester_pays": True},
-        {"client_kwargs": endpoint, "config_kwargs": {"proxies": {"http": "http://127.0.0.1:9"}}},
+        {"client_kwargs": endpoint, "config_kwargs": {"proxies": {"http": "https://127.0.0.1:9"}}},
     ):
         fs = filesystem(f"s3://{bucket}", options)
         assert listing._SignedPages.of(fs, bucket) is None
