@@ -516,7 +516,10 @@ def test_the_quick_scan_of_a_page_reads_what_the_parse_reads():
         assert walked in ("500", None) or custom["Contents"] == walked[1], objects
     entity = _s3_page(_object("d/&foo;.tar"))  # an entity the page's DTD declares
     entity = entity.replace(b"\n<", b'\n<!DOCTYPE ListBucketResult [<!ENTITY foo "bar">]>\n<', 1)
-    assert listing_pages._scanned(entity) is None and listing_pages._walked(entity)[1][0]["Key"] == "d/bar.tar"
+    assert (
+        listing_pages._scanned(entity) is None
+        and listing_pages._walked(entity)[1][0]["Key"] == "d/bar.tar"
+    )
     for bom in (b"\xef\xbb\xbf" + _s3_page(_object("d/a.tar")), b"\xef\xbb\xbf" + latin_page()):
         assert listing_pages._scanned(bom) is None  # the parse of the bytes reads it
         assert listing_pages._walked(bom) is not None
@@ -548,7 +551,9 @@ def test_a_listing_on_s3_gives_what_boto3_gives_with_the_objects_read_quickly(s3
     read by ``quick_objects`` (botocore's shape walk was ~2.5 s of CPU over 100k keys), with
     its quick scan (moto's layout is one it reads)."""
     scans, scan = [], listing_pages._scanned
-    monkeypatch.setattr(listing_pages, "_scanned", lambda body: scans.append(scan(body)) or scans[-1])
+    monkeypatch.setattr(
+        listing_pages, "_scanned", lambda body: scans.append(scan(body)) or scans[-1]
+    )
     bucket = _new_bucket(s3_env, "quick", False)
     client = boto3.client("s3", endpoint_url=s3_env)
     keys = ["d/a & b.tar", "d/<x>.tar", "d/\u00e9t\u00e9 %20.tar", "d/plus+sign.tar", "d/sub/x"]
