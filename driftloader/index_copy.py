@@ -70,8 +70,10 @@ class CopyLookups:
     """A copy of the index (``Latest``) answering its first lookups by searching its text,
     before its table of keys is made (``table``): keying 100k records took 0.12-0.17 s of a
     gate's first sample, which asks for a handful of shards. ``find`` gives a key's entry as
-    ``Latest.keyed`` would (its line and ``drifted``) or None when no record names the key,
-    and raises ``LookupError`` when only the table can tell: past ``LOOKUPS`` lookups (the
+    ``Latest.keyed`` would (its line and ``drifted``) or None when no record names the key:
+    in a copy in key order (as compaction writes it) by bisecting its lines (~0.03 ms for
+    100k records), else by a search of its text (~0.75 ms). It
+    raises ``LookupError`` when only the table can tell: past ``LOOKUPS`` lookups (the
     table then costs less than more searches), a name JSON writes escaped, a copy whose lines
     do not all start as ``Decision.to_dict`` writes them, or such a key's line laid out
     otherwise."""
@@ -94,9 +96,11 @@ class CopyLookups:
         quoted = b"null" if version is None else b'"' + version.encode() + b'"'
         needle = b'{"url":"' + url.encode() + b'","version":' + quoted + b","
         body = self.latest.body
-        at = body.rfind(needle)  # the last record of a key wins, as in ``keyed``
-        while at > 0 and body[at - 1] != 10:  # a record's start is a line's start
-            at = body.rfind(needle, 0, at)
+        at = self._bisected(needle, (url, str(version)))
+        if at < 0:  # not in key order, or no record of it: the whole text is searched
+            at = body.rfind(needle)  # the last record of a key wins, as in ``keyed``
+            while at > 0 and body[at - 1] != 10:  # a record's start is a line's start
+                at = body.rfind(needle, 0, at)
         if at < 0:
             return None
         end = body.find(b"\n", at)
@@ -104,6 +108,26 @@ class CopyLookups:
         if found is None:
             raise LookupError(key)
         return found[1], _DRIFTED[found[4]]
+
+    def _bisected(self, needle: bytes, key: tuple[str, str]) -> int:
+        """Where the line starting with ``needle`` is, found by bisecting the lines as if in
+        the order compaction writes them (by url and ``str(version)``), ~17 steps for 100k
+        records instead of a search of the whole text; -1 when not found so. A copy holds
+        each key once (it is written from a table or a merge), so a line found is the one."""
+        body, lo, hi = self.latest.body, 0, len(self.latest.body)
+        while lo < hi:
+            start = max(body.rfind(b"\n", 0, (lo + hi) // 2) + 1, lo)
+            if body.startswith(needle, start):
+                return start
+            found = _LINE.match(body, start)
+            if found is None:
+                return -1
+            here = (found[2].decode(), "None" if found[3] == b"null" else found[3][1:-1].decode())
+            if here < key:
+                lo = found.end() + 1
+            else:
+                hi = start
+        return -1
 
     def entries(self, key: tuple[str, str | None]) -> dict[tuple[str, str | None], Any]:
         """``found``, with ``key``'s entry when the copy has a record of it (``find``, once a

@@ -751,25 +751,28 @@ def _record(url: str, version: str | None, drifted: bool | None, n: int = 10) ->
 
 def test_the_copy_s_lookups_find_what_its_table_holds() -> None:
     """A key's line and ``drifted`` found by searching the copy's text are its table's entry
-    (the last record of a key wins); a key with no record is None; what only the table can
-    tell raises ``LookupError``: a name JSON escapes, a copy laid out otherwise, and every
-    lookup past ``LOOKUPS``."""
+    (a copy holds each key once: it is written from a table or a merge); a key with no
+    record is None; what only the table can tell raises ``LookupError``: a name JSON
+    escapes, a copy laid out otherwise, and every lookup past ``LOOKUPS``. A copy not in key
+    order is searched whole; one in key order (as compaction writes it) is bisected."""
+    import random
+
     records = [_record(f"s3://b/shard-{i:04d}.tar", f"e:{i:x}", i % 3 == 0) for i in range(200)]
-    records += [_record("s3://b/shard-0007.tar", "e:7", None), _record("s3://b/u.tar", None, False)]
-    records.insert(0, _record("s3://b/shard-0007.tar", "e:7", True))  # the later one wins
+    records += [_record("s3://b/shard-0007.tar", None, None), _record("s3://b/u.tar", None, False)]
+    random.Random(3).shuffle(records)
     copy = _copy_of(records)
     table = copy.keyed()
     lookups = CopyLookups(copy)
     keys = [
-        ("s3://b/shard-0007.tar", "e:7"),
+        ("s3://b/shard-0007.tar", None),
         ("s3://b/u.tar", None),
-        ("s3://b/shard-0199.tar", "e:c7"),
+        ("s3://b/shard-0007.tar", "e:7"),
     ]
     for key in keys + [(f"s3://b/shard-{i:04d}.tar", f"e:{i:x}") for i in range(0, 200, 7)]:
         assert lookups.find(key) == table[key]
-    assert lookups.find(("s3://b/shard-0007.tar", None)) is None  # another version
+    assert lookups.find(("s3://b/shard-0008.tar", None)) is None  # another version
     assert lookups.find(("s3://b/shard-9.tar", "e:9")) is None
-    assert lookups.find(("s3://b/shard-0007.tar", "e:7"))[1] is None
+    assert lookups.find(("s3://b/shard-0007.tar", None))[1] is None
     for odd in [('s3://b/a"b.tar', None), ("s3://b/\u00e9.tar", None), ("s3://b/x", "a\\b")]:
         with pytest.raises(LookupError):
             lookups.find(odd)
@@ -781,6 +784,17 @@ def test_the_copy_s_lookups_find_what_its_table_holds() -> None:
     with pytest.raises(LookupError):
         CopyLookups(sorted_keys).find(keys[0])
     assert CopyLookups(copy).table(None) == table
+    # in key order, as compaction writes a copy: each key found by bisecting the lines
+    ordered = sorted(table.items(), key=lambda item: (item[0][0], str(item[0][1])))
+    copy = _copy_of([json.loads(line) for line, _ in (entry for _, entry in ordered)])
+    lookups = CopyLookups(copy)
+    lookups.LOOKUPS = len(ordered) + 2
+    for key, entry in ordered:
+        quoted = "null" if key[1] is None else f'"{key[1]}"'
+        needle = f'{{"url":"{key[0]}","version":{quoted},'.encode()
+        assert lookups._bisected(needle, (key[0], str(key[1]))) >= 0
+        assert lookups.find(key) == entry
+    assert lookups.find(("s3://b/shard-0003.tar", "e:0")) is None
 
 
 def test_a_gate_s_first_verdicts_search_the_copy_and_key_none_of_it(
