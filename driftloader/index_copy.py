@@ -72,11 +72,10 @@ class CopyLookups:
     gate's first sample, which asks for a handful of shards. ``find`` gives a key's entry as
     ``Latest.keyed`` would (its line and ``drifted``) or None when no record names the key:
     in a copy in key order (as compaction writes it) by bisecting its lines (~0.03 ms for
-    100k records), else by a search of its text (~0.75 ms). It
-    raises ``LookupError`` when only the table can tell: past ``LOOKUPS`` lookups (the
-    table then costs less than more searches), a name JSON writes escaped, a copy whose lines
-    do not all start as ``Decision.to_dict`` writes them, or such a key's line laid out
-    otherwise."""
+    100k records), else by a search of its text (~0.75 ms). It raises ``LookupError`` when
+    only the table can tell: past ``LOOKUPS`` lookups (the table then costs less than more
+    searches), a name JSON writes escaped, a copy whose lines do not all start as
+    ``Decision.to_dict`` writes them, or such a key's line laid out otherwise."""
 
     LOOKUPS = 64
 
