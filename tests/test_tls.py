@@ -8,7 +8,7 @@ import pytest
 
 import driftloader as dl
 from driftloader.errors import ShardReadError
-from driftloader.reader import read_shard
+from driftloader.reader import ReadStats, read_shard
 from driftloader.sources import expand_urls
 
 from .conftest import write_shard
@@ -107,6 +107,26 @@ def test_https_through_a_proxy_goes_in_a_tunnel_from_the_threads(
     port = s3_tls_proxy.endpoint.rsplit(":", 1)[1]
     assert forward_proxy.tunnels >= 2 and forward_proxy.forwarded == 0
     assert all(h.line.startswith(f"CONNECT 127.0.0.1:{port} ") for h in forward_proxy.heads)
+
+
+def test_a_reset_inside_a_tunnel_is_read_again_from_the_byte_reached(
+    tmp_path, s3_env, s3fs_fresh, s3_tls_proxy, tls_certificate, forward_proxy, monkeypatch
+):
+    """A connection reset mid-body over https through the proxy: the block is asked for again
+    in a new tunnel from the byte reached, and every sample comes once."""
+    bucket, samples = _uploaded(tmp_path, s3fs_fresh, s3_env)
+    monkeypatch.setenv("HTTPS_PROXY", forward_proxy.url)
+    options = {
+        "client_kwargs": {"endpoint_url": s3_tls_proxy.endpoint, "verify": tls_certificate[0]}
+    }
+    shards = expand_urls(f"s3://{bucket}/data/shard-*.tar", options)
+    tunnels = forward_proxy.tunnels
+    rule = s3_tls_proxy.add_fault("reset", method="GET", ranged=True, after_bytes=20_000)
+    stats = ReadStats()
+    got = [s["__key__"] for shard in shards for s in read_shard(shard, options, stats=stats)]
+    assert got == [s["__key__"] for s in samples]
+    assert rule.fired == 1 and stats.retries >= 1
+    assert forward_proxy.tunnels > tunnels + 1  # the read's tunnel, and a new one after the reset
 
 
 def test_http_through_a_proxy_with_credentials_sends_them(
