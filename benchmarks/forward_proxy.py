@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from benchmarks.latency_proxy import LoopbackServer
 
 _HEAD_LIMIT = 64 * 1024
 
@@ -31,15 +32,12 @@ class Head:
     authorization: str | None
 
 
-class ForwardProxy:
+class ForwardProxy(LoopbackServer):
+    thread_name = "forward-proxy"
+
     def __init__(self, lifetime_s: float = 600.0) -> None:
-        self.lifetime_s = lifetime_s
-        self.port = 0
+        super().__init__(lifetime_s)
         self.heads: list[Head] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -55,52 +53,9 @@ class ForwardProxy:
         """Connections whose first request came in absolute form and was passed on."""
         return len(self.heads) - self.tunnels
 
-    def start(self) -> ForwardProxy:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait()
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._shutdown)
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> ForwardProxy:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._server = loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        loop.call_later(self.lifetime_s, self._shutdown)
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._loop is not None:
-            self._loop.stop()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self._writers.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:

@@ -243,8 +243,98 @@ class _ResponseWriter:
             await asyncio.sleep(ahead)
 
 
-class LatencyProxy:
+class LoopbackServer:
+    """An asyncio server on 127.0.0.1 (``port``, 0 for a free one; https with ``tls``) in a
+    thread of its own, shut after ``lifetime_s``; subclasses serve ``_serve_connection``."""
+
+    thread_name = "loopback-server"
+
+    def __init__(self, lifetime_s: float, port: int = 0, tls: ssl.SSLContext | None = None):
+        if lifetime_s <= 0:
+            raise ValueError(f"lifetime_s={lifetime_s} must be > 0")
+        self.lifetime_s, self.port, self.tls = lifetime_s, port, tls
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the server stops (``stop()``, or its lifetime ends)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def start(self):
+        """Listen in a background thread; returns the server."""
+        if self._thread is not None:
+            raise RuntimeError("the server is already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, failure), name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every connection; wait for the thread to end."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._shutdown)
+            thread.join(timeout=10)
+
+    def __enter__(self):
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._serve_connection, "127.0.0.1", self.port, ssl=self.tls)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            loop.call_later(self.lifetime_s, self._shutdown)
+        except BaseException as exc:  # reported to start()'s caller
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._loop is not None:
+            self._loop.stop()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        raise NotImplementedError
+
+
+class LatencyProxy(LoopbackServer):
     """The proxy: start() runs it in a thread of its own; settings and faults change live."""
+
+    thread_name = "latency-proxy"
 
     def __init__(
         self,
@@ -262,23 +352,15 @@ class LatencyProxy:
             raise ValueError(
                 f"upstream {upstream!r} is not on loopback; the proxy forwards only there"
             )
-        if lifetime_s <= 0:
-            raise ValueError(f"lifetime_s={lifetime_s} must be > 0")
+        super().__init__(lifetime_s, port, tls)  # tls: clients speak https (real S3's way)
         self.upstream_host, self.upstream_port = parts.hostname, parts.port
         self.latency_ms = latency_ms
         self.mbps = mbps
-        self.lifetime_s = lifetime_s
-        self.port = port
-        self.tls = tls  # a server context: clients speak https to the proxy (real S3's way)
         self.faults: list[FaultRule] = []
         self.ranges = True  # False: a server without Range support (every answer is whole)
         self.ignored_params: set[str] = set()  # query parameters a server would not honour
         self._traffic = _Traffic()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
     # --- settings, faults and counts (any thread) ---
     @property
@@ -365,74 +447,6 @@ class LatencyProxy:
         traffic.log.clear()
         traffic.max_in_flight = traffic.in_flight
         traffic.bytes_sent = traffic.bytes_received = traffic.connections = 0
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the proxy stops (``stop()``, or its lifetime ends)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    # --- lifecycle ---
-    def start(self) -> LatencyProxy:
-        """Listen on 127.0.0.1 (``port``, 0 for a free one) in a background thread."""
-        if self._thread is not None:
-            raise RuntimeError("the proxy is already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="latency-proxy", daemon=True
-        )
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection; wait for the thread to end."""
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._shutdown)
-            thread.join(timeout=10)
-
-    def __enter__(self) -> LatencyProxy:
-        return self.start() if self._thread is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve_connection, "127.0.0.1", self.port, ssl=self.tls)
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-            loop.call_later(self.lifetime_s, self._shutdown)
-        except BaseException as exc:  # reported to start()'s caller
-            failure.append(exc)
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._loop is not None:
-            self._loop.stop()
 
     # --- serving (event loop thread) ---
     async def _serve_connection(

@@ -417,18 +417,7 @@ class HttpFetcher(Fetcher):
         """Send the GET, return the response (its headers read). A kept-alive connection the
         server closed meanwhile fails before any answer: the request goes once more on a new
         connection, uncounted."""
-        for fresh in (connection.sock is None, True):
-            try:
-                connection.request("GET", target, headers=headers)
-                return connection.getresponse()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                connection.close()
-                if fresh:
-                    raise
-            except BaseException:
-                connection.close()
-                raise
-        raise AssertionError("unreachable: the second try is on a fresh connection")
+        return send_get(connection, target, headers)
 
     def _connection(self, key: tuple[str, str]) -> Any:
         """This thread's kept-alive connection to ``key``'s host, or a new one; it is the
@@ -491,6 +480,24 @@ def _timed(base: type) -> type:
 
 _HTTP = _timed(http.client.HTTPConnection)
 _HTTPS = _timed(http.client.HTTPSConnection)
+
+
+def send_get(connection: http.client.HTTPConnection, target: str, headers: dict) -> Any:
+    """Send a GET on ``connection`` and return the response, its headers read. A kept-alive
+    connection the server closed meanwhile fails before any answer: the request goes once
+    more, on a new connection."""
+    for fresh in (connection.sock is None, True):
+        try:
+            connection.request("GET", target, headers=headers)
+            return connection.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            connection.close()
+            if fresh:
+                raise
+        except BaseException:
+            connection.close()
+            raise
+    raise AssertionError("unreachable: the second try is on a fresh connection")
 
 
 def timed_connection(

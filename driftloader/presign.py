@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from fsspec.asyn import sync
 
-from .fetch_http import timed_connection
+from .fetch_http import send_get, timed_connection
 
 PRESIGNED_S = 900  # how long a presigned URL is good for
 
@@ -130,19 +130,12 @@ class SignedGets:
         parts = urlsplit(url)
         connection = self._connection(parts.scheme, parts.netloc)
         target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
-        for fresh in (connection.sock is None, True):
-            try:
-                connection.request("GET", target)
-                response = connection.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                connection.close()  # a kept-alive connection the server closed: once more
-                if fresh:
-                    raise
-            except BaseException:
-                connection.close()
-                raise
-        raise AssertionError("unreachable: the second try is on a fresh connection")
+        response = send_get(connection, target, {})
+        try:
+            return response.status, response.read()
+        except BaseException:
+            connection.close()
+            raise
 
     def _connection(self, scheme: str, host: str) -> http.client.HTTPConnection:
         connections = self._local.__dict__.setdefault("connections", {})

@@ -189,7 +189,7 @@ def test_the_s3_reader_is_chosen_by_the_settings(s3_env, monkeypatch):
             fetchers.close()
 
 
-def test_https_is_checked_as_s3fs_s_client_checks_it(s3_env, tmp_path, monkeypatch):
+def test_https_is_checked_as_s3fs_s_client_checks_it(s3_env, tls_certificate, monkeypatch):
     """The threaded reader's https connections take the CA bundle botocore resolved
     (``AWS_CA_BUNDLE``, ``verify="path"``), that bundle only, or no check with
     ``verify=False``: a bundle ignored failed every read from a store with a private CA."""
@@ -205,10 +205,9 @@ def test_https_is_checked_as_s3fs_s_client_checks_it(s3_env, tmp_path, monkeypat
         finally:
             fetcher.close()
 
-    bundle = tmp_path / "ca.pem"
-    bundle.write_bytes(_a_ca_certificate())
-    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    bundle = tls_certificate[0]  # a self-signed CA certificate
+    monkeypatch.setenv("AWS_CA_BUNDLE", bundle)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
     checked = context({"client_kwargs": {"endpoint_url": "http://127.0.0.3:9"}})
     assert checked.verify_mode == ssl.CERT_REQUIRED and checked.check_hostname
     assert checked.cert_store_stats()["x509_ca"] == 1  # the bundle, not the system's
@@ -347,29 +346,3 @@ def test_attempts_resume_after_the_bytes_received_and_stop_at_the_limit():
     with pytest.raises(ShardReadError, match=r"at byte 1200: read failed: FileNotFoundError"):
         Attempts("s3://b/x.tar", 1200, 1, RetryPolicy(), lambda: None).failed(FileNotFoundError())
     assert len(retried) == 2 and tries.piece(500, None).data == b"a" * 120 + b"b" * 80
-
-
-def _a_ca_certificate() -> bytes:
-    """A self-signed CA certificate, PEM."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "driftloader test CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
