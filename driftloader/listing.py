@@ -20,6 +20,10 @@ up to ``hi``. The ranges tile the key space whatever the names are, so a wrong g
 numbers costs only time, never a key: a name that does not fit the pattern lands in whichever
 range its place in the order falls in. Names neither numbered nor hashed are listed page after
 page, as before.
+
+Each ListObjectsV2 page is a GET presigned by s3fs's client and sent from the thread that
+asks for it (``_SignedPages``), read by ``listing_pages``; botocore asks for what those GETs
+do not bring.
 """
 
 from __future__ import annotations
