@@ -53,7 +53,8 @@ def proxy_of(fs: Any, url: str) -> tuple[str, dict] | None:
     if not proxy:
         return None
     parts = urlsplit(proxy)
-    return f"{parts.hostname}:{parts.port or 80}", config.proxy_headers_for(proxy)
+    where = parts.netloc.rpartition("@")[2]  # without its credentials; [brackets] kept
+    return where if parts.port else f"{where}:80", config.proxy_headers_for(proxy)
 
 
 def http_session(client: Any) -> Any:
