@@ -66,28 +66,20 @@ def folder_listing(fs: Any, path: str, prefix: str, every_version: bool) -> dict
     return by_name
 
 
-def folder_objects(
-    fs: Any,
-    path: str,
-    prefix: str,
-    every_version: bool,
-    shaped: Callable[[list[dict]], list] | None = None,
-) -> list:
+def folder_objects(fs: Any, path: str, prefix: str, every_version: bool) -> list[dict]:
     """``info()``-like dicts of the objects (no folders) directly in the folder ``path`` whose
     names start with ``prefix``, in key order, from a fresh listing: ListObjectsV2 when the
     bucket was never versioned, else its object versions (the latest, or every one with
     ``every_version``)."""
     bucket, folder, _ = fs.split_path(path)
     prefix = f"{folder}/{prefix}" if folder else prefix
-    infos = None if every_version else _listing_if_never_versioned(fs, bucket, prefix, shaped)
+    infos = None if every_version else _listing_if_never_versioned(fs, bucket, prefix)
     if infos is None:
-        infos = objects(fs, bucket, prefix, None, version_aware(fs), every_version, shaped=shaped)
+        infos = objects(fs, bucket, prefix, None, version_aware(fs), every_version)
     return infos
 
 
-def _listing_if_never_versioned(
-    fs: Any, bucket: str, prefix: str, shaped: Callable[[list[dict]], list] | None = None
-) -> list | None:
+def _listing_if_never_versioned(fs: Any, bucket: str, prefix: str) -> list[dict] | None:
     """The folder's objects from ListObjectsV2 when its bucket was never versioned, else None
     (to list object versions). A never-versioned bucket's objects have no VersionId, so both
     listings give the same versions (ETags) and sizes, and ListObjectsV2 is the lighter one
@@ -105,7 +97,7 @@ def _listing_if_never_versioned(
         return plain[0]
 
     try:
-        listing = pool.submit(objects, fs, bucket, prefix, wanted, shaped=shaped)
+        listing = pool.submit(objects, fs, bucket, prefix, wanted)
         try:
             status = fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
         except Exception:  # noqa: BLE001 - not allowed to ask: list versions, as before
@@ -132,8 +124,7 @@ def objects(
     recursive: bool = False,
     call: Callable[..., dict] | None = None,
     ranges: int | None = None,
-    shaped: Callable[[list[dict]], list] | None = None,
-) -> list:
+) -> list[dict]:
     """``info()``-like dicts (Key with the bucket, size, ETag) of the objects directly under
     ``prefix`` (every object under it with ``recursive``), in key order, as s3fs's ``find``
     gives them. From ListObjectsV2: the first page, then the rest of the folder in numbered
@@ -142,12 +133,10 @@ def objects(
     latest version, or with ``every_version`` each of its versions. Past the first page only
     if ``wanted()`` says so (None: it is). ``call(method, **kwargs)`` asks S3 for one page
     (default: ``_SignedPages``'s, else ``fs.call_s3``); ``ranges`` caps the ranges (default
-    ``LIST_RANGES``). ``shaped`` turns each page's dicts into what is given instead, in the
-    thread that asked for the page (while the other ranges wait for theirs)."""
+    ``LIST_RANGES``)."""
     signed = _SignedPages.of(fs, bucket) if call is None and not versions else None
     try:
         pages = _Pages(fs, bucket, prefix, versions, every_version, recursive, signed or call)
-        pages.shaped = shaped
         return _listed_in_ranges(pages, wanted, ranges)
     finally:
         if signed is not None:
@@ -392,7 +381,6 @@ class _Pages:
         self._folder = {} if recursive else {"Delimiter": "/"}
         self._call = call or fs.call_s3
         self.at_once = LIST_RANGES  # requests in flight at once (``LIST_BUDGET_S``)
-        self.shaped: Callable[[list[dict]], list] | None = None  # made of each page's dicts
 
     def call(self, kwargs: dict, keys: int | None = None) -> dict:
         return self._call(
@@ -417,14 +405,13 @@ class _Pages:
         """The page's objects after ``lo`` up to ``hi`` (None: no bound), as s3fs's
         ``info()`` gives them: of versions, the latest unless ``every_version``."""
         bucket, every = self.bucket, not self.versions or self.every_version
-        infos = [
+        return [
             {**item, "Key": f"{bucket}/{item['Key']}", "size": item.get("Size")}
             for item in page.get(self.items, ())
             if (lo is None or item["Key"] > lo)
             and (hi is None or item["Key"] <= hi)
             and (every or item.get("IsLatest"))
         ]
-        return infos if self.shaped is None else self.shaped(infos)
 
     def between(
         self,

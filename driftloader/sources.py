@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-import functools
 import gc
 import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -371,29 +370,46 @@ def _listed_glob(url: str, storage_options: dict | None) -> list[Shard] | None:
     fs = filesystem(url, storage_options)
     path = fs._strip_protocol(folder)
     listed = time.time()  # before the listing: what it shows may be that old
-    base = fs.unstrip_protocol(path)
-    matches = re.compile(fnmatch.translate(name)).match
-    from .glob_pages import page_shards, shards_in_order  # they make Shards: after this module
-
-    shaped = functools.partial(page_shards, base=f"{base}/", matches=matches, listed=listed)
     try:
         with _listing(url):
-            prefix = re.split(r"[*?\[]", name, maxsplit=1)[0]
-            pages = folder_objects(fs, path, prefix, False, shaped)
+            infos = folder_objects(fs, path, re.split(r"[*?\[]", name, maxsplit=1)[0], False)
     except FileNotFoundError:
         return []  # no such bucket: matches nothing, as fsspec's glob says
-    with gc_paused():  # one Shard a key (100k: ~0.7 s went on three a key)
-        shards = shards_in_order(pages)
+    matches = re.compile(fnmatch.translate(name)).match
+    base = fs.unstrip_protocol(path)
+    with gc_paused():  # one Shard a key, made at once (100k: ~0.7 s went on three a key)
+        shards = _shards_in_order(infos, f"{base}/", matches, listed)
         if shards is not None:
             return shards
         named: dict[str, dict] = {}  # the latest version of each: the listing gives no other
-        for info in (info for page in pages for info in page.infos):
+        for info in infos:
             named.setdefault(info["Key"].rpartition("/")[2], info)
         return [  # positional: a dataclass's keywords cost ~0.5 us a Shard
             Shard(f"{base}/{key}", shard_version(info), info.get("size"), False, listed)
             for key, info in sorted(named.items())
             if matches(key)
         ]
+
+
+def _shards_in_order(
+    infos: list[dict], base: str, matches: Callable, listed: float
+) -> list[Shard] | None:
+    """The shards of a folder's listing whose names ``matches``, in one pass, when its objects
+    come as ListObjectsV2 gives them: each name once, in order, with an ETag and no VersionId
+    (else None: ``_listed_glob`` sorts them and keeps each name's first version). A glob of
+    100k keys spent 0.23-0.34 s after its listing keying, sorting and versioning each name
+    apart."""
+    shards: list[Shard] = []
+    add, last = shards.append, ""
+    for info in infos:
+        name = info["Key"].rpartition("/")[2]
+        etag = info.get("ETag")
+        if name <= last or not etag or "VersionId" in info or "version_id" in info:
+            return None
+        last = name
+        if matches(name):  # shard_version's "e:" + ETag, without a call a key
+            add(Shard(base + name, "e:" + etag.strip('"'), info.get("size"), False, listed))
+    return shards
 
 
 def _local_glob(pattern: str) -> list[str] | None:

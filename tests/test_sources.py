@@ -382,28 +382,20 @@ def test_a_listing_in_order_makes_its_shards_in_one_pass_and_any_other_is_sorted
     version) is left to the sort that keeps each name's first entry."""
     import re
 
-    from driftloader.glob_pages import page_shards, shards_in_order
+    import driftloader.sources as sources
 
     def info(name: str, **more) -> dict:
         return {"Key": f"b/d/{name}", "ETag": f'"{name[-5]}"', "size": 3, **more}
 
     matches = re.compile(r"s\d\.tar\Z").match
-
-    def shards_of(*pages: list[dict]) -> list[Shard] | None:  # each page made as listed
-        made = [p for infos in pages for p in page_shards(infos, "s3://b/d/", matches, 5.0)]
-        return shards_in_order(made)
-
     infos = [info("s0.tar"), info("s1.tar"), info("s1a.txt"), info("s2.tar")]
-    shards = shards_of(infos)
+    shards = sources._shards_in_order(infos, "s3://b/d/", matches, 5.0)
     assert shards == [Shard(f"s3://b/d/s{i}.tar", f"e:{i}", 3) for i in range(3)]
     assert [s.listed for s in shards] == [5.0] * 3
-    assert shards_of(infos[:2], [], infos[2:]) == shards  # pages in order, one empty
     for odd in (
-        [[infos[1], infos[0]]],  # out of order
-        [[infos[0], infos[0]]],  # a name twice
-        [infos[2:], infos[:2]],  # pages out of order
-        [infos[:2], infos[1:]],  # a name on two pages
-        [[info("s0.tar", VersionId="v1")]],  # a version: its id, not its ETag
-        [[{"Key": "b/d/s0.tar", "size": 3}]],  # no ETag
+        [infos[1], infos[0]],  # out of order
+        [infos[0], infos[0]],  # a name twice
+        [info("s0.tar", VersionId="v1")],  # a version: its id, not its ETag
+        [{"Key": "b/d/s0.tar", "size": 3}],  # no ETag
     ):
-        assert shards_of(*odd) is None
+        assert sources._shards_in_order(odd, "s3://b/d/", matches, 5.0) is None
