@@ -33,7 +33,7 @@ def serves(fs: Any) -> bool:
     if getattr(fs, "req_kw", None) or getattr(fs, "s3_additional_kwargs", None):
         return False
     client = sync(fs.loop, fs.set_session)
-    config = getattr(http_session(client), "_proxy_config", None)
+    config = _proxy_config(client)
     try:  # as botocore resolved them from its settings and the environment
         proxy = config.proxy_url_for(client.meta.endpoint_url)
         settings = config.settings or {}
@@ -48,7 +48,7 @@ def serves(fs: Any) -> bool:
 def proxy_of(fs: Any, url: str) -> tuple[str, dict] | None:
     """(``host:port``, headers) of the proxy s3fs's client sends ``url``'s requests through
     (``Proxy-Authorization`` from the credentials in its URL), or None."""
-    config = getattr(http_session(sync(fs.loop, fs.set_session)), "_proxy_config", None)
+    config = _proxy_config(sync(fs.loop, fs.set_session))
     proxy = config.proxy_url_for(url) if config is not None else None
     if not proxy:
         return None
@@ -60,6 +60,11 @@ def proxy_of(fs: Any, url: str) -> tuple[str, dict] | None:
 def http_session(client: Any) -> Any:
     """The aiobotocore HTTP session of an S3 client: its proxies, CA bundle, certificate."""
     return getattr(getattr(client, "_endpoint", None), "http_session", None)
+
+
+def _proxy_config(client: Any) -> Any:
+    """botocore's ``ProxyConfiguration`` of an S3 client (None when it has none to show)."""
+    return getattr(http_session(client), "_proxy_config", None)
 
 
 def tls_context(fs: Any) -> ssl.SSLContext:
