@@ -131,7 +131,7 @@ def filesystem(url: str, storage_options: dict | None = None):
         try:
             fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
             if protocol in ("s3", "s3a"):
-                quick_timestamps(fs)
+                quick_timestamps(fs, credentials)
         except (ValueError, ImportError) as e:  # unknown protocol, or its package missing
             raise ValueError(f"cannot open {redact(url)}: {e}") from e
         except TypeError as e:  # an option the filesystem does not take

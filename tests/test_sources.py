@@ -399,3 +399,25 @@ def test_a_listing_in_order_makes_its_shards_in_one_pass_and_any_other_is_sorted
         [{"Key": "b/d/s0.tar", "size": 3}],  # no ETag
     ):
         assert sources._shards_in_order(odd, "s3://b/d/", matches, 5.0) is None
+
+
+def test_the_shards_and_the_stores_filesystems_share_one_session(s3_bucket, s3_env, monkeypatch):
+    """The store's S3 filesystem differs from the shards' only in its client settings (its
+    timeouts): it makes its client from the same aiobotocore session, which holds botocore's
+    loaded models (~0.06 s a client in a fresh process). Keys changed in the environment get
+    a session of their own, whose credentials are resolved again."""
+    import driftloader as dl
+    from driftloader.sources import filesystem
+
+    options = {"client_kwargs": {"endpoint_url": s3_env}}
+    url = f"s3://{s3_bucket}/a.tar"
+    data = filesystem(url, options)
+    data.pipe_file(f"{s3_bucket}/a.tar", b"tar")
+    store = dl.ProfileStore(f"s3://{s3_bucket}/drift", options).fs
+    assert store is not data and store.config_kwargs != data.config_kwargs
+    assert store.session is data.session
+    assert store.cat_file(f"{s3_bucket}/a.tar") == b"tar"  # both clients work
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-else")
+    other = filesystem(url, options)
+    assert other is not data and other.session is not data.session
+    assert other.cat_file(f"{s3_bucket}/a.tar") == b"tar"  # moto takes any key
