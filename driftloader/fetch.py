@@ -244,7 +244,8 @@ def shut_pool(pool: ThreadPoolExecutor) -> None:
     """Stop ``pool`` without joining its threads. A pass abandoned mid-shard is closed where
     the garbage collector finalizes it, which in CPython <= 3.12 can be inside a thread's start
     or stop with ``threading``'s shutdown-locks lock held; a join takes that lock, so it would
-    hang. Nothing is lost: ``ReadAhead.release`` waited for the reads still running."""
+    hang. The reads still running end on their own (``ReadAhead.release`` closes their shard
+    after them)."""
     pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -450,7 +451,7 @@ class _Plan:
         self.requests: deque[_Request] = deque()
         self.next_offset = 0
         self.finished = False  # EOF seen or the consumer is done with it
-        self.running: list[Future] = []  # cancelled too late: waited for before closing
+        self.running: list[Future] = []  # cancelled too late: the file closes after them
 
     def wants_more(self) -> bool:
         """Another block can be asked for: the size is known and not reached, or it is not
@@ -477,6 +478,25 @@ def _learn(handle: ObjectHandle, offset: int, future: Future) -> None:
         return
     with contextlib.suppress(ShardReadError):
         handle.learn(future.result(), offset)
+
+
+def _after_all(futures: list[Future], then: Callable[[], None]) -> None:
+    """``then()`` once every one of ``futures`` is done: now if they are, else on the thread
+    that finishes the last of them (its error suppressed: nobody waits for it)."""
+    left, lock = [len(futures)], threading.Lock()
+
+    def one_done(_: Future | None) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] <= 0
+        if last:
+            with contextlib.suppress(Exception):
+                then()
+
+    if not futures:
+        one_done(None)
+    for future in futures:
+        future.add_done_callback(one_done)
 
 
 class ReadAhead:
@@ -599,17 +619,19 @@ class ReadAhead:
             self.wake.wait()
 
     def release(self, plan: _Plan) -> None:
-        """Forget a shard: its requests in flight are cancelled, its file closed."""
+        """Forget a shard: its requests in flight are cancelled, and its file is closed once
+        the reads still running end, on the thread that ends the last of them. Never waited
+        for here: a pass is closed wherever the garbage collector finalizes it, fsspec's
+        loop thread or a reader's own included, and a read may need that thread to end (the
+        process hung); a loop left early returns at once, not a round trip later."""
         plan.finished = True
         self._cancel(plan)
         if self.plans and self.plans[0] is plan:
             self.plans.popleft()
-        for future in plan.running:  # a read still using the file must end before it closes
-            with contextlib.suppress(BaseException):
-                future.result()
         closer = getattr(plan.handle.fetcher, "close_handle", None)
         if closer is not None:
-            closer(plan.handle)
+            _after_all(plan.running, functools.partial(closer, plan.handle))
+        plan.running = []
 
     def skip(self, handle: ObjectHandle) -> None:
         """The oldest shard will not be read after all (the gate skipped it)."""

@@ -472,6 +472,12 @@ class ShardGate:
                 self._writes.flush()
             self._index.settle()  # a fold of the records read, started when they were read
 
+    def let_go(self) -> None:
+        """Stop waiting for the rows handed over (``WriteBehind.let_go``): for a pass closed
+        on another thread than its own. The index's records not yet handed over wait for the
+        next ``flush``."""
+        self._writes.let_go()
+
     def report(self, shards: list[Shard] | None = None, since: float = 0.0) -> list[dict]:
         """Decisions this process took, in order; with ``shards``, then those of other
         processes (DataLoader workers, other ranks) on them since ``since`` (read back from

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
@@ -166,12 +167,15 @@ class EpochReader:
         stream = ShardStream([], self.storage_options, self.options, self.stats)
         stream.steps = self._steps(shards, counts, progress.source_done, needed, stream)
         pairs = iter(stream)
+        reader = threading.get_ident()
         try:
             with contextlib.closing(pairs):
                 yield from self._counted(pairs, counts, limit, needed, skipped, dry_limit)
         finally:
-            if self.gate is not None:
+            if self.gate is not None and threading.get_ident() == reader:
                 self.gate.flush()  # the pass's catalog rows are written before it ends
+            elif self.gate is not None:  # closed by the garbage collector, say on fsspec's
+                self.gate.let_go()  # loop thread: its writes need that thread, never wait
         progress.source_done = True
 
     def _counted(

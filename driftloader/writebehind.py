@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,6 +72,16 @@ class WriteBehind:
         if first is not None:
             raise first
 
+    def let_go(self) -> None:
+        """Stop waiting for the queued writes: they finish on their own, and one that fails
+        warns (nobody is left to raise it to). For a pass closed on a thread other than the
+        one reading it: the garbage collector finalizes a pass left unfinished wherever it
+        runs, fsspec's loop thread included, which the writes need to finish."""
+        self._own()
+        for _, future in self._pending:
+            future.add_done_callback(_warn_if_failed)
+        self._pending = deque()  # ``_last`` still orders the next write of a key after them
+
     @property
     def pending(self) -> int:
         """Writes queued and not finished yet."""
@@ -105,6 +116,16 @@ class WriteBehind:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["threads"], state["limit"])
+
+
+def _warn_if_failed(future: Future) -> None:
+    error = None if future.cancelled() else future.exception()
+    if error is not None:
+        warnings.warn(
+            f"a store write of a pass closed before its end failed: {error}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def _after(before: Future | None, fn: Callable[..., Any], args: tuple) -> Any:

@@ -310,3 +310,25 @@ def test_the_default_bytes_in_flight_are_split_among_dataloader_workers():
     assert four_blocks == [128 << 20] * 4  # 64 MiB each would be 2 blocks
     given = list(DataLoader(_Bound(max_inflight=8 << 20), batch_size=None, num_workers=2))
     assert given == [8 << 20] * 2
+
+
+def test_a_pass_left_early_returns_without_waiting_for_a_stalled_read_ahead(
+    s3_proxy, s3_bucket, s3fs_fresh, tmp_path
+):
+    """The next shard's first block is asked for ahead and stalls at the store. Leaving the
+    pass (a ``break``, or the garbage collector closing it) cancels what has not started and
+    lets a read that has run on: before, the close waited for it, for as long as the read's
+    own timeout (here 60 s), and on fsspec's loop thread a read that needed that thread
+    hung the process."""
+    shards = [_upload(s3fs_fresh, s3_bucket, tmp_path, f"left-{i}", 5, i) for i in range(2)]
+    s3_proxy.add_fault("stall", method="GET", path="/left-1.tar", seconds=120)
+    ds = _plain(s3_proxy, shards, ReadOptions(block_size=BLOCK, timeout=60))
+    samples = iter(ds)
+    next(samples)
+    deadline = time.monotonic() + 30
+    while not s3_proxy.in_flight and time.monotonic() < deadline:  # the stalled read ahead
+        time.sleep(0.01)
+    assert any(r.fault == "stall" for r in s3_proxy.requests)
+    started = time.monotonic()
+    samples.close()
+    assert time.monotonic() - started < 30  # a hang guard: it waited the read's 60 s before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,42 @@ def test_a_verdict_on_a_shard_whose_profile_is_still_being_written_uses_that_pro
     assert store.get_profile(shard.url, shard.version) is None
     gate.flush()
     assert store.get_profile(shard.url, shard.version).n == 20 and not gate._unstored
+
+
+def test_a_pass_closed_on_fsspecs_loop_thread_does_not_wait_there(
+    tmp_path: Path, s3_env: str, s3_proxy, s3_bucket: str
+) -> None:
+    """A pass left unfinished is closed wherever the garbage collector finalizes it, fsspec's
+    loop thread included. Before, the close waited there for the catalog rows on their way
+    and for the reads running, which need that thread to finish: the process hung. Now the
+    rows are written by a thread of their own, and the reads close their shard when they
+    end. Catalog PUTs stall 2 s here: a row is on its way when the pass is closed, and it is
+    in the store afterwards."""
+    import fsspec.asyn
+
+    urls = [str(tmp_path / f"shard-{i}.tar") for i in range(3)]
+    for i, url in enumerate(urls):
+        write_shard(url, 20, seed=i)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    profile_shards(urls, store, progress=False)
+    store.build_reference("ref", urls)
+    direct = ProfileStore(f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_env}})
+    s3_proxy.add_fault("stall", method="PUT", path="/catalog/", times=None, seconds=2.0)
+    ds = DriftDataset(urls, store=store.url, reference="ref", policy="skip",
+                      storage_options=options, shuffle=False)  # fmt: skip
+    samples = iter(ds)
+    for _ in range(21):  # into the second shard: the first one's row is on its way, stalled
+        next(samples)
+    closed = threading.Event()
+
+    def close() -> None:
+        samples.close()
+        closed.set()
+
+    fsspec.asyn.get_loop().call_soon_threadsafe(close)
+    assert closed.wait(20), "closing the pass on fsspec's loop thread hung"
+    deadline = time.monotonic() + 30
+    while decided(direct) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert decided(direct) == 1  # the row on its way when the pass was closed was written
