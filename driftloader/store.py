@@ -307,13 +307,16 @@ class ProfileStore(StoreFiles):
         if len(parts) <= 1:
             yield from (self.fetch_profiles(part, fingerprint) for part in parts)
             return
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
             ahead = pool.submit(self.fetch_profiles, parts[0], fingerprint)
             for part in parts[1:]:
                 current = ahead.result()
                 ahead = pool.submit(self.fetch_profiles, part, fingerprint)
                 yield current
             yield ahead.result()
+        finally:  # a chunk still being read when the caller stops is not waited for: the
+            pool.shutdown(wait=False)  # garbage collector may close this on fsspec's loop
 
     def _load_many(self, paths: list[str]) -> list[Profile | None]:
         """``_load`` of each of ``paths`` from one batched read."""

@@ -200,3 +200,29 @@ def test_validate_of_a_snapshot_checks_its_pins_once(s3_proxy, s3_env, s3fs_fres
         r for r in s3_proxy.requests if r.target.split("?")[0] in (f"/{bucket}", f"/{bucket}/")
     ]
     assert [_listing_kind(r.target) for r in bucket_requests] == ["versions"]
+
+
+def test_chunks_of_profiles_left_early_on_fsspecs_loop_thread_do_not_hang(stored, s3_proxy):
+    """``fetch_profile_chunks`` reads the next chunk while the caller works on this one. A
+    caller that stops early leaves the generator to the garbage collector, which may close it
+    on fsspec's loop thread: it waited there for the chunk being read, which needs that
+    thread, and the process hung."""
+    import threading
+
+    import fsspec.asyn
+
+    from driftloader.sources import expand_urls, stat_shards
+
+    urls, store = stored
+    s3_proxy.latency_ms = 0
+    s3_proxy.add_fault("stall", method="GET", path="/shards/", nth=3, times=None, seconds=5)
+    chunks = store.fetch_profile_chunks(stat_shards(expand_urls(urls)), size=2)
+    assert all(p is not None for p in next(chunks))  # the next chunk is being read, stalled
+    closed = threading.Event()
+
+    def close() -> None:
+        chunks.close()
+        closed.set()
+
+    fsspec.asyn.get_loop().call_soon_threadsafe(close)
+    assert closed.wait(20), "closing the chunks on fsspec's loop thread hung"
