@@ -473,9 +473,7 @@ class ShardGate:
             self._index.settle()  # a fold of the records read, started when they were read
 
     def let_go(self) -> None:
-        """Stop waiting for the rows handed over (``WriteBehind.let_go``): for a pass closed
-        on another thread than its own. The index's records not yet handed over wait for the
-        next ``flush``."""
+        """``WriteBehind.let_go`` of the rows handed over (a pass closed on another thread)."""
         self._writes.let_go()
 
     def report(self, shards: list[Shard] | None = None, since: float = 0.0) -> list[dict]:
