@@ -6,6 +6,7 @@ import io
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -268,3 +269,19 @@ def run_ranks(command: list[str], timeout: float, env: dict | None = None):
         print(f"a rank aborted at exit ({EXIT_ABORT!r}): running {command[-1]} once more")
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     return result
+
+
+def closed_on_fsspecs_loop(iterator, seconds: float = 20) -> bool:
+    """Close ``iterator`` (a generator) on fsspec's loop thread, as the garbage collector may
+    when it finalizes one left unfinished there; True when the close returned within
+    ``seconds`` (a close that waits there for work needing that thread never returns)."""
+    import fsspec.asyn
+
+    closed = threading.Event()
+
+    def close() -> None:
+        iterator.close()
+        closed.set()
+
+    fsspec.asyn.get_loop().call_soon_threadsafe(close)
+    return closed.wait(seconds)

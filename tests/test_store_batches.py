@@ -12,7 +12,7 @@ from driftloader.store import ProfileStore
 from driftloader.validate import ensure_rules, validate_shards
 from driftloader.versions import snapshot
 
-from .conftest import write_shard
+from .conftest import closed_on_fsspecs_loop, write_shard
 
 pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
 SHARDS = 12
@@ -207,10 +207,6 @@ def test_chunks_of_profiles_left_early_on_fsspecs_loop_thread_do_not_hang(stored
     caller that stops early leaves the generator to the garbage collector, which may close it
     on fsspec's loop thread: it waited there for the chunk being read, which needs that
     thread, and the process hung."""
-    import threading
-
-    import fsspec.asyn
-
     from driftloader.sources import expand_urls, stat_shards
 
     urls, store = stored
@@ -218,11 +214,4 @@ def test_chunks_of_profiles_left_early_on_fsspecs_loop_thread_do_not_hang(stored
     s3_proxy.add_fault("stall", method="GET", path="/shards/", nth=3, times=None, seconds=5)
     chunks = store.fetch_profile_chunks(stat_shards(expand_urls(urls)), size=2)
     assert all(p is not None for p in next(chunks))  # the next chunk is being read, stalled
-    closed = threading.Event()
-
-    def close() -> None:
-        chunks.close()
-        closed.set()
-
-    fsspec.asyn.get_loop().call_soon_threadsafe(close)
-    assert closed.wait(20), "closing the chunks on fsspec's loop thread hung"
+    assert closed_on_fsspecs_loop(chunks), "closing the chunks on fsspec's loop thread hung"

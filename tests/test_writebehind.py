@@ -16,7 +16,7 @@ from driftloader.sources import expand_urls, stat_shards
 from driftloader.store import ProfileStore
 from driftloader.writebehind import WriteBehind
 
-from .conftest import write_shard
+from .conftest import closed_on_fsspecs_loop, write_shard
 
 pytestmark = pytest.mark.filterwarnings("ignore:field 'bin' has no default featurizer")
 
@@ -82,18 +82,7 @@ def test_catalog_rows_are_written_behind_the_samples_and_before_the_pass_ends(
     """Every catalog PUT stalls 2 s at the store: the samples of the next shards still come at
     once (no row is in the store yet when the third shard starts), and when the pass ends
     every row is there."""
-    urls = [str(tmp_path / f"shard-{i}.tar") for i in range(3)]
-    for i, url in enumerate(urls):
-        write_shard(url, 20, seed=i)
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
-    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
-    profile_shards(urls, store, progress=False)
-    store.build_reference("ref", urls)
-    direct = ProfileStore(f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_env}})
-    s3_proxy.add_fault("stall", method="PUT", path="/catalog/", times=None, seconds=2.0)
-
-    ds = DriftDataset(urls, store=store.url, reference="ref", policy="skip",
-                      storage_options=options, shuffle=False)  # fmt: skip
+    ds, direct = _with_catalog_puts_stalled(tmp_path, s3_env, s3_proxy, s3_bucket)
     n, rows_when_third_shard_starts = _at_third_shard(ds, lambda: decided(direct))
     assert n == 60
     assert rows_when_third_shard_starts == 0  # the two rows decided so far are still on their way
@@ -142,6 +131,23 @@ def test_the_profiles_a_first_pass_makes_are_stored_behind_the_samples(
     assert sorted(r["action"] for r in ds.drift_report()) == ["passed"] * 3
 
 
+def _with_catalog_puts_stalled(tmp_path: Path, s3_env: str, s3_proxy, s3_bucket: str) -> tuple:
+    """(a skip-gated dataset over three profiled local shards of 20 with its store on S3
+    behind ``s3_proxy``, where every catalog PUT stalls 2 s; that store seen directly)."""
+    urls = [str(tmp_path / f"shard-{i}.tar") for i in range(3)]
+    for i, url in enumerate(urls):
+        write_shard(url, 20, seed=i)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
+    profile_shards(urls, store, progress=False)
+    store.build_reference("ref", urls)
+    direct = ProfileStore(f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_env}})
+    s3_proxy.add_fault("stall", method="PUT", path="/catalog/", times=None, seconds=2.0)
+    ds = DriftDataset(urls, store=store.url, reference="ref", policy="skip",
+                      storage_options=options, shuffle=False)  # fmt: skip
+    return ds, direct
+
+
 def _at_third_shard(ds: DriftDataset, measure) -> tuple[int, int]:
     """The samples of a pass over three shards of 20, and what ``measure()`` gives at the
     first sample of the third shard."""
@@ -186,33 +192,14 @@ def test_a_pass_closed_on_fsspecs_loop_thread_does_not_wait_there(
     """A pass left unfinished is closed wherever the garbage collector finalizes it, fsspec's
     loop thread included. Before, the close waited there for the catalog rows on their way
     and for the reads running, which need that thread to finish: the process hung. Now the
-    rows are written by a thread of their own, and the reads close their shard when they
-    end. Catalog PUTs stall 2 s here: a row is on its way when the pass is closed, and it is
-    in the store afterwards."""
-    import fsspec.asyn
-
-    urls = [str(tmp_path / f"shard-{i}.tar") for i in range(3)]
-    for i, url in enumerate(urls):
-        write_shard(url, 20, seed=i)
-    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
-    store = ProfileStore(f"s3://{s3_bucket}/drift", options)
-    profile_shards(urls, store, progress=False)
-    store.build_reference("ref", urls)
-    direct = ProfileStore(f"s3://{s3_bucket}/drift", {"client_kwargs": {"endpoint_url": s3_env}})
-    s3_proxy.add_fault("stall", method="PUT", path="/catalog/", times=None, seconds=2.0)
-    ds = DriftDataset(urls, store=store.url, reference="ref", policy="skip",
-                      storage_options=options, shuffle=False)  # fmt: skip
+    rows finish on their own, and the reads close their shard when they end. Catalog PUTs
+    stall 2 s here: a row is on its way when the pass is closed, and it is in the store
+    afterwards."""
+    ds, direct = _with_catalog_puts_stalled(tmp_path, s3_env, s3_proxy, s3_bucket)
     samples = iter(ds)
     for _ in range(21):  # into the second shard: the first one's row is on its way, stalled
         next(samples)
-    closed = threading.Event()
-
-    def close() -> None:
-        samples.close()
-        closed.set()
-
-    fsspec.asyn.get_loop().call_soon_threadsafe(close)
-    assert closed.wait(20), "closing the pass on fsspec's loop thread hung"
+    assert closed_on_fsspecs_loop(samples), "closing the pass on fsspec's loop thread hung"
     deadline = time.monotonic() + 30
     while decided(direct) < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
