@@ -172,10 +172,11 @@ class EpochReader:
             with contextlib.closing(pairs):
                 yield from self._counted(pairs, counts, limit, needed, skipped, dry_limit)
         finally:
-            if self.gate is not None and threading.get_ident() == reader:
-                self.gate.flush()  # the pass's catalog rows are written before it ends
-            elif self.gate is not None:  # closed by the garbage collector, say on fsspec's
-                self.gate.let_go()  # loop thread: its writes need that thread, never wait
+            if self.gate is not None:
+                if threading.get_ident() == reader:
+                    self.gate.flush()  # the pass's catalog rows are written before it ends
+                else:  # closed by the garbage collector, say on fsspec's loop thread:
+                    self.gate.let_go()  # its writes need that thread, never wait there
         progress.source_done = True
 
     def _counted(
