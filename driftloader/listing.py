@@ -48,6 +48,7 @@ at 300k objects ~1 s a page: 32 at once outlasted botocore's read timeout)."""
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdef")
 _HASH_DIGITS = 8  # hex digits of a hashed name that its ranges are cut by
+Shape = Callable[[list[dict]], list]  # a page's objects, as botocore gives them: what to list
 _VERSIONED_BUCKETS: set[tuple[int, str]] = set()
 """(id of a cached filesystem, bucket) of buckets seen versioned: once enabled, S3 versioning
 can be suspended but never removed, so this never goes stale."""
@@ -66,20 +67,24 @@ def folder_listing(fs: Any, path: str, prefix: str, every_version: bool) -> dict
     return by_name
 
 
-def folder_objects(fs: Any, path: str, prefix: str, every_version: bool) -> list[dict]:
+def folder_objects(
+    fs: Any, path: str, prefix: str, every_version: bool, shape: Shape | None = None
+) -> list:
     """``info()``-like dicts of the objects (no folders) directly in the folder ``path`` whose
     names start with ``prefix``, in key order, from a fresh listing: ListObjectsV2 when the
     bucket was never versioned, else its object versions (the latest, or every one with
-    ``every_version``)."""
+    ``every_version``). With ``shape``, what it makes of each page's objects (``objects``)."""
     bucket, folder, _ = fs.split_path(path)
     prefix = f"{folder}/{prefix}" if folder else prefix
-    infos = None if every_version else _listing_if_never_versioned(fs, bucket, prefix)
+    infos = None if every_version else _listing_if_never_versioned(fs, bucket, prefix, shape)
     if infos is None:
-        infos = objects(fs, bucket, prefix, None, version_aware(fs), every_version)
+        infos = objects(fs, bucket, prefix, None, version_aware(fs), every_version, shape=shape)
     return infos
 
 
-def _listing_if_never_versioned(fs: Any, bucket: str, prefix: str) -> list[dict] | None:
+def _listing_if_never_versioned(
+    fs: Any, bucket: str, prefix: str, shape: Shape | None = None
+) -> list | None:
     """The folder's objects from ListObjectsV2 when its bucket was never versioned, else None
     (to list object versions). A never-versioned bucket's objects have no VersionId, so both
     listings give the same versions (ETags) and sizes, and ListObjectsV2 is the lighter one
@@ -97,7 +102,7 @@ def _listing_if_never_versioned(fs: Any, bucket: str, prefix: str) -> list[dict]
         return plain[0]
 
     try:
-        listing = pool.submit(objects, fs, bucket, prefix, wanted)
+        listing = pool.submit(objects, fs, bucket, prefix, wanted, shape=shape)
         try:
             status = fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
         except Exception:  # noqa: BLE001 - not allowed to ask: list versions, as before
@@ -124,7 +129,8 @@ def objects(
     recursive: bool = False,
     call: Callable[..., dict] | None = None,
     ranges: int | None = None,
-) -> list[dict]:
+    shape: Shape | None = None,
+) -> list:
     """``info()``-like dicts (Key with the bucket, size, ETag) of the objects directly under
     ``prefix`` (every object under it with ``recursive``), in key order, as s3fs's ``find``
     gives them. From ListObjectsV2: the first page, then the rest of the folder in numbered
@@ -133,19 +139,21 @@ def objects(
     latest version, or with ``every_version`` each of its versions. Past the first page only
     if ``wanted()`` says so (None: it is). ``call(method, **kwargs)`` asks S3 for one page
     (default: ``_SignedPages``'s, else ``fs.call_s3``); ``ranges`` caps the ranges (default
-    ``LIST_RANGES``)."""
+    ``LIST_RANGES``). ``shape(objects)``, when given, is called with each page's objects as
+    botocore gives them (Key without the bucket, Size), as the pages come, on the thread that
+    listed them, and what it returns is listed in place of their ``info()`` dicts: the
+    listing's own threads then do the work a caller would do after the last page."""
     signed = _SignedPages.of(fs, bucket) if call is None and not versions else None
     try:
         pages = _Pages(fs, bucket, prefix, versions, every_version, recursive, signed or call)
+        pages.shape = shape
         return _listed_in_ranges(pages, wanted, ranges)
     finally:
         if signed is not None:
             signed.close()
 
 
-def _listed_in_ranges(
-    pages: _Pages, wanted: Callable[[], bool] | None, ranges: int | None
-) -> list[dict]:
+def _listed_in_ranges(pages: _Pages, wanted: Callable[[], bool] | None, ranges: int | None) -> list:
     """``objects``' listing, from its first page (see there)."""
     fs, bucket, versions = pages.fs, pages.bucket, pages.versions
     connect = getattr(fs, "connect", None)  # s3fs makes its client on the first request:
@@ -178,7 +186,7 @@ def _listed_in_ranges(
     spans = list(zip(starts, [last, *cuts], [*cuts, None], expected))
     failed = threading.Event()  # one range failed: the others stop at their next page
 
-    def listed(span: tuple) -> list[dict]:
+    def listed(span: tuple) -> list:
         try:
             return pages.between(*span, stop=failed)
         except BaseException:
@@ -381,6 +389,7 @@ class _Pages:
         self._folder = {} if recursive else {"Delimiter": "/"}
         self._call = call or fs.call_s3
         self.at_once = LIST_RANGES  # requests in flight at once (``LIST_BUDGET_S``)
+        self.shape: Shape | None = None  # what a page's objects are listed as (``objects``)
 
     def call(self, kwargs: dict, keys: int | None = None) -> dict:
         return self._call(
@@ -401,16 +410,24 @@ class _Pages:
             }
         return {"ContinuationToken": page["NextContinuationToken"]}
 
-    def infos(self, page: dict, lo: str | None = None, hi: str | None = None) -> list[dict]:
+    def infos(self, page: dict, lo: str | None = None, hi: str | None = None) -> list:
         """The page's objects after ``lo`` up to ``hi`` (None: no bound), as s3fs's
-        ``info()`` gives them: of versions, the latest unless ``every_version``."""
-        bucket, every = self.bucket, not self.versions or self.every_version
+        ``info()`` gives them (or as ``shape`` makes them): of versions, the latest unless
+        ``every_version``."""
+        items, every = page.get(self.items, ()), not self.versions or self.every_version
+        if lo is not None or hi is not None or not every:
+            items = [
+                item
+                for item in items
+                if (lo is None or item["Key"] > lo)
+                and (hi is None or item["Key"] <= hi)
+                and (every or item.get("IsLatest"))
+            ]
+        if self.shape is not None:
+            return self.shape(items)
+        bucket = self.bucket
         return [
-            {**item, "Key": f"{bucket}/{item['Key']}", "size": item.get("Size")}
-            for item in page.get(self.items, ())
-            if (lo is None or item["Key"] > lo)
-            and (hi is None or item["Key"] <= hi)
-            and (every or item.get("IsLatest"))
+            {**item, "Key": f"{bucket}/{item['Key']}", "size": item.get("Size")} for item in items
         ]
 
     def between(
@@ -420,7 +437,7 @@ class _Pages:
         hi: str | None,
         expected: int | None = None,
         stop: threading.Event | None = None,
-    ) -> list[dict]:
+    ) -> list:
         """The objects from the listing ``start`` (keywords), after ``lo`` up to ``hi``
         (None: no bound), page after page. The bounds keep a store that ignores
         ``StartAfter`` from giving a key twice: it costs time, not a key. With ``expected``
@@ -428,7 +445,7 @@ class _Pages:
         rather than a whole page past ``hi`` (read and thrown away); a wrong guess costs
         a page more or a few keys more, never a key. Once ``stop`` is set (another range
         failed), no page more is asked for: what this range has is thrown away."""
-        out: list[dict] = []
+        out: list = []
         kwargs, listed = start, 0
         margin = None if expected is None else 8 + expected // 20
         while stop is None or not stop.is_set():

@@ -376,29 +376,42 @@ def test_what_a_paused_collector_saw_made_goes_to_the_oldest_generation():
     assert all(id(o) in oldest for o in made)
 
 
-def test_a_listing_in_order_makes_its_shards_in_one_pass_and_any_other_is_sorted():
-    """A glob's shards come from ListObjectsV2's objects in one pass when each name comes once,
-    in order, with an ETag and no VersionId; any other listing (a name twice, out of order, a
-    version) is left to the sort that keeps each name's first entry."""
+def test_a_listings_pages_make_their_shards_and_any_other_order_is_sorted():
+    """A glob's shards are made from each page's objects as botocore gives them, on the
+    listing's thread: the names it matches, versioned by ETag, by VersionId when there is one,
+    else by size and time. A listing in order with each name once is kept as it is; any other
+    (a name twice, out of order) is sorted, each name's first entry kept."""
     import re
+    from datetime import datetime, timezone
 
     import driftloader.sources as sources
 
-    def info(name: str, **more) -> dict:
-        return {"Key": f"b/d/{name}", "ETag": f'"{name[-5]}"', "size": 3, **more}
+    def item(name: str, **more) -> dict:
+        return {"Key": f"d/{name}", "ETag": f'"{name[-5]}"', "Size": 3, **more}
 
-    matches = re.compile(r"s\d\.tar\Z").match
-    infos = [info("s0.tar"), info("s1.tar"), info("s1a.txt"), info("s2.tar")]
-    shards = sources._shards_in_order(infos, "s3://b/d/", matches, 5.0)
+    page = sources._PageShards("s3://b/d/", re.compile(r"s\d\.tar\Z").match, 5.0)
+    shards = page([item("s0.tar"), item("s1.tar"), item("s1a.txt"), item("s2.tar")])
     assert shards == [Shard(f"s3://b/d/s{i}.tar", f"e:{i}", 3) for i in range(3)]
     assert [s.listed for s in shards] == [5.0] * 3
-    for odd in (
-        [infos[1], infos[0]],  # out of order
-        [infos[0], infos[0]],  # a name twice
-        [info("s0.tar", VersionId="v1")],  # a version: its id, not its ETag
-        [{"Key": "b/d/s0.tar", "size": 3}],  # no ETag
-    ):
-        assert sources._shards_in_order(odd, "s3://b/d/", matches, 5.0) is None
+    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    odd = page(
+        [
+            item("s0.tar", VersionId="v1"),  # a version: its id, not its ETag
+            item("s1.tar", VersionId="null"),  # written before versioning: its ETag
+            {"Key": "d/s2.tar", "Size": 3, "LastModified": when},  # no ETag
+        ]
+    )
+    assert [s.version for s in odd] == [
+        "v:v1",
+        "e:1",
+        sources.shard_version({"size": 3, "LastModified": when}),
+    ]
+    assert odd[2].version.startswith("s:")
+    assert sources._each_once_in_order(shards) is shards
+    a, b, c = shards
+    older = Shard(a.url, "e:old", 3)
+    assert sources._each_once_in_order([b, a, older, c]) == [a, b, c]  # out of order, twice
+    assert sources._each_once_in_order([b, a, older, c])[0].version == "e:0"  # the first kept
 
 
 def test_the_shards_and_the_stores_filesystems_share_one_session(s3_bucket, s3_env, monkeypatch):
