@@ -82,29 +82,46 @@ def peak_mb() -> float:
 
 
 class Steps:
-    """Timed steps with the proxy's request counts; rows for the results table."""
+    """Timed steps with the proxy's request counts; rows for the results table. Each step
+    run here also has the CPU it took: this process's (driftloader, and the counting proxy
+    in a thread of it) and the server's (``server_pid``: moto), so that what grows with the
+    bucket on the server is told apart from what the library spends a shard."""
 
-    def __init__(self, proxy: LatencyProxy | None) -> None:
-        self.proxy = proxy
+    def __init__(self, proxy: LatencyProxy | None, server_pid: int | None = None) -> None:
+        self.proxy, self.server_pid = proxy, server_pid
         self.rows: list[dict] = []
         self.notes: list[str] = []
 
     def run(self, size: int, name: str, fn, per: int | None = None):
         if self.proxy is not None:
             self.proxy.reset_stats()
+        cpu, server = time.process_time(), process_cpu(self.server_pid)
         start = time.perf_counter()
         result = fn()
-        self.add(size, name, time.perf_counter() - start, per)
+        seconds = time.perf_counter() - start
+        cpus = (time.process_time() - cpu, process_cpu(self.server_pid) - server)
+        self.add(size, name, seconds, per, cpus)
         return result
 
-    def add(self, size: int, name: str, seconds: float, per: int | None = None) -> None:
-        """A row for a step timed elsewhere (in a process of its own, say)."""
+    def add(
+        self,
+        size: int,
+        name: str,
+        seconds: float,
+        per: int | None = None,
+        cpus: tuple[float, float] | None = None,
+    ) -> None:
+        """A row for a step (timed elsewhere, in a process of its own, say: no ``cpus``)."""
         counts = self.proxy.counts if self.proxy is not None else {}
         row = {
             "shards": size,
             "step": name,
             "seconds": seconds,
             "ms_per_shard": 1000 * seconds / (per or size),
+            "cpu_ms_per_shard": None if cpus is None else 1000 * cpus[0] / (per or size),
+            "server_cpu_ms_per_shard": (
+                None if cpus is None or self.server_pid is None else 1000 * cpus[1] / (per or size)
+            ),
             "requests": sum(counts.values()),
             "GET": counts.get("GET", 0),
             "PUT": counts.get("PUT", 0),
@@ -112,6 +129,18 @@ class Steps:
         }
         self.rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+
+
+def process_cpu(pid: int | None) -> float:
+    """Seconds of CPU (user and system) process ``pid`` has used, from ``/proc`` (Linux);
+    0.0 for None or where it cannot be read."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def upload(fs, bucket: str, size: int) -> list[str]:
@@ -547,8 +576,15 @@ def run_checks(steps: Steps, store, glob: str, size: int, options: dict) -> None
     )
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def write_markdown(rows: list[dict], path: Path, load: str, notes: list[str] = ()) -> None:
-    head = "| shards | step | s | ms/shard | requests | GET | PUT | peak RSS MB |\n|---|---|---|---|---|---|---|---|\n"
+    head = (
+        "| shards | step | s | ms/shard | CPU ms/shard | server CPU ms/shard | requests | GET "
+        "| PUT | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     notes = [*notes, *(r["note"] for r in rows if "note" in r)]
 
     def count(value: int | None) -> str:
@@ -556,6 +592,7 @@ def write_markdown(rows: list[dict], path: Path, load: str, notes: list[str] = (
 
     body = "".join(
         f"| {r['shards']:,} | {r['step']} | {r['seconds']:.2f} | {r['ms_per_shard']:.3f} | "
+        f"{_ms(r.get('cpu_ms_per_shard'))} | {_ms(r.get('server_cpu_ms_per_shard'))} | "
         f"{count(r['requests'])} | {count(r['GET'])} | {count(r['PUT'])} | {r['peak_mb']:.0f} |\n"
         for r in rows
         if "note" not in r
@@ -596,7 +633,7 @@ def main() -> None:
             fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
             bucket = "scale"
             fs.mkdir(bucket)
-            steps = Steps(proxy)
+            steps = Steps(proxy, servers.processes[0].pid)  # moto's
             with tempfile.TemporaryDirectory() as folder:
                 if args.gate_local:
                     gate_at_scale(steps, folder + "/gate", args.gate_local, None, "local files")
