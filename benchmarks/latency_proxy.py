@@ -311,6 +311,7 @@ class LoopbackServer:
         try:
             loop.run_forever()
         finally:
+            loop.set_exception_handler(_quiet_when_cancelled)
             pending = asyncio.all_tasks(loop)
             for task in pending:
                 task.cancel()
@@ -329,6 +330,13 @@ class LoopbackServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         raise NotImplementedError
+
+
+def _quiet_when_cancelled(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """At shutdown, a connection accepted but not yet served is cancelled before its task
+    starts, and asyncio's stream callback logs that as an error: say nothing of it."""
+    if not isinstance(context.get("exception"), asyncio.CancelledError):
+        loop.default_exception_handler(context)
 
 
 class LatencyProxy(LoopbackServer):
