@@ -34,7 +34,9 @@ counts (for the speedup of 2 workers over one, each engine timed alone, see ``en
 ``--index-decisions`` writes a compacted catalog and a decision index of that many synthetic
 decisions (one object each) and times ``report`` over it and the gate's read of the index. Peak
 memory is the process's max RSS (``resource``), which only grows: read it as the peak up to
-that step. Figures depend on the machine's load.
+that step. Each step run in this process also has its CPU a shard, this process's (the
+library and the counting proxy) and moto's (``Steps``): moto's time per request grows with
+its bucket, S3's does not. Figures depend on the machine's load.
 """
 
 from __future__ import annotations
