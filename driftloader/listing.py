@@ -145,8 +145,9 @@ def objects(
     listing's own threads then do the work a caller would do after the last page."""
     signed = _SignedPages.of(fs, bucket) if call is None and not versions else None
     try:
-        pages = _Pages(fs, bucket, prefix, versions, every_version, recursive, signed or call)
-        pages.shape = shape
+        pages = _Pages(
+            fs, bucket, prefix, versions, every_version, recursive, signed or call, shape
+        )
         return _listed_in_ranges(pages, wanted, ranges)
     finally:
         if signed is not None:
@@ -381,6 +382,7 @@ class _Pages:
         every_version: bool,
         recursive: bool = False,
         call: Callable[..., dict] | None = None,
+        shape: Shape | None = None,
     ) -> None:
         self.fs, self.bucket, self.prefix = fs, bucket, prefix
         self.versions, self.every_version = versions, every_version
@@ -389,7 +391,7 @@ class _Pages:
         self._folder = {} if recursive else {"Delimiter": "/"}
         self._call = call or fs.call_s3
         self.at_once = LIST_RANGES  # requests in flight at once (``LIST_BUDGET_S``)
-        self.shape: Shape | None = None  # what a page's objects are listed as (``objects``)
+        self.shape = shape  # what a page's objects are listed as (``objects``)
 
     def call(self, kwargs: dict, keys: int | None = None) -> dict:
         return self._call(

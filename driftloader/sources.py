@@ -249,9 +249,10 @@ def gc_paused() -> Iterator[None]:
     its pages come): each collection walks every object made so far (and torch's), and took a
     quarter of the time of listing 100k local shards, none of which is garbage (a glob of 100k
     S3 keys behind 40 ms: 0.95-1.02 s, 0.76-0.81 s with its pages' shards made under the
-    pause). What was made meanwhile then goes to the oldest generation at once (``gc.freeze`` and ``unfreeze``, no walk): left in
-    the youngest, the first collections after the pause walked it all (0.05-0.07 s before a
-    gated dataset's first sample over 100k shards, 0.005 s since). Cycles made meanwhile
+    pause). What was made meanwhile then goes to the oldest generation at once (``gc.freeze``
+    and ``unfreeze``, no walk): left in the youngest, the first collections after the pause
+    walked it all (0.05-0.07 s before a gated dataset's first sample over 100k shards, 0.005
+    s since). Cycles made meanwhile
     wait for the next full collection."""
     enabled = gc.isenabled()
     gc.disable()
