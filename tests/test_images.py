@@ -5,13 +5,15 @@ for draft-mode decoding; failures counted; names a person understands."""
 from __future__ import annotations
 
 import io
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from driftloader.features import IMAGE_STATS, DefaultFeaturizer
-from driftloader.features.images import jpeg_quality, reduction
+from driftloader.features.images import jpeg_quality, pixel_stats, reduction
 
 SIZE = 128  # the default analysis size
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -131,3 +133,56 @@ def test_decode_images_false_keeps_byte_size_only() -> None:
     featurizer = DefaultFeaturizer(decode_images=False)
     batch = featurizer([{"__key__": "a", "jpg": encode(photo(0, 32, 32))}])
     assert list(batch) == ["jpg.bytes"]
+
+
+def float64_stats(rgb: np.ndarray) -> np.ndarray:
+    """``pixel_stats`` computed plainly in float64, with fresh arrays for everything."""
+    x = rgb.astype(np.float64)
+    luma = x @ LUMA
+    means = x.reshape(-1, 3).mean(axis=0)
+    high, low = x.max(axis=2), x.min(axis=2)
+    sat = np.where(high > 0, (high - low) / np.maximum(high, 1e-12), 0.0)
+    if min(rgb.shape[:2]) >= 3:
+        lap = 4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1]
+        sharpness = (lap - luma[1:-1, :-2] - luma[1:-1, 2:]).var()
+    else:
+        sharpness = np.nan
+    total = means.sum()
+    relative = means / total if total else np.full(3, 1 / 3)
+    return np.array([luma.mean(), luma.std(), *relative, sat.mean(), sharpness])
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(96, 128), (1, 1), (2, 7), (3, 3), (255, 17), (600, 500)],  # 600x500: past the kept
+)
+def test_pixel_stats_on_kept_buffers_match_a_plain_float64_computation(shape: tuple) -> None:
+    rng = np.random.default_rng(sum(shape))
+    for rgb in (rng.integers(0, 256, (*shape, 3), dtype=np.uint8), np.zeros((*shape, 3), np.uint8)):
+        got = np.array(pixel_stats(rgb))
+        np.testing.assert_allclose(got, float64_stats(rgb), rtol=1e-5, atol=1e-6)
+
+
+def test_pixel_stats_makes_no_array_the_size_of_an_image_once_its_buffers_are_kept() -> None:
+    """Per-image arrays cost a third more where glibc's trim threshold is set (Dask workers)."""
+    rgb = np.asarray(Image.fromarray(photo(3, 200, 150)))
+    pixel_stats(rgb)  # grows this thread's buffers
+    tracemalloc.start()
+    try:
+        first = pixel_stats(rgb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 150 * 4 // 2, f"{peak} bytes at the peak: a float32 plane was made"
+    assert first == pixel_stats(rgb)
+
+
+def test_pixel_stats_from_threads_at_once_equal_one_thread() -> None:
+    rng = np.random.default_rng(5)
+    images = [
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(90, 120), (40, 250)] * 8
+    ]
+    expected = [pixel_stats(rgb) for rgb in images]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            assert list(pool.map(pixel_stats, images)) == expected

@@ -28,6 +28,8 @@ features missing; nothing raises.
 from __future__ import annotations
 
 import io
+import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,36 +114,84 @@ def analysis_image(img: Any, size: int) -> Any:
         width, height = img.size
         img.draft("RGB", (-(-width // factor), -(-height // factor)))
         factor = max(1, factor // round(width / img.size[0]))  # left after draft (CMYK: all)
-    rgb = img.convert("RGB")
+    rgb = img if img.mode == "RGB" else img.convert("RGB")  # no copy of what is RGB already
     return rgb.reduce(factor) if factor > 1 else rgb
+
+
+class _Scratch(threading.local):
+    """This thread's float buffers for ``pixel_stats``, kept from image to image and grown to
+    the largest, so that no array the size of an image is made per image. Made and freed each
+    time, they cost a quarter more where ``MALLOC_TRIM_THRESHOLD_`` is set, as in every Dask
+    worker: glibc then gives heap pages back on each free and faults them in again."""
+
+    LIMIT = 1 << 18  # pixels: a larger analysis image gets buffers of its own, not kept
+
+    def __init__(self) -> None:
+        self.f32 = np.empty((7, 0), np.float32)
+        self.f64 = np.empty(0, np.float64)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Seven float32 rows and one float64 row of ``n`` elements each."""
+        if n > self.LIMIT:
+            return np.empty((7, n), np.float32), np.empty(n, np.float64)
+        if self.f32.shape[1] < n:
+            self.f32, self.f64 = np.empty((7, n), np.float32), np.empty(n, np.float64)
+        return self.f32[:, :n], self.f64[:n]
+
+
+_scratch = _Scratch()
+
+
+def _mean(x: np.ndarray, work: np.ndarray) -> float:
+    """``x.mean(dtype=np.float64)``, cast into ``work`` (float64, ``x.size``) and summed as one
+    row: numpy makes a 64 KiB buffer to cast, or to sum over two axes."""
+    np.copyto(work.reshape(x.shape), x)
+    return float(np.add.reduce(work)) / x.size
+
+
+def _mean_var(x: np.ndarray, work: np.ndarray) -> tuple[float, float]:
+    """``x.mean(dtype=np.float64)`` and ``x.var(dtype=np.float64)``, computed in ``work``."""
+    mean = _mean(x, work)
+    work -= mean
+    np.multiply(work, work, out=work)
+    return mean, float(np.add.reduce(work)) / x.size
 
 
 def pixel_stats(rgb: np.ndarray) -> tuple[float, ...]:
     """(brightness, contrast, red, green, blue, saturation, sharpness) of an (h, w, 3) array."""
-    r, g, b = np.ascontiguousarray(np.moveaxis(rgb, 2, 0), dtype=np.float32)  # planes: fast
-    luma = r * np.float32(_LUMA[0]) + g * np.float32(_LUMA[1]) + b * np.float32(_LUMA[2])
-    means = np.array([r.mean(dtype=np.float64), g.mean(dtype=np.float64), b.mean(dtype=np.float64)])
+    h, w = rgb.shape[:2]
+    f32, f64 = _scratch.take(h * w)
+    r, g, b, luma, high, low, spare = (row.reshape(h, w) for row in f32)
+    np.copyto(f32[:3].reshape(3, h, w), np.moveaxis(rgb, 2, 0))  # planes: fast
+    np.multiply(r, np.float32(_LUMA[0]), out=luma)
+    luma += np.multiply(g, np.float32(_LUMA[1]), out=spare)
+    luma += np.multiply(b, np.float32(_LUMA[2]), out=spare)
+    means = np.array([_mean(r, f64), _mean(g, f64), _mean(b, f64)])
     total = means.sum()
     relative = means / total if total > 0 else np.full(3, 1 / 3)
-    high = np.maximum(np.maximum(r, g), b)
-    low = np.minimum(np.minimum(r, g), b)
-    saturation = np.divide(high - low, high, out=np.zeros_like(high), where=high > 0)
-    if luma.shape[0] >= 3 and luma.shape[1] >= 3:
-        lap = (
-            4 * luma[1:-1, 1:-1]
-            - luma[:-2, 1:-1]
-            - luma[2:, 1:-1]
-            - luma[1:-1, :-2]
-            - luma[1:-1, 2:]
-        )
-        sharpness = float(lap.var(dtype=np.float64))
+    np.maximum(np.maximum(r, g, out=high), b, out=high)
+    np.minimum(np.minimum(r, g, out=low), b, out=low)
+    saturation = np.subtract(high, low, out=low)  # 0 where high is 0 (then all three are)
+    np.divide(saturation, np.maximum(high, 1, out=spare), out=saturation)
+    brightness, luma_var = _mean_var(luma, f64)
+    if h >= 3 and w >= 3:
+        # The 4-neighbour Laplacian of rows 1..h-2 over flat rows, every operand one contiguous
+        # run (numpy buffers 2-D strided operands); columns 0 and w-1 wrap and are left out.
+        flat, inner = luma.reshape(-1), (h - 2) * w
+        lap = spare.reshape(-1)[:inner]
+        np.multiply(flat[w : w + inner], np.float32(4), out=lap)
+        lap -= flat[:inner]
+        lap -= flat[2 * w : 2 * w + inner]
+        lap -= flat[w - 1 : w - 1 + inner]
+        lap -= flat[w + 1 : w + 1 + inner]
+        _, sharpness = _mean_var(lap.reshape(h - 2, w)[:, 1:-1], f64[: (h - 2) * (w - 2)])
     else:
         sharpness = float("nan")
     return (
-        float(luma.mean(dtype=np.float64)),
-        float(luma.std(dtype=np.float64)),
+        brightness,
+        math.sqrt(luma_var),
         *map(float, relative),
-        float(saturation.mean(dtype=np.float64)),
+        _mean(saturation, f64),
         sharpness,
     )
 
