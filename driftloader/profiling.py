@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from .catalog import json_safe
+from .compaction import COMPACT_OVER
 from .errors import EmptyShardError, ProfileFormatError, ShardReadError, StoreReadOnlyError
 from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
 from .features import FeatureBatch, featurizer_from
@@ -538,9 +539,12 @@ the store's profiles (``store.profiled``), not by reading every profile."""
 
 
 def _compact_if_large(store: ProfileStore) -> None:
-    from .decisions import compact_if_large  # imports the drift tests (scipy): not at start
+    """``decisions.compact_if_large`` for the catalog, which imports the drift tests (scipy,
+    0.2 s) only when there is something to compact: profiling itself never needs them."""
+    if store.writable and len(store.list_json(store.path("catalog"))) > COMPACT_OVER:
+        from .decisions import compact_store
 
-    compact_if_large(store)
+        compact_store(store)
 
 
 def _unprofiled(store: ProfileStore, shards: list[Shard], fingerprint: str) -> list[Shard]:

@@ -29,6 +29,16 @@ def test_profiling_and_check_do_not_import_torch():
     assert out.stdout.split() == ["False", "False", "False"]
 
 
+def test_profiling_shards_end_to_end_does_not_import_scipy(local_shards, tmp_path):
+    # the check for a catalog to compact, after profiling, imported the drift tests (0.2 s)
+    code = (
+        f"import sys, driftloader as dl; dl.profile_shards({local_shards!r}, "
+        f"{str(tmp_path / 'store')!r}, progress=False); print('scipy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
 def test_a_dataset_does_not_import_scipy_stats(tmp_path):
     # scipy.stats takes ~1 s to import; only the rate test of categorical drift needs it, and a
     # plain DriftDataset compares nothing
