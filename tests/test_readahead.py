@@ -325,6 +325,7 @@ def test_a_pass_left_early_returns_without_waiting_for_a_stalled_read_ahead(
     ds = _plain(s3_proxy, shards, ReadOptions(block_size=BLOCK, timeout=60))
     samples = iter(ds)
     next(samples)
+
     def stalled() -> bool:  # the read ahead reached the store (not only the first shard's)
         return any(r.fault == "stall" for r in s3_proxy.requests)
 
