@@ -23,6 +23,7 @@ from .reference import described, missing_profiles, origins
 
 TASKS_PER_WORKER = 4  # enough tasks to balance load, few enough that overhead stays small
 MAX_TASK_SHARDS = 512
+QUEUED_PER_SLOT = 1  # a task waiting behind each running one: no idle round trip
 MERGE_FANOUT = 16  # partial profiles merged per tree node
 DEFAULT_WORKERS = 8  # assumed parallelism of an executor that does not say
 
@@ -135,13 +136,16 @@ def run_chunk(fn: Callable, items: list, args: tuple) -> list[tuple[Any, Any, st
 
 
 def as_slots_free(executor: Executor, calls: Iterable[tuple]) -> Iterator[tuple[int, Future]]:
-    """Submit ``calls`` (``(fn, *args)`` each) to ``executor`` as slots free up,
-    ``parallelism(executor)`` in flight, as a process pool's workers pull them: a scheduler
-    that places each task when it is submitted (Dask) could otherwise leave one worker with
-    more of them while another idles at the end. Yields ``(i, future)`` of the ``i``-th call
-    as each completes; the unfinished ones are cancelled when the caller stops early."""
+    """Submit ``calls`` (``(fn, *args)`` each) to ``executor`` as slots free up, two a slot
+    in flight (one running, ``QUEUED_PER_SLOT`` waiting), as a process pool's workers pull
+    them: a scheduler that places each task when it is submitted (Dask) could otherwise leave
+    one worker with many of them while another idles at the end, and with none waiting a
+    worker idles for the round trip to the client between tasks (10-15 ms through Dask's
+    scheduler on a busy machine). Yields ``(i, future)`` of the ``i``-th call as each
+    completes; the unfinished ones are cancelled when the caller stops early."""
     calls = enumerate(calls)
-    running = {executor.submit(*call): i for i, call in islice(calls, parallelism(executor))}
+    slots = parallelism(executor) * (1 + QUEUED_PER_SLOT)
+    running = {executor.submit(*call): i for i, call in islice(calls, slots)}
     try:
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
