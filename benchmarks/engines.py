@@ -13,9 +13,10 @@ pool) take CPU from the one timed. Workers are started and have imported driftlo
 * ``Dask(2)``: ``LocalCluster(n_workers=2, threads_per_worker=1)`` with Dask's default worker
   environment, which sets ``MALLOC_TRIM_THRESHOLD_=65536`` in each worker;
 * ``Dask(2), glibc malloc defaults``: the same cluster with that variable left out
-  (``distributed.nanny.pre-spawn-environ``). With the variable set, glibc stops adapting its
-  mmap threshold, so every array of more than 128 KiB (a decoded 256x192 photo is 147 KB) is
-  mapped and unmapped each time; see docs/dask.md.
+  (``distributed.nanny.pre-spawn-environ``). With the variable set, glibc gives heap pages
+  back on each large free and stops adapting its mmap threshold, which cost code making an
+  image-sized array per image a quarter more until the image features kept their buffers
+  (``29607fe``); see docs/dask.md.
 
 Shards: ``--jpeg`` shards of 50 photos 256x192, and ``--tiny`` shards of 8 small vectors
 (``scale.tiny_shard``), from local files and, with ``--moto``, from a moto server in its own
