@@ -47,6 +47,7 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     from typing_extensions import Self
 
+from driftloader.sketches.encoding import split_masked
 from driftloader.thumbnails import checked_thumbnails, merge_thumbnails
 
 FORMAT = 2  # format 1 (before typed-array sketches) still loads: its envelope is the same
@@ -216,7 +217,7 @@ class Profile:
                 raise ValueError(
                     f"feature {name!r}: expected a Column of kind {KINDS}, got {column!r}"
                 )
-            lengths[name] = len(np.ravel(column.values))
+            lengths[name] = int(np.size(column.values))  # no view made, masked or not
         sizes = set(lengths.values()) | ({n_samples} if n_samples is not None else set())
         if len(sizes) > 1:
             raise ValueError(
@@ -264,9 +265,9 @@ class Profile:
         rows = np.full((n_samples, len(names)), np.nan)
         for j, name in enumerate(names):
             if name in batch:
-                rows[:, j] = np.ma.filled(
-                    np.ma.asarray(batch[name].values, dtype=np.float64), np.nan
-                ).ravel()
+                data, missing = split_masked(batch[name].values)
+                rows[:, j] = data
+                rows[missing, j] = np.nan
         return rows
 
     # -- merging -------------------------------------------------------------------------------
