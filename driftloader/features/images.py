@@ -124,7 +124,9 @@ class _Scratch(threading.local):
     time, they cost a quarter more where ``MALLOC_TRIM_THRESHOLD_`` is set, as in every Dask
     worker: glibc then gives heap pages back on each free and faults them in again."""
 
-    LIMIT = 1 << 18  # pixels: a larger analysis image gets buffers of its own, not kept
+    # pixels: 255 x 255, the largest analysis image at the default size (2.4 MB kept a
+    # thread, e.g. a server's); a larger one gets buffers of its own, not kept
+    LIMIT = 1 << 16
 
     def __init__(self) -> None:
         self.f32 = np.empty((7, 0), np.float32)
