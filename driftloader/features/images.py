@@ -168,7 +168,11 @@ def pixel_stats(rgb: np.ndarray) -> tuple[float, ...]:
     np.multiply(r, np.float32(_LUMA[0]), out=luma)
     luma += np.multiply(g, np.float32(_LUMA[1]), out=spare)
     luma += np.multiply(b, np.float32(_LUMA[2]), out=spare)
-    means = np.array([_mean(r, f64), _mean(g, f64), _mean(b, f64)])
+    if h * w <= _Scratch.LIMIT:  # sums of integers under 2^24 (255 x 2^16): exact in float32
+        sums = np.einsum("ij->i", f32[:3]).astype(np.float64)
+    else:
+        sums = np.add.reduce(f32[:3], axis=1, dtype=np.float64)
+    means = sums / (h * w)
     total = means.sum()
     relative = means / total if total > 0 else np.full(3, 1 / 3)
     np.maximum(np.maximum(r, g, out=high), b, out=high)
