@@ -326,6 +326,14 @@ def catalog_folder(store: StoreFiles) -> Folder:
     return Folder(store.path("catalog"), CATALOG_FILE)
 
 
+def compaction_due(store: StoreFiles, waiting: int = 0) -> bool:
+    """Whether a store that takes writes has more than ``COMPACT_OVER`` small records
+    waiting: ``waiting`` known ones (new decision records), or its catalog's small rows."""
+    if not store.writable:
+        return False
+    return waiting > COMPACT_OVER or len(store.list_json(store.path("catalog"))) > COMPACT_OVER
+
+
 def merged_rows(compacted: Iterable[CatalogRow], small: Iterable[CatalogRow]) -> list[CatalogRow]:
     """The rows of the compacted files (oldest first) with the small rows (newest) merged in
     after them, by (url, version): fields a later row sets replace earlier ones. Sorted."""
@@ -348,6 +356,7 @@ __all__ = [
     "MAX_COMPACTED_BYTES",
     "READ_ATTEMPTS",
     "CompactionResult",
+    "compaction_due",
     "Fold",
     "Folder",
     "Snapshot",

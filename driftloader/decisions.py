@@ -47,11 +47,11 @@ from typing import Any
 
 from . import __version__
 from .compaction import (
-    COMPACT_OVER,
     CompactionResult,
     Fold,
     Folder,
     Snapshot,
+    compaction_due,
     fold,
     fold_small,
     list_folder,
@@ -672,10 +672,7 @@ def compact_store(store: ProfileStore, *, prune: bool = False) -> CompactionResu
 def compact_if_large(store: ProfileStore, index: DecisionIndex | None = None) -> bool:
     """Compact when more than ``COMPACT_OVER`` small records wait (catalog rows, or the new
     records ``index.load_all`` saw); True when it did. Nothing on a read-only store."""
-    if not store.writable:
-        return False
-    waiting = getattr(index, "unfolded", 0) if index is not None else 0
-    if waiting <= COMPACT_OVER and len(store.list_json(store.path("catalog"))) <= COMPACT_OVER:
+    if not compaction_due(store, getattr(index, "unfolded", 0) if index is not None else 0):
         return False
     compact_store(store)
     return True

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from .catalog import json_safe
-from .compaction import COMPACT_OVER
+from .compaction import compaction_due
 from .errors import EmptyShardError, ProfileFormatError, ShardReadError, StoreReadOnlyError
 from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
 from .features import FeatureBatch, featurizer_from
@@ -541,7 +541,7 @@ the store's profiles (``store.profiled``), not by reading every profile."""
 def _compact_if_large(store: ProfileStore) -> None:
     """``decisions.compact_if_large`` for the catalog, which imports the drift tests (scipy,
     0.2 s) only when there is something to compact: profiling itself never needs them."""
-    if store.writable and len(store.list_json(store.path("catalog"))) > COMPACT_OVER:
+    if compaction_due(store):
         from .decisions import compact_store
 
         compact_store(store)

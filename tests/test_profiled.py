@@ -96,9 +96,9 @@ def test_profiling_past_the_compaction_threshold_compacts_the_catalog(
 ) -> None:
     """A catalog row lands per profiled shard; past ``COMPACT_OVER`` of them ``profile``
     compacts, as ``check`` does, so the next run reads the catalog in one request."""
-    from driftloader import profiling
+    from driftloader import compaction
 
-    monkeypatch.setattr(profiling, "COMPACT_OVER", 3)
+    monkeypatch.setattr(compaction, "COMPACT_OVER", 3)
     for i in range(5):
         write_shard(tmp_path / f"s-{i}.tar", 3, seed=i, start=i * 100)
     store = ProfileStore(str(tmp_path / "store"))
