@@ -142,6 +142,7 @@ class _Scratch(threading.local):
 
 
 _scratch = _Scratch()
+_F32_EXACT_PIXELS = (1 << 24) // 255  # float32 sums 0-255 values exactly up to this many
 
 
 def _mean(x: np.ndarray, work: np.ndarray) -> float:
@@ -168,7 +169,7 @@ def pixel_stats(rgb: np.ndarray) -> tuple[float, ...]:
     np.multiply(r, np.float32(_LUMA[0]), out=luma)
     luma += np.multiply(g, np.float32(_LUMA[1]), out=spare)
     luma += np.multiply(b, np.float32(_LUMA[2]), out=spare)
-    if h * w <= _Scratch.LIMIT:  # sums of integers under 2^24 (255 x 2^16): exact in float32
+    if h * w <= _F32_EXACT_PIXELS:  # the channels' sums are integers under 2^24: exact
         sums = np.einsum("ij->i", f32[:3]).astype(np.float64)
     else:
         sums = np.add.reduce(f32[:3], axis=1, dtype=np.float64)
