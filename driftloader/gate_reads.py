@@ -150,7 +150,7 @@ def with_sidecar_read(
 
 
 def _sidecar_read(gate: ShardGate, shard: Shard) -> Callable[[], dict | None]:
-    from .profiling import read_sidecar
+    from .profiling_io import read_sidecar
 
     return functools.partial(read_sidecar, shard.url, gate.storage_options)
 

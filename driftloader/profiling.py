@@ -11,7 +11,7 @@ A shard that fails mid-read is never stored: a half profile must never look comp
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import multiprocessing
 import os
@@ -19,7 +19,7 @@ import pickle
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -29,17 +29,22 @@ from typing import Any
 from .catalog import json_safe
 from .compaction import compaction_due
 from .errors import EmptyShardError, ProfileFormatError, ShardReadError, StoreReadOnlyError
-from .executors import ExecutorSpec, map_chunked, resolved, run_chunk
+from .executors import ExecutorSpec, map_chunked, resolved
 from .features import FeatureBatch, featurizer_from
 from .handlers import on_error_name
 from .packs import PackWriter
 from .profile import Profile, ProfileConfig
+from .profiling_io import (
+    io_threads,
+    overlapped,
+    read_sidecar,
+    read_target,
+    stored_before,
+)
 from .progress import Progress
 from .records import read_samples
-from .shardversion import version_id_of
 from .sources import (
     Shard,
-    read_small,
     redact,
     shards_of,
     stat_shard,
@@ -50,42 +55,10 @@ from .thumbnails import add_thumbnails
 
 ON_ERROR = ("raise", "skip")  # the names of handlers.ON_ERROR that profiling takes
 PROGRESS_INTERVAL = 0.5
-SIDECAR_SUFFIX = ".json"
 EMPTY_SHARD = "shard has no samples (an empty tar): nothing to profile"
 PARENT_POLL = 0.2  # seconds between a worker's checks that the process that started it lives
 
 Metadata = dict[str, dict] | Callable[[str], dict | None] | None
-
-
-def sidecar_url(url: str) -> str:
-    """The metadata sidecar of a shard: ``<shard url>.json`` (``shard-000001.tar.json``)."""
-    return url + SIDECAR_SUFFIX
-
-
-def read_sidecar(url: str, storage_options: dict | None = None) -> dict | None:
-    """The JSON object in the shard's sidecar, or None when there is none.
-
-    A missing sidecar is normal (None, silently). One that cannot be read or is not a JSON object
-    gives a ``RuntimeWarning`` naming its path and is ignored (None).
-    """
-    path = sidecar_url(url)
-    try:  # one GET (``open`` asked its size first: a round trip more for every shard)
-        data = read_small(path, storage_options)
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # unreadable sidecar: metadata is optional, profiling goes on
-        warnings.warn(
-            f"ignoring unreadable metadata sidecar {redact(path)}: {e}", RuntimeWarning, 2
-        )
-        return None
-    try:
-        meta = json.loads(data)
-        if not isinstance(meta, dict):
-            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
-    except ValueError as e:
-        warnings.warn(f"ignoring invalid metadata sidecar {redact(path)}: {e}", RuntimeWarning, 2)
-        return None
-    return json_safe(meta)
 
 
 def _user_metadata(url: str, metadata: Metadata) -> dict | None:
@@ -247,13 +220,6 @@ def _check_on_error(on_error: str) -> str:
     return on_error_name(on_error, ON_ERROR)
 
 
-def _read_target(shard: Shard) -> Shard:
-    """The shard to read: pinned to its S3 VersionId so the bytes match the version we key by."""
-    if version_id_of(shard.version) and not shard.pinned:
-        return dataclasses.replace(shard, pinned=True)
-    return shard
-
-
 def profile_shard(
     shard: Shard | str,
     store: ProfileStore | None = None,
@@ -290,7 +256,7 @@ def profile_shard(
         sidecar=sidecar,
     )
     try:
-        for sample in read_samples(_read_target(shard), storage_options):
+        for sample in read_samples(read_target(shard), storage_options):
             profiler.add(sample)
     except ShardReadError as e:
         if on_error == "raise":
@@ -346,14 +312,6 @@ class _Outcome:
     stored_before: bool = False  # found in the store (a retried task): not profiled again
 
 
-def _profile_packed(shard: Shard, store: ProfileStore, writer: PackWriter, *args: Any) -> _Outcome:
-    """``_profile_one``, its stored profile added to ``writer``'s pack."""
-    outcome, profile, plain = _profile_one(shard, store, *args)
-    if profile is not None:
-        writer.add(shard, profile, plain)
-    return outcome
-
-
 def _close_packs(writer: PackWriter) -> None:
     """Write the last pack; a failure costs only later reads (the profiles are stored), so it
     is a warning."""
@@ -364,77 +322,107 @@ def _close_packs(writer: PackWriter) -> None:
         warnings.warn(f"profiles stored, but not their pack: {e}", RuntimeWarning, stacklevel=2)
 
 
-def _profile_one(
+def _build(
+    featurizer: Any,
+    config: ProfileConfig | None,
+    metadata: Metadata,
     shard: Shard,
+    sidecar: dict | None,
+    samples: Iterator[dict],
+) -> Profile:
+    """``shard``'s profile from its samples (``overlapped``'s ``build``), as ``profile_shard``
+    makes it: ``EmptyShardError`` for a shard with no samples."""
+    exit_if_orphaned()
+    found = with_user_metadata(shard.url, sidecar, metadata)
+    profiler = ShardProfiler(
+        shard, featurizer, config, metadata=None if found is None else {shard.url: found}
+    )
+    for sample in samples:
+        profiler.add(sample)
+    profile = profiler.finish()
+    if profile.n == 0:
+        raise EmptyShardError(f"{redact(shard.url)}: {EMPTY_SHARD}")
+    return profile
+
+
+def _put(store: ProfileStore, profile: Profile) -> str | None:
+    exit_if_orphaned()
+    return store.put_profile(profile, strict=True)
+
+
+def _profiled(
+    shards: list[Shard],
     store: ProfileStore,
+    writer: PackWriter,
     featurizer: Any,
     config: ProfileConfig | None,
     storage_options: dict | None,
     metadata: Metadata = None,
-    force: bool = True,
-) -> tuple[_Outcome, Profile | None, bool]:
-    """Profile ``shard`` into ``store`` (unless ``force``, not when stored already): its
-    outcome, its stored profile (None when none was) and whether that sits in the
-    shard-version's first slot (``ProfileStore.profile_path`` without a fingerprint)."""
-    exit_if_orphaned()
-    if not force:
-        stored, plain = _stored(store, shard, featurizer.fingerprint)
-        if stored is not None:
-            return _Outcome(redact(shard.url), stored.n, stored_before=True), stored, plain
-    try:
-        profile = profile_shard(
-            shard,
-            None,
-            featurizer=featurizer,
-            config=config,
-            storage_options=storage_options,
-            metadata=metadata,
-        )
-        exit_if_orphaned()
-        path = store.put_profile(profile, strict=True)
-    except ShardReadError as e:  # sent back as data: ShardReadError does not survive pickling
-        return _Outcome(e.url, 0, str(e), _bare_message(e), e.offset), None, False
-    except EmptyShardError:
-        return _Outcome(redact(shard.url), 0, EMPTY_SHARD, kind="empty"), None, False
-    except StoreReadOnlyError as e:  # profiling cannot do its job: no shard can be stored
-        return _Outcome(redact(shard.url), 0, str(e), kind="store"), None, False
-    plain = path == store.profile_path(shard.url, shard.version)
-    return _Outcome(redact(shard.url), profile.n), profile, plain
+) -> Iterator[tuple[Shard, _Outcome | None, Exception | None]]:
+    """Profile ``shards`` into ``store`` with their round trips overlapped
+    (``profiling_io.overlapped``), each stored profile added to ``writer``'s pack. Yields
+    ``(shard, outcome, None)``, in order; ``(shard, None, error)`` for an error that is not
+    the shard's nor the store's (a bug, the user's metadata), which the caller reports."""
+    build = partial(_build, featurizer, config, metadata)
+    threads = io_threads(shards, store.local)
+    for done in overlapped(shards, build, partial(_put, store), storage_options, threads=threads):
+        shard, e = done.shard, done.error
+        if e is None:
+            plain = done.path == store.profile_path(shard.url, shard.version)
+            writer.add(shard, done.profile, plain)
+            yield shard, _Outcome(redact(shard.url), done.profile.n), None
+        elif isinstance(e, ShardReadError):  # as data: ShardReadError does not survive pickling
+            yield shard, _Outcome(e.url, 0, str(e), _bare_message(e), e.offset), None
+        elif isinstance(e, EmptyShardError):
+            yield shard, _Outcome(redact(shard.url), 0, EMPTY_SHARD, kind="empty"), None
+        elif isinstance(e, StoreReadOnlyError):  # profiling cannot do its job: no shard can be
+            yield shard, _Outcome(redact(shard.url), 0, str(e), kind="store"), None  # stored
+        else:
+            yield shard, None, e
 
 
-def _stored(store: ProfileStore, shard: Shard, fingerprint: str) -> tuple[Profile | None, bool]:
+def _stored(store: ProfileStore, fingerprint: str, shard: Shard) -> tuple[Profile, bool] | None:
     """The stored profile of ``shard`` by featurizer ``fingerprint`` (as ``get_profile``) and
-    whether it is in the first slot."""
+    whether it is in the first slot; None when there is none."""
     plain = store.get_profile(shard.url, shard.version)
     if plain is None:  # a free first slot: no other featurizer's profile made one go beside it
-        return None, False
+        return None
     if plain.fingerprint == fingerprint:
         return plain, True
     try:  # beside it, keyed by the featurizer (one GET: the first slot is read already)
         document = store.read_json(store.profile_path(shard.url, shard.version, fingerprint))
-        return (None if document is None else Profile.from_dict(document)), False
+        return None if document is None else (Profile.from_dict(document), False)
     except ProfileFormatError:  # corrupt: profiled again, which replaces it
-        return None, False
+        return None
 
 
 def _profile_chunk(task: Callable, shards: list[Shard], args: tuple) -> list:
-    """``run_chunk`` for profiling: the shards of one executor task, in order, then one pack of
-    their stored profiles (``packs.py``). ``task`` is ``_profile_packed``; ``args`` start with
-    the store's URL and options (the store and the pack are made here, in the worker). Only a
-    retried task (its worker died) finds some of them stored, and those come first in its
-    chunk, so the store is asked only until the first shard profiled now: one check a task, not
-    one a shard (a shard that failed now was not stored before either, and does not end the
-    checking)."""
-    store_url, store_options, *rest, force = args
+    """An executor task of profiling (``map_chunked``'s ``run``): ``task`` (``_profiled``) over
+    the shards, then one pack of their stored profiles (``packs.py``). ``args`` start with
+    the store's URL and options (the store and the pack are made here, in the worker). Unless
+    ``force``, a retried task (its worker died) first finds the shards stored before
+    (``stored_before``: one round trip for a task that is not a retry)."""
+    store_url, store_options, featurizer, *rest, force = args
+    exit_if_orphaned()
     store = ProfileStore(store_url, store_options)
     writer = PackWriter(store)
-    out = []
+    out: list = []
     try:
-        for shard in shards:
-            out.extend(run_chunk(task, [shard], (store, writer, *rest, force)))
-            outcome = out[-1][1]
-            if outcome is not None and outcome.error is None and not outcome.stored_before:
-                force = True
+        found = (
+            {} if force else stored_before(shards, partial(_stored, store, featurizer.fingerprint))
+        )
+        for i, answer in sorted(found.items()):
+            shard = shards[i]
+            if isinstance(answer, Exception):
+                out.append((shard, None, f"{type(answer).__name__}: {answer}"))
+                continue
+            profile, plain = answer
+            writer.add(shard, profile, plain)
+            out.append((shard, _Outcome(redact(shard.url), profile.n, stored_before=True), None))
+        todo = [s for i, s in enumerate(shards) if i not in found]
+        with contextlib.closing(task(todo, store, writer, featurizer, *rest)) as run:
+            for shard, outcome, e in run:
+                out.append((shard, outcome, None if e is None else f"{type(e).__name__}: {e}"))
     finally:
         _close_packs(writer)
     return out
@@ -604,9 +592,13 @@ def _run_inline(
     """Profile ``todo`` in this process, a pack stored per ``PACK_SHARDS`` shards."""
     writer = PackWriter(store)
     try:
-        for shard in todo:
-            get = partial(_profile_packed, shard, store, writer, *args, True)
-            _account(summary, _guarded(get, shard, on_error), on_error, bar)
+        with contextlib.closing(_profiled(todo, store, writer, *args)) as run:
+            for shard, outcome, e in run:
+                if e is not None:
+                    if on_error == "raise":
+                        raise e
+                    outcome = _Outcome(redact(shard.url), 0, f"{type(e).__name__}: {e}")
+                _account(summary, outcome, on_error, bar)
     finally:
         _close_packs(writer)
 
@@ -622,7 +614,7 @@ def _run_pool(
     """Profile ``todo`` on ``pool`` in tasks of many shards (``executors.map_chunked`` with
     ``_profile_chunk``: each task also stores one pack of its shards' profiles)."""
     try:
-        for shard, outcome, error in map_chunked(pool, _profile_packed, todo, args, _profile_chunk):
+        for shard, outcome, error in map_chunked(pool, _profiled, todo, args, _profile_chunk):
             if error is not None:
                 if on_error == "raise":
                     raise RuntimeError(f"profiling {redact(shard.url)} failed: {error}")
@@ -663,13 +655,3 @@ def exit_if_orphaned() -> None:
     the ``PARENT_POLL`` seconds before its watching thread notices."""
     if _PARENT is not None and os.getppid() != _PARENT:
         os._exit(1)
-
-
-def _guarded(get: Callable[[], _Outcome], shard: Shard, on_error: str) -> _Outcome:
-    """``get()``; an unexpected error (not a read error) re-raises, or under "skip" is a failure."""
-    try:
-        return get()
-    except Exception as e:
-        if on_error == "raise":
-            raise
-        return _Outcome(redact(shard.url), 0, f"{type(e).__name__}: {e}")
