@@ -85,9 +85,13 @@ def timed_engine(engine: str, urls: list[str], store_url: str, options: dict | N
 
 
 def in_own_process(engine: str, urls: list[str], store_url: str, options: dict | None) -> float:
-    job = json.dumps([engine, urls, store_url, options])
-    done = subprocess.run(
-        [sys.executable, __file__, "--engine", job], capture_output=True, text=True, check=False
+    job = json.dumps([engine, urls, store_url, options])  # on stdin: 4,800 URLs are too long
+    done = subprocess.run(  # for a command line
+        [sys.executable, __file__, "--engine", "-"],
+        input=job,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode:
         raise RuntimeError(f"{engine} failed:\n{done.stderr[-3000:]}")
@@ -123,7 +127,7 @@ def main() -> None:
     parser.add_argument("--engine", help=argparse.SUPPRESS)  # internal: one timed run
     args = parser.parse_args()
     if args.engine:
-        print(timed_engine(*json.loads(args.engine)))
+        print(timed_engine(*json.loads(sys.stdin.read() if args.engine == "-" else args.engine)))
         return
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:

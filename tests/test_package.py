@@ -39,6 +39,21 @@ def test_profiling_shards_end_to_end_does_not_import_scipy(local_shards, tmp_pat
     assert out.stdout.split() == ["False"]
 
 
+def test_profiling_that_compacts_the_catalog_does_not_import_scipy(local_shards, tmp_path):
+    # compacting the catalog went through decisions.compact_store, which imports the drift
+    # tests (0.22 s) to fold decision indexes that profiling never writes
+    store = str(tmp_path / "store")
+    code = (
+        "import sys, driftloader as dl; from driftloader import compaction; "
+        "compaction.COMPACT_OVER = 1; "
+        f"dl.profile_shards({local_shards!r}, {store!r}, progress=False); "
+        "print('scipy' in sys.modules, len(compaction.list_folder("
+        f"dl.ProfileStore({store!r}), compaction.catalog_folder(dl.ProfileStore({store!r})))[1]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "0"]  # and no small row is left: it did compact
+
+
 def test_a_dataset_does_not_import_scipy_stats(tmp_path):
     # scipy.stats takes ~1 s to import; only the rate test of categorical drift needs it, and a
     # plain DriftDataset compares nothing
