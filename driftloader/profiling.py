@@ -461,7 +461,9 @@ def profile_shards(
     kept in its profile; with ``workers > 1`` a callable ``metadata`` must be picklable.
     ``executor`` (any ``concurrent.futures.Executor``, e.g. Dask's ``Client.get_executor()``,
     or ``"local:N"`` / ``"dask://HOST:PORT"``) runs the shards in tasks of many shards each;
-    ``workers=N`` is the short form of ``executor="local:N"``.
+    ``workers=N`` is the short form of ``executor="local:N"``. Each process featurizes one
+    shard at a time, with the next shards' reads and its stores in flight
+    (``profiling_io.overlapped``), so latency to the storage costs little.
 
     Example::
 
