@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import boto3
@@ -135,3 +136,28 @@ def test_a_retried_task_writes_no_profile_twice(
     listed = client.list_object_versions(Bucket=s3_bucket, Prefix="drift/shards/")
     writes = [v["Key"] for v in listed.get("Versions", [])]
     assert len(writes) == len(set(writes)) == 9
+
+
+def test_a_shard_reset_mid_read_is_resumed_and_profiled_as_if_whole(
+    tmp_path: Path, s3_proxy, s3_bucket: str, s3fs_fresh
+) -> None:
+    """Read ahead through one reader, a shard whose response is cut short is asked again
+    from the byte it stopped at; its profile is the one read in one go, and the shards
+    read ahead of it are not disturbed."""
+    urls = upload(tmp_path, s3_bucket, s3fs_fresh)
+    options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
+    shards = stat_shards(expand_urls(urls, options), options)
+    alone = ProfileStore(f"s3://{s3_bucket}/alone", options)
+    for shard in shards:
+        profile_shard(shard, alone, storage_options=options)
+    s3_proxy.latency_ms = 20
+    s3_proxy.reset_stats()
+    shard_4 = r"shard-004\.tar(\?|$)"  # its bytes, not its sidecar
+    cut = s3_proxy.add_fault("reset", method="GET", path=shard_4, after_bytes=3000)
+    store = ProfileStore(f"s3://{s3_bucket}/overlapped", options)
+    summary = profile_shards(shards, store, storage_options=options, progress=False, force=True)
+    assert cut.fired == 1
+    asked = [r.range for r in s3_proxy.requests if re.search(shard_4, r.target)]
+    assert len(asked) == 2 and int(re.match(r"bytes=(\d+)-", asked[1])[1]) > 0  # resumed
+    assert (summary.profiled, summary.samples, summary.failed) == (N_SHARDS, 8 * N_SHARDS, [])
+    assert documents(store, shards) == documents(alone, shards)
