@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -268,6 +269,19 @@ class TestMoments(SketchContract):
         sk = Moments().update(np.array([-1e300, 1e300]))
         back = json_round_trip(sk)
         assert back.var == sk.var == math.inf
+
+    def test_a_batch_gives_numpys_two_pass_mean_and_m2_bit_for_bit(self) -> None:
+        rng = np.random.default_rng(5)
+        for n in (1, 2, 7, 8, 9, 255, 256, 1000):
+            for scale in (1e-3, 1.0, 1e9, 1e99, 1e120, 1e160):
+                x = rng.standard_normal(n) * scale + scale
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # and no overflow warning, however large
+                    sk = Moments().update(x)
+                mean = float(x[0] + (x - x[0]).mean())
+                with np.errstate(over="ignore"):
+                    m2 = float(np.square(x - mean).sum())
+                assert (sk.mean, sk._m2, sk.min, sk.max) == (mean, m2, x.min(), x.max())
 
 
 # ---------------------------------------------------------------------------------------------
