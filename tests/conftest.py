@@ -218,6 +218,16 @@ def shard_families(tmp_path: Path) -> Callable[..., dict[str, list[str]]]:
     return make
 
 
+def upload_shards(tmp_path: Path, bucket: str, fs, count: int = 12) -> str:
+    """``count`` tiny shards (8 samples each) in ``s3://bucket/data``, uploaded with the s3fs
+    ``fs``; returns their brace pattern."""
+    for i in range(count):
+        path = tmp_path / f"shard-{i:03d}.tar"
+        write_shard(path, 8, seed=i, start=i * 100)
+        fs.put(str(path), f"{bucket}/data/shard-{i:03d}.tar")
+    return f"s3://{bucket}/data/shard-{{000..{count - 1:03d}}}.tar"
+
+
 @pytest.fixture
 def local_shards(tmp_path: Path) -> list[str]:
     """Four local shards of 25 samples each with distinct keys."""

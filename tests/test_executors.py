@@ -25,7 +25,7 @@ from driftloader.sources import expand_urls, stat_shards
 from driftloader.store import ProfileStore
 from driftloader.validate import validate_shards
 
-from .conftest import write_shard
+from .conftest import upload_shards, write_shard
 
 N_SHARDS = 12
 
@@ -37,15 +37,6 @@ def without_time(d: dict) -> dict:
 def stored_profiles(store: ProfileStore, urls: str) -> dict[str, dict]:
     shards = stat_shards(expand_urls(urls, store.storage_options), store.storage_options)
     return {s.url: without_time(store.get_profile(s.url, s.version).to_dict()) for s in shards}
-
-
-def upload_shards(tmp_path: Path, bucket: str, fs, count: int = N_SHARDS) -> str:
-    """``count`` tiny shards in ``s3://bucket/data``; returns their brace pattern."""
-    for i in range(count):
-        path = tmp_path / f"shard-{i:03d}.tar"
-        write_shard(path, 8, seed=i, start=i * 100)
-        fs.put(str(path), f"{bucket}/data/shard-{i:03d}.tar")
-    return f"s3://{bucket}/data/shard-{{000..{count - 1:03d}}}.tar"
 
 
 # -- units -----------------------------------------------------------------------------------

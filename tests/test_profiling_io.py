@@ -21,17 +21,9 @@ from driftloader.profiling_io import READ_AHEAD, STORE_BEHIND, stored_before
 from driftloader.sources import expand_urls, stat_shards
 from driftloader.store import ProfileStore
 
-from .conftest import write_shard
+from .conftest import upload_shards
 
 N_SHARDS = 12
-
-
-def upload(tmp_path: Path, bucket: str, fs, count: int = N_SHARDS) -> str:
-    for i in range(count):
-        path = tmp_path / f"shard-{i:03d}.tar"
-        write_shard(path, 8, seed=i, start=i * 100)
-        fs.put(str(path), f"{bucket}/data/shard-{i:03d}.tar")
-    return f"s3://{bucket}/data/shard-{{000..{count - 1:03d}}}.tar"
 
 
 def documents(store: ProfileStore, shards: list) -> dict[str, dict | None]:
@@ -48,7 +40,7 @@ def documents(store: ProfileStore, shards: list) -> dict[str, dict | None]:
 def test_profiling_keeps_requests_in_flight_and_stores_one_shard_at_a_time_profiles(
     tmp_path: Path, s3_proxy, s3_bucket: str, s3fs_fresh
 ) -> None:
-    urls = upload(tmp_path, s3_bucket, s3fs_fresh)
+    urls = upload_shards(tmp_path, s3_bucket, s3fs_fresh)
     for i, source in ((3, "crawl-3"), (7, "crawl-7")):  # sidecars on two shards only
         s3fs_fresh.pipe(f"{s3_bucket}/data/shard-{i:03d}.tar.json", json.dumps({"source": source}))
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
@@ -77,7 +69,7 @@ def test_a_bad_shard_stops_the_run_with_the_shards_before_it_stored(
 ) -> None:
     """Under on_error="raise" the run stops at the bad shard: the profiles of the shards
     before it, stored behind, are all in the store (waited for), and none after it."""
-    urls = upload(tmp_path, s3_bucket, s3fs_fresh)
+    urls = upload_shards(tmp_path, s3_bucket, s3fs_fresh)
     bad = 5
     s3fs_fresh.pipe(f"{s3_bucket}/data/shard-{bad:03d}.tar", b"not a tar" * 100)
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
@@ -121,7 +113,7 @@ def test_a_retried_task_writes_no_profile_twice(
     """The task before it stored shards 0-3 and 5 (stored behind, out of order) and died: the
     retried task profiles 4 and 6 on, and writes no profile object a second time."""
     monkeypatch.setattr(profiling_io, "STORE_BEHIND", 3)
-    urls = upload(tmp_path, s3_bucket, s3fs_fresh, count=9)
+    urls = upload_shards(tmp_path, s3_bucket, s3fs_fresh, count=9)
     shards = stat_shards(expand_urls(urls))
     store = ProfileStore(f"s3://{s3_bucket}/drift")
     for i in (0, 1, 2, 3, 5):
@@ -144,7 +136,7 @@ def test_a_shard_reset_mid_read_is_resumed_and_profiled_as_if_whole(
     """Read ahead through one reader, a shard whose response is cut short is asked again
     from the byte it stopped at; its profile is the one read in one go, and the shards
     read ahead of it are not disturbed."""
-    urls = upload(tmp_path, s3_bucket, s3fs_fresh)
+    urls = upload_shards(tmp_path, s3_bucket, s3fs_fresh)
     options = {"client_kwargs": {"endpoint_url": s3_proxy.endpoint}}
     shards = stat_shards(expand_urls(urls, options), options)
     alone = ProfileStore(f"s3://{s3_bucket}/alone", options)
