@@ -409,7 +409,13 @@ def _profile_chunk(task: Callable, shards: list[Shard], args: tuple) -> list:
     out: list = []
     try:
         found = (
-            {} if force else stored_before(shards, partial(_stored, store, featurizer.fingerprint))
+            {}
+            if force
+            else stored_before(
+                shards,
+                partial(_stored, store, featurizer.fingerprint),
+                io_threads(shards, store.local),
+            )
         )
         for i, answer in sorted(found.items()):
             shard = shards[i]

@@ -208,14 +208,17 @@ def _stored(storing: deque[tuple[Done, Future | None]], keep: int) -> Iterator[D
         yield done
 
 
-def stored_before(shards: Sequence[Shard], stored: Callable[[Shard], Any]) -> dict[int, Any]:
+def stored_before(
+    shards: Sequence[Shard], stored: Callable[[Shard], Any], threads: int = STORE_BEHIND
+) -> dict[int, Any]:
     """The shards of a run tried again that the run before it stored: ``{index: stored(shard)}``
     for those where ``stored`` is not None (an error it raised is kept as the value).
 
     A run stores its shards in order, ``STORE_BEHIND`` at a time: every shard before the first
     one not stored, and some of the ``STORE_BEHIND`` from it. They are asked about that many
-    at a time, concurrently, until ``STORE_BEHIND`` in a row are not stored: one round trip for
-    a run that is not a retry."""
+    at a time, on ``threads`` threads (``io_threads``: on local files, one after another),
+    until ``STORE_BEHIND`` in a row are not stored: one round trip for a run that is not a
+    retry."""
     found: dict[int, Any] = {}
 
     def ask(shard: Shard) -> Any:
@@ -224,11 +227,15 @@ def stored_before(shards: Sequence[Shard], stored: Callable[[Shard], Any]) -> di
         except Exception as e:
             return e
 
-    with ThreadPoolExecutor(STORE_BEHIND, "driftloader-stored") as threads:
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if threads > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(threads, "driftloader-stored"))
         start = missing = 0
         while start < len(shards) and missing < STORE_BEHIND:
             window = shards[start : start + STORE_BEHIND]
-            for i, answer in enumerate(threads.map(ask, window), start):
+            answers = map(ask, window) if pool is None else pool.map(ask, window)
+            for i, answer in enumerate(answers, start):
                 if answer is None:
                     missing += 1
                 else:

@@ -83,7 +83,8 @@ def test_a_bad_shard_stops_the_run_with_the_shards_before_it_stored(
     assert all(stored[s.url]["n"] == 8 for s in shards[:bad])
 
 
-def test_stored_before_finds_a_dead_runs_shards_stored_out_of_order() -> None:
+@pytest.mark.parametrize("threads", [STORE_BEHIND, 1])  # on object stores; on local files
+def test_stored_before_finds_a_dead_runs_shards_stored_out_of_order(threads: int) -> None:
     """A run that died stored every shard before its first unstored one and some of the
     ``STORE_BEHIND`` from there; nothing past that window is asked about."""
     count = 6 * STORE_BEHIND
@@ -96,14 +97,14 @@ def test_stored_before_finds_a_dead_runs_shards_stored_out_of_order() -> None:
             raise OSError("store unreachable")
         return f"profile-{i}" if i in stored else None
 
-    found = stored_before(range(count), ask)
+    found = stored_before(range(count), ask, threads)
     assert set(found) == stored
     assert isinstance(found[2], OSError) and found[6] == "profile-6"
     last = 5 + STORE_BEHIND - 1
     assert max(asked) < last + 1 + 2 * STORE_BEHIND  # a window past the last stored one
 
     asked.clear()
-    assert stored_before(range(count), lambda i: asked.append(i)) == {}
+    assert stored_before(range(count), lambda i: asked.append(i), threads) == {}
     assert sorted(asked) == list(range(STORE_BEHIND))  # a task that is not a retry: one window
 
 
