@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -49,25 +50,15 @@ if __name__ == "__main__":
 
 
 def timed(root: Path, urls: list[str], store_url: str, endpoint: str, executor) -> float:
-    script = Path(__file__).with_name(".profile_latency_run.py")
-    script.write_text(RUN)
-    try:
-        out = subprocess.run(
-            [sys.executable, str(script), json.dumps([urls, store_url, endpoint, executor])],
-            env={**_env(), "PYTHONPATH": str(root)},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        script.unlink(missing_ok=True)
+    job = json.dumps([urls, store_url, endpoint, executor])
+    out = subprocess.run(
+        [sys.executable, "-c", RUN, job],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
-
-
-def _env() -> dict:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def main() -> None:
