@@ -154,12 +154,11 @@ def overlapped(
     build: Build,
     put: Callable[[Profile], str | None],
     storage_options: dict | None = None,
-    sidecars: bool = True,
     threads: int = READ_AHEAD + STORE_BEHIND,
 ) -> Iterator[Done]:
     """Profile ``shards`` in order (see the module): ``build(shard, sidecar, samples)`` on this
-    thread makes each one's profile from its sidecar's JSON object (None without ``sidecars``
-    or when it has none) and its samples; ``put(profile)`` stores it on a thread and returns
+    thread makes each one's profile from its sidecar's JSON object (None when it has none)
+    and its samples; ``put(profile)`` stores it on a thread and returns
     its path, on one of ``threads`` threads (``io_threads``). Yields a ``Done`` for each shard,
     in order, once its profile is stored."""
     if not shards:
@@ -170,14 +169,14 @@ def overlapped(
     storing: deque[tuple[Done, Future | None]] = deque()
     try:
         for shard, samples in samples_in_order(shards, storage_options):
-            while sidecars and len(found) <= READ_AHEAD:
+            while len(found) <= READ_AHEAD:
                 ahead = next(upcoming, None)
                 if ahead is None:
                     break
                 found.append(pool.submit(sidecar_bytes, ahead.url, storage_options))
             done = Done(shard)
             try:
-                sidecar = sidecar_from(shard.url, found.popleft().result()) if sidecars else None
+                sidecar = sidecar_from(shard.url, found.popleft().result())
                 done.profile = build(shard, sidecar, samples)
             except Exception as e:  # told before the next shard is built: a caller
                 done.error = e  # that stops at a bad shard stores none past it
