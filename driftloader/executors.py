@@ -123,6 +123,11 @@ def partition(items: Sequence, tasks: int, max_size: int = MAX_TASK_SHARDS) -> l
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def error_text(e: BaseException) -> str:
+    """``"Type: message"``: how a task reports an error (exceptions may not survive pickling)."""
+    return f"{type(e).__name__}: {e}"
+
+
 def run_chunk(fn: Callable, items: list, args: tuple) -> list[tuple[Any, Any, str | None]]:
     """``fn(item, *args)`` for each item, in a worker: ``(item, result, None)`` or, when it
     raised, ``(item, None, "Type: message")`` (exceptions may not survive pickling)."""
@@ -131,7 +136,7 @@ def run_chunk(fn: Callable, items: list, args: tuple) -> list[tuple[Any, Any, st
         try:
             out.append((item, fn(item, *args), None))
         except Exception as e:
-            out.append((item, None, f"{type(e).__name__}: {e}"))
+            out.append((item, None, error_text(e)))
     return out
 
 

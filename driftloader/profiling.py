@@ -29,7 +29,7 @@ from typing import Any
 from .catalog import json_safe
 from .compaction import compaction_due
 from .errors import EmptyShardError, ProfileFormatError, ShardReadError, StoreReadOnlyError
-from .executors import ExecutorSpec, map_chunked, resolved
+from .executors import ExecutorSpec, error_text, map_chunked, resolved
 from .features import FeatureBatch, featurizer_from
 from .handlers import on_error_name
 from .packs import PackWriter
@@ -420,7 +420,7 @@ def _profile_chunk(task: Callable, shards: list[Shard], args: tuple) -> list:
         for i, answer in sorted(found.items()):
             shard = shards[i]
             if isinstance(answer, Exception):
-                out.append((shard, None, f"{type(answer).__name__}: {answer}"))
+                out.append((shard, None, error_text(answer)))
                 continue
             profile, plain = answer
             writer.add(shard, profile, plain)
@@ -428,7 +428,7 @@ def _profile_chunk(task: Callable, shards: list[Shard], args: tuple) -> list:
         todo = [s for i, s in enumerate(shards) if i not in found]
         with contextlib.closing(task(todo, store, writer, featurizer, *rest)) as run:
             for shard, outcome, e in run:
-                out.append((shard, outcome, None if e is None else f"{type(e).__name__}: {e}"))
+                out.append((shard, outcome, None if e is None else error_text(e)))
     finally:
         _close_packs(writer)
     return out
@@ -604,7 +604,7 @@ def _run_inline(
                 if e is not None:
                     if on_error == "raise":
                         raise e
-                    outcome = _Outcome(redact(shard.url), 0, f"{type(e).__name__}: {e}")
+                    outcome = _Outcome(redact(shard.url), 0, error_text(e))
                 _account(summary, outcome, on_error, bar)
     finally:
         _close_packs(writer)

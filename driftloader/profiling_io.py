@@ -183,15 +183,15 @@ def overlapped(
                 storing.append((done, None))
             else:
                 storing.append((done, pool.submit(put, done.profile)))
-            yield from _stored(storing, keep=0 if done.error else STORE_BEHIND)
-        yield from _stored(storing, keep=0)
+            yield from _finished(storing, keep=0 if done.error else STORE_BEHIND)
+        yield from _finished(storing, keep=0)
     finally:
         for future in found:
             future.cancel()
         pool.shutdown(wait=True)  # the profiles built are stored (each one atomic PUT)
 
 
-def _stored(storing: deque[tuple[Done, Future | None]], keep: int) -> Iterator[Done]:
+def _finished(storing: deque[tuple[Done, Future | None]], keep: int) -> Iterator[Done]:
     """The run's oldest shards whose profiles are stored, in order; waits for the oldest
     while more than ``keep`` are queued."""
     while storing:
