@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 from operator import attrgetter
@@ -83,11 +84,10 @@ class Moments(Sketch):
             shift = present[0]
             mean = float(shift + (present - shift).sum() / present.size)
             lo, hi = float(present.min()), float(present.max())
-            if hi - mean < _NO_OVERFLOW and mean - lo < _NO_OVERFLOW:
+            ordinary = hi - mean < _NO_OVERFLOW and mean - lo < _NO_OVERFLOW
+            # squares past 1.8e308 overflow: kept as inf, without a warning
+            with contextlib.nullcontext() if ordinary else np.errstate(over="ignore"):
                 m2 = float(np.square(present - mean).sum())
-            else:
-                with np.errstate(over="ignore"):  # squares past 1.8e308 overflow: kept as inf
-                    m2 = float(np.square(present - mean).sum())
             self._add(present.size, mean, m2, lo, hi)
         return self
 
