@@ -2,8 +2,9 @@
 
 A ``ReadAhead`` is given shards in the order they will be read. It keeps ranged requests for
 the current shard's next blocks and the following shards' first blocks in flight, never more
-than ``max_inflight`` bytes requested and not yet consumed (at least one block). Blocks come
-back to the reader strictly in order, whatever order the requests finish in.
+than ``max_inflight`` bytes requested and not yet consumed (``local_inflight`` for local
+files; at least one block). Blocks come back to the reader strictly in order, whatever order
+the requests finish in.
 
 Each request is served by the fetcher of the shard's protocol:
 
@@ -136,6 +137,8 @@ class ObjectHandle:
 class Fetcher:
     """Ranged reads of objects of one kind; ``submit`` returns a future of a ``Piece``."""
 
+    local = False  # its reads have no latency to hide (the read-ahead's local bound applies)
+
     def __init__(self, policy: RetryPolicy, on_retry: Callable[[], None]) -> None:
         self.policy = policy
         self.on_retry = on_retry
@@ -257,6 +260,8 @@ class LocalFetcher(Fetcher):
 
     The file's size and mtime are checked at open against the shard's ``s:`` version.
     """
+
+    local = True
 
     def __init__(self, policy: RetryPolicy, on_retry: Callable[[], None], threads: int = 2):
         super().__init__(policy, on_retry)
@@ -501,8 +506,9 @@ def _after_all(futures: list[Future], then: Callable[[], None]) -> None:
 
 class ReadAhead:
     """Blocks of shards in read order, with requests kept in flight under ``max_inflight``
-    bytes and ``max_requests`` requests (requested and not yet handed to the reader; at least
-    one block is always allowed).
+    bytes (``local_inflight`` while the shard asked for is a local file) and ``max_requests``
+    requests (requested and not yet handed to the reader; at least one block is always
+    allowed).
 
     Shards are added with ``add`` in the order they will be read; ``blocks(handle)`` yields
     that shard's bytes in order. Requests go first to the shard being read, then to the next
@@ -516,6 +522,7 @@ class ReadAhead:
         on_peak: Callable[[int], None] | None,
         lookahead: int,
         max_requests: int,
+        local_inflight: int | None = None,
     ) -> None:
         self.block_size = block_size
         # A shard whose size is unknown, while one before it still has bytes to ask for, is
@@ -525,6 +532,8 @@ class ReadAhead:
         # 100 ms: 15.7k -> 27.7k samples/s).
         self.probe_size = max(block_size // 8, 4096)
         self.max_inflight = max(max_inflight, block_size)
+        # while the shard asked for is a local file (``Fetcher.local``): no latency to hide
+        self.local_inflight = max(local_inflight or max_inflight, block_size)
         self.max_requests = max(max_requests, 1)
         self.requests = 0
         self.lookahead = lookahead
@@ -547,8 +556,9 @@ class ReadAhead:
                 if behind and (plan.next_offset or plan.handle.size is not None):
                     break  # in read order: past its probe, a shard waits for those before it
                 size = self._next_size(plan, behind)
+                bound = self.local_inflight if plan.handle.fetcher.local else self.max_inflight
                 if self.inflight and (
-                    self.inflight + size > self.max_inflight or self.requests >= self.max_requests
+                    self.inflight + size > bound or self.requests >= self.max_requests
                 ):
                     return  # earlier shards keep their place: later ones wait
                 future = plan.handle.fetcher.submit(plan.handle, plan.next_offset, size)

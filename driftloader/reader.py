@@ -41,6 +41,13 @@ DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
 # 100 ms at ~350 MB/s, 256 MiB 3-12% (results/peers.md). At least 4 blocks per worker.
 DEFAULT_PROCESS_INFLIGHT = 256 * 1024 * 1024
 MIN_INFLIGHT_BLOCKS = 4
+# Local files have no latency to hide and are read by two threads whatever the bound: bytes
+# read further ahead only cost fresh pages (a page fault each) and fall out of the CPU's cache
+# before they are parsed. 256 MiB took 50-58k page faults a pass of 312 MB where 32 MiB took
+# 9-19k, and read 61k samples/s with 2 DataLoader workers where 16 MiB each read 75k
+# (results/peers.md). At least 2 blocks per worker: one being read while one is parsed.
+DEFAULT_PROCESS_LOCAL_INFLIGHT = 32 * 1024 * 1024
+MIN_LOCAL_INFLIGHT_BLOCKS = 2
 DEFAULT_MAX_REQUESTS = 48
 DEFAULT_LOOKAHEAD = 32  # shards: 16 kept 9.3 MB shards under 155 MiB in flight (results/peers.md)
 DEFAULT_TIMEOUT = 20.0
@@ -61,7 +68,8 @@ class ReadOptions:
     """How shards are read: ``read_shards``' keywords as one value (``DriftDataset(read_options=)``).
 
     ``max_inflight`` bytes (by default 256 MiB per process, split among its DataLoader
-    workers: ``inflight_bound``) and ``max_requests`` ranged requests are kept in flight
+    workers: ``inflight_bound``; for local files 32 MiB: ``local_inflight_bound``) and
+    ``max_requests`` ranged requests are kept in flight
     (requested and not yet parsed), for the current shard's next ``block_size`` blocks and the next
     ``lookahead`` shards; ``timeout`` seconds without data is a stall, retried ``retries`` times
     with ``backoff`` from the byte reached. Members over ``max_member_size`` bytes are refused.
@@ -102,6 +110,15 @@ class ReadOptions:
             return self.max_inflight
         share = DEFAULT_PROCESS_INFLIGHT // _dataloader_workers()
         return max(share, MIN_INFLIGHT_BLOCKS * self.block_size)
+
+    def local_inflight_bound(self) -> int:
+        """The bound while the request is for a local file: ``max_inflight`` if given, else
+        ``DEFAULT_PROCESS_LOCAL_INFLIGHT`` over the DataLoader workers (32 MiB alone, 16 MiB
+        each of 2 or more), at least ``MIN_LOCAL_INFLIGHT_BLOCKS`` blocks."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        share = DEFAULT_PROCESS_LOCAL_INFLIGHT // _dataloader_workers()
+        return max(share, MIN_LOCAL_INFLIGHT_BLOCKS * self.block_size)
 
     def keywords(self) -> dict[str, Any]:
         """These options as ``read_shards`` keywords."""
@@ -277,7 +294,8 @@ def read_shards(
     Ranged requests for the current shard's next blocks and the next ``lookahead`` shards'
     blocks stay in flight: at most ``max_requests`` of them and ``max_inflight`` bytes
     requested and not yet parsed (at least one ``block_size`` block; by default 256 MiB per
-    process, split among its DataLoader workers: ``ReadOptions.inflight_bound``). ``shards``
+    process, split among its DataLoader workers, 32 MiB for local files: ``ReadOptions``'
+    bounds). ``shards``
     is consumed lazily, ``lookahead`` shards ahead of the one being read.
     Read each ``samples`` before asking for the next pair; one left unread (a shard the
     caller decided to skip) is dropped with its requests. A shard that fails raises
@@ -309,7 +327,14 @@ def read_shards(
 
     policy = RetryPolicy(retries, backoff, timeout)
     fetchers = _Fetchers(storage_options, policy, on_retry, opener, max_requests)
-    ahead = ReadAhead(block_size, options.inflight_bound(), on_peak, lookahead, max_requests)
+    ahead = ReadAhead(
+        block_size,
+        options.inflight_bound(),
+        on_peak,
+        lookahead,
+        max_requests,
+        local_inflight=options.local_inflight_bound(),
+    )
     pending: deque[tuple[Shard, ObjectHandle | None]] = deque()
     source = iter(shards)
 
