@@ -24,6 +24,11 @@ run::
 
     python benchmarks/commits.py --base none --http 0,40,100 --origin files
 
+With ``--pin``, every pass runs on CPU 0 (its DataLoader workers too), local ones included,
+and the servers on the other CPUs: the origin and the proxy then take none of the reader's
+CPU, as S3's servers take none of a training machine's. Each pass also reports when its first
+batch came (the table's last column, this checkout's).
+
 """
 
 from __future__ import annotations
@@ -45,10 +50,18 @@ ROOT = HERE.parent
 
 
 def one_pass(
-    tree: str, contender: str, workers: int, tars: str, truth: str, prefix: str | None
+    tree: str,
+    contender: str,
+    workers: int,
+    tars: str,
+    truth: str,
+    prefix: str | None,
+    pin: bool = False,
 ) -> None:
     """In the child: time one pass of ``contender`` over the shards (local files, or under
-    the URL ``prefix``), print its JSON line."""
+    the URL ``prefix``), print its JSON line (``pin``: on CPU 0 only, its workers too)."""
+    if pin:
+        os.sched_setaffinity(0, {0})
     sys.path.insert(0, str(ROOT))
     from benchmarks import peers
 
@@ -68,23 +81,30 @@ def one_pass(
         ds = peers.read_webdataset("vectors", urls, None)
     else:
         ds = peers.read_driftloader("vectors", urls, None)
-    seen = peers.loader_pass(ds, workers)
+    first = []
+    seen = peers.loader_pass(ds, workers, lambda: first.append(time.perf_counter()))
     rate = seen.count / (time.perf_counter() - started)
     if not seen.matches(peers.Checksum(**json.loads(Path(truth).read_text()))):
         raise SystemExit(f"{contender}: read {seen}, expected {truth}")
+    first_batch = first[0] - started
     module = sys.modules.get("driftloader")
-    print(json.dumps({"rate": rate, "driftloader": getattr(module, "__file__", None)}))
+    where = getattr(module, "__file__", None)
+    print(json.dumps({"rate": rate, "first": first_batch, "driftloader": where}))
 
 
-def run_pass(tree: Path, contender: str, workers: int, scratch: Path, prefix: str | None) -> float:
+def run_pass(
+    tree: Path, contender: str, workers: int, scratch: Path, prefix: str | None, pin: bool
+) -> tuple[float, float]:
+    """One pass in a fresh process: (samples/s, seconds to the first batch)."""
     args = [sys.executable, __file__, "--one-pass", contender, "--tree", str(tree)]
     args += ["--workers", str(workers), "--scratch", str(scratch)]
     args += ["--prefix", prefix] if prefix else []
+    args += ["--pin"] if pin else []
     out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     result = json.loads(out.strip().splitlines()[-1])
     if contender != "webdataset" and not result["driftloader"].startswith(str(tree)):
         raise SystemExit(f"{contender} imported {result['driftloader']}, not from {tree}")
-    return result["rate"]
+    return result["rate"], result["first"]
 
 
 def commit_of(rev: str) -> str:
@@ -104,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--origin", choices=("moto", "files"), default="moto", help="behind the proxy (--http)"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="each pass on CPU 0, the servers on the other CPUs (Linux): storage then costs "
+        "the reader no CPU, as S3's servers do not",
+    )
     parser.add_argument("--one-pass", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
@@ -112,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.one_pass:
         scratch = Path(args.scratch)
         tars, truth = str(scratch / "tar"), str(scratch / "truth")
-        one_pass(args.tree, args.one_pass, int(args.workers), tars, truth, args.prefix)
+        one_pass(args.tree, args.one_pass, int(args.workers), tars, truth, args.prefix, args.pin)
         return
 
     sys.path.insert(0, str(ROOT))
@@ -136,31 +162,42 @@ def main(argv: list[str] | None = None) -> None:
         (scratch / "truth").write_text(json.dumps(vars(truth)))
         settings: dict = {"local": None}
         if args.http:
+            from benchmarks.servers import Servers
+
+            servers = stack.enter_context(Servers())
             latencies = args.http.split(",")
             if args.origin == "files":
-                settings.update(served_from_files(stack, scratch / "tar", latencies))
+                settings.update(served_from_files(servers, scratch / "tar", latencies))
             else:
-                settings = served_over_http(stack, scratch / "tar", latencies)
+                settings = served_over_http(servers, scratch / "tar", latencies)
+            if args.pin:
+                servers.pin(set(range(1, os.cpu_count() or 2)))
         workers = [int(w) for w in args.workers.split(",")]
         cells = [(s, w) for s in settings for w in workers]
         rates: dict = {(c, *cell): [] for c in contenders for cell in cells}
+        firsts: dict = {cell: [] for cell in cells}  # this checkout's, seconds
         for r in range(args.rounds):
             names = list(contenders)
             names = names[r % len(names) :] + names[: r % len(names)]
             for setting, w in cells:
                 for name in names:
                     prefix = settings[setting]
-                    rate = run_pass(contenders[name], name.split(" ")[0], w, scratch, prefix)
+                    tree = contenders[name]
+                    rate, first = run_pass(tree, name.split(" ")[0], w, scratch, prefix, args.pin)
                     rates[name, setting, w].append(rate)
+                    if name == f"driftloader {head}":
+                        firsts[setting, w].append(first)
                     print(
-                        f"round {r + 1} {setting} workers {w} {name}: {rate:,.0f} samples/s",
+                        f"round {r + 1} {setting} workers {w} {name}: {rate:,.0f} samples/s, "
+                        f"first batch after {first:.3f} s",
                         flush=True,
                     )
+    pinned = ", passes on CPU 0 and the servers on the others" if args.pin else ""
     print(
         f"\n{args.shards} shards x {args.samples}, {args.rounds} rounds, "
-        f"HEAD {head}{' (uncommitted changes)' if dirty else ''}, {os.cpu_count()} cores"
+        f"HEAD {head}{' (uncommitted changes)' if dirty else ''}, {os.cpu_count()} cores{pinned}"
     )
-    report(rates, cells, base, head, "local" in settings)
+    report(rates, firsts, cells, base, head, "local" in settings)
 
 
 def export(commit: str, tree: Path) -> Path:
@@ -173,13 +210,17 @@ def export(commit: str, tree: Path) -> Path:
     return tree
 
 
-def report(rates: dict, cells: list, base: str | None, head: str, local: bool) -> None:
+def report(
+    rates: dict, firsts: dict, cells: list, base: str | None, head: str, local: bool
+) -> None:
     """The table: medians, the median of the rounds' ratios, and (with local files in the run)
-    each cell's rate over the local rate with the same workers (the median of rounds)."""
+    each cell's rate over the local rate with the same workers (the median of rounds); the
+    last column, this checkout's seconds to its first batch (median)."""
     new_name = f"driftloader {head}"
     columns = ["setting", "workers", "webdataset"]
     columns += [f"driftloader {base}", new_name, "new / old"] if base else [new_name]
     columns += ["new / webdataset"] + (["new / its local rate"] if local else [])
+    columns += ["new: first batch (s)"]
     print("| " + " | ".join(columns) + " |")
     print("|" + " --- |" * len(columns))
 
@@ -196,16 +237,16 @@ def report(rates: dict, cells: list, base: str | None, head: str, local: bool) -
         else:
             row += [f"{statistics.median(new):,.0f}"]
         row += [ratio(new, wds)] + ([ratio(new, rates[new_name, "local", w])] if local else [])
+        row += [f"{statistics.median(firsts[setting, w]):.3f}"]
         print("| " + " | ".join(row) + " |")
 
 
-def served_from_files(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:
+def served_from_files(servers, tars: Path, latencies: list[str]) -> dict:
     """``file_origin`` serving ``tars`` and a proxy per latency in front of it ("direct": the
-    origin itself, no proxy): {setting: prefix of the shards' http:// URLs}."""
+    origin itself, no proxy), started by ``servers``: {setting: prefix of the shards' http://
+    URLs}."""
     from benchmarks import peers
-    from benchmarks.servers import Servers
 
-    servers = stack.enter_context(Servers())
     origin = servers.files(tars)
     settings = {}
     for ms in latencies:
@@ -216,15 +257,13 @@ def served_from_files(stack: contextlib.ExitStack, tars: Path, latencies: list[s
     return settings
 
 
-def served_over_http(stack: contextlib.ExitStack, tars: Path, latencies: list[str]) -> dict:
-    """Upload ``tars`` to moto, public-read, and start a proxy per latency: {setting: prefix of
-    the shards' http:// URLs}."""
+def served_over_http(servers, tars: Path, latencies: list[str]) -> dict:
+    """Upload ``tars`` to moto, public-read, and start a proxy per latency (by ``servers``):
+    {setting: prefix of the shards' http:// URLs}."""
     import s3fs
 
     from benchmarks import peers
-    from benchmarks.servers import Servers
 
-    servers = stack.enter_context(Servers())
     moto = servers.moto()
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto}, skip_instance_cache=True)
     fs.mkdir("commits-http")

@@ -446,9 +446,10 @@ class Run:
         return seen.count / elapsed
 
 
-def loader_pass(dataset, workers: int) -> Checksum:
+def loader_pass(dataset, workers: int, on_first=None) -> Checksum:
     """What one pass of ``dataset`` (pairs of value and class) through a DataLoader of batch
-    ``BATCH`` and ``workers`` workers reads."""
+    ``BATCH`` and ``workers`` workers reads; ``on_first()``, if given, is called when the first
+    batch has come."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
@@ -461,6 +462,8 @@ def loader_pass(dataset, workers: int) -> Checksum:
     )
     seen = Checksum()
     for values, classes in loader:
+        if on_first is not None and not seen.count:
+            on_first()
         seen.add_batch(values, classes)
     return seen
 
