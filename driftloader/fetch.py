@@ -555,12 +555,18 @@ class ReadAhead:
             while plan.wants_more():
                 if behind and (plan.next_offset or plan.handle.size is not None):
                     break  # in read order: past its probe, a shard waits for those before it
-                size = self._next_size(plan, behind)
                 bound = self.local_inflight if plan.handle.fetcher.local else self.max_inflight
+                size = self._next_size(plan, behind, bound)
                 if self.inflight and (
                     self.inflight + size > bound or self.requests >= self.max_requests
                 ):
-                    return  # earlier shards keep their place: later ones wait
+                    if plan.requests or plan is not self.plans[0]:
+                        return  # earlier shards keep their place: later ones wait
+                    # The shard being read has nothing in flight, and the next shards' probes
+                    # hold the room its next request needs (what it read freed less: a probe,
+                    # or a block before a tail of 1.25 blocks). It asks for the room left:
+                    # waiting would end it there, as if it were truncated.
+                    size = min(size, max(bound - self.inflight, self.probe_size))
                 future = plan.handle.fetcher.submit(plan.handle, plan.next_offset, size)
                 if plan.handle.size is None:
                     future.add_done_callback(
@@ -576,15 +582,15 @@ class ReadAhead:
                         self.on_peak(self.peak)
             behind = behind or not plan.requested()
 
-    def _next_size(self, plan: _Plan, behind: bool) -> int:
+    def _next_size(self, plan: _Plan, behind: bool, bound: int) -> int:
         """Bytes of ``plan``'s next request: a block; a shard's last bytes in one request when
         they are at most a quarter block more (a 9.3 MB shard is one request, not 8 + 1.3
-        MiB); a probe when its size is unknown and a shard before it still has bytes to ask
-        for (``probe_size``)."""
+        MiB) and within ``bound``; a probe when its size is unknown and a shard before it still
+        has bytes to ask for (``probe_size``)."""
         if plan.handle.size is None:
             return self.probe_size if behind else self.block_size
         remaining = plan.handle.size - plan.next_offset
-        if remaining <= min(self.block_size + self.block_size // 4, self.max_inflight):
+        if remaining <= min(self.block_size + self.block_size // 4, bound):
             return remaining
         return self.block_size
 
