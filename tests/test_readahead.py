@@ -254,20 +254,27 @@ class _Recorder:
         return Future()
 
 
+def _recorded(shards: int, block: int, bound: int, **limits) -> tuple:
+    """A ``ReadAhead`` over ``shards`` S3 shards whose requests a ``_Recorder`` records:
+    (read-ahead, recorder, handles)."""
+    from driftloader.fetch import ObjectHandle, ReadAhead
+    from driftloader.sources import Shard
+
+    fetcher = _Recorder()
+    ahead = ReadAhead(block, bound, None, **limits)
+    handles = [ObjectHandle(Shard(f"s3://b/{i}.tar"), fetcher) for i in range(shards)]
+    for handle in handles:
+        ahead.add(handle)
+    return ahead, fetcher, handles
+
+
 def test_read_ahead_asks_for_probes_ahead_and_whole_tails():
     """The scheduling alone: while the first shard's size is unknown the next shards get a
     probe each, and no more even when their probes tell their sizes first; once the first
     shard's size is known, its next blocks come before any later shard's; a last piece of at
     most a quarter block is asked for with the block before it."""
-    from driftloader.fetch import ObjectHandle, ReadAhead
-    from driftloader.sources import Shard
-
     block = 64 * 1024
-    fetcher = _Recorder()
-    ahead = ReadAhead(block, 8 * block, None, lookahead=3, max_requests=32)
-    handles = [ObjectHandle(Shard(f"s3://b/{i}.tar"), fetcher) for i in range(4)]
-    for handle in handles:
-        ahead.add(handle)
+    ahead, fetcher, handles = _recorded(4, block, 8 * block, lookahead=3, max_requests=32)
     probe = ahead.probe_size
     assert fetcher.asked == [("s3://b/0.tar", 0, block)] + [
         (f"s3://b/{i}.tar", 0, probe) for i in (1, 2, 3)
@@ -295,15 +302,10 @@ def test_the_shard_being_read_is_never_left_without_a_request():
     """The next shards' probes, asked for while the first shard's size was unknown, hold all
     the room its block freed; its last 1.2 blocks did not fit, so it asked for nothing and its
     reader ended it there, a good shard reported truncated. Now it asks for the room left."""
-    from driftloader.fetch import ObjectHandle, Piece, ReadAhead
-    from driftloader.sources import Shard
+    from driftloader.fetch import Piece
 
     block = 64 * 1024
-    fetcher = _Recorder()
-    ahead = ReadAhead(block, 4 * block, None, lookahead=32, max_requests=48)
-    handles = [ObjectHandle(Shard(f"s3://b/{i}.tar"), fetcher) for i in range(30)]
-    for handle in handles:
-        ahead.add(handle)
+    ahead, fetcher, handles = _recorded(30, block, 4 * block, lookahead=32, max_requests=48)
     probe = ahead.probe_size
     assert ahead.inflight == block + 24 * probe == 4 * block  # the probes took the rest
     first = ahead.plans[0].requests[0].future
