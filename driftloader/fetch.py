@@ -552,10 +552,10 @@ class ReadAhead:
     def _fill(self) -> None:
         behind = False  # a shard before this one still has bytes to ask for
         for plan in list(self.plans)[: self.lookahead + 1]:
+            bound = self.local_inflight if plan.handle.fetcher.local else self.max_inflight
             while plan.wants_more():
                 if behind and (plan.next_offset or plan.handle.size is not None):
                     break  # in read order: past its probe, a shard waits for those before it
-                bound = self.local_inflight if plan.handle.fetcher.local else self.max_inflight
                 size = self._next_size(plan, behind, bound)
                 if self.inflight and (
                     self.inflight + size > bound or self.requests >= self.max_requests

@@ -106,19 +106,21 @@ class ReadOptions:
         """``max_inflight``, or the default for this process: ``DEFAULT_PROCESS_INFLIGHT``
         over the DataLoader workers it is one of (256 MiB alone, 128 MiB each of 2, 32 MiB
         each of 8), at least ``MIN_INFLIGHT_BLOCKS`` blocks."""
-        if self.max_inflight is not None:
-            return self.max_inflight
-        share = DEFAULT_PROCESS_INFLIGHT // _dataloader_workers()
-        return max(share, MIN_INFLIGHT_BLOCKS * self.block_size)
+        return self._bound(DEFAULT_PROCESS_INFLIGHT, MIN_INFLIGHT_BLOCKS)
 
     def local_inflight_bound(self) -> int:
         """The bound while the request is for a local file: ``max_inflight`` if given, else
         ``DEFAULT_PROCESS_LOCAL_INFLIGHT`` over the DataLoader workers (32 MiB alone, 16 MiB
         each of 2 or more), at least ``MIN_LOCAL_INFLIGHT_BLOCKS`` blocks."""
+        return self._bound(DEFAULT_PROCESS_LOCAL_INFLIGHT, MIN_LOCAL_INFLIGHT_BLOCKS)
+
+    def _bound(self, per_process: int, min_blocks: int) -> int:
+        """``max_inflight`` if given, else ``per_process`` over this process's DataLoader
+        workers, at least ``min_blocks`` blocks."""
         if self.max_inflight is not None:
             return self.max_inflight
-        share = DEFAULT_PROCESS_LOCAL_INFLIGHT // _dataloader_workers()
-        return max(share, MIN_LOCAL_INFLIGHT_BLOCKS * self.block_size)
+        share = per_process // _dataloader_workers()
+        return max(share, min_blocks * self.block_size)
 
     def keywords(self) -> dict[str, Any]:
         """These options as ``read_shards`` keywords."""
