@@ -354,13 +354,15 @@ def test_every_member_comes_once_in_order_under_any_bounds(tmp_path):
 
 
 class _Bound(torch.utils.data.IterableDataset):
-    """Yields, from each DataLoader worker, the bytes in flight its reader would allow."""
+    """Yields, from each DataLoader worker, the bytes in flight its reader would allow
+    (``local``: for local files)."""
 
-    def __init__(self, **options) -> None:
-        self.options = options
+    def __init__(self, local: bool = False, **options) -> None:
+        self.local, self.options = local, options
 
     def __iter__(self):
-        yield ReadOptions(**self.options).inflight_bound()
+        read = ReadOptions(**self.options)
+        yield read.local_inflight_bound() if self.local else read.inflight_bound()
 
 
 def test_the_default_bytes_in_flight_are_split_among_dataloader_workers():
@@ -377,19 +379,14 @@ def test_the_default_bytes_in_flight_are_split_among_dataloader_workers():
     assert given == [8 << 20] * 2
 
 
-class _LocalBound(torch.utils.data.IterableDataset):
-    def __iter__(self):
-        yield ReadOptions().local_inflight_bound()
-
-
 def test_local_files_are_read_ahead_under_a_small_bound():
     """Local files have no latency to hide: 32 MiB a process (at least two blocks a worker),
     where remote shards keep 256 MiB; a bound given holds for both."""
     from torch.utils.data import DataLoader
 
     assert ReadOptions().local_inflight_bound() == 32 << 20
-    assert list(DataLoader(_LocalBound(), batch_size=None, num_workers=2)) == [16 << 20] * 2
-    assert list(DataLoader(_LocalBound(), batch_size=None, num_workers=4)) == [16 << 20] * 4
+    assert list(DataLoader(_Bound(local=True), batch_size=None, num_workers=2)) == [16 << 20] * 2
+    assert list(DataLoader(_Bound(local=True), batch_size=None, num_workers=4)) == [16 << 20] * 4
     assert ReadOptions(max_inflight=8 << 20).local_inflight_bound() == 8 << 20
 
 
